@@ -1,0 +1,73 @@
+/*
+ * cpu_kernels.h - the CPU backend's kernels, as tables of plain C functions.
+ *
+ * There are two kinds of table with the same signatures:
+ *   - the reference (cpu_ref.c): scalar loops that accumulate in double, the
+ *     oracle of the conformance suite;
+ *   - fast float32 tables (cpu_kernels.c, compiled once per instruction set:
+ *     generic x86-64, AVX2+FMA, AVX-512), OpenMP-parallel.
+ * The backend picks one at run time (cpu_isa.c) from what the CPU supports.
+ *
+ * Every pointer is to contiguous row-major data; the backend has checked
+ * shapes and index ranges before calling. `threads` is the OpenMP thread
+ * count (>= 1). Semantics are those of the ops in core/graph.h and of the
+ * model specification; in particular:
+ *   - attention: per batch b and head, query i attends to keys j with
+ *     j < key_len[b] (all keys when key_len is NULL) and, when causal, j >= i;
+ *     a query with no visible key gets a zero output row. Scale 1/sqrt(d/heads).
+ *   - pkm: spec section 3 step 2; every top-t keeps the t largest, ties by the
+ *     smaller index (for pairs, the smaller slot x*m + y).
+ *   - topk: over columns j of a row, item id j+1; ids listed in exclude
+ *     (1-based, 0 = none) are skipped; NaN ranks below every number; ties by
+ *     the smaller id; missing places get id 0 and -INFINITY.
+ */
+#ifndef ELASTIC_CPU_KERNELS_H
+#define ELASTIC_CPU_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct elastic_cpu_kernels {
+    const char *isa; /* "reference", "generic", "avx2", "avx512" */
+
+    void (*gather)(const float *table, int64_t d, const int32_t *idx, int64_t n, float *out,
+                   int threads);
+    /* out[i] = a[i] + b[i % nb] */
+    void (*add)(const float *a, const float *b, float *out, int64_t n, int64_t nb, int threads);
+    void (*masked_mean)(const float *x, const int32_t *len, float *out, int64_t batch,
+                        int64_t n, int64_t d, int threads);
+    void (*layer_norm)(const float *x, const float *weight, const float *bias, float *out,
+                       int64_t rows, int64_t d, float eps, int threads);
+    /* out[M,N] = x[M,K] * w[N,K]^T + bias[N] (bias may be NULL) */
+    void (*linear)(const float *x, const float *w, const float *bias, float *out, int64_t m,
+                   int64_t n, int64_t k, int threads);
+    void (*gelu)(const float *x, float *out, int64_t n, int threads);
+    void (*attention)(const float *q, const float *k, const float *v, const int32_t *key_len,
+                      float *out, int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                      int causal, int threads);
+    /* query [B, experts*c], subkeys [2, m, c/2], values [m*m, d] -> out [B, experts, d] */
+    void (*pkm)(const float *query, const float *subkeys, const float *values, float *out,
+                int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                int threads);
+    /* scores [B, I], exclude [B, E] or NULL -> ids [B, K], vals [B, K] */
+    void (*topk)(const float *scores, const int32_t *exclude, int64_t n_exclude, int32_t *ids,
+                 float *vals, int64_t batch, int64_t items, int64_t k, int threads);
+} elastic_cpu_kernels;
+
+extern const elastic_cpu_kernels elastic_cpu_kernels_reference;
+extern const elastic_cpu_kernels elastic_cpu_kernels_generic;
+#if defined(ELASTIC_CPU_X86)
+extern const elastic_cpu_kernels elastic_cpu_kernels_avx2;
+extern const elastic_cpu_kernels elastic_cpu_kernels_avx512;
+#endif
+
+typedef enum elastic_cpu_isa {
+    ELASTIC_CPU_ISA_BEST = 0,
+    ELASTIC_CPU_ISA_GENERIC = 1,
+    ELASTIC_CPU_ISA_AVX2 = 2,
+    ELASTIC_CPU_ISA_AVX512 = 3
+} elastic_cpu_isa;
+
+/* The fast table for an instruction set, or NULL if this CPU lacks it. */
+const elastic_cpu_kernels *elastic_cpu_kernels_for(elastic_cpu_isa isa);
+
+#endif

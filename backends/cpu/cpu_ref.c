@@ -1,0 +1,238 @@
+/*
+ * cpu_ref.c - the scalar reference kernels: the oracle of the conformance
+ * suite and of the fast paths' tests.
+ *
+ * Straight loops that follow the model specification word for word and
+ * accumulate in double; only the stored result is rounded to float32. Speed
+ * is not a goal, but the loops still run over users in parallel so whole
+ * models stay testable.
+ */
+#include "cpu_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void ref_gather(const float *table, int64_t d, const int32_t *idx, int64_t n, float *out,
+                       int threads)
+{
+    (void)threads;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + i * d, table + (int64_t)idx[i] * d, (size_t)d * sizeof(float));
+}
+
+static void ref_add(const float *a, const float *b, float *out, int64_t n, int64_t nb,
+                    int threads)
+{
+    (void)threads;
+    for (int64_t i = 0; i < n; i++) out[i] = (float)((double)a[i] + (double)b[i % nb]);
+}
+
+static void ref_masked_mean(const float *x, const int32_t *len, float *out, int64_t batch,
+                            int64_t n, int64_t d, int threads)
+{
+    (void)threads;
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t rows = len[b] < n ? len[b] : n;
+        for (int64_t j = 0; j < d; j++) {
+            double s = 0;
+            for (int64_t r = 0; r < rows; r++) s += x[(b * n + r) * d + j];
+            out[b * d + j] = rows > 0 ? (float)(s / (double)rows) : 0.0f;
+        }
+    }
+}
+
+static void ref_layer_norm(const float *x, const float *weight, const float *bias, float *out,
+                           int64_t rows, int64_t d, float eps, int threads)
+{
+    (void)threads;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < d; j++) mean += xr[j];
+        mean /= (double)d;
+        for (int64_t j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+        var /= (double)d;
+        double inv = 1.0 / sqrt(var + (double)eps);
+        for (int64_t j = 0; j < d; j++)
+            out[r * d + j] = (float)((xr[j] - mean) * inv * weight[j] + bias[j]);
+    }
+}
+
+static void ref_linear(const float *x, const float *w, const float *bias, float *out, int64_t m,
+                       int64_t n, int64_t k, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            double s = bias ? (double)bias[j] : 0.0;
+            for (int64_t p = 0; p < k; p++) s += (double)x[i * k + p] * (double)w[j * k + p];
+            out[i * n + j] = (float)s;
+        }
+    }
+}
+
+static void ref_gelu(const float *x, float *out, int64_t n, int threads)
+{
+    (void)threads;
+    for (int64_t i = 0; i < n; i++) {
+        double z = x[i];
+        out[i] = (float)(0.5 * z * (1.0 + erf(z / sqrt(2.0))));
+    }
+}
+
+static void ref_attention(const float *q, const float *k, const float *v, const int32_t *key_len,
+                          float *out, int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                          int causal, int threads)
+{
+    int64_t dh = d / heads;
+    double scale = 1.0 / sqrt((double)dh);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t valid = key_len ? (key_len[b] < nk ? key_len[b] : nk) : nk;
+        double *logit = malloc((size_t)(nk > 0 ? nk : 1) * sizeof(double));
+        for (int64_t i = 0; i < nq; i++) {
+            for (int h = 0; h < heads; h++) {
+                float *o = out + (b * nq + i) * d + h * dh;
+                int64_t first = causal ? i : 0;
+                double max = -INFINITY;
+                for (int64_t j = first; j < valid; j++) {
+                    double s = 0;
+                    for (int64_t c = 0; c < dh; c++)
+                        s += (double)q[(b * nq + i) * d + h * dh + c] *
+                             (double)k[(b * nk + j) * d + h * dh + c];
+                    s *= scale;
+                    if (logit) logit[j] = s;
+                    if (s > max) max = s;
+                }
+                for (int64_t c = 0; c < dh; c++) o[c] = 0.0f;
+                if (first >= valid || !logit) continue;
+                double sum = 0;
+                for (int64_t j = first; j < valid; j++) sum += exp(logit[j] - max);
+                for (int64_t c = 0; c < dh; c++) {
+                    double acc = 0;
+                    for (int64_t j = first; j < valid; j++)
+                        acc += exp(logit[j] - max) * (double)v[(b * nk + j) * d + h * dh + c];
+                    o[c] = (float)(acc / sum);
+                }
+            }
+        }
+        free(logit);
+    }
+}
+
+/* Indices of the t largest of s[0..n-1], ties by the smaller index, in
+ * descending order of value. Selection by repeated scans: simple and exact. */
+static void ref_top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
+{
+    for (int64_t r = 0; r < t; r++) {
+        int64_t best = -1;
+        for (int64_t i = 0; i < n; i++) {
+            int taken = 0;
+            for (int64_t q = 0; q < r; q++) taken |= sel[q] == i;
+            if (taken) continue;
+            if (best < 0 || s[i] > s[best]) best = i;
+        }
+        sel[r] = best;
+    }
+}
+
+static void ref_pkm(const float *query, const float *subkeys, const float *values, float *out,
+                    int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                    int threads)
+{
+    int64_t half = c / 2;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t be = 0; be < batch * experts; be++) {
+        const float *qj = query + be * c;
+        double *sa = malloc((size_t)(2 * m + t * t) * sizeof(double));
+        int64_t *sel = malloc((size_t)(3 * t + t * t) * sizeof(int64_t));
+        float *o = out + be * d;
+        for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+        if (!sa || !sel) {
+            free(sa);
+            free(sel);
+            continue;
+        }
+        double *sb = sa + m, *pair = sb + m;
+        int64_t *A = sel, *B = sel + t, *best = sel + 2 * t, *slot = sel + 3 * t;
+        for (int64_t x = 0; x < m; x++) {
+            double s0 = 0, s1 = 0;
+            for (int64_t p = 0; p < half; p++) {
+                s0 += (double)qj[p] * (double)subkeys[x * half + p];
+                s1 += (double)qj[half + p] * (double)subkeys[(m + x) * half + p];
+            }
+            sa[x] = s0;
+            sb[x] = s1;
+        }
+        ref_top_indices(sa, m, t, A);
+        ref_top_indices(sb, m, t, B);
+        /* Pairs listed in slot order, so "ties by the smaller index" of the
+         * selection below is "ties by the smaller slot". */
+        int64_t np = 0;
+        for (int64_t xi = 0; xi < m; xi++)
+            for (int64_t yi = 0; yi < m; yi++) {
+                int inA = 0, inB = 0;
+                for (int64_t r = 0; r < t; r++) inA |= A[r] == xi, inB |= B[r] == yi;
+                if (!inA || !inB) continue;
+                pair[np] = sa[xi] + sb[yi];
+                slot[np] = xi * m + yi;
+                np++;
+            }
+        ref_top_indices(pair, np, t, best);
+        double max = pair[best[0]], sum = 0;
+        for (int64_t r = 0; r < t; r++) sum += exp(pair[best[r]] - max);
+        for (int64_t j = 0; j < d; j++) {
+            double acc = 0;
+            for (int64_t r = 0; r < t; r++)
+                acc += exp(pair[best[r]] - max) / sum * (double)values[slot[best[r]] * d + j];
+            o[j] = (float)acc;
+        }
+        free(sa);
+        free(sel);
+    }
+}
+
+/* a ranks before b: larger value, NaN last, ties by the smaller index. */
+static int ref_before(float va, int64_t a, float vb, int64_t b)
+{
+    if (isnan(va) != isnan(vb)) return isnan(vb);
+    if (!isnan(va) && va != vb) return va > vb;
+    return a < b;
+}
+
+static void ref_topk(const float *scores, const int32_t *exclude, int64_t n_exclude, int32_t *ids,
+                     float *vals, int64_t batch, int64_t items, int64_t k, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        const float *s = scores + b * items;
+        unsigned char *taken = calloc((size_t)items, 1); /* excluded or already chosen */
+        for (int64_t e = 0; taken && exclude && e < n_exclude; e++) {
+            int32_t id = exclude[b * n_exclude + e];
+            if (id >= 1 && id <= items) taken[id - 1] = 1;
+        }
+        for (int64_t r = 0; r < k; r++) {
+            int64_t best = -1;
+            for (int64_t j = 0; taken && j < items; j++)
+                if (!taken[j] && (best < 0 || ref_before(s[j], j, s[best], best))) best = j;
+            if (best >= 0) taken[best] = 1;
+            ids[b * k + r] = best < 0 ? 0 : (int32_t)(best + 1);
+            vals[b * k + r] = best < 0 ? -INFINITY : s[best];
+        }
+        free(taken);
+    }
+}
+
+const elastic_cpu_kernels elastic_cpu_kernels_reference = {
+    .isa = "reference",
+    .gather = ref_gather,
+    .add = ref_add,
+    .masked_mean = ref_masked_mean,
+    .layer_norm = ref_layer_norm,
+    .linear = ref_linear,
+    .gelu = ref_gelu,
+    .attention = ref_attention,
+    .pkm = ref_pkm,
+    .topk = ref_topk,
+};

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Command-line checks on a build: init + recommend print top-K lists; a
+# malformed model file, an out-of-range item id and an empty history each
+# give a clear error and a non-zero exit, never a crash.
+#   ci/smoke.sh BUILD_DIR
+set -uo pipefail
+bin="${1:?usage: ci/smoke.sh BUILD_DIR}/elastic"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { # check NAME EXPECTED_RC PATTERN -- command...
+  local name=$1 want=$2 pattern=$3
+  shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ "$rc" -ne "$want" ] || ! grep -qE "$pattern" "$tmp/out" "$tmp/err"; then
+    echo "FAIL $name: rc=$rc (want $want), output:"; cat "$tmp/out" "$tmp/err"; fail=1
+  elif grep -q "Sanitizer" "$tmp/err"; then
+    echo "FAIL $name: sanitizer report"; cat "$tmp/err"; fail=1
+  else
+    echo "ok   $name"
+  fi
+}
+check init 0 "" -- "$bin" init num_items=100 hidden=32 max_len=50 experts=4 mem_subkeys=16 --seed 3 -o "$tmp/m.st"
+printf '1 2 3\n4 5 6 7 8 9 10\n42\n' >"$tmp/h.txt"
+check recommend 0 "^3	[0-9]+:" -- "$bin" recommend --model "$tmp/m.st" --top 5 "$tmp/h.txt"
+check info 0 "imr.subkeys" -- "$bin" info "$tmp/m.st"
+check plan 0 "pkm" -- "$bin" plan --model "$tmp/m.st" --batch 2 --len 10
+head -c 200 "$tmp/m.st" >"$tmp/bad.st"
+check malformed 1 "ELASTIC_ERR_FORMAT" -- "$bin" recommend --model "$tmp/bad.st" "$tmp/h.txt"
+printf '1 2 101\n' >"$tmp/range.txt"
+check out-of-range 1 "ELASTIC_ERR_OUT_OF_RANGE" -- "$bin" recommend --model "$tmp/m.st" "$tmp/range.txt"
+printf '1 2\n\n' >"$tmp/empty.txt"
+: >"$tmp/none.txt"
+check empty-history 1 "line 2: user 1 has an empty history" -- "$bin" recommend --model "$tmp/m.st" "$tmp/empty.txt"
+check no-users 0 "" -- "$bin" recommend --model "$tmp/m.st" "$tmp/none.txt"
+check bad-id 1 "not an item id" -- "$bin" recommend --model "$tmp/m.st" /dev/stdin <<<"1 two 3"
+check no-backend 1 "ELASTIC_ERR_BACKEND" -- "$bin" recommend --model "$tmp/m.st" --backend nosuch "$tmp/h.txt"
+check bad-config 1 "heads" -- "$bin" init num_items=10 hidden=30 heads=4 -o "$tmp/x.st"
+check help 0 "usage" -- "$bin" recommend --help
+exit $fail

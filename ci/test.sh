@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds with warnings
+# as errors, and runs every test twice: a normal build and an ASan+UBSan one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/install-deps.sh
+
+export ELASTIC_CACHE_DIR=${ELASTIC_CACHE_DIR:-$PWD/build-cache/kernels}
+bash ci/build.sh build
+(cd build && ctest --output-on-failure -j2)
+bash ci/smoke.sh build
+
+# The sanitized build: every test again under AddressSanitizer and UBSan.
+bash ci/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DELASTIC_SANITIZE=ON
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+(cd build-asan && ctest --output-on-failure -j2)
+bash ci/smoke.sh build-asan

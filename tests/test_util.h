@@ -1,0 +1,29 @@
+/*
+ * test_util.h - helpers shared by the unit tests: a counter-based random
+ * generator with printed seeds, random fills, and tolerant comparisons.
+ */
+#ifndef ELASTIC_TEST_UTIL_H
+#define ELASTIC_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The seed of a test run: ELASTIC_TEST_SEED from the environment, else 1234.
+ * Printed once so any failure can be replayed. */
+uint64_t tu_seed(void);
+
+/* Counter-based generator: value number i of stream s (splitmix64 of both). */
+uint64_t tu_hash(uint64_t seed, uint64_t stream, uint64_t i);
+/* Uniform in [lo, hi). */
+float tu_uniform(uint64_t seed, uint64_t stream, uint64_t i, float lo, float hi);
+void tu_fill_uniform(float *x, size_t n, uint64_t seed, uint64_t stream, float lo, float hi);
+void tu_fill_int(int32_t *x, size_t n, uint64_t seed, uint64_t stream, int32_t lo, int32_t hi);
+
+/* Largest |a-b| / (atol + rtol*|b|) over n elements; <= 1 means within
+ * tolerance. NaN in either gives INFINITY. *worst is the index of the max. */
+double tu_max_violation(const float *got, const float *ref, size_t n, double atol, double rtol,
+                        size_t *worst);
+/* Relative L2 error ||got - ref|| / ||ref||. */
+double tu_rel_l2(const float *got, const float *ref, size_t n);
+
+#endif

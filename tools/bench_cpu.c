@@ -1,0 +1,157 @@
+/*
+ * bench_cpu.c - forward throughput of ELASTIC on the CPU backend, with
+ * OpenBLAS cblas_sgemm on the model's main GEMM shape measured in the same
+ * run as the yardstick.
+ *
+ *   elastic_bench [--batch B] [--len N] [--reps R] [--threads T] [--isa NAME]
+ *
+ * Defaults: B=256 histories of length 200, d=64, L=2, k=16, I=3706. Prints
+ * users per second, the GFLOP/s reached (flops counted from the plan), and
+ * the sgemm GFLOP/s for [B*n, d] x [d, 4d] (the FFN's first GEMM).
+ */
+#include "elastic.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#if defined(ELASTIC_HAVE_CBLAS)
+#include <cblas.h>
+#endif
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return t[n / 2];
+}
+
+#if defined(ELASTIC_HAVE_CBLAS)
+static double sgemm_gflops(int m, int n, int k, int reps)
+{
+    float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k),
+          *c = malloc(sizeof(float) * (size_t)m * n);
+    if (!a || !b || !c) return 0;
+    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < (size_t)n * k; i++) b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    for (int r = -2; r < reps; r++) { /* two warm-up runs */
+        double t0 = now();
+        /* C[m,n] = A[m,k] * B[n,k]^T: the library's Linear layout */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+        if (r >= 0) t[r] = now() - t0;
+    }
+    double g = 2.0 * m * n * k / median(t, reps) * 1e-9;
+    free(a);
+    free(b);
+    free(c);
+    free(t);
+    return g;
+}
+#endif
+
+int main(int argc, char **argv)
+{
+    int batch = 256, len = 200, reps = 10, threads = 0, isa = 0;
+    static const struct option opts[] = {
+        {"batch", required_argument, 0, 'b'}, {"len", required_argument, 0, 'n'},
+        {"reps", required_argument, 0, 'r'},  {"threads", required_argument, 0, 't'},
+        {"isa", required_argument, 0, 'i'},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "b:n:r:t:i:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b': batch = atoi(optarg); break;
+        case 'n': len = atoi(optarg); break;
+        case 'r': reps = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'i':
+            isa = !strcmp(optarg, "generic") ? 1 : !strcmp(optarg, "avx2") ? 2
+                  : !strcmp(optarg, "avx512") ? 3 : 0;
+            break;
+        default:
+            printf("usage: elastic_bench [--batch B] [--len N] [--reps R] [--threads T] "
+                   "[--isa generic|avx2|avx512]\n");
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (batch < 1 || len < 1 || reps < 1) {
+        fprintf(stderr, "elastic_bench: batch, len and reps must be >= 1\n");
+        return 2;
+    }
+    elastic_config config;
+    elastic_config_default(&config);
+    config.num_items = 3706;
+    config.max_len = len;
+    elastic_model *model;
+    elastic_session *session;
+    elastic_session_options so;
+    elastic_session_options_default(&so);
+    so.backend = "cpu";
+    so.num_threads = threads;
+    so.cpu_isa = isa;
+    if (elastic_model_init_random(&model, &config, 7) != ELASTIC_OK ||
+        elastic_session_init(&session, model, &so) != ELASTIC_OK) {
+        fprintf(stderr, "elastic_bench: %s\n", elastic_last_error());
+        return 1;
+    }
+    int32_t *items = malloc(sizeof *items * (size_t)batch * len);
+    int64_t *offsets = malloc(sizeof *offsets * (size_t)(batch + 1));
+    int32_t *ids = malloc(sizeof *ids * (size_t)batch * 10);
+    float *scores = malloc(sizeof *scores * (size_t)batch * 10);
+    double *t = malloc(sizeof *t * (size_t)reps);
+    if (!items || !offsets || !ids || !scores || !t) return 1;
+    for (size_t i = 0; i < (size_t)batch * len; i++) items[i] = 1 + (int32_t)((i * 2654435761u) % 3706);
+    for (int b = 0; b <= batch; b++) offsets[b] = (int64_t)b * len;
+
+    elastic_run_stats stats = {0};
+    for (int r = -2; r < reps; r++) {
+        double t0 = now();
+        if (elastic_session_recommend(session, items, offsets, batch, 10, 1, ids, scores) !=
+            ELASTIC_OK) {
+            fprintf(stderr, "elastic_bench: %s\n", elastic_last_error());
+            return 1;
+        }
+        if (r >= 0) t[r] = now() - t0;
+    }
+    elastic_session_last_stats(session, &stats);
+    double sec = median(t, reps);
+    printf("backend            %s\n", elastic_session_backend(session));
+    printf("shape              B=%d n=%d d=64 L=2 k=16 I=3706 (top-10, history excluded)\n", batch,
+           len);
+    printf("forward            %.2f ms per batch (median of %d)\n", sec * 1e3, reps);
+    printf("throughput         %.0f users/s\n", batch / sec);
+    printf("work               %.3f GFLOP per batch\n", stats.flops * 1e-9);
+    printf("elastic GFLOP/s    %.1f\n", stats.flops / sec * 1e-9);
+    printf("arena              %.2f MiB (%.2f MiB without liveness reuse)\n",
+           (double)stats.arena_bytes / 1048576.0, (double)stats.naive_bytes / 1048576.0);
+#if defined(ELASTIC_HAVE_CBLAS)
+    int m = batch * (len < config.max_len ? len : (int)config.max_len);
+    double g = sgemm_gflops(m, 256, 64, reps);
+    printf("openblas sgemm     %.1f GFLOP/s on [%d x 64] x [64 x 256]\n", g, m);
+    printf("ratio              elastic / sgemm = %.2f\n", stats.flops / sec * 1e-9 / g);
+#else
+    printf("openblas sgemm     not built (libopenblas-dev missing)\n");
+#endif
+    free(items);
+    free(offsets);
+    free(ids);
+    free(scores);
+    free(t);
+    elastic_session_free(session);
+    elastic_model_free(model);
+    return 0;
+}
