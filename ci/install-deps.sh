@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(cmake make gcc g++ pkg-config
       libjansson-dev libcmocka-dev libopenblas-dev
       ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo libclblast-dev
-      python3 python3-pip)
+      python3 python3-pip valgrind)
 
 missing=()
 for p in "${pkgs[@]}"; do

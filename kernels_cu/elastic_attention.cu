@@ -31,6 +31,7 @@ constexpr int64_t kMinKeysPerSplit = 256;
 struct attention_shape {
     int64_t batch, nq, nk, d, dh;
     int heads, causal;
+    float scale;            /* 1 / sqrt(dh) */
     int64_t qtiles;         /* blocks of kQueries queries per (user, head) */
     int64_t splits;         /* key ranges, one per grid z */
     int64_t keys_per_split; /* multiple of kKeys */
@@ -49,6 +50,7 @@ attention_shape plan_attention(int64_t batch, int64_t nq, int64_t nk, int64_t d,
     s.heads = heads;
     s.dh = d / heads;
     s.causal = causal;
+    s.scale = (float)(1.0 / sqrt((double)s.dh));
     s.qtiles = (nq + kQueries - 1) / kQueries;
     int64_t blocks = batch * s.qtiles * heads;
     int64_t target = 4 * (int64_t)(sm_count > 0 ? sm_count : 1);
@@ -73,15 +75,14 @@ __host__ __device__ inline int64_t record_floats(int64_t dh)
 }
 
 __global__ void __launch_bounds__(32 * kQueries, 2)
-attention_kernel(const float *q, const float *k, const float *v,
-                                 const int32_t *key_len, float *out, float *partial,
-                                 attention_shape s)
+attention_kernel(const float *q, const float *k, const float *v, const int32_t *key_len,
+                 float *out, float *partial, attention_shape s)
 {
     extern __shared__ float smem[];
     const int64_t dh = s.dh;
-    float *ks = smem;                     /* [kKeys][dh + 1]: padded, lanes read rows */
-    float *vs = ks + kKeys * (dh + 1);    /* [kKeys][dh] */
-    float *qs = vs + kKeys * dh;          /* [kQueries][dh] */
+    float *ks = smem;                  /* [kKeys][dh + 1]: padded, lanes read rows */
+    float *vs = ks + kKeys * (dh + 1); /* [kKeys][dh] */
+    float *qs = vs + kKeys * dh;       /* [kQueries][dh] */
 
     const int lane = threadIdx.x, warp = threadIdx.y;
     const int tid = warp * 32 + lane, nthreads = 32 * kQueries;
@@ -90,7 +91,6 @@ attention_kernel(const float *q, const float *k, const float *v,
     const int64_t split = blockIdx.z;
     const int64_t i = first_query + warp; /* this warp's query */
     const bool active = i < s.nq;
-    const float scale = (float)(1.0 / sqrt((double)dh));
 
     int64_t valid = s.nk;
     if (key_len) valid = key_len[b] < 0 ? 0 : (key_len[b] < s.nk ? key_len[b] : s.nk);
@@ -99,7 +99,8 @@ attention_kernel(const float *q, const float *k, const float *v,
     if (s.causal && lo < first_query) lo = first_query; /* earlier keys are hidden from all */
 
     if (active)
-        for (int64_t c = lane; c < dh; c += 32) qs[warp * dh + c] = q[(b * s.nq + i) * s.d + h * dh + c];
+        for (int64_t c = lane; c < dh; c += 32)
+            qs[warp * dh + c] = q[(b * s.nq + i) * s.d + h * dh + c];
 
     float m = -INFINITY, l = 0.0f, acc[kPerLane];
 #pragma unroll
@@ -108,8 +109,8 @@ attention_kernel(const float *q, const float *k, const float *v,
     for (int64_t c0 = lo; c0 < hi; c0 += kKeys) {
         const int n_c = (int)(hi - c0 < kKeys ? hi - c0 : kKeys);
         __syncthreads(); /* the previous chunk is consumed (and qs is written) */
-        for (int64_t e = tid; e < n_c * dh; e += nthreads) {
-            int64_t row = e / dh, col = e - row * dh;
+        for (int e = tid; e < n_c * (int)dh; e += nthreads) { /* at most 32 x 128 */
+            int row = e / (int)dh, col = e - row * (int)dh;
             int64_t at = (b * s.nk + c0 + row) * s.d + h * dh + col;
             ks[row * (dh + 1) + col] = k[at];
             vs[row * dh + col] = v[at];
@@ -123,7 +124,7 @@ attention_kernel(const float *q, const float *k, const float *v,
         if (visible) {
             float dot = 0.0f;
             for (int64_t c = 0; c < dh; c++) dot += qs[warp * dh + c] * ks[lane * (dh + 1) + c];
-            score = dot * scale;
+            score = dot * s.scale;
         }
         const float chunk_max = elastic_cu::warp_max(score);
         if (chunk_max == -INFINITY) continue; /* nothing visible in this chunk */
@@ -227,12 +228,13 @@ extern "C" cudaError_t elastic_cu_attention(const float *q, const float *k, cons
 
     float *partial = need > 0 ? (float *)workspace : nullptr;
     dim3 grid((unsigned int)(batch * s.qtiles), (unsigned int)heads, (unsigned int)s.splits);
-    attention_kernel<<<grid, dim3(32, kQueries), shared_bytes(s.dh), stream>>>(q, k, v, key_len,
-                                                                              out, partial, s);
+    dim3 block(32, kQueries);
+    attention_kernel<<<grid, block, shared_bytes(s.dh), stream>>>(q, k, v, key_len, out, partial,
+                                                                 s);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess || !partial) return err;
     int64_t n = batch * nq * d;
-    attention_combine_kernel<<<elastic_cu::grid_for(n), elastic_cu::kThreads, 0, stream>>>(partial,
-                                                                                          out, s);
+    attention_combine_kernel<<<elastic_cu::grid_for(n), elastic_cu::kThreads, 0, stream>>>(
+        partial, out, s);
     return cudaGetLastError();
 }

@@ -5,6 +5,7 @@
  *   elastic init [--config FILE] [key=value...] [--seed S] -o MODEL
  *   elastic recommend --model M [--backend B] [--top K] [FILE|-]
  *   elastic plan --model M [--backend B] [--batch B] [--len N] [--top K]
+ *   elastic conformance [--backends L] [--ops L] [--json] [--perf]
  *   elastic backends                        the backends and their devices
  *
  * Errors go to stderr and give a non-zero exit status.
@@ -376,6 +377,66 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+static const char *conformance_usage =
+    "usage: elastic conformance [options]\n"
+    "Runs every op over edge-case shapes on every backend against the CPU's\n"
+    "float64 reference, then whole ELASTIC and SASRec models; prints a table\n"
+    "of ops by backends, a coverage report, and `N passed, N failed`.\n"
+    "      --backends LIST  e.g. cpu,cpu:avx2,cpu:*,opencl,opencl:1,cuda (default: all available)\n"
+    "      --ops LIST       e.g. linear,attention (default: all)\n"
+    "      --seed S         base seed (default 20261122); failures print how to replay\n"
+    "      --case I         only case I of each op\n"
+    "      --json           JSON report on stdout (the text goes to stderr)\n"
+    "      --perf           time every op and shape: ms, GFLOP/s, GB/s\n"
+    "      --no-models      skip the whole-model checks\n"
+    "  -v, --verbose        a line for every case\n";
+
+static int cmd_conformance(int argc, char **argv)
+{
+    enum { O_BACKENDS = 300, O_OPS, O_SEED, O_CASE, O_JSON, O_PERF, O_NO_MODELS };
+    static const struct option opts[] = {
+        {"backends", required_argument, 0, O_BACKENDS}, {"ops", required_argument, 0, O_OPS},
+        {"seed", required_argument, 0, O_SEED},         {"case", required_argument, 0, O_CASE},
+        {"json", no_argument, 0, O_JSON},               {"perf", no_argument, 0, O_PERF},
+        {"no-models", no_argument, 0, O_NO_MODELS},     {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+    elastic_conformance_options o;
+    elastic_conformance_options_default(&o);
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+        switch (c) {
+        case O_BACKENDS: o.backends = optarg; break;
+        case O_OPS: o.ops = optarg; break;
+        case O_SEED: {
+            char *end;
+            errno = 0;
+            o.seed = strtoull(optarg, &end, 10);
+            if (end == optarg || *end || errno) {
+                fprintf(stderr, "%s: --seed must be a non-negative integer\n", prog);
+                return 2;
+            }
+            break;
+        }
+        case O_CASE:
+            if (parse_int(optarg, "--case", 0, 1000, &v)) return 2;
+            o.case_index = (int)v;
+            break;
+        case O_JSON: o.json = 1; break;
+        case O_PERF: o.perf = 1; break;
+        case O_NO_MODELS: o.whole_model = 0; break;
+        case 'v': o.verbose = 1; break;
+        case 'h': fputs(conformance_usage, stdout); return 0;
+        default: fputs(conformance_usage, stderr); return 2;
+        }
+    }
+    int failures = 0;
+    elastic_status st = elastic_conformance_run(&o, stdout, &failures);
+    if (st != ELASTIC_OK) return fail_status(st, "conformance");
+    return failures ? 1 : 0;
+}
+
 static int cmd_backends(void)
 {
     for (int i = 0; i < elastic_backend_count(); i++) {
@@ -394,6 +455,7 @@ static const char *main_usage =
     "  init               create a model with random weights\n"
     "  recommend          top-K items for histories read from a file or stdin\n"
     "  plan               print the execution plan of a model on a backend\n"
+    "  conformance        check every backend against the float64 reference\n"
     "  backends           list backends and devices\n";
 
 int main(int argc, char **argv)
@@ -416,6 +478,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "recommend")) return cmd_recommend(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan")) return cmd_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "backends")) return cmd_backends();
+    if (!strcmp(cmd, "conformance")) return cmd_conformance(argc - 1, argv + 1);
     fprintf(stderr, "%s: unknown command '%s'\n%s", prog, cmd, main_usage);
     return 2;
 }

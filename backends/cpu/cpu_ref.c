@@ -76,8 +76,10 @@ static void ref_gelu(const float *x, float *out, int64_t n, int threads)
 {
     (void)threads;
     for (int64_t i = 0; i < n; i++) {
+        /* 0.5 z (1 + erf(z/sqrt2)), written with erfc so that it does not
+         * cancel for very negative z. */
         double z = x[i];
-        out[i] = (float)(0.5 * z * (1.0 + erf(z / sqrt(2.0))));
+        out[i] = (float)(0.5 * z * erfc(-z / sqrt(2.0)));
     }
 }
 

@@ -23,6 +23,7 @@ elastic_status elastic_cuda_fail(const char *call, cudaError_t err)
 {
     elastic_status st =
         err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY : ELASTIC_ERR_BACKEND;
+    (void)cudaGetLastError(); /* so that a later launch check does not see it again */
     return elastic_error(st, "cuda backend: %s: %s (%s)", call, cudaGetErrorString(err),
                          cudaGetErrorName(err));
 }
@@ -77,7 +78,7 @@ static void cuda_probe(elastic_backend_info *info)
     info->device_count = count;
     info->accelerator = 1;
     snprintf(info->description, sizeof info->description,
-             "%d device%s; device 0: %s (compute capability %d.%d, %d SMs, %zu MiB)", count,
+             "%d device%s; device 0: %.96s (compute capability %d.%d, %d SMs, %zu MiB)", count,
              count > 1 ? "s" : "", prop.name, prop.major, prop.minor, prop.multiProcessorCount,
              prop.totalGlobalMem >> 20);
 }
@@ -90,7 +91,7 @@ static elastic_status open_device(cuda_backend *be)
     CUDA_TRY(cudaSetDevice(be->device));
     CUDA_TRY(cudaGetDeviceProperties(&prop, be->device));
     be->sm_count = prop.multiProcessorCount;
-    snprintf(be->description, sizeof be->description, "cuda (%s, sm_%d%d, device %d)", prop.name,
+    snprintf(be->description, sizeof be->description, "cuda (%.96s, sm_%d%d, device %d)", prop.name,
              prop.major, prop.minor, be->device);
 
     CUDA_TRY(cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
@@ -256,7 +257,7 @@ static elastic_status cuda_upload(elastic_backend *base, elastic_buffer *b, size
     ELASTIC_TRY(enter(be));
     for (size_t done = 0; done < size;) {
         size_t n = chunk_of(size - done);
-        cuda_staging *s;
+        cuda_staging *s = NULL;
         ELASTIC_TRY(staging_get(be, chunk_of(size), &s));
         memcpy(s->host, (const char *)src + done, n);
         CUDA_TRY(cudaMemcpyAsync((char *)b->ptr + offset + done, s->host, n,

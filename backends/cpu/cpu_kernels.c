@@ -1,0 +1,895 @@
+/*
+ * cpu_kernels.c - the fast float32 CPU kernels.
+ *
+ * One source, compiled once per instruction set with
+ * -DELASTIC_CPU_ISA_NAME=generic|avx2|avx512 and that set's flags; each
+ * compilation defines exactly one table, elastic_cpu_kernels_<name>, and
+ * keeps every helper static so the objects link side by side.
+ *
+ * Vectors are GCC vector extensions of VLEN floats (4 with SSE2 / baseline,
+ * 8 with AVX2, 16 with AVX-512); the few operations the extensions cannot
+ * express (fused multiply-add, max, lane masks) use intrinsics. Memory is
+ * always accessed through memcpy, so nothing assumes alignment.
+ *
+ * Every kernel is deterministic: an output element is computed by the same
+ * sequence of operations whatever the thread count, so 1 and N threads give
+ * bitwise identical results.
+ *
+ * No kernel needs the heap on its fast path except linear (a packed copy of
+ * W, one per call) and topk (a per-thread exclusion bitmap); both fall back
+ * to slower allocation-free paths if malloc fails. Stack scratch is bounded
+ * (a few KiB per thread).
+ */
+#include "cpu_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#ifndef ELASTIC_CPU_ISA_NAME
+#define ELASTIC_CPU_ISA_NAME generic
+#endif
+#define EK_CAT2(a, b) a##b
+#define EK_CAT(a, b) EK_CAT2(a, b)
+#define EK_STR2(a) #a
+#define EK_STR(a) EK_STR2(a)
+#define EK_TABLE EK_CAT(elastic_cpu_kernels_, ELASTIC_CPU_ISA_NAME)
+
+#define EK_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------ vectors */
+
+#if defined(__AVX512F__)
+#define VLEN 16
+#elif defined(__AVX2__)
+#define VLEN 8
+#else
+#define VLEN 4
+#endif
+
+typedef float vf __attribute__((vector_size(VLEN * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(VLEN * sizeof(int32_t))));
+
+EK_INLINE vf vload(const float *p)
+{
+    vf v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+EK_INLINE void vstore(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+
+EK_INLINE vf vset1(float s) { return (vf){0} + s; }
+
+/* a * b + c, fused where the instruction set has it. */
+EK_INLINE vf vfma(vf a, vf b, vf c)
+{
+#if defined(__AVX512F__)
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* Bitwise select: m ? a : b, m all-ones or all-zeros per lane. */
+EK_INLINE vf vselect(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+
+EK_INLINE vf vmax(vf a, vf b)
+{
+#if defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX2__)
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    return vselect(a > b, a, b);
+#endif
+}
+
+/* Whether any lane of v is > t (false for NaN lanes). */
+EK_INLINE int vany_gt(vf v, float t)
+{
+#if defined(__AVX512F__)
+    return _mm512_cmp_ps_mask((__m512)v, _mm512_set1_ps(t), _CMP_GT_OQ) != 0;
+#elif defined(__AVX2__)
+    return _mm256_movemask_ps(_mm256_cmp_ps((__m256)v, _mm256_set1_ps(t), _CMP_GT_OQ)) != 0;
+#elif defined(__SSE2__)
+    return _mm_movemask_ps(_mm_cmpgt_ps((__m128)v, _mm_set1_ps(t))) != 0;
+#else
+    vi m = v > vset1(t);
+    int any = 0;
+    for (int l = 0; l < VLEN; l++) any |= m[l] != 0;
+    return any;
+#endif
+}
+
+/* Lane sum in a fixed order. */
+EK_INLINE float vhsum(vf v)
+{
+    float s = 0.0f;
+    for (int l = 0; l < VLEN; l++) s += v[l];
+    return s;
+}
+
+/* exp(x) per lane (Cephes expf: ~1 ulp on the normal range). exp(x) = 0 for
+ * x < -87.3 (below FLT_MIN, including -inf), +inf lanes saturate to 2^128-ish
+ * (never used: callers pass x <= 0). */
+EK_INLINE vf vexp(vf x)
+{
+    const vf hi = vset1(88.3762626647949f), lo = vset1(-87.3365447505531f);
+    vi under = x < lo;
+    x = vselect(x > hi, hi, x);
+    x = vselect(under, lo, x);
+    /* n = round(x / ln 2) with the 1.5 * 2^23 trick; its low bits are n. */
+    vf t = vfma(x, vset1(1.44269504088896341f), vset1(12582912.0f));
+    vi n = (vi)t - (vi)vset1(12582912.0f);
+    vf fn = t - vset1(12582912.0f);
+    vf r = vfma(fn, vset1(-0.693359375f), x);
+    r = vfma(fn, vset1(2.12194440e-4f), r);
+    vf p = vset1(1.9875691500e-4f);
+    p = vfma(p, r, vset1(1.3981999507e-3f));
+    p = vfma(p, r, vset1(8.3334519073e-3f));
+    p = vfma(p, r, vset1(4.1665795894e-2f));
+    p = vfma(p, r, vset1(1.6666665459e-1f));
+    p = vfma(p, r, vset1(5.0000001201e-1f));
+    p = vfma(p, r * r, r + vset1(1.0f));
+    /* 2^n, split in two factors so n = 128 (x near the top) stays finite. */
+    vi n1 = n >> 1, n2 = n - n1;
+    vf s1 = (vf)((n1 + 127) << 23), s2 = (vf)((n2 + 127) << 23);
+    vf res = p * s1 * s2;
+    return vselect(under, vset1(0.0f), res);
+}
+
+static inline int64_t ek_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t ek_max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ------------------------------------------------------------------ simple ops */
+
+static void k_gather(const float *table, int64_t d, const int32_t *idx, int64_t n, float *out,
+                     int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static) if (n * d > 65536)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + i * d, table + (int64_t)idx[i] * d, (size_t)d * sizeof(float));
+}
+
+static void k_add(const float *a, const float *b, float *out, int64_t n, int64_t nb, int threads)
+{
+    const int64_t chunk = 16384;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(threads) schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t i = c * chunk, end = ek_min(n, i + chunk);
+        int64_t j = i % nb;
+        while (i < end) {
+            int64_t run = ek_min(end - i, nb - j);
+            const float *ai = a + i, *bj = b + j;
+            float *oi = out + i;
+            for (int64_t t = 0; t < run; t++) oi[t] = ai[t] + bj[t];
+            i += run;
+            j = 0;
+        }
+    }
+}
+
+/* Sums in double (a block of columns at a time, so scratch stays small):
+ * the mean of up to 16k rows keeps float32 accuracy. */
+static void k_masked_mean(const float *x, const int32_t *len, float *out, int64_t batch,
+                          int64_t n, int64_t d, int threads)
+{
+    enum { CB = 64 };
+#pragma omp parallel for num_threads(threads) schedule(static) if (batch * n * d > 65536)
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t rows = len[b] < n ? len[b] : n;
+        if (rows < 0) rows = 0;
+        for (int64_t j0 = 0; j0 < d; j0 += CB) {
+            int64_t w = ek_min(CB, d - j0);
+            double acc[CB];
+            for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
+            for (int64_t r = 0; r < rows; r++) {
+                const float *xr = x + (b * n + r) * d + j0;
+                for (int64_t j = 0; j < w; j++) acc[j] += (double)xr[j];
+            }
+            for (int64_t j = 0; j < w; j++)
+                out[b * d + j0 + j] = rows > 0 ? (float)(acc[j] / (double)rows) : 0.0f;
+        }
+    }
+}
+
+/* Sum of a row: VLEN-wide partial sums (two accumulators), lanes added in
+ * order, then the tail. */
+static float row_sum(const float *x, int64_t d)
+{
+    vf s0 = vset1(0.0f), s1 = vset1(0.0f);
+    int64_t j = 0;
+    for (; j + 2 * VLEN <= d; j += 2 * VLEN) {
+        s0 += vload(x + j);
+        s1 += vload(x + j + VLEN);
+    }
+    for (; j + VLEN <= d; j += VLEN) s0 += vload(x + j);
+    float s = vhsum(s0 + s1);
+    for (; j < d; j++) s += x[j];
+    return s;
+}
+
+static float row_sq_dev(const float *x, int64_t d, float mean)
+{
+    vf m = vset1(mean), s0 = vset1(0.0f), s1 = vset1(0.0f);
+    int64_t j = 0;
+    for (; j + 2 * VLEN <= d; j += 2 * VLEN) {
+        vf a = vload(x + j) - m, c = vload(x + j + VLEN) - m;
+        s0 = vfma(a, a, s0);
+        s1 = vfma(c, c, s1);
+    }
+    for (; j + VLEN <= d; j += VLEN) {
+        vf a = vload(x + j) - m;
+        s0 = vfma(a, a, s0);
+    }
+    float s = vhsum(s0 + s1);
+    for (; j < d; j++) s += (x[j] - mean) * (x[j] - mean);
+    return s;
+}
+
+static void k_layer_norm(const float *x, const float *weight, const float *bias, float *out,
+                         int64_t rows, int64_t d, float eps, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * d > 32768)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        float *o = out + r * d;
+        float mean = row_sum(xr, d) / (float)d;
+        float var = row_sq_dev(xr, d, mean) / (float)d;
+        float inv = (float)(1.0 / sqrt((double)var + (double)eps));
+        for (int64_t j = 0; j < d; j++) o[j] = (xr[j] - mean) * inv * weight[j] + bias[j];
+    }
+}
+
+/* GELU(x) = 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2): the erfc
+ * form keeps full relative accuracy for negative x, where 1 + erf cancels. */
+static void k_gelu(const float *x, float *out, int64_t n, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 16384)
+    for (int64_t i = 0; i < n; i++) {
+        float z = x[i];
+        out[i] = 0.5f * z * erfcf(-z * 0.70710678118654752f);
+    }
+}
+
+/* ------------------------------------------------------------------ linear */
+
+/*
+ * out[M,N] = x[M,K] w[N,K]^T + bias. W is packed once per call into panels of
+ * NR columns: panel p holds, for every k, the NR values w[p*NR + c][k]
+ * (zero-padded past N), followed by the panel's NR biases. A micro-kernel
+ * keeps an MR x NR tile of out in registers and walks k with one FMA per
+ * (row, vector). Work is split into (MC rows) x (NC columns) tiles, spread
+ * over threads statically; every out element is bias + an FMA chain over
+ * k = 0..K-1 in order, whichever tile or thread computes it.
+ */
+#if VLEN == 16
+#define LIN_MR 6
+#define LIN_NRV 4
+#elif VLEN == 8
+#define LIN_MR 6
+#define LIN_NRV 2
+#else
+#define LIN_MR 6
+#define LIN_NRV 2
+#endif
+#define LIN_NR (LIN_NRV * VLEN)
+#define LIN_MC (LIN_MR * 16)
+#define LIN_NC_PANELS (512 / LIN_NR)
+
+EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k,
+                        const float *restrict bp, float *restrict out, int64_t ldo,
+                        int64_t ncols)
+{
+    vf acc[LIN_MR][LIN_NRV];
+    const float *bb = bp + k * LIN_NR;
+#pragma GCC unroll 16
+    for (int r = 0; r < LIN_MR; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < LIN_NRV; v++) acc[r][v] = vload(bb + v * VLEN);
+    const float *xr[LIN_MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < LIN_MR; r++) xr[r] = x + (r < mr ? r : 0) * k;
+    for (int64_t p = 0; p < k; p++) {
+        vf b[LIN_NRV];
+#pragma GCC unroll 8
+        for (int v = 0; v < LIN_NRV; v++) b[v] = vload(bp + p * LIN_NR + v * VLEN);
+#pragma GCC unroll 16
+        for (int r = 0; r < LIN_MR; r++) {
+            if (r < mr) {
+                vf a = vset1(xr[r][p]);
+#pragma GCC unroll 8
+                for (int v = 0; v < LIN_NRV; v++) acc[r][v] = vfma(a, b[v], acc[r][v]);
+            }
+        }
+    }
+    if (ncols == LIN_NR) {
+#pragma GCC unroll 16
+        for (int r = 0; r < LIN_MR; r++)
+            if (r < mr)
+#pragma GCC unroll 8
+                for (int v = 0; v < LIN_NRV; v++) vstore(out + r * ldo + v * VLEN, acc[r][v]);
+    } else {
+#pragma GCC unroll 16
+        for (int r = 0; r < LIN_MR; r++) {
+            if (r < mr) {
+                float tmp[LIN_NR];
+#pragma GCC unroll 8
+                for (int v = 0; v < LIN_NRV; v++) vstore(tmp + v * VLEN, acc[r][v]);
+                memcpy(out + r * ldo, tmp, (size_t)ncols * sizeof(float));
+            }
+        }
+    }
+}
+
+/* Rows [i0, i1) of out, columns of panels [p0, p1). */
+static void lin_block(const float *x, const float *packed, float *out, int64_t i0, int64_t i1,
+                      int64_t p0, int64_t p1, int64_t n, int64_t k)
+{
+    int64_t pstride = (k + 1) * LIN_NR;
+    for (int64_t p = p0; p < p1; p++) {
+        const float *bp = packed + p * pstride;
+        int64_t j0 = p * LIN_NR, ncols = ek_min(LIN_NR, n - j0);
+        int64_t i = i0;
+        for (; i + LIN_MR <= i1; i += LIN_MR)
+            lin_tile(LIN_MR, x + i * k, k, bp, out + i * n + j0, n, ncols);
+        switch (i1 - i) {
+#if LIN_MR > 7
+#error "extend the remainder switch"
+#endif
+#if LIN_MR > 6
+        case 6: lin_tile(6, x + i * k, k, bp, out + i * n + j0, n, ncols); break;
+#endif
+        case 5: lin_tile(5, x + i * k, k, bp, out + i * n + j0, n, ncols); break;
+        case 4: lin_tile(4, x + i * k, k, bp, out + i * n + j0, n, ncols); break;
+        case 3: lin_tile(3, x + i * k, k, bp, out + i * n + j0, n, ncols); break;
+        case 2: lin_tile(2, x + i * k, k, bp, out + i * n + j0, n, ncols); break;
+        case 1: lin_tile(1, x + i * k, k, bp, out + i * n + j0, n, ncols); break;
+        default: break;
+        }
+    }
+}
+
+static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_t p, int64_t n,
+                           int64_t k)
+{
+    int64_t j0 = p * LIN_NR, nc = ek_min(LIN_NR, n - j0);
+    for (int64_t c = 0; c < nc; c++) {
+        const float *wr = w + (j0 + c) * k;
+        for (int64_t q = 0; q < k; q++) dst[q * LIN_NR + c] = wr[q];
+    }
+    for (int64_t c = nc; c < LIN_NR; c++)
+        for (int64_t q = 0; q < k; q++) dst[q * LIN_NR + c] = 0.0f;
+    for (int64_t c = 0; c < LIN_NR; c++)
+        dst[k * LIN_NR + c] = (c < nc && bias) ? bias[j0 + c] : 0.0f;
+}
+
+/* Without scratch memory: one dot product per output, same order as above
+ * minus the fusing. Only used when malloc fails. */
+static void lin_unpacked(const float *x, const float *w, const float *bias, float *out,
+                         int64_t m, int64_t n, int64_t k, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float s = bias ? bias[j] : 0.0f;
+            for (int64_t p = 0; p < k; p++) s += x[i * k + p] * w[j * k + p];
+            out[i * n + j] = s;
+        }
+}
+
+static void k_linear(const float *x, const float *w, const float *bias, float *out, int64_t m,
+                     int64_t n, int64_t k, int threads)
+{
+    if (m <= 0 || n <= 0) return;
+    int64_t panels = (n + LIN_NR - 1) / LIN_NR;
+    int64_t pstride = (k + 1) * LIN_NR;
+    size_t bytes = (size_t)(panels * pstride) * sizeof(float);
+    bytes = (bytes + 63) & ~(size_t)63;
+    float *packed = aligned_alloc(64, bytes);
+    if (!packed) {
+        lin_unpacked(x, w, bias, out, m, n, k, threads);
+        return;
+    }
+    int64_t mtiles = (m + LIN_MC - 1) / LIN_MC;
+    int64_t ntiles = (panels + LIN_NC_PANELS - 1) / LIN_NC_PANELS;
+    int64_t tiles = mtiles * ntiles;
+    double flops = 2.0 * (double)m * (double)n * (double)k;
+    int nt = threads;
+    if (flops < 2e5 || tiles < 2) nt = 1;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; p++) lin_pack_panel(w, bias, packed + p * pstride, p, n, k);
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            int64_t mt = t / ntiles, ntl = t % ntiles;
+            int64_t i0 = mt * LIN_MC, i1 = ek_min(m, i0 + LIN_MC);
+            int64_t p0 = ntl * LIN_NC_PANELS, p1 = ek_min(panels, p0 + LIN_NC_PANELS);
+            lin_block(x, packed, out, i0, i1, p0, p1, n, k);
+        }
+    }
+    free(packed);
+}
+
+/* ------------------------------------------------------------------ attention */
+
+/*
+ * Streaming (online) softmax, flash-attention style. Work item = (batch,
+ * head, block of VLEN queries); the queries of a block sit in the lanes of a
+ * vector, so a score for one key and all queries is dh FMAs with no
+ * horizontal sums. Keys go by blocks of ATT_KB: scores of the block, new
+ * running max per query, rescale of the partial output (kept in out
+ * itself), P = exp(S - max), out += P V. Scratch: the scaled, transposed
+ * query block (dh x VLEN) and the block's scores (ATT_KB x VLEN), on the
+ * stack; heads wider than ATT_DHMAX take a scalar path.
+ */
+#define ATT_KB 64
+#define ATT_DHMAX 256
+
+/* out rows of the query block += P V for keys [j0, j0 + kb). */
+static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64_t vstride,
+                   float *o, int64_t ostride, int64_t nqb, int64_t dh)
+{
+    for (int64_t qq = 0; qq < nqb; qq++) {
+        float *oq = o + qq * ostride;
+        int64_t c = 0;
+        for (; c + 2 * VLEN <= dh; c += 2 * VLEN) {
+            vf a0 = vload(oq + c), a1 = vload(oq + c + VLEN);
+            vf b0 = vset1(0.0f), b1 = vset1(0.0f);
+            int64_t j = 0;
+            for (; j + 1 < kb; j += 2) {
+                const float *v0 = v + (j0 + j) * vstride + c, *v1 = v0 + vstride;
+                vf p0 = vset1(P[j * VLEN + qq]), p1 = vset1(P[(j + 1) * VLEN + qq]);
+                a0 = vfma(p0, vload(v0), a0);
+                a1 = vfma(p0, vload(v0 + VLEN), a1);
+                b0 = vfma(p1, vload(v1), b0);
+                b1 = vfma(p1, vload(v1 + VLEN), b1);
+            }
+            if (j < kb) {
+                const float *v0 = v + (j0 + j) * vstride + c;
+                vf p0 = vset1(P[j * VLEN + qq]);
+                a0 = vfma(p0, vload(v0), a0);
+                a1 = vfma(p0, vload(v0 + VLEN), a1);
+            }
+            vstore(oq + c, a0 + b0);
+            vstore(oq + c + VLEN, a1 + b1);
+        }
+        for (; c + VLEN <= dh; c += VLEN) {
+            vf a0 = vload(oq + c), b0 = vset1(0.0f);
+            int64_t j = 0;
+            for (; j + 1 < kb; j += 2) {
+                const float *v0 = v + (j0 + j) * vstride + c;
+                a0 = vfma(vset1(P[j * VLEN + qq]), vload(v0), a0);
+                b0 = vfma(vset1(P[(j + 1) * VLEN + qq]), vload(v0 + vstride), b0);
+            }
+            if (j < kb) a0 = vfma(vset1(P[j * VLEN + qq]), vload(v + (j0 + j) * vstride + c), a0);
+            vstore(oq + c, a0 + b0);
+        }
+        for (; c < dh; c++) {
+            float s = oq[c];
+            for (int64_t j = 0; j < kb; j++) s += P[j * VLEN + qq] * v[(j0 + j) * vstride + c];
+            oq[c] = s;
+        }
+    }
+}
+
+static void att_block(const float *q, const float *k, const float *v, float *o, int64_t i0,
+                      int64_t nqb, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
+{
+    float qt[ATT_DHMAX * VLEN];
+    float S[ATT_KB * VLEN];
+    /* transposed, scaled queries; lanes past the block are zero */
+    for (int64_t c = 0; c < dh; c++)
+        for (int l = 0; l < VLEN; l++)
+            qt[c * VLEN + l] = l < nqb ? q[(i0 + l) * d + c] * scale : 0.0f;
+    for (int64_t qq = 0; qq < nqb; qq++) memset(o + (i0 + qq) * d, 0, (size_t)dh * sizeof(float));
+    int64_t jstart = causal ? i0 : 0;
+    if (jstart >= valid) return;
+    vf m = vset1(-INFINITY), l = vset1(0.0f);
+    vi lane = {0};
+    for (int t = 0; t < VLEN; t++) lane[t] = t;
+    for (int64_t j0 = jstart; j0 < valid; j0 += ATT_KB) {
+        int64_t kb = ek_min(ATT_KB, valid - j0);
+        /* scores, four keys at a time for independent FMA chains */
+        int64_t j = 0;
+        for (; j + 4 <= kb; j += 4) {
+            const float *k0 = k + (j0 + j) * d;
+            vf s0 = vset1(0.0f), s1 = s0, s2 = s0, s3 = s0;
+            for (int64_t c = 0; c < dh; c++) {
+                vf qc = vload(qt + c * VLEN);
+                s0 = vfma(vset1(k0[c]), qc, s0);
+                s1 = vfma(vset1(k0[d + c]), qc, s1);
+                s2 = vfma(vset1(k0[2 * d + c]), qc, s2);
+                s3 = vfma(vset1(k0[3 * d + c]), qc, s3);
+            }
+            vstore(S + j * VLEN, s0);
+            vstore(S + (j + 1) * VLEN, s1);
+            vstore(S + (j + 2) * VLEN, s2);
+            vstore(S + (j + 3) * VLEN, s3);
+        }
+        for (; j < kb; j++) {
+            const float *k0 = k + (j0 + j) * d;
+            vf s0 = vset1(0.0f);
+            for (int64_t c = 0; c < dh; c++) s0 = vfma(vset1(k0[c]), vload(qt + c * VLEN), s0);
+            vstore(S + j * VLEN, s0);
+        }
+        /* causal mask: query i0 + lane sees key j0 + j only if j0 + j >= i0 + lane */
+        if (causal && j0 < i0 + VLEN) {
+            for (j = 0; j < kb && j0 + j < i0 + VLEN; j++) {
+                vi hidden = (vi){0} + (int32_t)(j0 + j - i0) < lane;
+                vstore(S + j * VLEN, vselect(hidden, vset1(-INFINITY), vload(S + j * VLEN)));
+            }
+        }
+        vf bmax = vload(S);
+        for (j = 1; j < kb; j++) bmax = vmax(bmax, vload(S + j * VLEN));
+        vf mnew = vmax(m, bmax);
+        vf msafe = vselect(mnew == vset1(-INFINITY), vset1(0.0f), mnew);
+        vf alpha = vexp(m - msafe);
+        m = mnew;
+        vf lsum = vset1(0.0f);
+        for (j = 0; j < kb; j++) {
+            vf p = vexp(vload(S + j * VLEN) - msafe);
+            lsum += p;
+            vstore(S + j * VLEN, p);
+        }
+        l = vfma(l, alpha, lsum);
+        if (j0 != jstart) {
+            for (int64_t qq = 0; qq < nqb; qq++) {
+                float a = alpha[qq];
+                if (a == 1.0f) continue;
+                float *oq = o + (i0 + qq) * d;
+                for (int64_t c = 0; c < dh; c++) oq[c] *= a;
+            }
+        }
+        att_pv(S, v, j0, kb, d, o + i0 * d, d, nqb, dh);
+    }
+    for (int64_t qq = 0; qq < nqb; qq++) {
+        float lq = l[qq];
+        if (!(lq > 0.0f)) continue; /* no visible key: stays zero */
+        float inv = 1.0f / lq;
+        float *oq = o + (i0 + qq) * d;
+        for (int64_t c = 0; c < dh; c++) oq[c] *= inv;
+    }
+}
+
+/* One query, scalar online softmax: for heads wider than ATT_DHMAX. */
+static void att_row_scalar(const float *qi, const float *k, const float *v, float *o,
+                           int64_t jstart, int64_t valid, int64_t d, int64_t dh, float scale)
+{
+    memset(o, 0, (size_t)dh * sizeof(float));
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t j = jstart; j < valid; j++) {
+        float s = 0.0f;
+        for (int64_t c = 0; c < dh; c++) s += qi[c] * k[j * d + c];
+        s *= scale;
+        if (s > m) {
+            float a = expf(m - s);
+            for (int64_t c = 0; c < dh; c++) o[c] *= a;
+            l *= a;
+            m = s;
+        }
+        float p = expf(s - m);
+        l += p;
+        for (int64_t c = 0; c < dh; c++) o[c] += p * v[j * d + c];
+    }
+    if (l > 0.0f)
+        for (int64_t c = 0; c < dh; c++) o[c] /= l;
+}
+
+static void k_attention(const float *q, const float *k, const float *v, const int32_t *key_len,
+                        float *out, int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                        int causal, int threads)
+{
+    int64_t dh = d / heads;
+    float scale = (float)(1.0 / sqrt((double)dh));
+    int64_t nqb = (nq + VLEN - 1) / VLEN;
+    int64_t items = batch * heads * nqb;
+    double work = (double)batch * (double)nq * (double)nk * (double)d;
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (work > 1e5)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t b = it / (heads * nqb), rest = it % (heads * nqb);
+        int64_t h = rest / nqb, qb = rest % nqb;
+        int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[b], nk)) : nk;
+        const float *qb_ = q + b * nq * d + h * dh;
+        const float *kb_ = k + b * nk * d + h * dh;
+        const float *vb_ = v + b * nk * d + h * dh;
+        float *ob = out + b * nq * d + h * dh;
+        int64_t i0 = qb * VLEN, cnt = ek_min(VLEN, nq - i0);
+        if (dh <= ATT_DHMAX) {
+            att_block(qb_, kb_, vb_, ob, i0, cnt, valid, d, dh, causal, scale);
+        } else {
+            for (int64_t i = i0; i < i0 + cnt; i++)
+                att_row_scalar(qb_ + i * d, kb_, vb_, ob + i * d, causal ? i : 0, valid, d, dh,
+                               scale);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ pkm */
+
+/*
+ * Sub-key scores are accumulated in double in the reference's order, so the
+ * selected slots are exactly the reference's; selections are streaming
+ * insertions into a sorted list of t (strict > keeps the earlier, smaller
+ * index on ties), candidates visited in index (slot) order. Scratch O(t):
+ * on the stack up to PKM_TMAX, else malloc (zeros if that fails, as the
+ * reference does).
+ */
+#define PKM_TMAX 64
+
+/* Insert (s, id) into the descending list (vals, ids) of *cnt <= t entries. */
+static void pkm_insert(double *vals, int64_t *ids, int64_t *cnt, int64_t t, double s, int64_t id)
+{
+    int64_t c = *cnt;
+    if (c == t && !(s > vals[t - 1])) return;
+    int64_t pos = c < t ? c : t - 1;
+    while (pos > 0 && s > vals[pos - 1]) {
+        vals[pos] = vals[pos - 1];
+        ids[pos] = ids[pos - 1];
+        pos--;
+    }
+    vals[pos] = s;
+    ids[pos] = id;
+    if (c < t) *cnt = c + 1;
+}
+
+static void pkm_sort_ids(int64_t *ids, int64_t t)
+{
+    for (int64_t i = 1; i < t; i++) {
+        int64_t x = ids[i], j = i;
+        while (j > 0 && ids[j - 1] > x) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = x;
+    }
+}
+
+static void pkm_one(const float *qj, const float *subkeys, const float *values, float *o,
+                    int64_t c, int64_t m, int64_t t, int64_t d, double *dv, int64_t *iv)
+{
+    int64_t half = c / 2;
+    double *va = dv, *vb = dv + t, *vp = dv + 2 * t, *sa = dv + 3 * t, *sb = dv + 4 * t;
+    int64_t *A = iv, *B = iv + t, *slot = iv + 2 * t;
+    int64_t na = 0, nb = 0, np = 0;
+    for (int64_t x = 0; x < m; x++) {
+        double s0 = 0, s1 = 0;
+        for (int64_t p = 0; p < half; p++) {
+            s0 += (double)qj[p] * (double)subkeys[x * half + p];
+            s1 += (double)qj[half + p] * (double)subkeys[(m + x) * half + p];
+        }
+        pkm_insert(va, A, &na, t, s0, x);
+        pkm_insert(vb, B, &nb, t, s1, x);
+    }
+    /* scores of the kept sub-keys, listed by index so pairs come in slot order */
+    pkm_sort_ids(A, na);
+    pkm_sort_ids(B, nb);
+    for (int64_t r = 0; r < na; r++) {
+        double s0 = 0;
+        for (int64_t p = 0; p < half; p++)
+            s0 += (double)qj[p] * (double)subkeys[A[r] * half + p];
+        sa[r] = s0;
+    }
+    for (int64_t r = 0; r < nb; r++) {
+        double s1 = 0;
+        for (int64_t p = 0; p < half; p++)
+            s1 += (double)qj[half + p] * (double)subkeys[(m + B[r]) * half + p];
+        sb[r] = s1;
+    }
+    for (int64_t xi = 0; xi < na; xi++)
+        for (int64_t yi = 0; yi < nb; yi++)
+            pkm_insert(vp, slot, &np, t, sa[xi] + sb[yi], A[xi] * m + B[yi]);
+    for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+    if (np == 0) return;
+    double max = vp[0], sum = 0;
+    for (int64_t r = 0; r < np; r++) sum += exp(vp[r] - max);
+    for (int64_t r = 0; r < np; r++) {
+        float wr = (float)(exp(vp[r] - max) / sum);
+        const float *val = values + slot[r] * d;
+        for (int64_t j = 0; j < d; j++) o[j] += wr * val[j];
+    }
+}
+
+static void k_pkm(const float *query, const float *subkeys, const float *values, float *out,
+                  int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                  int threads)
+{
+    if (t > m) t = m;
+#pragma omp parallel for num_threads(threads) schedule(static) if (batch * experts > 4)
+    for (int64_t be = 0; be < batch * experts; be++) {
+        float *o = out + be * d;
+        if (t <= 0) {
+            for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+            continue;
+        }
+        double dstack[5 * PKM_TMAX];
+        int64_t istack[3 * PKM_TMAX];
+        double *dv = dstack;
+        int64_t *iv = istack;
+        if (t > PKM_TMAX) {
+            dv = malloc((size_t)(5 * t) * sizeof(double));
+            iv = malloc((size_t)(3 * t) * sizeof(int64_t));
+            if (!dv || !iv) {
+                free(dv);
+                free(iv);
+                for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+                continue;
+            }
+        }
+        pkm_one(query + be * c, subkeys, values, o, c, m, t, d, dv, iv);
+        if (dv != dstack) {
+            free(dv);
+            free(iv);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ topk */
+
+/*
+ * Per row a bounded heap of the K best so far, kept in the row's own output
+ * (ids, vals): the root is the worst kept entry. Columns are scanned in
+ * order, VLEN at a time against the root's value, so almost all of them
+ * cost one vector compare. Exclusions: a per-thread bitmap of the items
+ * (set and cleared per row in O(E)); without it (malloc failed) an entering
+ * candidate is checked against the exclusion list.
+ */
+
+/* a ranks before b: larger value, NaN last, ties by the smaller id. */
+static inline int tk_before(float va, int32_t a, float vb, int32_t b)
+{
+    int na = va != va, nb = vb != vb;
+    if (na != nb) return nb;
+    if (!na && va != vb) return va > vb;
+    return a < b;
+}
+
+static void tk_sift_down(int32_t *ids, float *vals, int64_t n, int64_t i)
+{
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && tk_before(vals[c], ids[c], vals[c + 1], ids[c + 1])) c++;
+        if (!tk_before(vals[i], ids[i], vals[c], ids[c])) break;
+        float tv = vals[i];
+        int32_t ti = ids[i];
+        vals[i] = vals[c];
+        ids[i] = ids[c];
+        vals[c] = tv;
+        ids[c] = ti;
+        i = c;
+    }
+}
+
+static void tk_sift_up(int32_t *ids, float *vals, int64_t i)
+{
+    while (i > 0) {
+        int64_t p = (i - 1) / 2;
+        if (!tk_before(vals[p], ids[p], vals[i], ids[i])) break;
+        float tv = vals[i];
+        int32_t ti = ids[i];
+        vals[i] = vals[p];
+        ids[i] = ids[p];
+        vals[p] = tv;
+        ids[p] = ti;
+        i = p;
+    }
+}
+
+static int tk_excluded(const uint64_t *bits, const int32_t *ex, int64_t ne, int64_t j)
+{
+    if (bits) return (int)((bits[j >> 6] >> (j & 63)) & 1u);
+    for (int64_t e = 0; e < ne; e++)
+        if (ex[e] == j + 1) return 1;
+    return 0;
+}
+
+static void tk_row(const float *s, const int32_t *ex, int64_t ne, int32_t *ids, float *vals,
+                   int64_t items, int64_t k, uint64_t *bits)
+{
+    if (bits)
+        for (int64_t e = 0; e < ne; e++)
+            if (ex[e] >= 1 && ex[e] <= items) bits[(ex[e] - 1) >> 6] |= 1ull << ((ex[e] - 1) & 63);
+    int64_t cnt = 0, j = 0;
+    /* fill phase */
+    for (; j < items && cnt < k; j++) {
+        if (tk_excluded(bits, ex, ne, j)) continue;
+        ids[cnt] = (int32_t)(j + 1);
+        vals[cnt] = s[j];
+        tk_sift_up(ids, vals, cnt);
+        cnt++;
+    }
+    /* replace phase: a candidate enters only if it ranks before the root */
+    while (j < items) {
+        float rv = vals[0];
+        if (rv == rv) {
+            /* root is a number: later columns enter only with a larger value */
+            for (; j + VLEN <= items && !vany_gt(vload(s + j), rv); j += VLEN) {
+            }
+            int64_t end = ek_min(items, j + VLEN);
+            for (; j < end; j++) {
+                if (!(s[j] > vals[0])) continue;
+                if (tk_excluded(bits, ex, ne, j)) continue;
+                ids[0] = (int32_t)(j + 1);
+                vals[0] = s[j];
+                tk_sift_down(ids, vals, k, 0);
+                if (vals[0] != vals[0]) {
+                    j++;
+                    break;
+                }
+            }
+        } else {
+            /* root is NaN: any number enters */
+            for (; j < items; j++) {
+                if (s[j] != s[j] || tk_excluded(bits, ex, ne, j)) continue;
+                ids[0] = (int32_t)(j + 1);
+                vals[0] = s[j];
+                tk_sift_down(ids, vals, k, 0);
+                if (vals[0] == vals[0]) {
+                    j++;
+                    break;
+                }
+            }
+        }
+    }
+    /* heap sort: the worst goes last */
+    for (int64_t n = cnt; n > 1; n--) {
+        float tv = vals[0];
+        int32_t ti = ids[0];
+        vals[0] = vals[n - 1];
+        ids[0] = ids[n - 1];
+        vals[n - 1] = tv;
+        ids[n - 1] = ti;
+        tk_sift_down(ids, vals, n - 1, 0);
+    }
+    for (int64_t r = cnt; r < k; r++) {
+        ids[r] = 0;
+        vals[r] = -INFINITY;
+    }
+    if (bits)
+        for (int64_t e = 0; e < ne; e++)
+            if (ex[e] >= 1 && ex[e] <= items) bits[(ex[e] - 1) >> 6] = 0;
+}
+
+static void k_topk(const float *scores, const int32_t *exclude, int64_t n_exclude, int32_t *ids,
+                   float *vals, int64_t batch, int64_t items, int64_t k, int threads)
+{
+    if (k <= 0) return;
+    if (!exclude) n_exclude = 0;
+    int nt = batch > 1 && (double)batch * (double)items > 1e5 ? threads : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        uint64_t *bits = NULL;
+        if (n_exclude > 0) bits = calloc((size_t)((items + 63) / 64), sizeof(uint64_t));
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++)
+            tk_row(scores + b * items, exclude ? exclude + b * n_exclude : NULL, n_exclude,
+                   ids + b * k, vals + b * k, items, k, bits);
+        free(bits);
+    }
+}
+
+/* ------------------------------------------------------------------ table */
+
+extern const elastic_cpu_kernels EK_TABLE;
+const elastic_cpu_kernels EK_TABLE = {
+    .isa = EK_STR(ELASTIC_CPU_ISA_NAME),
+    .gather = k_gather,
+    .add = k_add,
+    .masked_mean = k_masked_mean,
+    .layer_norm = k_layer_norm,
+    .linear = k_linear,
+    .gelu = k_gelu,
+    .attention = k_attention,
+    .pkm = k_pkm,
+    .topk = k_topk,
+};
