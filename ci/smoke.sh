@@ -13,7 +13,7 @@ check() { # check NAME EXPECTED_RC PATTERN -- command...
   shift 4
   "$@" >"$tmp/out" 2>"$tmp/err"
   local rc=$?
-  if [ "$rc" -ne "$want" ] || ! grep -qE "$pattern" "$tmp/out" "$tmp/err"; then
+  if [ "$rc" -ne "$want" ] || { [ -n "$pattern" ] && ! grep -qE "$pattern" "$tmp/out" "$tmp/err"; }; then
     echo "FAIL $name: rc=$rc (want $want), output:"; cat "$tmp/out" "$tmp/err"; fail=1
   elif grep -q "Sanitizer" "$tmp/err"; then
     echo "FAIL $name: sanitizer report"; cat "$tmp/err"; fail=1

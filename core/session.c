@@ -138,10 +138,16 @@ const char *elastic_session_backend(const elastic_session *s)
     return s ? s->description : "";
 }
 
+static int same_shape(const elastic_build_shape *a, const elastic_build_shape *b)
+{
+    return a->batch == b->batch && a->len == b->len && a->n_exclude == b->n_exclude &&
+           a->top_k == b->top_k && a->output == b->output;
+}
+
 /* Builds (or keeps) the graph and plan for a batch shape, and sizes arenas. */
 static elastic_status ensure_plan(elastic_session *s, const elastic_build_shape *shape)
 {
-    if (s->have_plan && !memcmp(&s->shape, shape, sizeof *shape)) return ELASTIC_OK;
+    if (s->have_plan && same_shape(&s->shape, shape)) return ELASTIC_OK;
     drop_plan(s);
     elastic_graph_init(&s->graph);
     elastic_status st = elastic_build_forward(s->model, shape, &s->graph, &s->io);

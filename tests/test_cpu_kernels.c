@@ -99,10 +99,20 @@ static uint64_t stream_id(const char *op, int caseno, int which)
     return h ^ ((uint64_t)caseno << 8) ^ (uint64_t)which;
 }
 
-/* Element-wise |got - want| <= tol[i]; prints the first failure. */
+/* Element-wise |got - want| <= tol[i]; prints the first failure. With
+ * ELASTIC_TEST_VERBOSE set, prints how much of the tolerance was used. */
 static void check_tol(const char *what, const char *isa, const float *got, const float *want,
                       const double *tol, size_t n)
 {
+    if (getenv("ELASTIC_TEST_VERBOSE")) {
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double r = fabs((double)got[i] - (double)want[i]) / tol[i];
+            if (r > worst) worst = r;
+        }
+        printf("# %s [%s]: n %zu, max |diff|/tol %.3g, rel L2 %.3g\n", what, isa, n, worst,
+               tu_rel_l2(got, want, n));
+    }
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - (double)want[i]);
         if (!(e <= tol[i])) {
