@@ -139,6 +139,7 @@ int main(int argc, char **argv)
     printf("arena              %.2f MiB (%.2f MiB without liveness reuse)\n",
            (double)stats.arena_bytes / 1048576.0, (double)stats.naive_bytes / 1048576.0);
 #if defined(ELASTIC_HAVE_CBLAS)
+    if (threads > 0) openblas_set_num_threads(threads); /* the same threads as ours */
     int m = batch * (len < config.max_len ? len : (int)config.max_len);
     double g = sgemm_gflops(m, 256, 64, reps);
     printf("openblas sgemm     %.1f GFLOP/s on [%d x 64] x [64 x 256]\n", g, m);
