@@ -38,4 +38,17 @@ check bad-id 1 "not an item id" -- "$bin" recommend --model "$tmp/m.st" /dev/std
 check no-backend 1 "ELASTIC_ERR_BACKEND" -- "$bin" recommend --model "$tmp/m.st" --backend nosuch "$tmp/h.txt"
 check bad-config 1 "heads" -- "$bin" init num_items=10 hidden=30 heads=4 -o "$tmp/x.st"
 check help 0 "usage" -- "$bin" recommend --help
+# Every other available backend recommends what the CPU backend recommends.
+for be in opencl cuda; do
+  "$bin" backends | grep -qE "^$be +available" || { echo "skip $be: not available"; continue; }
+  check "recommend-$be" 0 "" -- "$bin" recommend --model "$tmp/m.st" --backend "$be" --top 5 "$tmp/h.txt"
+  cp "$tmp/out" "$tmp/$be.txt"
+  "$bin" recommend --model "$tmp/m.st" --top 5 "$tmp/h.txt" >"$tmp/cpu.txt"
+  # ids must match exactly; scores agree to the printed 6 significant digits or nearly
+  if diff <(sed 's/:[^ ]*//g' "$tmp/cpu.txt") <(sed 's/:[^ ]*//g' "$tmp/$be.txt") >/dev/null; then
+    echo "ok   $be matches cpu"
+  else
+    echo "FAIL $be recommends differently from cpu:"; diff "$tmp/cpu.txt" "$tmp/$be.txt"; fail=1
+  fi
+done
 exit $fail
