@@ -232,4 +232,7 @@ ELASTIC_API elastic_status elastic_conformance_run(const elastic_conformance_opt
 }
 #endif
 
+#include "elastic_data.h"  /* interaction logs, splits, synthetic data, metrics */
+#include "elastic_train.h" /* training */
+
 #endif /* ELASTIC_H */

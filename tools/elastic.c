@@ -11,6 +11,7 @@
  * Errors go to stderr and give a non-zero exit status.
  */
 #include "elastic.h"
+#include "commands.h"
 #include "histories.h"
 
 #include <errno.h>
@@ -456,7 +457,11 @@ static const char *main_usage =
     "  recommend          top-K items for histories read from a file or stdin\n"
     "  plan               print the execution plan of a model on a backend\n"
     "  conformance        check every backend against the float64 reference\n"
-    "  backends           list backends and devices\n";
+    "  backends           list backends and devices\n"
+    "  synth              write a synthetic interaction log\n"
+    "  train              train a model on an interaction log\n"
+    "  eval               HR, NDCG and MRR of a model, beside popularity\n"
+    "  bench              time and memory of ELASTIC and SASRec against n\n";
 
 int main(int argc, char **argv)
 {
@@ -479,6 +484,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "plan")) return cmd_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "backends")) return cmd_backends();
     if (!strcmp(cmd, "conformance")) return cmd_conformance(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth")) return elastic_cmd_synth(argc - 1, argv + 1);
+    if (!strcmp(cmd, "train")) return elastic_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return elastic_cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return elastic_cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "%s: unknown command '%s'\n%s", prog, cmd, main_usage);
     return 2;
 }
