@@ -51,7 +51,7 @@ typedef struct conf_run {
     conf_backend backends[MAX_BACKENDS];
     int n_backends;
     elastic_backend *reference;
-    conf_cell cells[ELASTIC_OP_COUNT][MAX_BACKENDS];
+    conf_cell cells[ELASTIC_OP_INFERENCE_COUNT][MAX_BACKENDS];
     int failures, checks;
     json_t *json_cases, *json_models, *json_perf;
 } conf_run;
@@ -662,7 +662,7 @@ static void print_table(conf_run *r)
     fprintf(r->out, "\n%-12s", "op");
     for (int b = 0; b < r->n_backends; b++) fprintf(r->out, " %-22s", r->backends[b].spec);
     fprintf(r->out, "\n");
-    for (int op = 0; op < ELASTIC_OP_COUNT; op++) {
+    for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
         fprintf(r->out, "%-12s", elastic_op_name((elastic_op)op));
         for (int b = 0; b < r->n_backends; b++) {
@@ -684,7 +684,7 @@ static void print_table(conf_run *r)
     for (int b = 0; b < r->n_backends; b++) {
         fprintf(r->out, "  %-12s %s; implements:", r->backends[b].spec, r->backends[b].describe);
         int missing = 0;
-        for (int op = 0; op < ELASTIC_OP_COUNT; op++) {
+        for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++) {
             const conf_cell *c = &r->cells[op][b];
             if (c->cases && c->unsupported < c->cases)
                 fprintf(r->out, " %s", elastic_op_name((elastic_op)op));
@@ -692,7 +692,7 @@ static void print_table(conf_run *r)
         }
         if (missing) {
             fprintf(r->out, "; falls back to the CPU for:");
-            for (int op = 0; op < ELASTIC_OP_COUNT; op++)
+            for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++)
                 if (r->cells[op][b].cases && r->cells[op][b].unsupported == r->cells[op][b].cases)
                     fprintf(r->out, " %s", elastic_op_name((elastic_op)op));
         }
@@ -712,7 +712,7 @@ static void print_json(conf_run *r)
     for (int b = 0; b < r->n_backends; b++)
         json_array_append_new(backends, json_pack("{s:s, s:s}", "spec", r->backends[b].spec,
                                                   "device", r->backends[b].describe));
-    for (int op = 0; op < ELASTIC_OP_COUNT; op++)
+    for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++)
         for (int b = 0; b < r->n_backends; b++) {
             const conf_cell *c = &r->cells[op][b];
             if (!c->cases) continue;
@@ -775,7 +775,7 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
     elastic_session_options_default(&ro);
     ro.cpu_reference = 1;
     if (st == ELASTIC_OK) st = elastic_cpu_backend_iface.init(&r->reference, &ro);
-    for (int op = 0; st == ELASTIC_OK && op < ELASTIC_OP_COUNT; op++) {
+    for (int op = 0; st == ELASTIC_OK && op < ELASTIC_OP_INFERENCE_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
         const conf_case *cases;
         int n = conf_cases_for((elastic_op)op, &cases);

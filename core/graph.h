@@ -23,7 +23,7 @@
 
 #define ELASTIC_MAX_DIMS 4
 #define ELASTIC_MAX_INPUTS 5
-#define ELASTIC_MAX_OUTPUTS 2
+#define ELASTIC_MAX_OUTPUTS 3
 
 typedef enum elastic_dtype { ELASTIC_DTYPE_F32 = 0, ELASTIC_DTYPE_I32 = 1 } elastic_dtype;
 
@@ -60,8 +60,25 @@ typedef enum elastic_op {
     ELASTIC_OP_PKM,          /* query [B,k*c], subkeys [2,m,c/2], values [m*m,d] -> [B,k,d] */
     ELASTIC_OP_TOPK,         /* scores [B,I], exclude [B,E] I32 or none -> ids [B,K], vals [B,K] */
     ELASTIC_OP_COPY,         /* any (strided) view -> contiguous copy */
+    /* Training (see autodiff.c): dropout, the loss, and one gradient op per
+     * op above. A backend that lacks them leaves them to the CPU fallback. */
+    ELASTIC_OP_DROPOUT,           /* x -> x * keep / (1-p), keep drawn from (seed, element) */
+    ELASTIC_OP_CROSS_ENTROPY,     /* scores [B,I], target [B] I32 (1..I) -> loss [B],
+                                     dscores [B,I] of the batch-mean loss */
+    ELASTIC_OP_GATHER_GRAD,       /* dy [...,d], idx [...] -> dtable [rows,d] (scatter-add) */
+    ELASTIC_OP_SUM_ROWS,          /* x [..., suffix] -> [suffix]: the last `keep` dims kept */
+    ELASTIC_OP_MASKED_MEAN_GRAD,  /* dy [B,d], len [B] -> dx [B,n,d] */
+    ELASTIC_OP_LAYER_NORM_GRAD,   /* x, weight, dy -> dx, dweight [d], dbias [d] */
+    ELASTIC_OP_LINEAR_GRAD,       /* x [...,K], W [N,K], dy [...,N] -> dx, dW [N,K], dbias [N] */
+    ELASTIC_OP_GELU_GRAD,         /* x, dy -> dx */
+    ELASTIC_OP_ATTENTION_GRAD,    /* q, k, v, dy, key_len -> dq, dk, dv */
+    ELASTIC_OP_PKM_GRAD,          /* query, subkeys, values, dy -> dquery, dsubkeys, dvalues */
+    ELASTIC_OP_VIEW_GRAD,         /* dv (of a view) -> d(source): zeros but the view's elements */
     ELASTIC_OP_COUNT
 } elastic_op;
+
+/* The ops of inference (gather .. copy): the conformance suite covers these. */
+#define ELASTIC_OP_INFERENCE_COUNT (ELASTIC_OP_COPY + 1)
 
 typedef struct elastic_op_params {
     float eps;      /* LAYER_NORM */
@@ -70,6 +87,15 @@ typedef struct elastic_op_params {
     int experts;    /* PKM: k */
     int mem_topk;   /* PKM: t */
     int top_k;      /* TOPK: K */
+    float dropout;  /* DROPOUT: probability p of zeroing an element */
+    uint64_t seed;  /* DROPOUT: the mask is a function of (seed, element index) */
+    int keep;       /* SUM_ROWS: trailing dims kept */
+    int64_t rows;   /* GATHER_GRAD: rows of the table; MASKED_MEAN_GRAD: n */
+    /* VIEW_GRAD: the source's shape, and the view's strides and offset in it */
+    int src_ndim;
+    int64_t src_shape[ELASTIC_MAX_DIMS];
+    int64_t view_strides[ELASTIC_MAX_DIMS];
+    int64_t view_offset;
 } elastic_op_params;
 
 typedef struct elastic_node {
@@ -101,7 +127,8 @@ int elastic_graph_weight(elastic_graph *g, const char *name, int ndim, const int
 /* A strided view of src; strides in elements; NULL strides = contiguous. */
 int elastic_graph_view(elastic_graph *g, int src, int ndim, const int64_t *shape,
                        const int64_t *strides, int64_t offset);
-/* Adds a node; returns its first output tensor id (TOPK: ids; vals is id+1). */
+/* Adds a node; returns its first output tensor id; further outputs follow
+ * it (TOPK: ids, then vals). */
 int elastic_graph_node(elastic_graph *g, elastic_op op, const int *inputs, int n_inputs,
                        const elastic_op_params *params, const char *name);
 void elastic_graph_mark_output(elastic_graph *g, int tensor);

@@ -14,6 +14,7 @@
 #include "model_builder.h"
 
 #include "error.h"
+#include "rng.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +25,9 @@ typedef struct builder {
     int64_t B, n, d;
     int heads;
     float eps;
+    float dropout;
+    uint64_t seed;
+    int n_dropout; /* dropout nodes so far: each draws its own mask */
 } builder;
 
 static int weight(builder *b, const char *name)
@@ -61,6 +65,17 @@ static int linear(builder *b, int x, const char *prefix)
     return node(b, ELASTIC_OP_LINEAR, in, 3, prefix);
 }
 
+/* Dropout of spec section 5 (training only); the identity at inference. */
+static int dropout(builder *b, int x, const char *name)
+{
+    if (b->dropout <= 0) return x;
+    elastic_op_params params = {.dropout = b->dropout,
+                                .seed = elastic_rng_u64(b->seed, 0x64726f70, (uint64_t)b->n_dropout++)};
+    char full[128];
+    snprintf(full, sizeof full, "%.100s.dropout", name);
+    return elastic_graph_node(b->g, ELASTIC_OP_DROPOUT, &x, 1, &params, full);
+}
+
 static int add(builder *b, int x, int y, const char *name)
 {
     int in[2] = {x, y};
@@ -83,7 +98,7 @@ static int mha(builder *b, int q_in, int kv_in, int key_len, int causal, const c
     snprintf(name, sizeof name, "%s.attention", prefix);
     int a = elastic_graph_node(b->g, ELASTIC_OP_ATTENTION, in, 4, &params, name);
     snprintf(name, sizeof name, "%s.o", prefix);
-    return linear(b, a, name);
+    return dropout(b, linear(b, a, name), name);
 }
 
 /* z + FFN(z) with the block's own norm: fc2(GELU(fc1(LN(z)))). */
@@ -97,7 +112,7 @@ static int ffn_residual(builder *b, int z, const char *prefix)
     snprintf(name, sizeof name, "%s.gelu", prefix);
     h = node(b, ELASTIC_OP_GELU, &h, 1, name);
     snprintf(name, sizeof name, "%s.fc2", prefix);
-    h = linear(b, h, name);
+    h = dropout(b, linear(b, h, name), name);
     snprintf(name, sizeof name, "%s.residual", prefix);
     return add(b, z, h, name);
 }
@@ -117,7 +132,7 @@ static int embed(builder *b, int items)
     int e = node(b, ELASTIC_OP_GATHER, in, 2, "embed.items");
     int64_t pshape[2] = {b->n, b->d};
     int pos = elastic_graph_view(b->g, weight(b, "pos_emb"), 2, pshape, NULL, 0);
-    return add(b, e, pos, "embed");
+    return dropout(b, add(b, e, pos, "embed"), "embed");
 }
 
 /* Step 2: interest memory retrieval -> P [B, k, d]. */
@@ -200,7 +215,8 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
 {
     const elastic_config *c = &model->config;
     builder b = {.g = g, .model = model, .B = s->batch, .n = s->len, .d = c->hidden,
-                 .heads = (int)c->heads, .eps = (float)c->ln_eps};
+                 .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
+                 .seed = s->seed};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);

@@ -20,6 +20,10 @@ typedef struct elastic_build_shape {
     int64_t n_exclude; /* E: width of the exclusion table (TOPK), 0 = none */
     int64_t top_k;     /* K (TOPK) */
     elastic_build_output output;
+    /* Training: dropout p after the embedding sum, each MHA output and each
+     * FFN output (spec section 5), masks drawn from `seed`; 0 = inference. */
+    float dropout;
+    uint64_t seed;
 } elastic_build_shape;
 
 /* The graph's named inputs, as tensor ids. */

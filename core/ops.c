@@ -13,6 +13,8 @@
 static const char *op_names[ELASTIC_OP_COUNT] = {
     "gather", "add", "masked_mean", "layer_norm", "linear",
     "gelu",   "attention", "pkm", "topk", "copy",
+    "dropout", "cross_entropy", "gather_grad", "sum_rows", "masked_mean_grad",
+    "layer_norm_grad", "linear_grad", "gelu_grad", "attention_grad", "pkm_grad", "view_grad",
 };
 
 const char *elastic_op_name(elastic_op op)
@@ -42,6 +44,130 @@ static void set_out(elastic_tensor *o, elastic_dtype dtype, int ndim, const int6
 static int last(const elastic_tensor *t)
 {
     return t->ndim - 1;
+}
+
+static int same_shape(const elastic_tensor *a, const elastic_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+static void like(elastic_tensor *o, const elastic_tensor *t)
+{
+    set_out(o, t->dtype, t->ndim, t->shape);
+}
+
+/* The training ops (graph.h): dropout, the loss and the gradient ops. */
+static elastic_status infer_training(const elastic_graph *g, const elastic_node *n,
+                                     elastic_tensor *outs, int *n_outputs)
+{
+    const elastic_tensor *a = in(g, n, 0), *b = in(g, n, 1), *c = in(g, n, 2), *d = in(g, n, 3);
+    const elastic_dtype F = ELASTIC_DTYPE_F32, I = ELASTIC_DTYPE_I32;
+    int64_t shape[ELASTIC_MAX_DIMS];
+    switch (n->op) {
+    case ELASTIC_OP_DROPOUT:
+        if (a->dtype != F) return bad(n, "needs a float tensor");
+        if (!(n->params.dropout >= 0 && n->params.dropout < 1)) return bad(n, "p must be in [0,1)");
+        like(&outs[0], a);
+        return ELASTIC_OK;
+    case ELASTIC_OP_CROSS_ENTROPY:
+        if (!b || a->dtype != F || a->ndim != 2 || b->dtype != I || b->ndim != 1 ||
+            b->shape[0] != a->shape[0])
+            return bad(n, "needs scores [B,I] and int32 targets [B]");
+        set_out(&outs[0], F, 1, a->shape);
+        like(&outs[1], a);
+        *n_outputs = 2;
+        return ELASTIC_OK;
+    case ELASTIC_OP_GATHER_GRAD: /* dy [..., d], idx [...] */
+        if (!b || a->dtype != F || b->dtype != I || a->ndim != b->ndim + 1 || n->params.rows < 1)
+            return bad(n, "needs dy [...,d], int32 indices [...] and rows >= 1");
+        for (int i = 0; i < b->ndim; i++)
+            if (a->shape[i] != b->shape[i]) return bad(n, "dy and indices disagree");
+        shape[0] = n->params.rows;
+        shape[1] = a->shape[last(a)];
+        set_out(&outs[0], F, 2, shape);
+        return ELASTIC_OK;
+    case ELASTIC_OP_SUM_ROWS:
+        if (a->dtype != F || n->params.keep < 1 || n->params.keep > a->ndim)
+            return bad(n, "needs a float tensor and 1 <= keep <= rank");
+        set_out(&outs[0], F, n->params.keep, a->shape + (a->ndim - n->params.keep));
+        return ELASTIC_OK;
+    case ELASTIC_OP_MASKED_MEAN_GRAD: /* dy [B, d], len [B] -> [B, n, d] */
+        if (!b || a->dtype != F || a->ndim != 2 || b->dtype != I || b->ndim != 1 ||
+            b->shape[0] != a->shape[0] || n->params.rows < 1)
+            return bad(n, "needs dy [B,d], int32 lengths [B] and n >= 1");
+        shape[0] = a->shape[0];
+        shape[1] = n->params.rows;
+        shape[2] = a->shape[1];
+        set_out(&outs[0], F, 3, shape);
+        return ELASTIC_OK;
+    case ELASTIC_OP_LAYER_NORM_GRAD: /* x, weight, dy */
+        if (!b || !c || a->dtype != F || b->ndim != 1 || b->shape[0] != a->shape[last(a)] ||
+            !same_shape(a, c))
+            return bad(n, "needs x [...,d], weight [d] and dy shaped like x");
+        if (!(n->params.eps > 0)) return bad(n, "eps must be positive");
+        like(&outs[0], a);
+        like(&outs[1], b);
+        like(&outs[2], b);
+        *n_outputs = 3;
+        return ELASTIC_OK;
+    case ELASTIC_OP_LINEAR_GRAD: /* x [...,K], W [N,K], dy [...,N] */
+        if (!b || !c || a->dtype != F || b->ndim != 2 || b->shape[1] != a->shape[last(a)] ||
+            c->ndim != a->ndim || c->shape[last(c)] != b->shape[0])
+            return bad(n, "needs x [...,K], W [N,K] and dy [...,N]");
+        for (int i = 0; i < last(a); i++)
+            if (a->shape[i] != c->shape[i]) return bad(n, "x and dy disagree in leading dims");
+        like(&outs[0], a);
+        like(&outs[1], b);
+        set_out(&outs[2], F, 1, b->shape);
+        *n_outputs = 3;
+        return ELASTIC_OK;
+    case ELASTIC_OP_GELU_GRAD:
+        if (!b || a->dtype != F || !same_shape(a, b)) return bad(n, "needs x and dy of one shape");
+        like(&outs[0], a);
+        return ELASTIC_OK;
+    case ELASTIC_OP_ATTENTION_GRAD: /* q, k, v, dy, key_len */
+        if (!b || !c || !d || a->ndim != 3 || b->ndim != 3 || !same_shape(b, c) ||
+            !same_shape(a, d) || b->shape[0] != a->shape[0] || b->shape[2] != a->shape[2])
+            return bad(n, "needs q [B,nq,d], k and v [B,nk,d], dy [B,nq,d]");
+        if (in(g, n, 4) && (in(g, n, 4)->dtype != I || in(g, n, 4)->shape[0] != a->shape[0]))
+            return bad(n, "key lengths must be int32 [B]");
+        if (n->params.heads < 1 || a->shape[2] % n->params.heads)
+            return bad(n, "width is not divisible by the number of heads");
+        like(&outs[0], a);
+        like(&outs[1], b);
+        like(&outs[2], c);
+        *n_outputs = 3;
+        return ELASTIC_OK;
+    case ELASTIC_OP_PKM_GRAD: { /* query, subkeys, values, dy [B,k,d] */
+        if (!b || !c || !d || a->ndim != 2 || b->ndim != 3 || c->ndim != 2 || d->ndim != 3 ||
+            b->shape[0] != 2 || c->shape[0] != b->shape[1] * b->shape[1] ||
+            a->shape[1] != n->params.experts * 2 * b->shape[2] || d->shape[0] != a->shape[0] ||
+            d->shape[1] != n->params.experts || d->shape[2] != c->shape[1] ||
+            n->params.mem_topk < 1 || n->params.mem_topk > b->shape[1])
+            return bad(n, "needs query [B,k*c], subkeys [2,m,c/2], values [m*m,d], dy [B,k,d]");
+        like(&outs[0], a);
+        like(&outs[1], b);
+        like(&outs[2], c);
+        *n_outputs = 3;
+        return ELASTIC_OK;
+    }
+    case ELASTIC_OP_VIEW_GRAD: {
+        const elastic_op_params *p = &n->params;
+        if (a->dtype != F || p->src_ndim < 1 || p->src_ndim > ELASTIC_MAX_DIMS)
+            return bad(n, "needs a float tensor and the source's shape");
+        int64_t src_numel = 1, hi = p->view_offset;
+        for (int i = 0; i < p->src_ndim; i++) src_numel *= p->src_shape[i];
+        for (int i = 0; i < a->ndim; i++) hi += (a->shape[i] - 1) * p->view_strides[i];
+        if (p->view_offset < 0 || hi >= src_numel) return bad(n, "the view leaves its source");
+        set_out(&outs[0], F, p->src_ndim, p->src_shape);
+        return ELASTIC_OK;
+    }
+    default: break;
+    }
+    return elastic_error(ELASTIC_ERR_INTERNAL, "node '%s': unknown op", n->name);
 }
 
 elastic_status elastic_op_infer(const elastic_graph *g, const elastic_node *n, elastic_tensor *outs,
@@ -149,7 +275,7 @@ elastic_status elastic_op_infer(const elastic_graph *g, const elastic_node *n, e
     case ELASTIC_OP_COPY:
         set_out(&outs[0], a->dtype, a->ndim, a->shape);
         return ELASTIC_OK;
-    case ELASTIC_OP_COUNT: break;
+    default: return infer_training(g, n, outs, n_outputs);
     }
     return elastic_error(ELASTIC_ERR_INTERNAL, "node '%s': unknown op", n->name);
 }
@@ -172,6 +298,13 @@ double elastic_node_flops(const elastic_graph *g, const elastic_node *n)
     case ELASTIC_OP_GELU: return 8.0 * numel;
     case ELASTIC_OP_ADD: return numel;
     case ELASTIC_OP_MASKED_MEAN: return (double)elastic_tensor_numel(a);
+    case ELASTIC_OP_LINEAR_GRAD: /* dx and dW: two products of the forward's size */
+        return 4.0 * (double)elastic_tensor_numel(a) * (double)b->shape[0];
+    case ELASTIC_OP_ATTENTION_GRAD: { /* recompute QK^T, then dV, dP, dQ, dK */
+        const elastic_tensor *k = in(g, n, 1);
+        return 10.0 * (double)a->shape[0] * (double)a->shape[1] * (double)k->shape[1] *
+               (double)a->shape[2] / (n->params.causal ? 2.0 : 1.0);
+    }
     default: return 0.0;
     }
 }

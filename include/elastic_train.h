@@ -5,10 +5,86 @@
 #define ELASTIC_TRAIN_H
 
 #include "elastic.h"
+#include "elastic_data.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ---------------------------------------------------------------- training */
+
+/* Spec section 5: softmax cross-entropy over all items, dropout, Adam. */
+typedef struct elastic_train_options {
+    double lr;           /* 1e-3 */
+    double beta1, beta2; /* 0.9, 0.98 */
+    double adam_eps;     /* 1e-8 */
+    float dropout;       /* 0.2 */
+    int batch_size;      /* 128 examples per step */
+    int samples_per_user;/* 8 prefix ends per user and epoch */
+    uint64_t seed;       /* example sampling and dropout masks */
+    elastic_session_options session; /* backend, threads, CPU fallback */
+} elastic_train_options;
+
+ELASTIC_API void elastic_train_options_default(elastic_train_options *options);
+
+/* A trainer updates `model` in place; the model must outlive it. Gradient
+ * ops the backend lacks run on the CPU only when session.allow_cpu_fallback
+ * is set (elastic_trainer_fallback_nodes says how many did). */
+typedef struct elastic_trainer elastic_trainer;
+
+ELASTIC_API elastic_status elastic_trainer_init(elastic_trainer **trainer, elastic_model *model,
+                                                const elastic_train_options *options);
+ELASTIC_API void elastic_trainer_free(elastic_trainer *trainer);
+
+/* Total number of parameters (floats): the tensors of elastic_model_tensor_name
+ * in order, each flattened. Gradients use this layout. */
+ELASTIC_API int64_t elastic_model_parameter_count(const elastic_model *model);
+
+/* Loss and gradient of a batch without dropout and without an update:
+ * histories in compressed-row form (as for sessions), targets[b] in 1..I the
+ * item that follows history b. *loss is the batch mean; grad (may be NULL)
+ * receives elastic_model_parameter_count floats. */
+ELASTIC_API elastic_status elastic_trainer_gradient(elastic_trainer *trainer,
+                                                    const int32_t *items, const int64_t *offsets,
+                                                    const int32_t *targets, int batch,
+                                                    double *loss, float *grad);
+
+/* One Adam step on a batch, with dropout; *loss (may be NULL) is the batch's
+ * mean loss before the update. */
+ELASTIC_API elastic_status elastic_trainer_step(elastic_trainer *trainer, const int32_t *items,
+                                                const int64_t *offsets, const int32_t *targets,
+                                                int batch, double *loss);
+
+/* Progress of an epoch, reported after every step. */
+typedef struct elastic_train_progress {
+    int64_t step, steps;       /* steps done in this epoch, and in all */
+    int64_t examples;          /* examples done in this epoch */
+    double loss;               /* mean loss over this epoch so far */
+    double seconds;            /* since the epoch started */
+} elastic_train_progress;
+
+typedef void (*elastic_train_progress_fn)(const elastic_train_progress *progress, void *ctx);
+
+/* One epoch over a dataset's training items (spec section 5): for every
+ * user with at least two training items, samples_per_user prefix ends drawn
+ * uniformly, shuffled, in batches. `progress` may be NULL. */
+ELASTIC_API elastic_status elastic_trainer_epoch(elastic_trainer *trainer,
+                                                 const elastic_dataset *dataset,
+                                                 elastic_train_progress_fn progress, void *ctx,
+                                                 elastic_train_progress *result);
+
+/* Epochs and Adam steps done so far. */
+ELASTIC_API int64_t elastic_trainer_epochs(const elastic_trainer *trainer);
+ELASTIC_API int64_t elastic_trainer_steps(const elastic_trainer *trainer);
+/* Nodes of the last step that ran on the CPU fallback. */
+ELASTIC_API int elastic_trainer_fallback_nodes(const elastic_trainer *trainer);
+
+/* Checkpoints: the optimizer state (Adam moments, step and epoch counts);
+ * the weights are the model's, saved with elastic_model_save beside it. */
+ELASTIC_API elastic_status elastic_trainer_save_state(const elastic_trainer *trainer,
+                                                      const char *path);
+ELASTIC_API elastic_status elastic_trainer_load_state(elastic_trainer *trainer,
+                                                      const char *path);
 
 #ifdef __cplusplus
 }

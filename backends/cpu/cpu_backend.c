@@ -4,6 +4,7 @@
  * fast table for the best instruction set this CPU has (cpu_isa.c).
  */
 #include "backend.h"
+#include "cpu_grad.h"
 #include "cpu_kernels.h"
 #include "error.h"
 
@@ -176,6 +177,80 @@ static void copy_strided(const elastic_tensor_ref *src, uint32_t *dst)
                     dst[o++] = s[a * st[0] + b * st[1] + c * st[2] + d * st[3]];
 }
 
+/* The training ops of graph.h, on cpu_grad.c's kernels. */
+static elastic_status compute_training(cpu_backend *be, const elastic_node *node,
+                                       const elastic_tensor_ref *in,
+                                       const elastic_tensor_ref *out)
+{
+    int th = be->threads;
+    const elastic_tensor_ref *a = &in[0];
+    const elastic_op_params *p = &node->params;
+    int64_t last = a->shape[a->ndim - 1];
+    switch (node->op) {
+    case ELASTIC_OP_DROPOUT:
+        elastic_cpu_dropout(ptr(a), ptr(&out[0]), numel(a), p->dropout, p->seed, th);
+        return ELASTIC_OK;
+    case ELASTIC_OP_CROSS_ENTROPY: {
+        const int32_t *target = ptr(&in[1]);
+        for (int64_t b = 0; b < a->shape[0]; b++)
+            if (target[b] < 1 || target[b] > last)
+                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
+                                     "cross_entropy '%s': target %d outside 1..%lld", node->name,
+                                     (int)target[b], (long long)last);
+        elastic_cpu_cross_entropy(ptr(a), target, ptr(&out[0]), ptr(&out[1]), a->shape[0], last,
+                                  th);
+        return ELASTIC_OK;
+    }
+    case ELASTIC_OP_GATHER_GRAD: {
+        const int32_t *idx = ptr(&in[1]);
+        int64_t n = numel(&in[1]);
+        for (int64_t i = 0; i < n; i++)
+            if (idx[i] < 0 || idx[i] >= p->rows)
+                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
+                                     "gather_grad '%s': index %d outside 0..%lld", node->name,
+                                     (int)idx[i], (long long)p->rows - 1);
+        elastic_cpu_gather_grad(ptr(a), idx, n, last, ptr(&out[0]), p->rows);
+        return ELASTIC_OK;
+    }
+    case ELASTIC_OP_SUM_ROWS: {
+        int64_t cols = numel(&out[0]);
+        elastic_cpu_sum_rows(ptr(a), numel(a) / cols, cols, ptr(&out[0]), th);
+        return ELASTIC_OK;
+    }
+    case ELASTIC_OP_MASKED_MEAN_GRAD:
+        elastic_cpu_masked_mean_grad(ptr(a), ptr(&in[1]), ptr(&out[0]), a->shape[0], p->rows,
+                                     a->shape[1], th);
+        return ELASTIC_OK;
+    case ELASTIC_OP_LAYER_NORM_GRAD:
+        return elastic_cpu_layer_norm_grad(ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
+                                           ptr(&out[1]), ptr(&out[2]), numel(a) / last, last,
+                                           p->eps, th);
+    case ELASTIC_OP_LINEAR_GRAD:
+        return elastic_cpu_linear_grad(be->k, ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
+                                       ptr(&out[1]), ptr(&out[2]), numel(a) / last,
+                                       in[1].shape[0], last, th);
+    case ELASTIC_OP_GELU_GRAD:
+        elastic_cpu_gelu_grad(ptr(a), ptr(&in[1]), ptr(&out[0]), numel(a), th);
+        return ELASTIC_OK;
+    case ELASTIC_OP_ATTENTION_GRAD:
+        return elastic_cpu_attention_grad(
+            ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), node->n_inputs > 4 ? ptr(&in[4]) : NULL,
+            ptr(&out[0]), ptr(&out[1]), ptr(&out[2]), a->shape[0], a->shape[1], in[1].shape[1],
+            a->shape[2], p->heads, p->causal, th);
+    case ELASTIC_OP_PKM_GRAD:
+        return elastic_cpu_pkm_grad(ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&out[0]),
+                                    ptr(&out[1]), ptr(&out[2]), a->shape[0], p->experts,
+                                    2 * in[1].shape[2], in[1].shape[1], p->mem_topk,
+                                    in[2].shape[1], th);
+    case ELASTIC_OP_VIEW_GRAD:
+        elastic_cpu_view_grad(ptr(a), a->ndim, a->shape, p->view_strides, p->view_offset,
+                              ptr(&out[0]), numel(&out[0]));
+        return ELASTIC_OK;
+    default: break;
+    }
+    return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cpu backend: unknown op %d", (int)node->op);
+}
+
 static elastic_status cpu_compute(elastic_backend *base, const elastic_node *node,
                                   const elastic_tensor_ref *in, const elastic_tensor_ref *out)
 {
@@ -232,7 +307,7 @@ static elastic_status cpu_compute(elastic_backend *base, const elastic_node *nod
     case ELASTIC_OP_COPY:
         copy_strided(a, ptr(&out[0]));
         return ELASTIC_OK;
-    case ELASTIC_OP_COUNT: break;
+    default: return compute_training(be, node, in, out);
     }
     return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cpu backend: unknown op %d", (int)node->op);
 }

@@ -44,7 +44,7 @@ int elastic_cuda_supports_op(const elastic_backend *backend, const elastic_graph
         return elastic_cu_topk_supported(a->shape[1], node->params.top_k);
     case ELASTIC_OP_COPY:
         return elastic_dtype_size(a->dtype) == 4 && a->ndim <= 4;
-    case ELASTIC_OP_COUNT: break;
+    default: break; /* no training ops yet */
     }
     return 0;
 }
@@ -171,7 +171,7 @@ elastic_status elastic_cuda_compute(elastic_backend *base, const elastic_node *n
                                  node->name, elastic_dtype_size(a->dtype));
         return launched(node, "elastic_cu_copy",
                         elastic_cu_copy(dptr(a), a->shape, a->strides, a->ndim, dptr(&out[0]), s));
-    case ELASTIC_OP_COUNT: break;
+    default: break;
     }
     return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cuda backend: unknown op %d", (int)node->op);
 }

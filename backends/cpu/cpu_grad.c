@@ -1,0 +1,376 @@
+/*
+ * cpu_grad.c - the CPU backend's training kernels (see cpu_grad.h).
+ *
+ * Each backward follows its forward in cpu_ref.c line by line: what the
+ * forward computed is recomputed here in double (softmax weights, LayerNorm
+ * statistics, the product-key selection) rather than stored, so the forward
+ * graph keeps only its op outputs alive for the backward.
+ */
+#include "cpu_grad.h"
+
+#include "rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void elastic_cpu_dropout(const float *x, float *y, int64_t n, float p, uint64_t seed, int threads)
+{
+    double scale = 1.0 / (1.0 - (double)p);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = elastic_rng_uniform(seed, 0, (uint64_t)i) >= (double)p ? (float)(x[i] * scale)
+                                                                      : 0.0f;
+}
+
+void elastic_cpu_cross_entropy(const float *scores, const int32_t *target, float *loss,
+                               float *dscores, int64_t batch, int64_t items, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        const float *s = scores + b * items;
+        float *g = dscores + b * items;
+        double max = -INFINITY, sum = 0;
+        for (int64_t j = 0; j < items; j++) max = s[j] > max ? s[j] : max;
+        for (int64_t j = 0; j < items; j++) sum += exp((double)s[j] - max);
+        double lse = max + log(sum);
+        for (int64_t j = 0; j < items; j++)
+            g[j] = (float)(exp((double)s[j] - lse) / (double)batch);
+        int64_t t = target[b] - 1;
+        g[t] = (float)((exp((double)s[t] - lse) - 1.0) / (double)batch);
+        loss[b] = (float)(lse - s[t]);
+    }
+}
+
+void elastic_cpu_gather_grad(const float *dy, const int32_t *idx, int64_t n, int64_t d,
+                             float *dtable, int64_t rows)
+{
+    memset(dtable, 0, (size_t)(rows * d) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        float *row = dtable + (int64_t)idx[i] * d;
+        const float *src = dy + i * d;
+        for (int64_t j = 0; j < d; j++) row[j] += src[j];
+    }
+}
+
+void elastic_cpu_sum_rows(const float *x, int64_t rows, int64_t cols, float *out, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t j = 0; j < cols; j++) {
+        double s = 0;
+        for (int64_t r = 0; r < rows; r++) s += x[r * cols + j];
+        out[j] = (float)s;
+    }
+}
+
+void elastic_cpu_masked_mean_grad(const float *dy, const int32_t *len, float *dx, int64_t batch,
+                                  int64_t n, int64_t d, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t valid = len[b] < n ? len[b] : n;
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < d; j++)
+                dx[(b * n + r) * d + j] =
+                    r < valid ? (float)((double)dy[b * d + j] / (double)valid) : 0.0f;
+    }
+}
+
+elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, const float *dy,
+                                           float *dx, float *dweight, float *dbias, int64_t rows,
+                                           int64_t d, float eps, int threads)
+{
+    double *stat = malloc((size_t)(2 * rows) * sizeof(double)); /* mean, 1/std per row */
+    if (!stat) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (layer_norm_grad)");
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *gr = dy + r * d;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < d; j++) mean += xr[j];
+        mean /= (double)d;
+        for (int64_t j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+        double inv = 1.0 / sqrt(var / (double)d + (double)eps);
+        stat[2 * r] = mean;
+        stat[2 * r + 1] = inv;
+        /* dx = inv * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight */
+        double mg = 0, mgx = 0;
+        for (int64_t j = 0; j < d; j++) {
+            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
+            mg += g;
+            mgx += g * xh;
+        }
+        mg /= (double)d;
+        mgx /= (double)d;
+        for (int64_t j = 0; j < d; j++) {
+            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
+            dx[r * d + j] = (float)(inv * (g - mg - xh * mgx));
+        }
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t j = 0; j < d; j++) {
+        double sw = 0, sb = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            double g = dy[r * d + j];
+            sw += g * (x[r * d + j] - stat[2 * r]) * stat[2 * r + 1];
+            sb += g;
+        }
+        dweight[j] = (float)sw;
+        dbias[j] = (float)sb;
+    }
+    free(stat);
+    return ELASTIC_OK;
+}
+
+/* out [cols, rows] = in [rows, cols]^T */
+static void transpose(const float *in, float *out, int64_t rows, int64_t cols, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < cols; c++)
+        for (int64_t r = 0; r < rows; r++) out[c * rows + r] = in[r * cols + c];
+}
+
+elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x,
+                                       const float *w, const float *dy, float *dx, float *dw,
+                                       float *dbias, int64_t m, int64_t n, int64_t kk,
+                                       int threads)
+{
+    size_t need = (size_t)(kk * n + m * n + m * kk);
+    float *wt = malloc(need * sizeof(float));
+    if (!wt) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (linear_grad)");
+    float *dyt = wt + kk * n, *xt = dyt + m * n;
+    transpose(w, wt, n, kk, threads);        /* W^T [K, N] */
+    k->linear(dy, wt, NULL, dx, m, kk, n, threads); /* dx = dy W */
+    transpose(dy, dyt, m, n, threads);       /* dy^T [N, M] */
+    transpose(x, xt, m, kk, threads);        /* x^T [K, M] */
+    k->linear(dyt, xt, NULL, dw, n, kk, m, threads); /* dW = dy^T x */
+    elastic_cpu_sum_rows(dy, m, n, dbias, threads);
+    free(wt);
+    return ELASTIC_OK;
+}
+
+void elastic_cpu_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, int threads)
+{
+    const double inv_sqrt2 = 0.70710678118654752440, inv_sqrt2pi = 0.39894228040143267794;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        double z = x[i];
+        double cdf = 0.5 * erfc(-z * inv_sqrt2), pdf = inv_sqrt2pi * exp(-0.5 * z * z);
+        dx[i] = (float)(dy[i] * (cdf + z * pdf));
+    }
+}
+
+elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const float *v,
+                                          const float *dy, const int32_t *key_len, float *dq,
+                                          float *dk, float *dv, int64_t batch, int64_t nq,
+                                          int64_t nk, int64_t d, int heads, int causal,
+                                          int threads)
+{
+    int64_t dh = d / heads;
+    double scale = 1.0 / sqrt((double)dh);
+    int failed = 0;
+    memset(dk, 0, (size_t)(batch * nk * d) * sizeof(float));
+    memset(dv, 0, (size_t)(batch * nk * d) * sizeof(float));
+    /* Each (user, head) owns its slices of dq, dk and dv: no races. */
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        double *p = malloc((size_t)(nk + 2 * dh) * sizeof(double));
+        double *acc_q = p ? p + nk : NULL, *out = p ? acc_q + dh : NULL;
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < batch * heads; bh++) {
+            if (!p) {
+                failed = 1;
+                continue;
+            }
+            int64_t b = bh / heads, h = bh % heads;
+            int64_t valid = key_len ? (key_len[b] < nk ? key_len[b] : nk) : nk;
+            for (int64_t i = 0; i < nq; i++) {
+                const float *qi = q + (b * nq + i) * d + h * dh;
+                const float *gi = dy + (b * nq + i) * d + h * dh;
+                float *dqi = dq + (b * nq + i) * d + h * dh;
+                int64_t first = causal ? i : 0;
+                for (int64_t c = 0; c < dh; c++) dqi[c] = 0.0f;
+                if (first >= valid) continue;
+                double max = -INFINITY, sum = 0;
+                for (int64_t j = first; j < valid; j++) {
+                    const float *kj = k + (b * nk + j) * d + h * dh;
+                    double s = 0;
+                    for (int64_t c = 0; c < dh; c++) s += (double)qi[c] * kj[c];
+                    p[j] = s * scale;
+                    max = p[j] > max ? p[j] : max;
+                }
+                for (int64_t j = first; j < valid; j++) sum += (p[j] = exp(p[j] - max));
+                for (int64_t c = 0; c < dh; c++) out[c] = acc_q[c] = 0;
+                for (int64_t j = first; j < valid; j++) {
+                    p[j] /= sum;
+                    const float *vj = v + (b * nk + j) * d + h * dh;
+                    for (int64_t c = 0; c < dh; c++) out[c] += p[j] * vj[c];
+                }
+                double gdot = 0; /* sum_j p_j dp_j = dy . out */
+                for (int64_t c = 0; c < dh; c++) gdot += gi[c] * out[c];
+                for (int64_t j = first; j < valid; j++) {
+                    const float *kj = k + (b * nk + j) * d + h * dh;
+                    const float *vj = v + (b * nk + j) * d + h * dh;
+                    float *dkj = dk + (b * nk + j) * d + h * dh;
+                    float *dvj = dv + (b * nk + j) * d + h * dh;
+                    double dp = 0;
+                    for (int64_t c = 0; c < dh; c++) dp += (double)gi[c] * vj[c];
+                    double ds = p[j] * (dp - gdot) * scale;
+                    for (int64_t c = 0; c < dh; c++) {
+                        dvj[c] += (float)(p[j] * gi[c]);
+                        dkj[c] += (float)(ds * qi[c]);
+                        acc_q[c] += ds * kj[c];
+                    }
+                }
+                for (int64_t c = 0; c < dh; c++) dqi[c] = (float)acc_q[c];
+            }
+        }
+        free(p);
+    }
+    return failed ? elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (attention_grad)")
+                  : ELASTIC_OK;
+}
+
+/* sel[0..t-1] = indices of the t largest s, ties by the smaller index. */
+static void top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
+{
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t pos = count;
+        /* s[i] enters before every kept entry it beats (strictly). */
+        while (pos > 0 && s[i] > s[sel[pos - 1]]) pos--;
+        if (pos >= t) continue;
+        int64_t end = count < t ? count : t - 1;
+        memmove(sel + pos + 1, sel + pos, (size_t)(end - pos) * sizeof *sel);
+        sel[pos] = i;
+        if (count < t) count++;
+    }
+}
+
+elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
+                                    const float *values, const float *dy, float *dquery,
+                                    float *dsubkeys, float *dvalues, int64_t batch,
+                                    int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                                    int threads)
+{
+    int64_t half = c / 2, rows = batch * experts;
+    /* Per (user, expert): the kept pairs' x, y and slot, weight and dscore. */
+    int64_t *kept = malloc((size_t)(rows * t * 3) * sizeof *kept);
+    double *kw = malloc((size_t)(rows * t * 2) * sizeof *kw);
+    int failed = !kept || !kw;
+    if (!failed) {
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+        {
+            double *sa = malloc((size_t)(2 * m + t * t) * sizeof *sa);
+            int64_t *sel = malloc((size_t)(2 * t + t * t + t) * sizeof *sel);
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < rows; r++) {
+                if (!sa || !sel) {
+                    failed = 1;
+                    continue;
+                }
+                const float *qa = query + r * c, *qb = qa + half;
+                double *sb = sa + m, *pair = sb + m;
+                int64_t *A = sel, *B = sel + t, *pslot = B + t, *best = pslot + t * t;
+                for (int64_t x = 0; x < m; x++) {
+                    double s0 = 0, s1 = 0;
+                    for (int64_t p = 0; p < half; p++) {
+                        s0 += (double)qa[p] * subkeys[x * half + p];
+                        s1 += (double)qb[p] * subkeys[(m + x) * half + p];
+                    }
+                    sa[x] = s0;
+                    sb[x] = s1;
+                }
+                top_indices(sa, m, t, A);
+                top_indices(sb, m, t, B);
+                /* the t*t pairs in slot order, so ties go to the smaller slot */
+                int64_t np = 0;
+                for (int64_t xi = 0; xi < m && np < t * t; xi++) {
+                    int inA = 0;
+                    for (int64_t i = 0; i < t; i++) inA |= A[i] == xi;
+                    if (!inA) continue;
+                    for (int64_t yi = 0; yi < m; yi++) {
+                        int inB = 0;
+                        for (int64_t i = 0; i < t; i++) inB |= B[i] == yi;
+                        if (!inB) continue;
+                        pair[np] = sa[xi] + sb[yi];
+                        pslot[np++] = xi * m + yi;
+                    }
+                }
+                top_indices(pair, np, t, best);
+                double max = pair[best[0]], sum = 0;
+                double *wt = kw + r * t * 2, *ds = wt + t;
+                for (int64_t i = 0; i < t; i++) sum += (wt[i] = exp(pair[best[i]] - max));
+                /* dw_i = dy . values[slot_i]; dscore_i = w_i (dw_i - sum_j w_j dw_j) */
+                const float *g = dy + r * d;
+                double wdw = 0;
+                for (int64_t i = 0; i < t; i++) {
+                    wt[i] /= sum;
+                    const float *val = values + pslot[best[i]] * d;
+                    double dw = 0;
+                    for (int64_t j = 0; j < d; j++) dw += (double)g[j] * val[j];
+                    ds[i] = dw;
+                    wdw += wt[i] * dw;
+                }
+                float *dqa = dquery + r * c, *dqb = dqa + half;
+                for (int64_t p = 0; p < c; p++) dqa[p] = 0.0f;
+                int64_t *kr = kept + r * t * 3;
+                for (int64_t i = 0; i < t; i++) {
+                    ds[i] = wt[i] * (ds[i] - wdw);
+                    int64_t s = pslot[best[i]], x = s / m, y = s % m;
+                    kr[3 * i] = x;
+                    kr[3 * i + 1] = y;
+                    kr[3 * i + 2] = s;
+                    for (int64_t p = 0; p < half; p++) {
+                        dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
+                        dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
+                    }
+                }
+            }
+            free(sa);
+            free(sel);
+        }
+    }
+    if (failed) {
+        free(kept);
+        free(kw);
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (pkm_grad)");
+    }
+    /* Scatter into the shared sub-keys and values in a fixed order. */
+    memset(dsubkeys, 0, (size_t)(2 * m * half) * sizeof(float));
+    memset(dvalues, 0, (size_t)(m * m * d) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        const float *qa = query + r * c, *qb = qa + half, *g = dy + r * d;
+        const int64_t *kr = kept + r * t * 3;
+        const double *wt = kw + r * t * 2, *ds = wt + t;
+        for (int64_t i = 0; i < t; i++) {
+            float *dval = dvalues + kr[3 * i + 2] * d;
+            for (int64_t j = 0; j < d; j++) dval[j] += (float)(wt[i] * g[j]);
+            float *dka = dsubkeys + kr[3 * i] * half, *dkb = dsubkeys + (m + kr[3 * i + 1]) * half;
+            for (int64_t p = 0; p < half; p++) {
+                dka[p] += (float)(ds[i] * qa[p]);
+                dkb[p] += (float)(ds[i] * qb[p]);
+            }
+        }
+    }
+    free(kept);
+    free(kw);
+    return ELASTIC_OK;
+}
+
+void elastic_cpu_view_grad(const float *dv, int ndim, const int64_t *shape,
+                           const int64_t *strides, int64_t offset, float *out,
+                           int64_t src_numel)
+{
+    memset(out, 0, (size_t)src_numel * sizeof(float));
+    int64_t sh[4] = {1, 1, 1, 1}, st[4] = {0, 0, 0, 0};
+    for (int i = 0; i < ndim; i++) {
+        sh[4 - ndim + i] = shape[i];
+        st[4 - ndim + i] = strides[i];
+    }
+    int64_t o = 0;
+    for (int64_t a = 0; a < sh[0]; a++)
+        for (int64_t b = 0; b < sh[1]; b++)
+            for (int64_t c = 0; c < sh[2]; c++)
+                for (int64_t e = 0; e < sh[3]; e++)
+                    out[offset + a * st[0] + b * st[1] + c * st[2] + e * st[3]] += dv[o++];
+}
