@@ -42,6 +42,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "torch"))
 
+# Before torch loads its OpenMP runtime: idle threads must not spin between the many
+# tiny ops here (on a busy 2-core machine spinning slows the run down ten times).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 try:
     import torch
 except ImportError as exc:
@@ -65,7 +68,7 @@ TOL_TIE = 1e-5                                       # top-K ties (relative to m
 TOL_BATCH = {torch.float32: 5e-6, torch.float64: 1e-12}
 DTYPES = (("fp32", torch.float32), ("fp64", torch.float64))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # the tensors are tiny: threads only add overhead
 
 
 # ==========================================================================
@@ -338,6 +341,64 @@ def job_batch_layout() -> bool:
     return ok
 
 
+def job_memory_ties(seed: int) -> bool:
+    """Spec 3.2 tie rules with exact ties: top-t by the smaller index, the t best
+    pairs by the smaller slot x*m + y.  Hand-derived where every score ties, and
+    against the reference's memory_read where some do."""
+    ok = True
+    # top_indices on its own (hand-derived)
+    got = et.top_indices(torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0, 1.0]]), 4).tolist()
+    if got != [[1, 2, 4, 0]]:
+        ok = False
+        print(f"    FAIL: top_indices with ties gave {got}, want [[1, 2, 4, 0]]")
+    cfgd = dict(golden.small(mem_subkeys=6, mem_key=8, mem_topk=3, experts=3))
+    cfg = ref.Config(**cfgd).resolved()
+
+    def all_tie(sub):      # all sa equal and all sb equal: every pair ties, keep slots 0, 1, 2
+        sub[:, :] = sub[:, :1].copy()
+
+    def some_tie(sub):     # sub-key 4 = 1 in both halves, 5 = 2 in the first
+        sub[:, 4] = sub[:, 1]
+        sub[0, 5] = sub[0, 2]
+
+    boundary_ties = 0  # equal sub-keys of which exactly one is kept: the tie rule decides
+    for label, tweak, want in (("all tie", all_tie, [0, 1, 2]), ("some tie", some_tie, None)):
+        params = ref.init_params(cfg, seed, 0.5, 0.1, 0.2, 1.5)
+        sub = params["imr.subkeys"]
+        tweak(sub)
+        hist = golden.draw_histories(cfg.num_items, [1, 5, 20], seed + 1)
+        sd = {n: torch.from_numpy(v.astype(np.float32)) for n, v in params.items()}
+        for dname, dtype in DTYPES:
+            m = et.from_state_dict(cfgd, sd).to(dtype).eval()
+            with torch.no_grad():
+                m(*et.batch(hist, cfg.max_len))
+            for b, h in enumerate(hist):
+                X = ref.embed(cfg, params, h)
+                u = ref.norm(X.mean(axis=0), params, "imr.norm", cfg.ln_eps)
+                Q = ref.linear(u, params, "imr.query").reshape(cfg.experts, cfg.mem_key)
+                for j in range(cfg.experts):
+                    slots = ref.memory_read(Q[j], sub, params["imr.values"], cfg.mem_topk)[0]
+                    if want is None and dtype == torch.float64:  # count the ties at the cut
+                        for half, (x, y) in ((0, (1, 4)), (0, (2, 5)), (1, (1, 4))):
+                            half_q = Q[j][half * cfg.mem_key // 2:(half + 1) * cfg.mem_key // 2]
+                            top = set(ref.top_indices(half_q @ sub[half].T, cfg.mem_topk).tolist())
+                            boundary_ties += (x in top) != (y in top)
+                    got = sorted(m.imr.last_slots[b, j].tolist())
+                    exp = sorted(want if want is not None else slots.tolist())
+                    if got != exp or sorted(slots.tolist()) != exp:
+                        ok = False
+                        print(f"    FAIL: {label} {dname} user {b} expert {j}: torch slots "
+                              f"{got}, reference {slots.tolist()}, want {exp}")
+    if boundary_ties == 0:
+        ok = False
+        print("    FAIL: the 'some tie' draw has no tie at the top-t cut: it tests nothing")
+    if ok:
+        print("    exact ties in sa, sb and the pair scores: torch keeps the reference's slots "
+              f"(fp32 and fp64; {boundary_ties} ties at the cut); all-tie case = slots 0, 1, 2 "
+              "as hand-derived")
+    return ok
+
+
 def job_dropout(seed: int) -> bool:
     """Dropout only in train mode (spec 5); p from the config key or the argument."""
     cfg = ref.Config(**TINY).resolved()
@@ -565,7 +626,6 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1234, help="base seed; case i uses seed + 10 i")
     ap.add_argument("--case", action="append", help="run only these cases (repeatable)")
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     lib = None
     if args.lib:
         try:
@@ -582,6 +642,7 @@ def main() -> int:
     table: List[Dict] = []
     s = args.seed
     jobs = [("state_dict_names", job_names), ("batch_layout", job_batch_layout),
+            ("memory_ties", lambda: job_memory_ties(s + 507)),
             ("dropout", lambda: job_dropout(s + 501)), ("loss", lambda: job_loss(s + 502)),
             ("gradcheck", lambda: job_gradcheck(s + 503)),
             ("c_written_file", lambda: job_c_file(lib, s + 504)),

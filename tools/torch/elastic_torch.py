@@ -215,8 +215,12 @@ class InterestMemory(nn.Module):
         w = valid.to(X.dtype).unsqueeze(-1)
         u = self.norm((X * w).sum(dim=1) / w.sum(dim=1))              # [B, d]
         Q = self.query(u).view(B, k, c)                               # q_j, [B, k, c]
-        sa = Q[..., : c // 2] @ self.subkeys[0].T                     # [B, k, m]
-        sb = Q[..., c // 2:] @ self.subkeys[1].T
+        # sa = a . subkeys[0]^T, sb = b . subkeys[1]^T, [B, k, m] each.  A product and a
+        # sum over the last axis, not a GEMM: every entry is then reduced the same way, so
+        # equal sub-keys give exactly equal scores and the tie rule below decides (a GEMM
+        # may round edge columns differently and turn a tie into an arbitrary choice).
+        sa = (Q[..., None, : c // 2] * self.subkeys[0]).sum(dim=-1)
+        sb = (Q[..., None, c // 2:] * self.subkeys[1]).sum(dim=-1)
         A = top_indices(sa, t)                                        # [B, k, t], ties: smaller
         Bi = top_indices(sb, t)
         pair = sa.gather(-1, A).unsqueeze(-1) + sb.gather(-1, Bi).unsqueeze(-2)  # [B, k, t, t]
