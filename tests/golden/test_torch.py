@@ -308,6 +308,26 @@ def job_names() -> bool:
         if module.config != {k: getattr(cfg, k) for k in et.CONFIG_KEYS}:
             ok = False
             print(f"    FAIL: config {module.config}")
+    # spec 5 initialisation of a fresh module (statistics of a large draw)
+    torch.manual_seed(0)
+    m = et.build(golden.small(num_items=2000, hidden=64, mem_key=64, mem_subkeys=32))
+    sdict = m.state_dict()
+    checks = {
+        "item_emb row 0 is zero": bool((sdict["item_emb"][0] == 0).all()),
+        "item_emb std 0.02": abs(float(sdict["item_emb"][1:].std()) / 0.02 - 1) < 0.02,
+        "Linear weight std 0.02": abs(float(sdict["layers.0.agg.q.weight"].std()) / 0.02 - 1)
+        < 0.05,
+        "imr.values std 0.02": abs(float(sdict["imr.values"].std()) / 0.02 - 1) < 0.05,
+        "imr.subkeys std sqrt(1/(c/2))":
+            abs(float(sdict["imr.subkeys"].std()) / math.sqrt(1 / 32) - 1) < 0.05,
+        "biases 0": all(bool((t == 0).all()) for n, t in sdict.items() if n.endswith("bias")),
+        "LayerNorm weights 1": all(bool((t == 1).all()) for n, t in sdict.items()
+                                   if "norm" in n and n.endswith("weight")),
+    }
+    for what, good in checks.items():
+        if not good:
+            ok = False
+            print(f"    FAIL: spec 5 initialisation: {what}")
     for kw, key in ((dict(num_items=0), "num_items"), (dict(hidden=10, heads=3), "heads"),
                     (dict(mem_key=5), "mem_key"), (dict(mem_subkeys=4, mem_topk=5), "mem_topk")):
         try:
@@ -319,7 +339,8 @@ def job_names() -> bool:
                 ok = False
                 print(f"    FAIL: message for {kw} does not name '{key}': {exc}")
     if ok:
-        print("    names and shapes = reference's param_shapes; bad configs rejected naming the key")
+        print("    names and shapes = reference's param_shapes; spec 5 initialisation; bad "
+              "configs rejected naming the key")
     return ok
 
 

@@ -570,13 +570,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if stream is not sys.stdin:
             stream.close()
     I, N = module.config["num_items"], module.config["max_len"]
+    for no, hist in zip(lines, hists):  # a blank line is an empty history: an error, as in C
+        bad = [v for v in hist if not 1 <= v <= I]
+        if not hist or bad:
+            what = f"item id {bad[0]} outside 1..{I}" if bad else "empty history"
+            print(f"{args.input} line {no}: {what}", file=sys.stderr)
+            return 1
     for first in range(0, len(hists), args.batch):
         part = hists[first:first + args.batch]
-        try:
-            items, lengths = batch(part, N, args.device, num_items=I)
-        except ValueError as exc:
-            print(f"{args.input}: {exc} (batch starting at line {lines[first]})", file=sys.stderr)
-            return 1
+        items, lengths = batch(part, N, args.device, num_items=I)
         ids, sc = module.recommend(items, lengths, args.top,
                                    None if args.include_history else part)
         for b in range(len(part)):
