@@ -84,6 +84,11 @@ const char *elastic_session_backend(const elastic_session *s)
     return s ? s->exec.description : "";
 }
 
+const elastic_model *elastic_session_model(const elastic_session *s)
+{
+    return s ? s->model : NULL;
+}
+
 static int same_shape(const elastic_build_shape *a, const elastic_build_shape *b)
 {
     return a->batch == b->batch && a->len == b->len && a->n_exclude == b->n_exclude &&

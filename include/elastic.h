@@ -163,6 +163,9 @@ ELASTIC_API void elastic_session_free(elastic_session *session);
 /* The backend the session runs on, e.g. "cpu (avx512)". */
 ELASTIC_API const char *elastic_session_backend(const elastic_session *session);
 
+/* The model a session runs (NULL for a NULL session). */
+ELASTIC_API const elastic_model *elastic_session_model(const elastic_session *session);
+
 /* User vectors hu (spec step 4): out is [B, d]. */
 ELASTIC_API elastic_status elastic_session_user_vectors(elastic_session *session,
                                                         const int32_t *items,

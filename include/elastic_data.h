@@ -25,10 +25,25 @@ typedef enum elastic_data_format {
     ELASTIC_DATA_FORMAT_CSV = 3     /* header, then user,item,rating,timestamp */
 } elastic_data_format;
 
-/* Reads a log. Malformed input gives ELASTIC_ERR_FORMAT with the line number
- * in the message. Users are numbered 0..U-1 in order of first appearance;
- * items are numbered 1..I in order of first appearance. MovieLens and CSV
- * events are ordered by timestamp per user (stable for equal timestamps). */
+/* Reads a log. Malformed input gives ELASTIC_ERR_FORMAT with "path:line:" in
+ * the message; a missing file ELASTIC_ERR_IO; a file without events
+ * ELASTIC_ERR_FORMAT. Users are numbered 0..U-1 and items 1..I in order of
+ * first appearance in the file. MovieLens and CSV events are ordered by
+ * timestamp per user (stable: equal timestamps keep the file order).
+ * Blank lines are skipped, fields trimmed, "\r\n" accepted.
+ *   PAIRS: exactly two whitespace-separated fields per line.
+ *   MOVIELENS: exactly four "::"-separated fields; rating and timestamp
+ *     must be numbers.
+ *   CSV: a header naming the columns (case-insensitive): user and item are
+ *     required (aliases user_id, userid, item_id, itemid, movie_id, movieid);
+ *     timestamp (or time, ts) is optional: without it the file order is the
+ *     time order; rating is optional and, when present, must be a number or
+ *     empty (it is not used: every row is an event). Other columns are
+ *     ignored. Every row has as many fields as the header; "..." quoting
+ *     with "" for a quote is accepted within a line.
+ *   AUTO: a name ending in .csv is CSV; a first line with "::" or a name
+ *     ending in .dat is MovieLens; a first line with a comma is CSV; else
+ *     PAIRS. */
 ELASTIC_API elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
                                                 elastic_data_format format);
 ELASTIC_API void elastic_dataset_free(elastic_dataset *dataset);
@@ -59,14 +74,25 @@ ELASTIC_API elastic_status elastic_dataset_train_items(const elastic_dataset *da
                                                        int64_t user, const int32_t **items,
                                                        int64_t *len);
 
-/* The original id (as written in the log) of item 1..I, and back. */
+/* The original id (as written in the log) of item 1..I (NULL outside), and
+ * back (0 for an unknown name). */
 ELASTIC_API const char *elastic_dataset_item_name(const elastic_dataset *dataset, int32_t item);
 ELASTIC_API int32_t elastic_dataset_item_id(const elastic_dataset *dataset, const char *name);
+/* The original id of user 0..U-1 (NULL outside). */
+ELASTIC_API const char *elastic_dataset_user_name(const elastic_dataset *dataset, int64_t user);
 
 /* The item map as a model-file metadata value (key "item_ids": a JSON array
- * of the original ids of items 1..I), and a lookup built from one. */
+ * of the original ids of items 1..I). */
 ELASTIC_API elastic_status elastic_dataset_item_map_json(const elastic_dataset *dataset,
                                                          char **json /* free() it */);
+/* Renumbers the dataset's items by an item map written by
+ * elastic_dataset_item_map_json (a model's "item_ids"): the item named
+ * json[i] becomes id i+1 and num_items becomes the map's length. Items of
+ * the data missing from the map give ELASTIC_ERR_OUT_OF_RANGE naming the
+ * item; a malformed map (not an array of distinct non-empty strings)
+ * ELASTIC_ERR_FORMAT. On error the dataset is unchanged. */
+ELASTIC_API elastic_status elastic_dataset_apply_item_map(elastic_dataset *dataset,
+                                                          const char *json);
 
 /* ------------------------------------------------------- synthetic logs */
 
@@ -81,10 +107,15 @@ typedef struct elastic_synth_options {
 } elastic_synth_options;
 
 ELASTIC_API void elastic_synth_options_default(elastic_synth_options *options);
-/* A deterministic synthetic log (the same options give the same log). */
+/* A deterministic synthetic log (the same options give the same log; see
+ * core/synth.c for the planted structure): users belong to interest
+ * clusters with Zipf-skewed item popularity, and every item has a planted
+ * successor that follows it with probability p_sequential. Users are named
+ * "1".."U"; item v is named "v" (all I items count, seen or not). */
 ELASTIC_API elastic_status elastic_dataset_synth(elastic_dataset **dataset,
                                                  const elastic_synth_options *options);
-/* Writes a dataset as "user item" lines (original ids), users in order. */
+/* Writes a dataset as "user item" lines (original ids), users in order;
+ * ELASTIC_ERR_FORMAT when an id holds a space or a tab. */
 ELASTIC_API elastic_status elastic_dataset_save_pairs(const elastic_dataset *dataset,
                                                       const char *path);
 
@@ -98,22 +129,32 @@ typedef struct elastic_metrics {
 
 /* The rank (from 1) of `target` among items 1..I by `scores` (scores[v-1] is
  * item v), ties by the smaller id, leaving out the items in `exclude`
- * (target itself is never left out). NaN scores rank below every number. */
+ * (duplicates and ids outside 1..I are ignored; target itself is never left
+ * out). NaN scores rank below every number (NaNs among themselves by id).
+ * Returns 0 for NULL scores or a target outside 1..I. */
 ELASTIC_API int64_t elastic_rank_of(const float *scores, int64_t num_items, int32_t target,
                                     const int32_t *exclude, int64_t n_exclude);
 
-/* Accumulates one rank; elastic_metrics_finish divides by the user count. */
+/* Accumulates one rank into zeroed sums (a rank < 1 counts as a miss);
+ * elastic_metrics_finish divides by the user count. NDCG@K adds
+ * 1/log2(rank+1) for rank <= K, MRR adds 1/rank. */
 ELASTIC_API void elastic_metrics_add(elastic_metrics *sums, int64_t rank);
 ELASTIC_API void elastic_metrics_finish(elastic_metrics *sums);
 
 /* Evaluates a model (through a session) on a split: scores for every user
- * with that split, history left out. */
+ * with that split (the first max_users such users in user order), the
+ * split's whole history left out of the ranking. The data's item ids must
+ * be the model's (see elastic_dataset_apply_item_map); data with more items
+ * than the model gives ELASTIC_ERR_OUT_OF_RANGE. */
 ELASTIC_API elastic_status elastic_evaluate(elastic_session *session,
                                             const elastic_dataset *dataset, elastic_split split,
                                             int64_t max_users /* 0 = all */,
                                             elastic_metrics *metrics);
-/* The popularity ranking (training-item counts, ties by smaller id) on the
- * same users and targets. */
+/* The popularity ranking on the same users and targets: items by count
+ * (ties by smaller id) over every event before the split's targets (all but
+ * the last two events of each user with >= 3 events for the validation
+ * split, all but the last for the test split, all events of shorter users),
+ * the split's history left out. */
 ELASTIC_API elastic_status elastic_evaluate_popularity(const elastic_dataset *dataset,
                                                        elastic_split split, int64_t max_users,
                                                        elastic_metrics *metrics);
