@@ -9,7 +9,8 @@ vg=(valgrind -q --error-exitcode=9 --suppressions="$(dirname "$0")/valgrind.supp
     --leak-check=full --errors-for-leak-kinds=definite
     --show-leak-kinds=definite)
 export OMP_NUM_THREADS=2 ELASTIC_TEST_QUICK=1
-for t in test_graph test_planner test_safetensors test_model_file test_ops test_session; do
+for t in test_graph test_planner test_safetensors test_model_file test_ops test_session \
+         test_data test_metrics test_synth; do
   [ -x "$dir/tests/$t" ] || continue
   echo "valgrind $t"
   "${vg[@]}" "$dir/tests/$t" >/dev/null
@@ -25,5 +26,10 @@ rc=0; "${vg[@]}" "$dir/elastic" recommend --model "$tmp/m.st" "$tmp/range.txt" 2
 [ "$rc" -eq 1 ]
 head -c 100 "$tmp/m.st" >"$tmp/bad.st"
 rc=0; "${vg[@]}" "$dir/elastic" info "$tmp/bad.st" 2>/dev/null || rc=$?
+[ "$rc" -eq 1 ]
+echo "valgrind elastic synth/eval"
+"${vg[@]}" "$dir/elastic" synth --users 40 --items 200 --clusters 5 -o "$tmp/s.txt" 2>/dev/null
+"${vg[@]}" "$dir/elastic" eval --model "$tmp/m.st" --data "$tmp/s.txt" --threads 2 >/dev/null 2>&1
+rc=0; "${vg[@]}" "$dir/elastic" eval --model "$tmp/m.st" --data "$tmp/none.txt" 2>/dev/null || rc=$?
 [ "$rc" -eq 1 ]
 echo "valgrind: clean"

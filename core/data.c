@@ -110,15 +110,19 @@ static elastic_status build_sequences(elastic_dataset *d, event_list *l, int by_
         st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (sequences)");
         goto done;
     }
-    for (int64_t i = 0; i < l->n; i++) d->offsets[l->e[i].user + 1]++;
-    for (int64_t u = 0; u < U; u++) d->offsets[u + 1] += d->offsets[u];
+    for (int64_t i = 0; i < l->n; i++)
+        d->offsets[l->e[i].user + 1]++;
+    for (int64_t u = 0; u < U; u++)
+        d->offsets[u + 1] += d->offsets[u];
     memcpy(fill, d->offsets, (size_t)U * sizeof *fill);
-    for (int64_t i = 0; i < l->n; i++) sorted[fill[l->e[i].user]++] = l->e[i];
+    for (int64_t i = 0; i < l->n; i++)
+        sorted[fill[l->e[i].user]++] = l->e[i];
     for (int64_t u = 0; u < U; u++) {
         event *s = sorted + d->offsets[u];
         size_t n = (size_t)(d->offsets[u + 1] - d->offsets[u]);
         if (by_time && n > 1) qsort(s, n, sizeof *s, cmp_event);
-        for (size_t j = 0; j < n; j++) d->items[d->offsets[u] + (int64_t)j] = s[j].item;
+        for (size_t j = 0; j < n; j++)
+            d->items[d->offsets[u] + (int64_t)j] = s[j].item;
     }
 done:
     free(sorted);
@@ -131,8 +135,10 @@ done:
 static char *trim(char *s, char **end_io)
 {
     char *e = *end_io;
-    while (s < e && (*s == ' ' || *s == '\t')) s++;
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
+    while (s < e && (*s == ' ' || *s == '\t'))
+        s++;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
     *end_io = e;
     return s;
 }
@@ -161,10 +167,12 @@ static elastic_status split_pairs(char *line, fields *fs)
     fs->n = 0;
     char *p = line;
     for (;;) {
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         if (!*p) return ELASTIC_OK;
         char *start = p;
-        while (*p && *p != ' ' && *p != '\t') p++;
+        while (*p && *p != ' ' && *p != '\t')
+            p++;
         int more = *p != '\0';
         *p = '\0';
         ELASTIC_TRY(add_field(fs, start));
@@ -195,7 +203,8 @@ static elastic_status split_csv(char *line, fields *fs, const char **why)
     char *p = line;
     *why = NULL;
     for (;;) {
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         char *start, *end;
         if (*p == '"') {
             start = end = ++p; /* unescape in place */
@@ -215,14 +224,16 @@ static elastic_status split_csv(char *line, fields *fs, const char **why)
                 }
                 *end++ = *p++;
             }
-            while (*p == ' ' || *p == '\t') p++;
+            while (*p == ' ' || *p == '\t')
+                p++;
             if (*p && *p != ',') {
                 *why = "unexpected text after a quoted field";
                 return ELASTIC_ERR_FORMAT;
             }
         } else {
             start = p;
-            while (*p && *p != ',') p++;
+            while (*p && *p != ',')
+                p++;
             end = p;
             start = trim(start, &end);
         }
@@ -286,8 +297,8 @@ static elastic_status parse_header(const char *path, long long no, fields *fs, c
                                                         : NULL;
         if (!slot) continue;
         if (*slot >= 0)
-            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: CSV header names '%s' twice",
-                                 path, no, fs->f[i]);
+            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: CSV header names '%s' twice", path,
+                                 no, fs->f[i]);
         *slot = i;
     }
     if (c->user < 0 || c->item < 0)
@@ -362,8 +373,8 @@ static elastic_status parse_line(loader *L, long long no, char *line)
         }
         const csv_columns *c = &L->csv;
         if (fs->n != c->n)
-            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: expected %d fields, got %d",
-                                 L->path, no, c->n, fs->n);
+            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: expected %d fields, got %d", L->path,
+                                 no, c->n, fs->n);
         double ts = 0.0, rating;
         if (c->rating >= 0 && *fs->f[c->rating] && !parse_number(fs->f[c->rating], &rating))
             return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: rating '%s' is not a number",
@@ -399,14 +410,16 @@ elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
         no++;
         char *s = line, *end = line + got;
         if (no == 1 && got >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) s += 3;
-        while (end > s && (end[-1] == '\n' || end[-1] == '\r')) end--;
+        while (end > s && (end[-1] == '\n' || end[-1] == '\r'))
+            end--;
         if (memchr(s, '\0', (size_t)(end - s))) {
             st = elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: NUL byte in line", path, no);
             break;
         }
         *end = '\0';
         char *t = s;
-        while (*t == ' ' || *t == '\t') t++;
+        while (*t == ' ' || *t == '\t')
+            t++;
         if (!*t) continue; /* blank line */
         st = parse_line(&L, no, s);
     }
@@ -432,21 +445,30 @@ elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
 
 /* ------------------------------------------------------------ access */
 
-int64_t elastic_dataset_num_users(const elastic_dataset *d) { return d ? d->num_users : 0; }
-int64_t elastic_dataset_num_items(const elastic_dataset *d) { return d ? d->num_items : 0; }
-int64_t elastic_dataset_num_events(const elastic_dataset *d) { return d ? d->num_events : 0; }
+int64_t elastic_dataset_num_users(const elastic_dataset *d)
+{
+    return d ? d->num_users : 0;
+}
+int64_t elastic_dataset_num_items(const elastic_dataset *d)
+{
+    return d ? d->num_items : 0;
+}
+int64_t elastic_dataset_num_events(const elastic_dataset *d)
+{
+    return d ? d->num_events : 0;
+}
 
 static elastic_status check_user(const elastic_dataset *d, int64_t user)
 {
     if (!d) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset");
     if (user < 0 || user >= d->num_users)
-        return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %lld outside 0..%lld",
-                             (long long)user, (long long)d->num_users - 1);
+        return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %lld outside 0..%lld", (long long)user,
+                             (long long)d->num_users - 1);
     return ELASTIC_OK;
 }
 
-elastic_status elastic_dataset_user(const elastic_dataset *d, int64_t user,
-                                    const int32_t **items, int64_t *len)
+elastic_status elastic_dataset_user(const elastic_dataset *d, int64_t user, const int32_t **items,
+                                    int64_t *len)
 {
     elastic_error_clear();
     ELASTIC_TRY(check_user(d, user));
@@ -556,8 +578,7 @@ elastic_status elastic_dataset_apply_item_map(elastic_dataset *d, const char *js
         const char *name = json_string_value(s);
         size_t len = json_string_length(s);
         if (strlen(name) != len || len == 0) {
-            st = elastic_error(ELASTIC_ERR_FORMAT, "item map: entry %zu is empty or holds NUL",
-                               i);
+            st = elastic_error(ELASTIC_ERR_FORMAT, "item map: entry %zu is empty or holds NUL", i);
             break;
         }
         int64_t idx;
@@ -585,7 +606,8 @@ elastic_status elastic_dataset_apply_item_map(elastic_dataset *d, const char *js
         }
         to[v] = (int32_t)(idx + 1);
     }
-    for (int64_t e = 0; e < d->num_events; e++) d->items[e] = to[d->items[e]];
+    for (int64_t e = 0; e < d->num_events; e++)
+        d->items[e] = to[d->items[e]];
     elastic_strmap_free(&d->item_names);
     d->item_names = map;
     elastic_strmap_init(&map);

@@ -10,8 +10,8 @@
 
 struct elastic_dataset {
     int64_t num_users, num_items, num_events;
-    int64_t *offsets; /* [U+1]: user u's items are items[offsets[u] .. offsets[u+1]-1] */
-    int32_t *items;   /* [events], ids 1..I, time order within a user */
+    int64_t *offsets;          /* [U+1]: user u's items are items[offsets[u] .. offsets[u+1]-1] */
+    int32_t *items;            /* [events], ids 1..I, time order within a user */
     elastic_strmap user_names; /* index u = user u */
     elastic_strmap item_names; /* index v-1 = item v */
 };

@@ -16,7 +16,10 @@ static uint64_t fnv1a(const char *s, size_t len)
     return h ^ (h >> 29);
 }
 
-void elastic_strmap_init(elastic_strmap *map) { memset(map, 0, sizeof *map); }
+void elastic_strmap_init(elastic_strmap *map)
+{
+    memset(map, 0, sizeof *map);
+}
 
 void elastic_strmap_free(elastic_strmap *map)
 {
@@ -52,13 +55,16 @@ static int64_t probe(const elastic_strmap *map, const char *key, size_t len, uin
 static elastic_status grow_table(elastic_strmap *map)
 {
     size_t n = map->n_slots ? map->n_slots * 2 : 64;
-    if (n > SIZE_MAX / sizeof(int64_t)) return elastic_error(ELASTIC_ERR_NO_MEMORY, "id map too large");
+    if (n > SIZE_MAX / sizeof(int64_t))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "id map too large");
     int64_t *slots = malloc(n * sizeof *slots);
     if (!slots) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (id map)");
-    for (size_t i = 0; i < n; i++) slots[i] = -1;
+    for (size_t i = 0; i < n; i++)
+        slots[i] = -1;
     for (int64_t idx = 0; idx < map->count; idx++) {
         size_t i = (size_t)map->key_hash[idx] & (n - 1);
-        while (slots[i] >= 0) i = (i + 1) & (n - 1);
+        while (slots[i] >= 0)
+            i = (i + 1) & (n - 1);
         slots[i] = idx;
     }
     free(map->slots);
@@ -99,7 +105,8 @@ elastic_status elastic_strmap_intern(elastic_strmap *map, const char *key, size_
     }
     if (map->pool_len + len + 1 > map->pool_cap) {
         size_t cap = map->pool_cap ? map->pool_cap : 256;
-        while (cap < map->pool_len + len + 1) cap *= 2;
+        while (cap < map->pool_len + len + 1)
+            cap *= 2;
         char *p = realloc(map->pool, cap);
         if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (id map)");
         map->pool = p;

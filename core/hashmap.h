@@ -14,7 +14,7 @@
 typedef struct elastic_strmap {
     char *pool; /* the keys, each NUL-terminated */
     size_t pool_len, pool_cap;
-    size_t *key_off; /* index -> offset of its key in pool */
+    size_t *key_off;    /* index -> offset of its key in pool */
     uint64_t *key_hash; /* index -> hash (for growing the table) */
     int64_t count, index_cap;
     int64_t *slots; /* -1 = empty, else an index */

@@ -28,7 +28,8 @@ static int64_t rank_marked(const float *scores, int64_t I, int32_t target, const
 {
     float st = scores[target - 1];
     int64_t above = 0;
-    for (int64_t v = 1; v <= I; v++) above += ranks_above(scores[v - 1], (int32_t)v, st, target);
+    for (int64_t v = 1; v <= I; v++)
+        above += ranks_above(scores[v - 1], (int32_t)v, st, target);
     for (int64_t e = 0; e < n_ex; e++) {
         int32_t v = ex[e];
         if (v < 1 || v > I || v == target || mark[v]) continue;
@@ -61,7 +62,8 @@ int64_t elastic_rank_of(const float *scores, int64_t num_items, int32_t target,
         int32_t v = exclude[e];
         if (v < 1 || v > num_items || v == target) continue;
         int dup = 0;
-        for (int64_t f = 0; f < e && !dup; f++) dup = exclude[f] == v;
+        for (int64_t f = 0; f < e && !dup; f++)
+            dup = exclude[f] == v;
         if (!dup) above -= ranks_above(scores[v - 1], v, st, target);
     }
     return above + 1;
@@ -163,8 +165,8 @@ elastic_status elastic_evaluate(elastic_session *session, const elastic_dataset 
             int64_t len = 0;
             int32_t target = 0;
             user_split(d, users[k], split, &h, &len, &target);
-            elastic_metrics_add(metrics, rank_marked(scores + (size_t)k * (size_t)I, I, target,
-                                                     h, len, mark));
+            elastic_metrics_add(
+                metrics, rank_marked(scores + (size_t)k * (size_t)I, I, target, h, len, mark));
         }
         done += b;
     }
@@ -217,11 +219,14 @@ elastic_status elastic_evaluate_popularity(const elastic_dataset *d, elastic_spl
     for (int64_t u = 0; u < d->num_users; u++) {
         int64_t n = d->offsets[u + 1] - d->offsets[u];
         int64_t keep = n < 3 ? n : split == ELASTIC_SPLIT_VALID ? n - 2 : n - 1;
-        for (int64_t e = 0; e < keep; e++) count[d->items[d->offsets[u] + e]]++;
+        for (int64_t e = 0; e < keep; e++)
+            count[d->items[d->offsets[u] + e]]++;
     }
-    for (int64_t v = 0; v < I; v++) order[v] = (popular){count[v + 1], (int32_t)(v + 1)};
+    for (int64_t v = 0; v < I; v++)
+        order[v] = (popular){count[v + 1], (int32_t)(v + 1)};
     qsort(order, (size_t)I, sizeof *order, cmp_popular);
-    for (int64_t k = 0; k < I; k++) pos[order[k].item] = k;
+    for (int64_t k = 0; k < I; k++)
+        pos[order[k].item] = k;
     int64_t done = 0;
     for (int64_t u = 0; u < d->num_users && (!max_users || done < max_users); u++) {
         const int32_t *h;
@@ -235,7 +240,8 @@ elastic_status elastic_evaluate_popularity(const elastic_dataset *d, elastic_spl
             mark[v] = 1;
             if (pos[v] < pos[target]) above--;
         }
-        for (int64_t e = 0; e < len; e++) mark[h[e]] = 0;
+        for (int64_t e = 0; e < len; e++)
+            mark[h[e]] = 0;
         elastic_metrics_add(metrics, above + 1);
         done++;
     }

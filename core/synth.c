@@ -48,12 +48,12 @@ void elastic_synth_options_default(elastic_synth_options *o)
 typedef struct synth {
     const elastic_synth_options *o;
     int64_t I, C;
-    int32_t *perm;     /* [I]: cluster c holds perm[start[c] .. start[c+1]-1], by Zipf rank */
-    int64_t *start;    /* [C+1] */
-    double *cdf;       /* [I]: within-cluster cumulative Zipf weights, aligned with perm */
+    int32_t *perm;       /* [I]: cluster c holds perm[start[c] .. start[c+1]-1], by Zipf rank */
+    int64_t *start;      /* [C+1] */
+    double *cdf;         /* [I]: within-cluster cumulative Zipf weights, aligned with perm */
     double *cluster_cdf; /* [C] */
-    int32_t *succ;     /* [I+1] */
-    int64_t *used;     /* [I+1]: user stamp */
+    int32_t *succ;       /* [I+1] */
+    int64_t *used;       /* [I+1]: user stamp */
 } synth;
 
 static void shuffle(int32_t *a, int64_t n, uint64_t seed, uint64_t stream, uint64_t *counter)
@@ -103,10 +103,12 @@ static elastic_status plant(synth *s)
         return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (synthetic log)");
     }
     uint64_t counter = 0;
-    for (int64_t i = 0; i < I; i++) s->perm[i] = (int32_t)(i + 1);
+    for (int64_t i = 0; i < I; i++)
+        s->perm[i] = (int32_t)(i + 1);
     shuffle(s->perm, I, o->seed, 1, &counter);
     double acc = 0.0;
-    for (int64_t c = 0; c <= C; c++) s->start[c] = c * I / C;
+    for (int64_t c = 0; c <= C; c++)
+        s->start[c] = c * I / C;
     for (int64_t c = 0; c < C; c++) {
         acc += 1.0 / sqrt((double)(c + 1));
         s->cluster_cdf[c] = acc;
@@ -122,7 +124,8 @@ static elastic_status plant(synth *s)
     for (int64_t c = 0; c < C; c++) {
         int64_t a = s->start[c], n = s->start[c + 1] - a;
         shuffle(cyc + a, n, o->seed, 2, &counter);
-        for (int64_t k = 0; k < n; k++) s->succ[cyc[a + k]] = cyc[a + (k + 1) % n];
+        for (int64_t k = 0; k < n; k++)
+            s->succ[cyc[a + k]] = cyc[a + (k + 1) % n];
         if (n == 1) s->succ[cyc[a]] = (int32_t)(cyc[a] % I + 1); /* never itself */
     }
     s->succ[0] = 0;
@@ -141,8 +144,8 @@ static int32_t next_item(synth *s, int64_t u, int32_t prev, int64_t primary, int
         if (s->used[v] != stamp) return v;
     }
     double r = elastic_rng_uniform(o->seed, stream, (*i)++);
-    int64_t c = r < 0.05 ? sample_cdf(s->cluster_cdf, s->C,
-                                      elastic_rng_uniform(o->seed, stream, (*i)++))
+    int64_t c = r < 0.05
+                    ? sample_cdf(s->cluster_cdf, s->C, elastic_rng_uniform(o->seed, stream, (*i)++))
                 : r < 0.35 && secondary >= 0 ? secondary
                                              : primary;
     for (int t = 0; t < 32; t++) {

@@ -101,7 +101,8 @@ static void assert_ids(const elastic_dataset *d, int64_t user, const int32_t *wa
     int64_t len;
     assert_int_equal(elastic_dataset_user(d, user, &x, &len), ELASTIC_OK);
     assert_int_equal(len, n);
-    for (int64_t i = 0; i < n; i++) assert_int_equal(x[i], want[i]);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(x[i], want[i]);
 }
 
 static void test_pairs(void **state)
@@ -157,8 +158,8 @@ static void test_pairs(void **state)
 static void test_short_users(void **state)
 {
     (void)state;
-    elastic_dataset *d = load_ok("short.txt", "a x\nb y\nb z\nc x\nc y\nc z\n",
-                                 ELASTIC_DATA_FORMAT_PAIRS);
+    elastic_dataset *d =
+        load_ok("short.txt", "a x\nb y\nb z\nc x\nc y\nc z\n", ELASTIC_DATA_FORMAT_PAIRS);
     const int32_t *h;
     int64_t len;
     int32_t target;
@@ -216,8 +217,9 @@ static void test_csv(void **state)
     elastic_dataset_free(d);
 
     /* Columns in any order, case-insensitive, an extra column, quoting. */
-    d = load_ok("x.csv", "Timestamp,ITEM,extra,User\n2,\"x,1\",foo,u\n1, y ,bar,u\n"
-                         "3,\"say \"\"hi\"\"\",,u\n",
+    d = load_ok("x.csv",
+                "Timestamp,ITEM,extra,User\n2,\"x,1\",foo,u\n1, y ,bar,u\n"
+                "3,\"say \"\"hi\"\"\",,u\n",
                 ELASTIC_DATA_FORMAT_AUTO);
     assert_string_equal(seq(d, 0), "y x,1 say \"hi\"");
     elastic_dataset_free(d);
@@ -311,16 +313,17 @@ static void test_no_limits(void **state)
 static void test_item_map(void **state)
 {
     (void)state;
-    elastic_dataset *d = load_ok("map.txt", "u1 i1\nu1 i2\nu2 i2\nu1 i3\nu2 \"q\\\n",
-                                 ELASTIC_DATA_FORMAT_PAIRS);
+    elastic_dataset *d =
+        load_ok("map.txt", "u1 i1\nu1 i2\nu2 i2\nu1 i3\nu2 \"q\\\n", ELASTIC_DATA_FORMAT_PAIRS);
     char *json;
     assert_int_equal(elastic_dataset_item_map_json(d, &json), ELASTIC_OK);
     assert_string_equal(json, "[\"i1\",\"i2\",\"i3\",\"\\\"q\\\\\"]");
     free(json);
 
     /* Apply a model's map: ids follow it, num_items becomes its length. */
-    assert_int_equal(elastic_dataset_apply_item_map(d, "[\"\\\"q\\\\\",\"i3\",\"i9\",\"i2\",\"i1\"]"),
-                     ELASTIC_OK);
+    assert_int_equal(
+        elastic_dataset_apply_item_map(d, "[\"\\\"q\\\\\",\"i3\",\"i9\",\"i2\",\"i1\"]"),
+        ELASTIC_OK);
     assert_int_equal(elastic_dataset_num_items(d), 5);
     assert_ids(d, 0, (const int32_t[]){5, 4, 2}, 3);
     assert_ids(d, 1, (const int32_t[]){4, 1}, 2);
@@ -345,8 +348,8 @@ static void test_item_map(void **state)
 static void test_save_pairs(void **state)
 {
     (void)state;
-    elastic_dataset *d = load_ok("s.csv", "user,item,timestamp\nu,b,2\nu,a,1\nv,c,1\n",
-                                 ELASTIC_DATA_FORMAT_CSV);
+    elastic_dataset *d =
+        load_ok("s.csv", "user,item,timestamp\nu,b,2\nu,a,1\nv,c,1\n", ELASTIC_DATA_FORMAT_CSV);
     char path[256];
     snprintf(path, sizeof path, "%s/out.txt", tmpdir);
     assert_int_equal(elastic_dataset_save_pairs(d, path), ELASTIC_OK);

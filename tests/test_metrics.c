@@ -111,7 +111,8 @@ static void test_rank_random(void **state)
             ex[e] = (int32_t)(tu_hash(seed, 2, (uint64_t)(trial * 200 + e)) % I) + 1;
         int32_t target = (int32_t)(tu_hash(seed, 3, (uint64_t)trial) % I) + 1;
         char excluded[I + 1] = {0};
-        for (int e = 0; e < n_ex; e++) excluded[ex[e]] = 1;
+        for (int e = 0; e < n_ex; e++)
+            excluded[ex[e]] = 1;
         excluded[target] = 0;
         int64_t want = 1;
         float st = s[target - 1];
@@ -131,7 +132,8 @@ static void test_metric_values(void **state)
     (void)state;
     elastic_metrics m = {0};
     const int64_t ranks[] = {1, 3, 10, 11, 50, 51, 0};
-    for (int i = 0; i < 7; i++) elastic_metrics_add(&m, ranks[i]);
+    for (int i = 0; i < 7; i++)
+        elastic_metrics_add(&m, ranks[i]);
     elastic_metrics_finish(&m);
     assert_int_equal(m.users, 7);
     assert_float_equal(m.hr10, 3.0 / 7, 1e-12);

@@ -201,7 +201,8 @@ static double oracle_hr10(const elastic_dataset *d)
             pop[x[i]]++;
         }
     }
-    for (int64_t v = 1; v <= I; v++) max_pop = pop[v] > max_pop ? pop[v] : max_pop;
+    for (int64_t v = 1; v <= I; v++)
+        max_pop = pop[v] > max_pop ? pop[v] : max_pop;
     elastic_metrics m = {0};
     for (int64_t u = 0; u < U; u++) {
         const int32_t *h;
@@ -210,8 +211,7 @@ static double oracle_hr10(const elastic_dataset *d)
         if (elastic_dataset_split(d, u, ELASTIC_SPLIT_TEST, &h, &len, &target)) continue;
         int32_t last = h[len - 1];
         for (int64_t v = 1; v <= I; v++)
-            scores[v - 1] = (float)trans[last * (I + 1) + v] +
-                            (float)pop[v] / (float)(max_pop + 1);
+            scores[v - 1] = (float)trans[last * (I + 1) + v] + (float)pop[v] / (float)(max_pop + 1);
         elastic_metrics_add(&m, elastic_rank_of(scores, I, target, h, len));
     }
     elastic_metrics_finish(&m);
@@ -230,8 +230,7 @@ static void test_planted_structure(void **state)
     elastic_metrics pop;
     assert_int_equal(elastic_evaluate_popularity(d, ELASTIC_SPLIT_TEST, 0, &pop), ELASTIC_OK);
     double oracle = oracle_hr10(d);
-    printf("synth default: popularity HR@10 %.4f, successor oracle HR@10 %.4f\n", pop.hr10,
-           oracle);
+    printf("synth default: popularity HR@10 %.4f, successor oracle HR@10 %.4f\n", pop.hr10, oracle);
     /* Popularity is better than chance (10/1000) ... */
     assert_true(pop.hr10 > 2 * 10.0 / 1000);
     /* ... and the planted successors are far better than popularity. */
@@ -245,8 +244,8 @@ static void test_planted_structure(void **state)
     d = make(&o);
     assert_int_equal(elastic_evaluate_popularity(d, ELASTIC_SPLIT_TEST, 0, &pop), ELASTIC_OK);
     double oracle0 = oracle_hr10(d);
-    printf("synth p_sequential=0: popularity HR@10 %.4f, successor oracle HR@10 %.4f\n",
-           pop.hr10, oracle0);
+    printf("synth p_sequential=0: popularity HR@10 %.4f, successor oracle HR@10 %.4f\n", pop.hr10,
+           oracle0);
     assert_true(oracle0 < oracle - 0.15);
     elastic_dataset_free(d);
 }
@@ -254,10 +253,8 @@ static void test_planted_structure(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_determinism),
-        cmocka_unit_test(test_stats),
-        cmocka_unit_test(test_bad_options),
-        cmocka_unit_test(test_save_round_trip),
+        cmocka_unit_test(test_determinism),       cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_bad_options),       cmocka_unit_test(test_save_round_trip),
         cmocka_unit_test(test_planted_structure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
