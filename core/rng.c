@@ -28,3 +28,9 @@ double elastic_rng_normal(uint64_t seed, uint64_t stream, uint64_t i)
     double u2 = elastic_rng_uniform(seed, stream, 2 * i + 1);
     return sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
 }
+
+uint32_t elastic_dropout_threshold(float p)
+{
+    double t = (double)p * 65536.0 + 0.5;
+    return t <= 0 ? 0 : t >= 65536.0 ? 65536u : (uint32_t)t;
+}

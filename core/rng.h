@@ -16,4 +16,7 @@ double elastic_rng_uniform(uint64_t seed, uint64_t stream, uint64_t i);
 /* Standard normal (Box-Muller on two uniforms). */
 double elastic_rng_normal(uint64_t seed, uint64_t stream, uint64_t i);
 
+/* Dropout keeps an element whose 16-bit uniform is >= this: round(p * 65536). */
+uint32_t elastic_dropout_threshold(float p);
+
 #endif

@@ -17,10 +17,13 @@
 void elastic_cpu_dropout(const float *x, float *y, int64_t n, float p, uint64_t seed, int threads)
 {
     double scale = 1.0 / (1.0 - (double)p);
+    uint32_t cut = elastic_dropout_threshold(p);
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < n; i++)
-        y[i] = elastic_rng_uniform(seed, 0, (uint64_t)i) >= (double)p ? (float)(x[i] * scale)
-                                                                      : 0.0f;
+    for (int64_t q = 0; q < (n + 3) / 4; q++) {
+        uint64_t h = elastic_rng_u64(seed, 0, (uint64_t)q);
+        for (int64_t i = 4 * q; i < 4 * q + 4 && i < n; i++, h >>= 16)
+            y[i] = (uint32_t)(h & 0xffff) >= cut ? (float)(x[i] * scale) : 0.0f;
+    }
 }
 
 void elastic_cpu_cross_entropy(const float *scores, const int32_t *target, float *loss,
@@ -53,14 +56,37 @@ void elastic_cpu_gather_grad(const float *dy, const int32_t *idx, int64_t n, int
     }
 }
 
+/* Column sums over rows in fixed chunks of CHUNK rows: each chunk's partial
+ * sums are formed row by row (cache friendly), then the chunks are added in
+ * order, so the result does not depend on the thread count. */
+enum { CHUNK = 256 };
+
 void elastic_cpu_sum_rows(const float *x, int64_t rows, int64_t cols, float *out, int threads)
 {
+    int64_t chunks = (rows + CHUNK - 1) / CHUNK;
+    double *part = chunks > 1 ? calloc((size_t)(chunks * cols), sizeof *part) : NULL;
+    if (!part) { /* one chunk (or no memory): a plain column loop */
 #pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t j = 0; j < cols; j++) {
+            double s = 0;
+            for (int64_t r = 0; r < rows; r++) s += x[r * cols + j];
+            out[j] = (float)s;
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        double *p = part + ch * cols;
+        int64_t end = (ch + 1) * CHUNK < rows ? (ch + 1) * CHUNK : rows;
+        for (int64_t r = ch * CHUNK; r < end; r++)
+            for (int64_t j = 0; j < cols; j++) p[j] += x[r * cols + j];
+    }
     for (int64_t j = 0; j < cols; j++) {
         double s = 0;
-        for (int64_t r = 0; r < rows; r++) s += x[r * cols + j];
+        for (int64_t ch = 0; ch < chunks; ch++) s += part[ch * cols + j];
         out[j] = (float)s;
     }
+    free(part);
 }
 
 void elastic_cpu_masked_mean_grad(const float *dy, const int32_t *len, float *dx, int64_t batch,
@@ -106,27 +132,50 @@ elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, 
             dx[r * d + j] = (float)(inv * (g - mg - xh * mgx));
         }
     }
+    /* dweight = sum of dy * xhat, dbias = sum of dy, in row chunks (see sum_rows) */
+    int64_t chunks = (rows + CHUNK - 1) / CHUNK;
+    double *part = calloc((size_t)(chunks * 2 * d), sizeof *part);
+    if (!part) {
+        free(stat);
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (layer_norm_grad)");
+    }
 #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        double *pw = part + ch * 2 * d, *pb = pw + d;
+        int64_t end = (ch + 1) * CHUNK < rows ? (ch + 1) * CHUNK : rows;
+        for (int64_t r = ch * CHUNK; r < end; r++)
+            for (int64_t j = 0; j < d; j++) {
+                double g = dy[r * d + j];
+                pw[j] += g * (x[r * d + j] - stat[2 * r]) * stat[2 * r + 1];
+                pb[j] += g;
+            }
+    }
     for (int64_t j = 0; j < d; j++) {
         double sw = 0, sb = 0;
-        for (int64_t r = 0; r < rows; r++) {
-            double g = dy[r * d + j];
-            sw += g * (x[r * d + j] - stat[2 * r]) * stat[2 * r + 1];
-            sb += g;
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            sw += part[ch * 2 * d + j];
+            sb += part[ch * 2 * d + d + j];
         }
         dweight[j] = (float)sw;
         dbias[j] = (float)sb;
     }
+    free(part);
     free(stat);
     return ELASTIC_OK;
 }
 
-/* out [cols, rows] = in [rows, cols]^T */
+/* out [cols, rows] = in [rows, cols]^T, in 32 x 32 tiles that stay in cache. */
 static void transpose(const float *in, float *out, int64_t rows, int64_t cols, int threads)
 {
+    enum { T = 32 };
+    int64_t tiles_r = (rows + T - 1) / T, tiles_c = (cols + T - 1) / T;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t c = 0; c < cols; c++)
-        for (int64_t r = 0; r < rows; r++) out[c * rows + r] = in[r * cols + c];
+    for (int64_t tile = 0; tile < tiles_r * tiles_c; tile++) {
+        int64_t r0 = tile / tiles_c * T, c0 = tile % tiles_c * T;
+        int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
+        for (int64_t c = c0; c < c1; c++)
+            for (int64_t r = r0; r < r1; r++) out[c * rows + r] = in[r * cols + c];
+    }
 }
 
 elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x,
@@ -134,18 +183,49 @@ elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float
                                        float *dbias, int64_t m, int64_t n, int64_t kk,
                                        int threads)
 {
-    size_t need = (size_t)(kk * n + m * n + m * kk);
-    float *wt = malloc(need * sizeof(float));
-    if (!wt) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (linear_grad)");
-    float *dyt = wt + kk * n, *xt = dyt + m * n;
-    transpose(w, wt, n, kk, threads);        /* W^T [K, N] */
-    k->linear(dy, wt, NULL, dx, m, kk, n, threads); /* dx = dy W */
-    transpose(dy, dyt, m, n, threads);       /* dy^T [N, M] */
-    transpose(x, xt, m, kk, threads);        /* x^T [K, M] */
-    k->linear(dyt, xt, NULL, dw, n, kk, m, threads); /* dW = dy^T x */
-    elastic_cpu_sum_rows(dy, m, n, dbias, threads);
+    /* dW = dy^T x runs over row chunks: each chunk's slices are transposed
+     * into cache-sized buffers and multiplied by the fast kernel into a
+     * partial dW; the partials are added in chunk order (thread-count
+     * independent). dx = dy W uses W^T, which is small. */
+    enum { ROWS = 512 };
+    int64_t chunks = (m + ROWS - 1) / ROWS;
+    float *wt = malloc((size_t)(kk * n) * sizeof(float));
+    float *part = malloc((size_t)(chunks * n * kk) * sizeof(float));
+    int failed = !wt || !part;
+    if (!failed) {
+        transpose(w, wt, n, kk, threads);
+        k->linear(dy, wt, NULL, dx, m, kk, n, threads); /* dx = dy W */
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+        {
+            float *buf = malloc((size_t)(ROWS * (n + kk)) * sizeof(float));
+#pragma omp for schedule(static)
+            for (int64_t c = 0; c < chunks; c++) {
+                if (!buf) {
+                    failed = 1;
+                    continue;
+                }
+                int64_t r0 = c * ROWS, rows = m - r0 < ROWS ? m - r0 : ROWS;
+                float *dyt = buf, *xt = buf + rows * n;
+                transpose(dy + r0 * n, dyt, rows, n, 1); /* [n, rows] */
+                transpose(x + r0 * kk, xt, rows, kk, 1); /* [kk, rows] */
+                k->linear(dyt, xt, NULL, part + c * n * kk, n, kk, rows, 1);
+            }
+            free(buf);
+        }
+    }
+    if (!failed) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t i = 0; i < n * kk; i++) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < chunks; c++) acc += part[c * n * kk + i];
+            dw[i] = acc;
+        }
+        elastic_cpu_sum_rows(dy, m, n, dbias, threads);
+    }
     free(wt);
-    return ELASTIC_OK;
+    free(part);
+    return failed ? elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (linear_grad)")
+                  : ELASTIC_OK;
 }
 
 void elastic_cpu_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, int threads)

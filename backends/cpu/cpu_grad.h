@@ -16,7 +16,10 @@
 
 #include <stdint.h>
 
-/* y = x * keep / (1 - p); keep = uniform(seed, 0, i) >= p for element i. */
+/* y = x * keep / (1 - p). Element i is kept when its 16-bit uniform u_i >=
+ * elastic_dropout_threshold(p), where u_4q..u_4q+3 are the four 16-bit
+ * fields (lowest first) of elastic_rng_u64(seed, 0, q): p is applied to
+ * 1/65536 precision, and the mask is a function of (seed, i) alone. */
 void elastic_cpu_dropout(const float *x, float *y, int64_t n, float p, uint64_t seed, int threads);
 
 /* loss[b] = logsumexp(scores[b]) - scores[b][target[b]-1];
