@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
 
+# Tests run two at a time on shared cores: idle OpenMP threads must sleep,
+# not spin, or oversubscription makes them crawl.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export ELASTIC_CACHE_DIR=${ELASTIC_CACHE_DIR:-$PWD/build-cache/kernels}
 bash ci/build.sh build
 (cd build && ctest --output-on-failure -j2)

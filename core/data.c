@@ -28,6 +28,7 @@
 #include "data.h"
 
 #include "error.h"
+#include "item_map.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -553,40 +554,11 @@ elastic_status elastic_dataset_apply_item_map(elastic_dataset *d, const char *js
 {
     elastic_error_clear();
     if (!d || !json) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset or item map");
-    json_error_t jerr;
-    json_t *arr = json_loads(json, 0, &jerr);
-    if (!arr || !json_is_array(arr)) {
-        json_decref(arr);
-        return elastic_error(ELASTIC_ERR_FORMAT, "item map: not a JSON array of strings%s%s",
-                             arr ? "" : ": ", arr ? "" : jerr.text);
-    }
-    size_t n = json_array_size(arr);
     elastic_strmap map;
-    elastic_strmap_init(&map);
     int32_t *to = NULL;
-    elastic_status st = ELASTIC_OK;
-    if (n == 0 || n >= (size_t)INT32_MAX - 1) {
-        st = elastic_error(ELASTIC_ERR_FORMAT, "item map: %zu entries", n);
-        goto done;
-    }
-    for (size_t i = 0; i < n && st == ELASTIC_OK; i++) {
-        json_t *s = json_array_get(arr, i);
-        if (!json_is_string(s)) {
-            st = elastic_error(ELASTIC_ERR_FORMAT, "item map: entry %zu is not a string", i);
-            break;
-        }
-        const char *name = json_string_value(s);
-        size_t len = json_string_length(s);
-        if (strlen(name) != len || len == 0) {
-            st = elastic_error(ELASTIC_ERR_FORMAT, "item map: entry %zu is empty or holds NUL", i);
-            break;
-        }
-        int64_t idx;
-        int added;
-        st = elastic_strmap_intern(&map, name, len, &idx, &added);
-        if (st == ELASTIC_OK && !added)
-            st = elastic_error(ELASTIC_ERR_FORMAT, "item map: item '%s' appears twice", name);
-    }
+    elastic_status st = elastic_item_map_parse(json, &map);
+    if (st != ELASTIC_OK) return st;
+    size_t n = (size_t)map.count;
     if (st != ELASTIC_OK) goto done;
     to = malloc((size_t)(d->num_items + 1) * sizeof *to);
     if (!to) {
@@ -615,7 +587,6 @@ elastic_status elastic_dataset_apply_item_map(elastic_dataset *d, const char *js
 done:
     free(to);
     elastic_strmap_free(&map);
-    json_decref(arr);
     return st;
 }
 

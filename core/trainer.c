@@ -29,6 +29,7 @@ typedef struct grad_slot {
 /* The graph and plan of one batch shape. */
 typedef struct train_plan {
     int valid;
+    uint64_t last_use;
     int64_t batch, len;
     int train; /* dropout on */
     elastic_graph graph;
@@ -43,7 +44,9 @@ struct elastic_trainer {
     elastic_model *model;
     elastic_train_options o;
     elastic_executor exec;
-    train_plan tp;
+    train_plan plans[8]; /* by batch shape, least recently used replaced */
+    train_plan *tp;      /* the current batch's */
+    uint64_t uses;
     float *grad;      /* [numel]: the summed gradient */
     float *adam_m, *adam_v;
     float *host_grad; /* staging for one grad tensor */
@@ -88,7 +91,7 @@ static void drop_plan(train_plan *tp)
 void elastic_trainer_free(elastic_trainer *tr)
 {
     if (!tr) return;
-    drop_plan(&tr->tp);
+    for (int i = 0; i < 8; i++) drop_plan(&tr->plans[i]);
     elastic_executor_free(&tr->exec);
     free(tr->grad);
     free(tr->adam_m);
@@ -144,9 +147,16 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
 /* Builds forward, loss and backward for one batch shape, and plans them. */
 static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len, int train)
 {
-    train_plan *tp = &tr->tp;
-    if (tp->valid && tp->batch == batch && tp->len == len && tp->train == train)
-        return ELASTIC_OK;
+    train_plan *tp = &tr->plans[0];
+    for (int i = 0; i < 8; i++) {
+        train_plan *p = &tr->plans[i];
+        if (p->valid && p->batch == batch && p->len == len && p->train == train) {
+            p->last_use = ++tr->uses;
+            tr->tp = p;
+            return ELASTIC_OK;
+        }
+        if (!p->valid || (tp->valid && p->last_use < tp->last_use)) tp = p;
+    }
     drop_plan(tp);
     elastic_graph *g = &tp->graph;
     elastic_graph_init(g);
@@ -189,6 +199,8 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
         return st;
     }
     tp->valid = 1;
+    tp->last_use = ++tr->uses;
+    tr->tp = tp;
     tp->batch = batch;
     tp->len = len;
     tp->train = train;
@@ -199,7 +211,7 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
  * twin, which shares the node's build-time seed) gets a seed of its own. */
 static void reseed(elastic_trainer *tr)
 {
-    train_plan *tp = &tr->tp;
+    train_plan *tp = tr->tp;
     for (int i = 0; i < tp->plan.n_steps; i++) {
         elastic_plan_step *s = &tp->plan.steps[i];
         if (s->kind != ELASTIC_STEP_KIND_COMPUTE || s->node.op != ELASTIC_OP_DROPOUT) continue;
@@ -225,7 +237,7 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     int64_t n = (longest + 7) / 8 * 8;
     if (n > c->max_len) n = c->max_len;
     ELASTIC_TRY(build_plan(tr, batch, n, train));
-    train_plan *tp = &tr->tp;
+    train_plan *tp = tr->tp;
     if (train) reseed(tr);
 
     size_t need = (size_t)batch * (size_t)(n + 1);

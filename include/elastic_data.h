@@ -94,6 +94,19 @@ ELASTIC_API elastic_status elastic_dataset_item_map_json(const elastic_dataset *
 ELASTIC_API elastic_status elastic_dataset_apply_item_map(elastic_dataset *dataset,
                                                           const char *json);
 
+/* A model's item map (metadata "item_ids", written by the trainer): original
+ * ids <-> the model's ids 1..I, for serving in the data's own ids. */
+typedef struct elastic_item_map elastic_item_map;
+
+/* ELASTIC_ERR_FORMAT when the model has no map or a malformed one. */
+ELASTIC_API elastic_status elastic_item_map_init(elastic_item_map **map,
+                                                 const elastic_model *model);
+ELASTIC_API void elastic_item_map_free(elastic_item_map *map);
+/* The model's id of an original id, or 0 if the model does not know it. */
+ELASTIC_API int32_t elastic_item_map_id(const elastic_item_map *map, const char *name);
+/* The original id of item 1..I, or NULL. */
+ELASTIC_API const char *elastic_item_map_name(const elastic_item_map *map, int32_t item);
+
 /* ------------------------------------------------------- synthetic logs */
 
 typedef struct elastic_synth_options {

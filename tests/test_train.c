@@ -387,6 +387,66 @@ static void test_fallback_reported(void **state)
     elastic_model_free(m);
 }
 
+/* On a synthetic log with planted clusters and successors, a few epochs of
+ * training must beat the popularity ranking by a wide margin (test split,
+ * full ranking, history left out). */
+static void test_beats_popularity_on_synth(void **state)
+{
+    (void)state;
+    elastic_synth_options so;
+    elastic_synth_options_default(&so);
+    so.users = 400;
+    so.items = 200;
+    so.clusters = 8;
+    so.min_len = 10;
+    so.max_len = 40;
+    so.seed = tu_seed();
+    elastic_dataset *ds = NULL;
+    assert_int_equal(elastic_dataset_synth(&ds, &so), ELASTIC_OK);
+    elastic_config c;
+    elastic_config_default(&c);
+    c.num_items = elastic_dataset_num_items(ds);
+    c.max_len = 50;
+    c.hidden = 32;
+    c.experts = 8;
+    c.mem_subkeys = 16;
+    c.mem_topk = 4;
+    assert_int_equal(elastic_config_validate(&c), ELASTIC_OK);
+    elastic_model *m = NULL;
+    assert_int_equal(elastic_model_init_random(&m, &c, 1), ELASTIC_OK);
+    elastic_train_options o;
+    elastic_train_options_default(&o);
+    o.batch_size = 64;
+    elastic_trainer *tr = NULL;
+    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_OK);
+    elastic_train_progress p;
+    for (int e = 0; e < 6; e++) {
+        assert_int_equal(elastic_trainer_epoch(tr, ds, NULL, NULL, &p), ELASTIC_OK);
+        printf("epoch %d: loss %.3f, %lld examples\n", e + 1, p.loss, (long long)p.examples);
+    }
+    assert_int_equal(elastic_trainer_epochs(tr), 6);
+    elastic_session *s = NULL;
+    assert_int_equal(elastic_session_init(&s, m, NULL), ELASTIC_OK);
+    elastic_metrics model, pop;
+    assert_int_equal(elastic_evaluate(s, ds, ELASTIC_SPLIT_TEST, 0, &model), ELASTIC_OK);
+    assert_int_equal(elastic_evaluate_popularity(ds, ELASTIC_SPLIT_TEST, 0, &pop), ELASTIC_OK);
+    printf("test HR@10: model %.3f, popularity %.3f; NDCG@10 %.3f vs %.3f (%lld users)\n",
+           model.hr10, pop.hr10, model.ndcg10, pop.ndcg10, (long long)model.users);
+    assert_true(model.users == 400 && pop.users == 400);
+    assert_true(model.hr10 > 2.0 * pop.hr10 && model.hr10 > pop.hr10 + 0.1);
+    assert_true(model.ndcg10 > 2.0 * pop.ndcg10);
+    /* An epoch over data with more items than the model is refused. */
+    elastic_dataset *big = NULL;
+    so.items = 300;
+    assert_int_equal(elastic_dataset_synth(&big, &so), ELASTIC_OK);
+    assert_int_equal(elastic_trainer_epoch(tr, big, NULL, NULL, &p), ELASTIC_ERR_OUT_OF_RANGE);
+    elastic_dataset_free(big);
+    elastic_session_free(s);
+    elastic_trainer_free(tr);
+    elastic_model_free(m);
+    elastic_dataset_free(ds);
+}
+
 int main(void)
 {
     printf("seed %llu\n", (unsigned long long)tu_seed());
@@ -398,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_resume),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_fallback_reported),
+        cmocka_unit_test(test_beats_popularity_on_synth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

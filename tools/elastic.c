@@ -121,7 +121,9 @@ static const char *recommend_usage =
     "      --reference       CPU backend: the scalar float64 reference kernels\n"
     "      --include-history do not leave the user's own items out\n"
     "      --batch N         users per batch (default 256)\n"
-    "  -h, --help            this text\n";
+    "  -h, --help            this text\n"
+    "A model trained by `elastic train` carries the map from the data's item ids\n"
+    "to its own: histories and recommendations are then in the data's ids.\n";
 
 /* Opens a model and a session; prints errors. */
 static int open_session(const run_options *o, elastic_model **model, elastic_session **session)
@@ -173,6 +175,32 @@ static int cmd_recommend(int argc, char **argv)
         histories_free(&h);
         return 1;
     }
+    /* A trained model's item map: input and output in the data's ids. */
+    elastic_item_map *map = NULL;
+    if (elastic_model_metadata(model, "item_ids")) {
+        elastic_status st = elastic_item_map_init(&map, model);
+        int bad = st != ELASTIC_OK;
+        if (bad) fail_status(st, o.model);
+        for (int b = 0; !bad && b < h.count; b++)
+            for (int64_t i = h.offsets[b]; !bad && i < h.offsets[b + 1]; i++) {
+                char name[16];
+                snprintf(name, sizeof name, "%d", (int)h.items[i]);
+                int32_t id = elastic_item_map_id(map, name);
+                if (!id) {
+                    fprintf(stderr, "%s: %s line %lld: item %s is not in the model's item map\n",
+                            prog, path, (long long)h.line[b], name);
+                    bad = 1;
+                }
+                h.items[i] = id;
+            }
+        if (bad) {
+            elastic_item_map_free(map);
+            histories_free(&h);
+            elastic_session_free(session);
+            elastic_model_free(model);
+            return 1;
+        }
+    }
     int K = (int)o.top_k, status = 0;
     int32_t *ids = malloc(sizeof *ids * (size_t)K * (size_t)o.batch);
     float *scores = malloc(sizeof *scores * (size_t)K * (size_t)o.batch);
@@ -200,12 +228,18 @@ static int cmd_recommend(int argc, char **argv)
         }
         for (int b = 0; b < n; b++) {
             printf("%lld\t", (long long)h.line[first + b]);
-            for (int j = 0; j < K && ids[b * K + j] > 0; j++)
-                printf("%s%d:%.6g", j ? " " : "", ids[b * K + j], scores[b * K + j]);
+            for (int j = 0; j < K && ids[b * K + j] > 0; j++) {
+                if (map)
+                    printf("%s%s:%.6g", j ? " " : "", elastic_item_map_name(map, ids[b * K + j]),
+                           scores[b * K + j]);
+                else
+                    printf("%s%d:%.6g", j ? " " : "", ids[b * K + j], scores[b * K + j]);
+            }
             putchar('\n');
         }
     }
     if (!status) report_fallback(session);
+    elastic_item_map_free(map);
     free(ids);
     free(scores);
     free(offs);
