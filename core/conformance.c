@@ -47,7 +47,8 @@ typedef struct conf_cell {
 
 typedef struct conf_run {
     const elastic_conformance_options *o;
-    FILE *out;
+    FILE *out;      /* the text report (stderr in JSON mode) */
+    FILE *json_out; /* the JSON report */
     conf_backend backends[MAX_BACKENDS];
     int n_backends;
     elastic_backend *reference;
@@ -402,9 +403,11 @@ static void report_case(conf_run *r, const conf_case *c, int index, uint64_t see
                     b->spec, elastic_op_name(c->op), index, (unsigned long long)r->o->seed);
     }
     if (r->json_cases) {
-        json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:I, s:b, s:f, s:f, s:f, s:I, s:f}", "op",
+        char seed_str[24]; /* a string: JSON readers lose 64-bit integers */
+        snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)seed);
+        json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:s, s:b, s:f, s:f, s:f, s:I, s:f}", "op",
                               elastic_op_name(c->op), "case", index, "label", c->label, "backend",
-                              b->spec, "seed", (json_int_t)seed, "pass", ok, "worst_err_over_tol",
+                              b->spec, "seed", seed_str, "pass", ok, "worst_err_over_tol",
                               isfinite(res->worst) ? res->worst : -1.0, "max_abs", res->max_abs,
                               "max_rel", res->max_rel, "max_ulp", (json_int_t)res->max_ulp, "nmse",
                               res->nmse);
@@ -725,14 +728,17 @@ static void print_json(conf_run *r)
                                "max_rel", c->max_rel, "max_ulp", (json_int_t)c->max_ulp, "nmse",
                                c->nmse));
         }
-    json_object_set_new(root, "seed", json_integer((json_int_t)r->o->seed));
+    char seed_str[24];
+    snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)r->o->seed);
+    json_object_set_new(root, "seed", json_string(seed_str));
     json_object_set_new(root, "failures", json_integer(r->failures));
     json_object_set_new(root, "backends", backends);
     json_object_set_new(root, "ops", ops);
     json_object_set(root, "cases", r->json_cases);
     json_object_set(root, "models", r->json_models);
     if (r->json_perf) json_object_set(root, "perf", r->json_perf);
-    json_dumpf(root, r->out, JSON_INDENT(1));
+    json_dumpf(root, r->json_out, JSON_INDENT(1));
+    fputc('\n', r->json_out);
     fputc('\n', r->out);
     json_decref(root);
 }
@@ -750,6 +756,7 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
     r->o = options ? options : &defaults;
     /* JSON goes to `out`; the human-readable lines then go to stderr. */
     r->out = r->o->json ? stderr : out;
+    r->json_out = out;
     if (r->o->json) {
         r->json_cases = json_array();
         r->json_models = json_array();
