@@ -106,57 +106,6 @@ static void test_learns_planted_rule(void **state)
     }
 }
 
-/* One step from zero moments: every parameter with a gradient g moves by
- * lr * g / (|g| + eps) (Adam's first step, bias-corrected). */
-static void test_adam_first_step(void **state)
-{
-    (void)state;
-    elastic_model *m = small_model("elastic", 3);
-    elastic_trainer *tr = trainer(m, 0.0f, 0);
-    batch b;
-    make_batch(&b, tu_seed(), 0);
-    int64_t n = elastic_model_parameter_count(m);
-    float *g = malloc((size_t)n * sizeof *g), *before = malloc((size_t)n * sizeof *before);
-    double loss;
-    assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &loss, g),
-                     ELASTIC_OK);
-    int64_t off = 0;
-    for (int i = 0; i < elastic_model_tensor_count(m); i++) {
-        const float *d;
-        int64_t shape[4];
-        int nd;
-        assert_int_equal(elastic_model_tensor(m, elastic_model_tensor_name(m, i), &d, shape, &nd),
-                         ELASTIC_OK);
-        int64_t k = 1;
-        for (int j = 0; j < nd; j++) k *= shape[j];
-        memcpy(before + off, d, (size_t)k * sizeof(float));
-        off += k;
-    }
-    assert_int_equal(off, n);
-    assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, NULL), ELASTIC_OK);
-    off = 0;
-    int64_t moved = 0;
-    for (int i = 0; i < elastic_model_tensor_count(m); i++) {
-        const float *d;
-        int64_t shape[4];
-        int nd;
-        elastic_model_tensor(m, elastic_model_tensor_name(m, i), &d, shape, &nd);
-        int64_t k = 1;
-        for (int j = 0; j < nd; j++) k *= shape[j];
-        for (int64_t j = 0; j < k; j++) {
-            double gj = g[off + j], want = before[off + j] - 3e-3 * gj / (fabs(gj) + 1e-8);
-            assert_true(fabs(d[j] - want) <= 1e-6 + 1e-6 * fabs(want));
-            moved += gj != 0;
-        }
-        off += k;
-    }
-    assert_true(moved > n / 4);
-    free(g);
-    free(before);
-    elastic_trainer_free(tr);
-    elastic_model_free(m);
-}
-
 /* Copies the model's parameters (the block, in tensor order). */
 static float *params_of(const elastic_model *m)
 {
@@ -172,6 +121,37 @@ static float *params_of(const elastic_model *m)
         off += k;
     }
     return p;
+}
+
+/* One step from zero moments: every parameter with a gradient g moves by
+ * lr * g / (|g| + eps) (Adam's first step, bias-corrected). */
+static void test_adam_first_step(void **state)
+{
+    (void)state;
+    elastic_model *m = small_model("elastic", 3);
+    elastic_trainer *tr = trainer(m, 0.0f, 0);
+    batch b;
+    make_batch(&b, tu_seed(), 0);
+    int64_t n = elastic_model_parameter_count(m);
+    float *g = malloc((size_t)n * sizeof *g);
+    double loss;
+    assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &loss, g),
+                     ELASTIC_OK);
+    float *before = params_of(m);
+    assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, NULL), ELASTIC_OK);
+    float *after = params_of(m);
+    int64_t moved = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double gj = g[j], want = before[j] - 3e-3 * gj / (fabs(gj) + 1e-8);
+        assert_true(fabs(after[j] - want) <= 1e-6 + 1e-6 * fabs(want));
+        moved += gj != 0;
+    }
+    assert_true(moved > n / 4);
+    free(g);
+    free(before);
+    free(after);
+    elastic_trainer_free(tr);
+    elastic_model_free(m);
 }
 
 static float *train_steps(int threads, int steps, float dropout)
