@@ -8,23 +8,26 @@
  *   - a random model (I=3706, d=64, L=2, k=16, otherwise the spec defaults,
  *     max_len = the largest n) and random histories of exactly n items from
  *     the printed seed; both models read the same histories;
- *   - batch B = max(1, TOKENS / n) with TOKENS = 65536, so B*n is constant;
+ *   - batch B = max(1, TOKENS / n) with TOKENS = 65536, so B*n is constant
+ *     (unless the budget rule below halves it);
  *   - a fresh session, one warm-up run (it builds the plan), then timed runs
  *     of elastic_session_user_vectors until 10 runs or until the next run
  *     would overrun the time budget (at least one timed run); the median;
  *   - memory: the planned arena (activations, liveness reuse) plus the
  *     weights; beside it the measured growth of the process's peak RSS
  *     over the run (Linux: /proc/self/clear_refs + VmHWM), when available;
- *   - a configuration whose single batch is predicted (from the previous
- *     length, as O(n^2) for SASRec and O(n) for ELASTIC) to overrun half
- *     the budget runs both models with B=1; if that is still over it is
- *     reported as "skipped (over budget)". Predictions are never reported.
+ *   - where a single batch is predicted (from the previous length's
+ *     measured time per user, scaled as n^2 for SASRec and n for ELASTIC)
+ *     to take more than half the budget, B is halved for both models until
+ *     it fits or B=1; a model still over at B=1 is reported as "skipped
+ *     (over budget)". Predictions only choose B; they are never reported.
  */
 #include "commands.h"
 #include "elastic.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +43,8 @@
 static const char *bench_usage =
     "usage: elastic bench [options]\n"
     "Times the forward pass (user vectors) of ELASTIC and SASRec against the\n"
-    "history length n on each backend; B = max(1, 65536/n) users per batch.\n"
+    "history length n on each backend; B = max(1, 65536/n) users per batch,\n"
+    "halved while a batch is predicted to take over half the budget.\n"
     "  --backends L      comma list of cpu, opencl, cuda (default: all available)\n"
     "  --models L        comma list of elastic, sasrec (default: both)\n"
     "  --lengths L       comma list of n (default 64,256,1024,4096,8192,16384,65536)\n"
@@ -484,10 +488,13 @@ int elastic_cmd_bench(int argc, char **argv)
         for (int li = 0; li < n_lengths; li++) {
             int64_t n = lengths[li];
             int batch = (int)(BENCH_TOKENS / n > 1 ? BENCH_TOKENS / n : 1);
-            int skip[2] = {0, 0}, over = 0;
-            for (int m = 0; m < 2; m++)
-                if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget) over = 1;
-            if (over && batch > 1) batch = 1;
+            int skip[2] = {0, 0};
+            for (int over = 1; over && batch > 1;) { /* halve B until both fit */
+                over = 0;
+                for (int m = 0; m < 2; m++)
+                    if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget) over = 1;
+                if (over) batch /= 2;
+            }
             for (int m = 0; m < 2; m++)
                 if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget) skip[m] = 1;
             for (int m = 0; m < 2; m++) {
@@ -508,17 +515,22 @@ int elastic_cmd_bench(int argc, char **argv)
             }
             if (want_model[0] && want_model[1]) {
                 const bench_result *e = &res[n_res - 2], *s = &res[n_res - 1];
-                if (e->state == BENCH_RAN && s->state == BENCH_RAN && e->batch == s->batch)
+                if (e->state == BENCH_RAN && s->state == BENCH_RAN && e->batch == s->batch) {
+                    double mem = (double)(e->arena_bytes + e->weight_bytes) /
+                                 (double)(s->arena_bytes + s->weight_bytes),
+                           std = std_attention_bytes(s, config.heads);
                     fprintf(table,
-                            "         ratio ELASTIC/SASRec at n=%lld: time %.3f (%.2fx faster), "
-                            "peak memory %.3f (%.1f%% less); standard attention would need "
-                            "%.1f MiB per layer for its n*n scores (computed, not measured)\n",
+                            "         ratio ELASTIC/SASRec at n=%lld: time %.3f (ELASTIC %.2fx "
+                            "as fast), peak memory %.3f (ELASTIC %.1f%% %s)\n"
+                            "         computed, not measured: a standard attention that "
+                            "materializes the n*n scores needs %.1f MiB per layer for them "
+                            "(B*h*n*n*4); ELASTIC's whole peak is %.1f%% %s than that\n",
                             (long long)n, e->median_s / s->median_s, s->median_s / e->median_s,
-                            (double)(e->arena_bytes + e->weight_bytes) /
-                                (double)(s->arena_bytes + s->weight_bytes),
-                            100.0 * (1.0 - (double)(e->arena_bytes + e->weight_bytes) /
-                                               (double)(s->arena_bytes + s->weight_bytes)),
-                            std_attention_bytes(s, config.heads) / 1048576.0);
+                            mem, 100.0 * fabs(1.0 - mem), mem <= 1.0 ? "less" : "more",
+                            std / 1048576.0,
+                            100.0 * fabs(1.0 - (double)(e->arena_bytes + e->weight_bytes) / std),
+                            (double)(e->arena_bytes + e->weight_bytes) <= std ? "less" : "more");
+                }
             }
         }
         if (throughput) {
