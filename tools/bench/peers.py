@@ -97,22 +97,26 @@ class Libelastic:
 
 
 # ------------------------------------------------------------------ timing
-def time_runs(fn, max_seconds, max_reps=10):
-    """One warm-up, then runs until max_reps or until the next run would
-    overrun max_seconds of timed runs (at least one): (median, min, reps, warm-up)."""
-    t0 = time.perf_counter()
-    fn()
-    warm = time.perf_counter() - t0
-    spent, times = 0.0, []  # the warm-up (torch.compile's compilation) is not budgeted
-    while len(times) < max_reps:
-        last = times[-1] if times else warm
-        if times and spent + last > max_seconds:
+def time_interleaved(fns, max_seconds, max_rounds=10):
+    """fns: {name: callable}, each already warmed up.  Runs them in rounds,
+    one run of each per round, so that a change in the machine's load hits
+    every contender alike; stops after max_rounds or when the next round
+    would take the timed runs past max_seconds (at least one round).
+    Returns {name: sorted list of seconds}."""
+    times = {name: [] for name in fns}
+    spent, last_round = 0.0, 0.0
+    for r in range(max_rounds):
+        if r and spent + last_round > max_seconds:
             break
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        spent += times[-1]
-    return statistics.median(times), min(times), len(times), warm
+        last_round = 0.0
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            times[name].append(dt)
+            last_round += dt
+        spent += last_round
+    return {name: sorted(v) for name, v in times.items()}
 
 
 def max_rel_err(a, b):
@@ -224,40 +228,50 @@ def main():
         row = {"batch": B, "n": n, "peers": {}}
         log(f"\nB={B} n={n}")
 
-        med, mn, reps, warm = time_runs(lambda: lib.user_vectors(flat, offsets, out), a.max_seconds)
+        # Warm-up, output check and (ONNX) export of every contender first.
+        fns = {"libelastic": lambda: lib.user_vectors(flat, offsets, out)}
+        t0 = time.perf_counter()
+        fns["libelastic"]()
+        row["peers"]["libelastic"] = {"state": "ran", "warmup_s": time.perf_counter() - t0,
+                                      "device": lib.device}
         ref = out.copy()
-        row["peers"]["libelastic"] = {"state": "ran", "median_s": med, "min_s": mn, "reps": reps,
-                                      "users_per_s": B / med, "device": lib.device}
-        log(f"  libelastic cpu      {med * 1e3:10.2f} ms  {B / med:10.0f} users/s  ({reps} runs)")
 
-        def run_torch(name, fn):
+        def prepare(name, fn, extra=None):
             try:
-                with torch.inference_mode():
-                    med, mn, reps, warm = time_runs(fn, a.max_seconds)
-                    hu = fn().numpy()
+                t0 = time.perf_counter()
+                hu = fn()
+                warm = time.perf_counter() - t0
+                hu = hu.numpy() if hasattr(hu, "numpy") else hu
                 err = max_rel_err(hu, ref)
-                row["peers"][name] = {"state": "ran", "median_s": med, "min_s": mn, "reps": reps,
-                                      "warmup_s": warm, "users_per_s": B / med,
-                                      "max_rel_err": err}
-                log(f"  {name:18s} {med * 1e3:10.2f} ms  {B / med:10.0f} users/s  ({reps} runs, "
-                    f"warm-up {warm:.1f} s)  max rel err vs libelastic {err:.2e}")
-            except Exception as exc:  # noqa: BLE001
-                msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                row["peers"][name] = {"state": "failed", "error": msg}
-                log(f"  {name:18s} failed: {msg}")
+                row["peers"][name] = {"state": "ran", "warmup_s": warm, "max_rel_err": err,
+                                      **(extra or {})}
+                fns[name] = fn
+            except Exception as exc:  # noqa: BLE001  (reported, not hidden)
+                fail(name, exc)
+
+        def fail(name, exc):
+            msg = exc if isinstance(exc, str) else \
+                f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            row["peers"][name] = {"state": "failed", "error": msg}
+            if os.environ.get("PEERS_TRACEBACK") and not isinstance(exc, str):
+                traceback.print_exc()
+
+        def no_grad(f):
+            def g():
+                with torch.inference_mode():
+                    return f()
+            return g
 
         if "eager" in peers:
-            run_torch("torch eager", lambda: module(t_items, t_len))
+            prepare("torch eager", no_grad(lambda: module(t_items, t_len)))
         if "compile" in peers:
             if compiled is None:
-                row["peers"]["torch.compile"] = {"state": "failed", "error": compile_error}
+                fail("torch.compile", compile_error)
             else:
-                run_torch("torch.compile", lambda: compiled(t_items, t_len))
+                prepare("torch.compile", no_grad(lambda: compiled(t_items, t_len)))
         if "onnx" in peers:
-            name = "onnxruntime"
             if ort is None:
-                row["peers"][name] = {"state": "failed", "error": onnx_import_error}
-                log(f"  {name:18s} failed: {onnx_import_error}")
+                fail("onnxruntime", onnx_import_error)
             else:
                 try:
                     path = os.path.join(tmp, f"elastic_{B}x{n}.onnx")
@@ -269,20 +283,24 @@ def main():
                     so.inter_op_num_threads = 1
                     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
                     feeds = {"items": t_items.numpy(), "lengths": t_len.numpy()}
-                    fn = lambda: sess.run(None, feeds)[0]  # noqa: E731
-                    med, mn, reps, warm = time_runs(fn, a.max_seconds)
-                    err = max_rel_err(fn(), ref)
-                    row["peers"][name] = {"state": "ran", "median_s": med, "min_s": mn,
-                                          "reps": reps, "users_per_s": B / med,
-                                          "max_rel_err": err, "export_s": export_s}
-                    log(f"  {name:18s} {med * 1e3:10.2f} ms  {B / med:10.0f} users/s  ({reps} "
-                        f"runs)  max rel err vs libelastic {err:.2e}")
+                    prepare("onnxruntime", lambda: sess.run(None, feeds)[0],
+                            {"export_s": export_s})
                 except Exception as exc:  # noqa: BLE001
-                    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                    row["peers"][name] = {"state": "failed", "error": msg}
-                    log(f"  {name:18s} failed: {msg}")
-                    if os.environ.get("PEERS_TRACEBACK"):
-                        traceback.print_exc()
+                    fail("onnxruntime", exc)
+
+        times = time_interleaved(fns, a.max_seconds * len(fns))
+        for name, p in row["peers"].items():
+            if p["state"] != "ran":
+                log(f"  {name:18s} failed: {p['error']}")
+                continue
+            t = times[name]
+            p.update(median_s=statistics.median(t), min_s=t[0], max_s=t[-1], reps=len(t),
+                     users_per_s=B / statistics.median(t))
+            err = f"  max rel err vs libelastic {p['max_rel_err']:.2e}" if "max_rel_err" in p \
+                else ""
+            log(f"  {name:18s} {p['median_s'] * 1e3:10.2f} ms  {p['users_per_s']:10.0f} users/s  "
+                f"(median of {len(t)}, min {t[0] * 1e3:.2f} ms, max {t[-1] * 1e3:.2f} ms, "
+                f"warm-up {p['warmup_s']:.1f} s){err}")
         base = row["peers"]["libelastic"]["users_per_s"]
         for name, p in row["peers"].items():
             if name != "libelastic" and p["state"] == "ran":
