@@ -10,12 +10,15 @@
  *     the printed seed; both models read the same histories;
  *   - batch B = max(1, TOKENS / n) with TOKENS = 65536, so B*n is constant
  *     (unless the budget rule below halves it);
- *   - a fresh session, one warm-up run (it builds the plan), then timed runs
- *     of elastic_session_user_vectors until 10 runs or until the next run
- *     would overrun the time budget (at least one timed run); the median;
+ *   - a fresh session per model, one warm-up run each (it builds the plan),
+ *     then timed rounds of elastic_session_user_vectors, one run of each
+ *     model per round (interleaved, so that load from other processes hits
+ *     both alike), until 10 rounds or until the next round would overrun
+ *     the budget (at least one round); the median per model;
  *   - memory: the planned arena (activations, liveness reuse) plus the
  *     weights; beside it the measured growth of the process's peak RSS
- *     over the run (Linux: /proc/self/clear_refs + VmHWM), when available;
+ *     over the warm-up run, which allocates the arena (Linux:
+ *     /proc/self/clear_refs + VmHWM), when available;
  *   - where a single batch is predicted (from the previous length's
  *     measured time per user, scaled as n^2 for SASRec and n for ELASTIC)
  *     to take more than half the budget, B is halved for both models until
@@ -196,60 +199,98 @@ typedef struct bench_ctx {
     double budget;
 } bench_ctx;
 
-/* Runs one configuration into r (backend, model, n, batch already set). */
-static void bench_one(const bench_ctx *c, bench_result *r)
+static void set_failed(bench_result *r)
 {
-    elastic_session_options so;
-    elastic_session_options_default(&so);
-    so.backend = r->backend;
-    so.num_threads = c->threads;
-    const elastic_model *m = c->models[r->model];
-    r->weight_bytes = weight_bytes(m);
-    r->rss_growth = -1;
-    for (int b = 0; b <= r->batch; b++) c->offsets[b] = (int64_t)b * r->n;
+    r->state = BENCH_FAILED;
+    snprintf(r->error, sizeof r->error, "%s", elastic_last_error());
+}
 
-    elastic_session *s = NULL;
-    elastic_status st = elastic_session_init(&s, m, &so);
-    if (st != ELASTIC_OK) {
-        r->state = BENCH_FAILED;
-        snprintf(r->error, sizeof r->error, "%s", elastic_last_error());
-        return;
+/* Runs the configurations rs[0..count-1] (one backend, one n and B; one per
+ * model): a session each, a warm-up each (it builds the plan; the peak-RSS
+ * growth is measured over it), then timed rounds of one run per model, so
+ * that a change in the machine's load hits both models alike. Rounds stop
+ * after BENCH_MAX_REPS or when the next would pass count * budget seconds
+ * (warm-ups included); there is at least one. */
+static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
+{
+    elastic_session *sess[2] = {NULL, NULL};
+    double times[2][BENCH_MAX_REPS], spent = 0, last_round = 0;
+    int n_live = 0;
+    for (int i = 0; i < count; i++) {
+        bench_result *r = &rs[i];
+        elastic_session_options so;
+        elastic_session_options_default(&so);
+        so.backend = r->backend;
+        so.num_threads = c->threads;
+        const elastic_model *m = c->models[r->model];
+        r->weight_bytes = weight_bytes(m);
+        r->rss_growth = -1;
+        r->reps = 0;
+        if (elastic_session_init(&sess[i], m, &so) != ELASTIC_OK) {
+            set_failed(r);
+            continue;
+        }
+        snprintf(r->device, sizeof r->device, "%s", elastic_session_backend(sess[i]));
     }
-    snprintf(r->device, sizeof r->device, "%s", elastic_session_backend(s));
-    long long rss0 = rss_reset();
-    double t0 = now_s();
-    st = elastic_session_user_vectors(s, c->items, c->offsets, r->batch, c->out);
-    r->warmup_s = now_s() - t0;
-    double times[BENCH_MAX_REPS], spent = r->warmup_s;
-    r->reps = 0;
-    while (st == ELASTIC_OK && r->reps < BENCH_MAX_REPS) {
-        double last = r->reps ? times[r->reps - 1] : r->warmup_s;
-        if (r->reps > 0 && spent + last > c->budget) break;
-        t0 = now_s();
-        st = elastic_session_user_vectors(s, c->items, c->offsets, r->batch, c->out);
-        times[r->reps] = now_s() - t0;
-        spent += times[r->reps++];
+    for (int b = 0; b <= rs[0].batch; b++) c->offsets[b] = (int64_t)b * rs[0].n;
+    for (int i = 0; i < count; i++) {
+        bench_result *r = &rs[i];
+        if (!sess[i]) continue;
+        long long rss0 = rss_reset();
+        double t0 = now_s();
+        elastic_status st =
+            elastic_session_user_vectors(sess[i], c->items, c->offsets, r->batch, c->out);
+        r->warmup_s = now_s() - t0;
+        spent += r->warmup_s;
+        last_round += r->warmup_s;
+        if (st != ELASTIC_OK) {
+            set_failed(r);
+            elastic_session_free(sess[i]);
+            sess[i] = NULL;
+            continue;
+        }
+        long long peak = rss_peak();
+        if (rss0 >= 0 && peak >= 0) r->rss_growth = peak - rss0;
+        elastic_run_stats stats;
+        memset(&stats, 0, sizeof stats);
+        elastic_session_last_stats(sess[i], &stats);
+        r->flops = stats.flops;
+        r->arena_bytes = stats.arena_bytes;
+        r->max_tensor_bytes = stats.max_tensor_bytes;
+        n_live++;
     }
-    if (st != ELASTIC_OK) {
-        r->state = BENCH_FAILED;
-        snprintf(r->error, sizeof r->error, "%s", elastic_last_error());
-        elastic_session_free(s);
-        return;
+    for (int round = 0; n_live > 0 && round < BENCH_MAX_REPS; round++) {
+        if (round > 0 && spent + last_round > c->budget * count) break;
+        last_round = 0;
+        for (int i = 0; i < count; i++) {
+            bench_result *r = &rs[i];
+            if (!sess[i]) continue;
+            double t0 = now_s();
+            elastic_status st =
+                elastic_session_user_vectors(sess[i], c->items, c->offsets, r->batch, c->out);
+            double dt = now_s() - t0;
+            if (st != ELASTIC_OK) {
+                set_failed(r);
+                elastic_session_free(sess[i]);
+                sess[i] = NULL;
+                n_live--;
+                continue;
+            }
+            times[i][r->reps++] = dt;
+            last_round += dt;
+        }
+        spent += last_round;
     }
-    long long peak = rss_peak();
-    if (rss0 >= 0 && peak >= 0) r->rss_growth = peak - rss0;
-    elastic_run_stats stats;
-    memset(&stats, 0, sizeof stats);
-    elastic_session_last_stats(s, &stats);
-    r->flops = stats.flops;
-    r->arena_bytes = stats.arena_bytes;
-    r->max_tensor_bytes = stats.max_tensor_bytes;
-    qsort(times, (size_t)r->reps, sizeof *times, cmp_double);
-    r->median_s = r->reps % 2 ? times[r->reps / 2]
-                              : 0.5 * (times[r->reps / 2 - 1] + times[r->reps / 2]);
-    r->min_s = times[0];
-    r->state = BENCH_RAN;
-    elastic_session_free(s);
+    for (int i = 0; i < count; i++) {
+        bench_result *r = &rs[i];
+        if (!sess[i]) continue;
+        qsort(times[i], (size_t)r->reps, sizeof times[i][0], cmp_double);
+        r->median_s = r->reps % 2 ? times[i][r->reps / 2]
+                                  : 0.5 * (times[i][r->reps / 2 - 1] + times[i][r->reps / 2]);
+        r->min_s = times[i][0];
+        r->state = BENCH_RAN;
+        elastic_session_free(sess[i]);
+    }
 }
 
 static double mib(size_t bytes)
@@ -476,10 +517,11 @@ int elastic_cmd_bench(int argc, char **argv)
             (unsigned long long)seed, (long long)config.num_items, (long long)config.hidden,
             (long long)config.heads, (long long)config.layers, (long long)config.experts,
             (long long)max_n, BENCH_TOKENS, budget, threads ? "set" : "default");
-    fprintf(table, "time = median of timed runs of elastic_session_user_vectors after a warm-up; "
-                   "peak = planned arena + weights; RSS+ = measured peak-RSS growth during the "
-                   "runs;\nmaxT = largest activation tensor of the plan, maxT/pos = its floats "
-                   "per user and position (a fixed number = no tensor grows like n*n)\n");
+    fprintf(table, "time = median of interleaved timed runs of elastic_session_user_vectors "
+                   "after a warm-up;\npeak = planned arena + weights; RSS+ = measured peak-RSS "
+                   "growth during the warm-up run (it allocates the arena);\nmaxT = largest "
+                   "activation tensor of the plan, maxT/pos = its floats per user and position "
+                   "(a fixed number = no tensor grows like n*n)\n");
     for (int bi = 0; bi < 3; bi++) {
         if (!want_backend[bi]) continue;
         fprintf(table, "\n");
@@ -497,6 +539,8 @@ int elastic_cmd_bench(int argc, char **argv)
             }
             for (int m = 0; m < 2; m++)
                 if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget) skip[m] = 1;
+            bench_result *first = &res[n_res], *run[2];
+            int n_run = 0;
             for (int m = 0; m < 2; m++) {
                 if (!want_model[m]) continue;
                 bench_result *r = &res[n_res++];
@@ -504,15 +548,17 @@ int elastic_cmd_bench(int argc, char **argv)
                 r->model = m;
                 r->n = n;
                 r->batch = batch;
-                if (skip[m])
-                    r->state = BENCH_SKIPPED;
-                else
-                    bench_one(&ctx, r);
-                if (r->state == BENCH_RAN) prev[m] = r;
+                if (skip[m]) r->state = BENCH_SKIPPED;
+                else run[n_run++] = r;
+            }
+            /* the runnable ones are contiguous unless ELASTIC is skipped alone */
+            if (n_run) bench_configs(&ctx, run[0], n_run);
+            for (bench_result *r = first; r < &res[n_res]; r++) {
+                if (r->state == BENCH_RAN) prev[r->model] = r;
                 if (r->state == BENCH_FAILED) rc = 1;
                 print_row(table, r);
-                fflush(table);
             }
+            fflush(table);
             if (want_model[0] && want_model[1]) {
                 const bench_result *e = &res[n_res - 2], *s = &res[n_res - 1];
                 if (e->state == BENCH_RAN && s->state == BENCH_RAN && e->batch == s->batch) {
@@ -534,6 +580,7 @@ int elastic_cmd_bench(int argc, char **argv)
             }
         }
         if (throughput) {
+            bench_result *first = &res[n_res];
             for (int m = 0; m < 2; m++) {
                 if (!want_model[m]) continue;
                 bench_result *r = &res[n_res++];
@@ -542,12 +589,14 @@ int elastic_cmd_bench(int argc, char **argv)
                 r->n = 200;
                 r->batch = 256;
                 r->throughput = 1;
-                bench_one(&ctx, r);
+            }
+            bench_configs(&ctx, first, (int)(&res[n_res] - first));
+            for (bench_result *r = first; r < &res[n_res]; r++) {
                 if (r->state == BENCH_FAILED) rc = 1;
                 fprintf(table, "throughput B=256 n=200: ");
                 print_row(table, r);
-                fflush(table);
             }
+            fflush(table);
         }
     }
     if (json) {
