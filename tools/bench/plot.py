@@ -9,7 +9,8 @@
                          attention for reference
   docs/bench_peers.png   throughput (users/s) of libelastic and its peers
 
-  python3 tools/bench/plot.py --bench docs/bench.json --peers docs/peers.json --out docs
+  python3 tools/bench/plot.py --bench docs/bench_cpu.json docs/bench_opencl.json --peers docs/peers.json --out docs \
+      [--markdown]      (also prints the tables of docs/benchmarks.md)
 """
 import argparse
 import json
@@ -120,20 +121,92 @@ def plot_peers(peers, path):
     plt.close(fig)
 
 
+def markdown(bench, peers):
+    """The tables of docs/benchmarks.md, in Markdown."""
+    out = []
+    rows = bench["results"]
+    for be in sorted({r["backend"] for r in rows}):
+        out += [f"\n#### {be}: {next((r['device'] for r in rows if r['backend'] == be and r.get('device')), '')}\n",
+                "| n | B | model | ms/batch | us/user | users/s | GFLOP/s | arena MiB | arena+weights MiB "
+                "| RSS growth MiB | largest tensor MiB (floats/position) |",
+                "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in rows:
+            if r["backend"] != be:
+                continue
+            n = f"{r['n']}" + (" (throughput)" if r.get("kind") == "throughput" else "")
+            if r["state"] != "ran":
+                out.append(f"| {n} | {r['batch']} | {r['model']} | {r['state']}"
+                           f"{' (over budget)' if r['state'] == 'skipped' else ''} |"
+                           " | | | | | | |")
+                continue
+            rss = f"{r['rss_growth_bytes'] / 2**20:.1f}" if r["rss_growth_bytes"] >= 0 else "n/a"
+            out.append(f"| {n} | {r['batch']} | {r['model']} | {r['median_s'] * 1e3:.2f} | "
+                       f"{r['us_per_user']:.1f} | {r['users_per_s']:.0f} | {r['gflops']:.1f} | "
+                       f"{r['arena_bytes'] / 2**20:.1f} | {r['peak_bytes'] / 2**20:.1f} | {rss} | "
+                       f"{r['max_tensor_bytes'] / 2**20:.2f} "
+                       f"({r['max_tensor_bytes'] / 4 / r['batch'] / r['n']:.0f}) |")
+        out += ["", "| n | B | time ELASTIC/SASRec | ELASTIC speed-up | memory ELASTIC/SASRec (measured) "
+                "| standard attention n*n scores per layer, MiB (computed) | ELASTIC peak vs that |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        by = {}
+        for r in rows:
+            if r["backend"] == be and r.get("kind") == "scaling":
+                by.setdefault(r["n"], {})[r["model"]] = r
+        for n in sorted(by):
+            e, s_ = by[n].get("elastic"), by[n].get("sasrec")
+            if not e or not s_ or e["state"] != "ran" or s_["state"] != "ran" \
+                    or e["batch"] != s_["batch"]:
+                why = "SASRec skipped (over budget)" if s_ and s_["state"] == "skipped" else "n/a"
+                out.append(f"| {n} | {e['batch'] if e else ''} | {why} | | | | |")
+                continue
+            mem = e["peak_bytes"] / s_["peak_bytes"]
+            std = s_["std_attention_bytes_per_layer"]
+            out.append(f"| {n} | {e['batch']} | {e['median_s'] / s_['median_s']:.3f} | "
+                       f"{s_['median_s'] / e['median_s']:.2f}x | {mem:.3f} | {std / 2**20:.0f} | "
+                       f"{100 * (1 - e['peak_bytes'] / std):+.1f}% less |")
+    if peers:
+        out += ["\n#### peers (CPU)\n",
+                "| B | n | contender | ms/batch (median) | users/s | libelastic / contender "
+                "| max rel. error vs libelastic |", "| ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+        for row in peers["results"]:
+            for name, p in row["peers"].items():
+                if p["state"] != "ran":
+                    out.append(f"| {row['batch']} | {row['n']} | {name} | failed: {p['error']} | | | |")
+                    continue
+                ratio = f"{p['ratio_libelastic_over_peer']:.2f}" if "ratio_libelastic_over_peer" in p else "1"
+                err = f"{p['max_rel_err']:.1e}" if "max_rel_err" in p else "-"
+                out.append(f"| {row['batch']} | {row['n']} | {name} | {p['median_s'] * 1e3:.1f} | "
+                           f"{p['users_per_s']:.0f} | {ratio} | {err} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description="benchmark figures")
-    ap.add_argument("--bench", default="docs/bench.json")
+    ap.add_argument("--bench", nargs="+", default=["docs/bench_cpu.json", "docs/bench_opencl.json"],
+                    help="one or more outputs of `elastic bench --json` (e.g. one per backend)")
     ap.add_argument("--peers", default="docs/peers.json")
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--markdown", action="store_true",
+                    help="also print the tables of docs/benchmarks.md")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    with open(a.bench) as f:
-        bench = json.load(f)
+    bench = None
+    for path in a.bench:
+        with open(path) as f:
+            part = json.load(f)
+        if bench is None:
+            bench = part
+        else:
+            bench["results"] += part["results"]
     plot_time(bench, os.path.join(a.out, "bench_time.png"))
     plot_memory(bench, os.path.join(a.out, "bench_memory.png"))
+    peers = None
     if os.path.exists(a.peers):
         with open(a.peers) as f:
-            plot_peers(json.load(f), os.path.join(a.out, "bench_peers.png"))
+            peers = json.load(f)
+        plot_peers(peers, os.path.join(a.out, "bench_peers.png"))
+    if a.markdown:
+        print(markdown(bench, peers))
     print("wrote", ", ".join(os.path.join(a.out, p) for p in
                              ("bench_time.png", "bench_memory.png", "bench_peers.png")))
 
