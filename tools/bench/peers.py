@@ -175,12 +175,18 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--peers", default="eager,compile,onnx",
                     help="comma list of eager, compile, onnx")
+    ap.add_argument("--passive", action="store_true",
+                    help="threads that wait sleep instead of spinning, for every contender: "
+                         "OMP_WAIT_POLICY=passive (libelastic, torch) and ORT "
+                         "session.intra_op.allow_spinning=0 (for machines shared with other work)")
     ap.add_argument("--json", action="store_true", help="JSON on stdout (the table on stderr)")
     a = ap.parse_args()
 
     # Threads before torch starts its pools.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(a.threads)
+    if a.passive:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
     import numpy as np
     import logging
     import torch
@@ -211,6 +217,7 @@ def main():
 
     results = []
     info = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
+            "passive": a.passive, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
             "torch": torch.__version__, "seed": a.seed, "device": lib.device}
     try:
         import onnxruntime as ort
@@ -281,6 +288,8 @@ def main():
                     so = ort.SessionOptions()
                     so.intra_op_num_threads = a.threads
                     so.inter_op_num_threads = 1
+                    if a.passive:
+                        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
                     feeds = {"items": t_items.numpy(), "lengths": t_len.numpy()}
                     prepare("onnxruntime", lambda: sess.run(None, feeds)[0],

@@ -9,7 +9,8 @@
                          attention for reference
   docs/bench_peers.png   throughput (users/s) of libelastic and its peers
 
-  python3 tools/bench/plot.py --bench docs/bench_cpu.json docs/bench_opencl.json --peers docs/peers.json --out docs \
+  python3 tools/bench/plot.py --bench docs/bench_cpu.json docs/bench_opencl.json \\
+      --peers docs/peers.json docs/peers_passive.json --out docs \\
       [--markdown]      (also prints the tables of docs/benchmarks.md)
 """
 import argparse
@@ -90,15 +91,32 @@ def plot_memory(bench, path):
     plt.close(fig)
 
 
-def plot_peers(peers, path):
+def peers_label(peers):
+    return "waiting threads sleep (passive)" if peers["info"].get("passive") \
+        else "default thread waiting (spin)"
+
+
+def plot_peers(all_peers, path):
+    n_cols = max(len(p["results"]) for p in all_peers)
+    fig, axes = plt.subplots(len(all_peers), n_cols, figsize=(4.5 * n_cols, 4 * len(all_peers)),
+                             squeeze=False)
+    for i, peers in enumerate(all_peers):
+        plot_peers_row(peers, axes[i])
+    fig.suptitle(f"ELASTIC forward on the CPU, {all_peers[0]['info']['threads']} threads; "
+                 "bar label: libelastic / contender throughput", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_peers_row(peers, axes):
     rows = peers["results"]
     names = []
     for row in rows:
         for name in row["peers"]:
             if name not in names:
                 names.append(name)
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 4), squeeze=False)
-    for ax, row in zip(axes[0], rows):
+    for ax, row in zip(axes, rows):
         vals, labels = [], []
         for name in names:
             p = row["peers"].get(name)
@@ -113,15 +131,11 @@ def plot_peers(peers, path):
             ax.text(b.get_x() + b.get_width() / 2, v, txt, ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(vals)))
         ax.set_xticklabels(labels, rotation=20, fontsize=8)
-        ax.set_title(f"ELASTIC, B={row['batch']}, n={row['n']}")
+        ax.set_title(f"B={row['batch']}, n={row['n']}: {peers_label(peers)}", fontsize=9)
         ax.set_ylabel("users/s (median)")
-    fig.suptitle(f"CPU, {peers['info']['threads']} threads; label: libelastic / peer", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def markdown(bench, peers):
+def markdown(bench, all_peers):
     """The tables of docs/benchmarks.md, in Markdown."""
     out = []
     rows = bench["results"]
@@ -161,11 +175,13 @@ def markdown(bench, peers):
                 continue
             mem = e["peak_bytes"] / s_["peak_bytes"]
             std = s_["std_attention_bytes_per_layer"]
+            vs = (f"{100 * (1 - e['peak_bytes'] / std):.1f}% less" if e["peak_bytes"] <= std
+                  else f"{e['peak_bytes'] / std:.1f}x more")
             out.append(f"| {n} | {e['batch']} | {e['median_s'] / s_['median_s']:.3f} | "
                        f"{s_['median_s'] / e['median_s']:.2f}x | {mem:.3f} | {std / 2**20:.0f} | "
-                       f"{100 * (1 - e['peak_bytes'] / std):+.1f}% less |")
-    if peers:
-        out += ["\n#### peers (CPU)\n",
+                       f"{vs} |")
+    for peers in all_peers:
+        out += [f"\n#### peers (CPU, {peers_label(peers)})\n",
                 "| B | n | contender | ms/batch (median) | users/s | libelastic / contender "
                 "| max rel. error vs libelastic |", "| ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
         for row in peers["results"]:
@@ -184,7 +200,8 @@ def main():
     ap = argparse.ArgumentParser(description="benchmark figures")
     ap.add_argument("--bench", nargs="+", default=["docs/bench_cpu.json", "docs/bench_opencl.json"],
                     help="one or more outputs of `elastic bench --json` (e.g. one per backend)")
-    ap.add_argument("--peers", default="docs/peers.json")
+    ap.add_argument("--peers", nargs="*", default=["docs/peers.json"],
+                    help="outputs of tools/bench/peers.py --json (one row of panels each)")
     ap.add_argument("--out", default="docs")
     ap.add_argument("--markdown", action="store_true",
                     help="also print the tables of docs/benchmarks.md")
@@ -200,13 +217,14 @@ def main():
             bench["results"] += part["results"]
     plot_time(bench, os.path.join(a.out, "bench_time.png"))
     plot_memory(bench, os.path.join(a.out, "bench_memory.png"))
-    peers = None
-    if os.path.exists(a.peers):
-        with open(a.peers) as f:
-            peers = json.load(f)
-        plot_peers(peers, os.path.join(a.out, "bench_peers.png"))
+    all_peers = []
+    for path in a.peers:
+        with open(path) as f:
+            all_peers.append(json.load(f))
+    if all_peers:
+        plot_peers(all_peers, os.path.join(a.out, "bench_peers.png"))
     if a.markdown:
-        print(markdown(bench, peers))
+        print(markdown(bench, all_peers))
     print("wrote", ", ".join(os.path.join(a.out, p) for p in
                              ("bench_time.png", "bench_memory.png", "bench_peers.png")))
 
