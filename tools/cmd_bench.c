@@ -600,11 +600,18 @@ int elastic_cmd_bench(int argc, char **argv)
         }
     }
     if (json) {
+        /* OpenMP's OMP_WAIT_POLICY changes the CPU times on a busy machine: recorded */
+        static const char *const policies[] = {"passive", "PASSIVE", "active", "ACTIVE"};
+        const char *env = getenv("OMP_WAIT_POLICY"), *wait_policy = env ? "other" : "";
+        for (int i = 0; env && i < 4; i++)
+            if (!strcmp(env, policies[i])) wait_policy = policies[i];
         printf("{\n  \"tool\": \"elastic bench\",\n  \"version\": \"%s\",\n  \"seed\": %llu,\n"
                "  \"tokens_per_batch\": %d,\n  \"budget_s\": %g,\n  \"threads\": %ld,\n"
+               "  \"omp_wait_policy\": \"%s\",\n"
                "  \"config\": {\"num_items\": %lld, \"max_len\": %lld, \"hidden\": %lld, "
                "\"heads\": %lld, \"layers\": %lld, \"experts\": %lld},\n  \"results\": [\n",
                elastic_version(), (unsigned long long)seed, BENCH_TOKENS, budget, threads,
+               wait_policy,
                (long long)config.num_items, (long long)max_n, (long long)config.hidden,
                (long long)config.heads, (long long)config.layers, (long long)config.experts);
         for (int i = 0; i < n_res; i++) json_result(stdout, &res[i], config.heads, i == n_res - 1);

@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = {"elastic": "-o", "sasrec": "--s"}
-COLOR = {"cpu": "tab:blue", "opencl": "tab:orange", "cuda": "tab:green"}
+COLOR = {"cpu": "tab:blue", "opencl": "tab:orange", "cuda": "tab:green",
+         "cpu, passive wait": "tab:purple"}
 
 
 def scaling(rows):
@@ -198,7 +199,8 @@ def markdown(bench, all_peers):
 
 def main():
     ap = argparse.ArgumentParser(description="benchmark figures")
-    ap.add_argument("--bench", nargs="+", default=["docs/bench_cpu.json", "docs/bench_opencl.json"],
+    ap.add_argument("--bench", nargs="+", default=["docs/bench_cpu.json", "docs/bench_opencl.json",
+                                                   "docs/bench_cpu_passive.json"],
                     help="one or more outputs of `elastic bench --json` (e.g. one per backend)")
     ap.add_argument("--peers", nargs="*", default=["docs/peers.json"],
                     help="outputs of tools/bench/peers.py --json (one row of panels each)")
@@ -211,6 +213,9 @@ def main():
     for path in a.bench:
         with open(path) as f:
             part = json.load(f)
+        if part.get("omp_wait_policy", "").lower() == "passive":
+            for r in part["results"]:  # its own series: OMP_WAIT_POLICY=passive
+                r["backend"] += ", passive wait"
         if bench is None:
             bench = part
         else:
