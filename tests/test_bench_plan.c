@@ -59,15 +59,14 @@ static size_t plan_arena(const elastic_model *m, int64_t batch, int64_t n, int64
     memset(&be, 0, sizeof be);
     be.iface = &plan_iface;
     be.alignment = 64;
-    elastic_build_shape shape = {.batch = batch, .len = n,
-                                 .output = ELASTIC_BUILD_OUTPUT_USER_VECTORS};
+    elastic_build_shape shape = {
+        .batch = batch, .len = n, .output = ELASTIC_BUILD_OUTPUT_USER_VECTORS};
     elastic_graph g;
     elastic_build_io io;
     elastic_plan p;
     elastic_graph_init(&g);
     assert_int_equal(elastic_build_forward(m, &shape, &g, &io), ELASTIC_OK);
-    assert_int_equal(elastic_plan_build(&g, &be, NULL, m->data, &p),
-                     ELASTIC_OK);
+    assert_int_equal(elastic_plan_build(&g, &be, NULL, m->data, &p), ELASTIC_OK);
     *max_numel = 0;
     for (int t = 0; t < g.n_tensors; t++) {
         const elastic_tensor *tt = &g.tensors[t];
@@ -107,8 +106,8 @@ static void test_elastic_arena_linear(void **state)
     for (int64_t n = 1024; 4 * n <= MAX_N; n *= 4) {
         size_t a1 = plan_arena(m, 1, n, &numel, &plan_max);
         size_t a4 = plan_arena(m, 1, 4 * n, &numel, &plan_max);
-        print_message("elastic arena n=%lld: %zu bytes, n=%lld: %zu bytes (x%.2f)\n",
-                      (long long)n, a1, (long long)(4 * n), a4, (double)a4 / (double)a1);
+        print_message("elastic arena n=%lld: %zu bytes, n=%lld: %zu bytes (x%.2f)\n", (long long)n,
+                      a1, (long long)(4 * n), a4, (double)a4 / (double)a1);
         assert_true((double)a4 < 4.5 * (double)a1);
     }
     elastic_model_free(m);
@@ -131,7 +130,8 @@ static void test_stats_max_tensor(void **state)
     elastic_session *s = NULL;
     assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);
     int32_t items[2 * 32];
-    for (int i = 0; i < 64; i++) items[i] = 1 + i % 50;
+    for (int i = 0; i < 64; i++)
+        items[i] = 1 + i % 50;
     int64_t offsets[3] = {0, 32, 64};
     float hu[2 * 64];
     assert_int_equal(elastic_session_user_vectors(s, items, offsets, 2, hu), ELASTIC_OK);

@@ -156,7 +156,8 @@ static int parse_lengths(const char *s, int64_t *out, int *count)
 /* Parses a comma list of names out of `known`; sets want[i]. */
 static int parse_names(const char *s, const char *const *known, int n_known, int *want)
 {
-    for (int i = 0; i < n_known; i++) want[i] = 0;
+    for (int i = 0; i < n_known; i++)
+        want[i] = 0;
     char buf[256];
     snprintf(buf, sizeof buf, "%s", s);
     int any = 0;
@@ -184,7 +185,8 @@ static size_t weight_bytes(const elastic_model *m)
             ELASTIC_OK)
             continue;
         size_t numel = 1;
-        for (int k = 0; k < ndim; k++) numel *= (size_t)shape[k];
+        for (int k = 0; k < ndim; k++)
+            numel *= (size_t)shape[k];
         total += numel * sizeof(float);
     }
     return total;
@@ -232,7 +234,8 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         }
         snprintf(r->device, sizeof r->device, "%s", elastic_session_backend(sess[i]));
     }
-    for (int b = 0; b <= rs[0].batch; b++) c->offsets[b] = (int64_t)b * rs[0].n;
+    for (int b = 0; b <= rs[0].batch; b++)
+        c->offsets[b] = (int64_t)b * rs[0].n;
     for (int i = 0; i < count; i++) {
         bench_result *r = &rs[i];
         if (!sess[i]) continue;
@@ -306,9 +309,9 @@ static double std_attention_bytes(const bench_result *r, int64_t heads)
 
 static void print_header(FILE *out)
 {
-    fprintf(out, "%-8s %-8s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s\n",
-            "backend", "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s",
-            "arena MiB", "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos");
+    fprintf(out, "%-8s %-8s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s\n", "backend",
+            "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s", "arena MiB",
+            "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos");
 }
 
 static void print_row(FILE *out, const bench_result *r)
@@ -342,7 +345,9 @@ static void json_result(FILE *out, const bench_result *r, int64_t heads, int las
             "\"batch\": %d, \"kind\": \"%s\", \"state\": \"%s\"",
             r->backend, r->device, model_names[r->model], (long long)r->n, r->batch,
             r->throughput ? "throughput" : "scaling",
-            r->state == BENCH_RAN ? "ran" : r->state == BENCH_SKIPPED ? "skipped" : "failed");
+            r->state == BENCH_RAN       ? "ran"
+            : r->state == BENCH_SKIPPED ? "skipped"
+                                        : "failed");
     if (r->state == BENCH_FAILED) {
         fputs(", \"error\": \"", out);
         for (const char *p = r->error; *p; p++)
@@ -380,12 +385,16 @@ static double predict(const bench_result *prev, int model, int batch, int64_t n)
 int elastic_cmd_bench(int argc, char **argv)
 {
     enum { O_BACKENDS = 256, O_MODELS, O_LENGTHS, O_MAXS, O_THREADS, O_SEED, O_JSON, O_NOTP };
-    static const struct option opts[] = {
-        {"backends", required_argument, 0, O_BACKENDS}, {"models", required_argument, 0, O_MODELS},
-        {"lengths", required_argument, 0, O_LENGTHS},   {"max-seconds", required_argument, 0, O_MAXS},
-        {"threads", required_argument, 0, O_THREADS},   {"seed", required_argument, 0, O_SEED},
-        {"json", no_argument, 0, O_JSON},               {"no-throughput", no_argument, 0, O_NOTP},
-        {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+    static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
+                                         {"models", required_argument, 0, O_MODELS},
+                                         {"lengths", required_argument, 0, O_LENGTHS},
+                                         {"max-seconds", required_argument, 0, O_MAXS},
+                                         {"threads", required_argument, 0, O_THREADS},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"json", no_argument, 0, O_JSON},
+                                         {"no-throughput", no_argument, 0, O_NOTP},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     static const char *const backend_names[3] = {"cpu", "opencl", "cuda"};
     int want_backend[3] = {0, 0, 0}, want_model[2] = {1, 1}, backends_given = 0;
     int64_t lengths[BENCH_MAX_LIST] = {64, 256, 1024, 4096, 8192, 16384, 65536};
@@ -407,8 +416,10 @@ int elastic_cmd_bench(int argc, char **argv)
             break;
         case O_LENGTHS:
             if (parse_lengths(optarg, lengths, &n_lengths)) {
-                fprintf(stderr, "elastic: bench: --lengths wants up to %d integers in "
-                                "1..16777216, comma separated\n", BENCH_MAX_LIST);
+                fprintf(stderr,
+                        "elastic: bench: --lengths wants up to %d integers in "
+                        "1..16777216, comma separated\n",
+                        BENCH_MAX_LIST);
                 return 2;
             }
             break;
@@ -453,7 +464,8 @@ int elastic_cmd_bench(int argc, char **argv)
         if (elastic_backend_get_info(i, &info) != ELASTIC_OK) continue;
         for (int k = 0; k < 3; k++) {
             if (strcmp(info.name, backend_names[k])) continue;
-            if (!backends_given) want_backend[k] = info.compiled && info.available;
+            if (!backends_given)
+                want_backend[k] = info.compiled && info.available;
             else if (want_backend[k] && !(info.compiled && info.available)) {
                 fprintf(stderr, "elastic: bench: backend '%s' is not available: %s\n", info.name,
                         info.description);
@@ -508,12 +520,17 @@ int elastic_cmd_bench(int argc, char **argv)
     /* Large buffers straight from mmap, so that freed arenas leave the RSS. */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
 #endif
-    bench_ctx ctx = {.models = {models[0], models[1]}, .items = items, .offsets = offsets,
-                     .out = out, .threads = (int)threads, .budget = budget};
+    bench_ctx ctx = {.models = {models[0], models[1]},
+                     .items = items,
+                     .offsets = offsets,
+                     .out = out,
+                     .threads = (int)threads,
+                     .budget = budget};
     int n_res = 0;
 
-    fprintf(table, "elastic bench: seed %llu, I=%lld d=%lld h=%lld L=%lld k=%lld, max_len %lld, "
-                   "B = max(1, %d/n), budget %.0f s per configuration, threads %s\n",
+    fprintf(table,
+            "elastic bench: seed %llu, I=%lld d=%lld h=%lld L=%lld k=%lld, max_len %lld, "
+            "B = max(1, %d/n), budget %.0f s per configuration, threads %s\n",
             (unsigned long long)seed, (long long)config.num_items, (long long)config.hidden,
             (long long)config.heads, (long long)config.layers, (long long)config.experts,
             (long long)max_n, BENCH_TOKENS, budget, threads ? "set" : "default");
@@ -548,8 +565,10 @@ int elastic_cmd_bench(int argc, char **argv)
                 r->model = m;
                 r->n = n;
                 r->batch = batch;
-                if (skip[m]) r->state = BENCH_SKIPPED;
-                else run[n_run++] = r;
+                if (skip[m])
+                    r->state = BENCH_SKIPPED;
+                else
+                    run[n_run++] = r;
             }
             /* the runnable ones are contiguous unless ELASTIC is skipped alone */
             if (n_run) bench_configs(&ctx, run[0], n_run);
@@ -571,9 +590,8 @@ int elastic_cmd_bench(int argc, char **argv)
                             "         computed, not measured: a standard attention that "
                             "materializes the n*n scores needs %.1f MiB per layer for them "
                             "(B*h*n*n*4); ELASTIC's whole peak is %.1f%% %s than that\n",
-                            (long long)n, e->median_s / s->median_s, s->median_s / e->median_s,
-                            mem, 100.0 * fabs(1.0 - mem), mem <= 1.0 ? "less" : "more",
-                            std / 1048576.0,
+                            (long long)n, e->median_s / s->median_s, s->median_s / e->median_s, mem,
+                            100.0 * fabs(1.0 - mem), mem <= 1.0 ? "less" : "more", std / 1048576.0,
                             100.0 * fabs(1.0 - (double)(e->arena_bytes + e->weight_bytes) / std),
                             (double)(e->arena_bytes + e->weight_bytes) <= std ? "less" : "more");
                 }
@@ -611,10 +629,10 @@ int elastic_cmd_bench(int argc, char **argv)
                "  \"config\": {\"num_items\": %lld, \"max_len\": %lld, \"hidden\": %lld, "
                "\"heads\": %lld, \"layers\": %lld, \"experts\": %lld},\n  \"results\": [\n",
                elastic_version(), (unsigned long long)seed, BENCH_TOKENS, budget, threads,
-               wait_policy,
-               (long long)config.num_items, (long long)max_n, (long long)config.hidden,
+               wait_policy, (long long)config.num_items, (long long)max_n, (long long)config.hidden,
                (long long)config.heads, (long long)config.layers, (long long)config.experts);
-        for (int i = 0; i < n_res; i++) json_result(stdout, &res[i], config.heads, i == n_res - 1);
+        for (int i = 0; i < n_res; i++)
+            json_result(stdout, &res[i], config.heads, i == n_res - 1);
         printf("  ]\n}\n");
     }
 done:
