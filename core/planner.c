@@ -163,6 +163,8 @@ static elastic_status place_arena(elastic_graph *g, elastic_plan *p, int be, siz
         if (g->tensors[iv[k].tensor].is_output) iv[k].last = p->n_steps;
         if (iv[k].first > iv[k].last) iv[k].first = iv[k].last; /* defined, never read */
         p->naive_bytes += iv[k].size;
+        size_t bytes = tensor_bytes(&g->tensors[iv[k].tensor]);
+        if (bytes > p->max_tensor_bytes) p->max_tensor_bytes = bytes;
     }
     qsort(iv, (size_t)n, sizeof *iv, by_size_desc);
     size_t total = 0;

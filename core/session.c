@@ -163,6 +163,7 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
     s->stats.copies = s->plan.n_transfers;
     s->stats.arena_bytes = s->plan.arena_size[0] + s->plan.arena_size[1];
     s->stats.naive_bytes = s->plan.naive_bytes;
+    s->stats.max_tensor_bytes = s->plan.max_tensor_bytes;
     s->stats.flops = s->plan.flops;
     return ELASTIC_OK;
 }

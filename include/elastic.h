@@ -193,7 +193,8 @@ ELASTIC_API elastic_status elastic_session_print_plan(elastic_session *session, 
                                                       int64_t len, int top_k, FILE *out);
 
 /* What the last run did: nodes executed, nodes that fell back to the CPU,
- * arena bytes with liveness reuse and without it, and floating-point ops. */
+ * arena bytes with liveness reuse and without it, floating-point ops, and
+ * the size of the largest tensor the plan places in an arena. */
 typedef struct elastic_run_stats {
     int nodes;
     int fallback_nodes;
@@ -201,6 +202,7 @@ typedef struct elastic_run_stats {
     size_t arena_bytes;
     size_t naive_bytes;
     double flops;
+    size_t max_tensor_bytes;
 } elastic_run_stats;
 
 ELASTIC_API elastic_status elastic_session_last_stats(const elastic_session *session,

@@ -313,9 +313,15 @@ static elastic_status launch(cl_backend *be, int kernel, const args *a, int64_t 
         return elastic_error(ELASTIC_ERR_BACKEND, "opencl: clSetKernelArg(%s, node '%s'): %s",
                              kernel_names[kernel], node, elastic_cl_error_name(a->err));
     if (work <= 0) return ELASTIC_OK;
-    size_t global = (size_t)work;
-    cl_int err = clEnqueueNDRangeKernel(be->queue, be->kernels[kernel], 1, NULL, &global, NULL, 0,
-                                        NULL, NULL);
+    size_t global = (size_t)work, local = 64;
+    /* PKM keeps large private arrays per work-item: an implementation-chosen
+     * work-group (PoCL picks 4096 work-items on the CPU) overflows the stack
+     * of its worker threads, so it gets a small explicit one; the kernel
+     * ignores the work-items past the end. */
+    int small_group = kernel == K_PKM;
+    if (small_group) global = (global + local - 1) / local * local;
+    cl_int err = clEnqueueNDRangeKernel(be->queue, be->kernels[kernel], 1, NULL, &global,
+                                        small_group ? &local : NULL, 0, NULL, NULL);
     return err == CL_SUCCESS
                ? ELASTIC_OK
                : elastic_error(ELASTIC_ERR_BACKEND, "opencl: clEnqueueNDRangeKernel(%s, node '%s'): %s",

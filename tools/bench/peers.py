@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""peers.py - libelastic's CPU backend against its peers on the CPU, in one
+run, on the same weights and the same inputs: the PyTorch port
+(tools/torch/elastic_torch.py) in eager mode, under torch.compile, and
+exported to ONNX and run by ONNX Runtime.  All with the same thread count.
+
+For each shape (default B=256, n=200 and B=8, n=4096) it measures the
+forward pass to the user vectors (one warm-up, then repeated runs until
+--max-seconds; the median), checks that every peer's user vectors agree
+with libelastic's (max relative error per user), and prints throughput
+ratios libelastic / peer.  A peer that cannot run (torch.compile without a
+working compiler, an op the ONNX exporter lacks) is reported with the reason.
+
+  python3 tools/bench/peers.py --lib build/libelastic.so --elastic build/elastic \
+      [--threads 2] [--shapes 256x200,8x4096] [--max-seconds 20] [--seed 1] [--json]
+
+The model is written by `elastic init` (I=3706, d=64, L=2, k=16, otherwise
+the spec's defaults, max_len = the longest n) and loaded by both sides.
+"""
+import argparse
+import ctypes
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools", "torch"))
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------- libelastic
+class CSessionOptions(ctypes.Structure):
+    """struct elastic_session_options (include/elastic.h)"""
+    _fields_ = [("backend", ctypes.c_char_p), ("device", ctypes.c_int),
+                ("allow_cpu_fallback", ctypes.c_int), ("num_threads", ctypes.c_int),
+                ("cpu_reference", ctypes.c_int), ("cpu_isa", ctypes.c_int)]
+
+
+class Libelastic:
+    """A session of libelastic on one backend, through ctypes."""
+
+    def __init__(self, lib_path, model_path, backend, threads):
+        P = ctypes.POINTER
+        d = self.dll = ctypes.CDLL(lib_path)
+        sig = {
+            "elastic_last_error": (ctypes.c_char_p, []),
+            "elastic_model_load": (ctypes.c_int, [P(ctypes.c_void_p), ctypes.c_char_p]),
+            "elastic_model_free": (None, [ctypes.c_void_p]),
+            "elastic_session_options_default": (None, [P(CSessionOptions)]),
+            "elastic_session_init": (ctypes.c_int, [P(ctypes.c_void_p), ctypes.c_void_p,
+                                                    P(CSessionOptions)]),
+            "elastic_session_free": (None, [ctypes.c_void_p]),
+            "elastic_session_backend": (ctypes.c_char_p, [ctypes.c_void_p]),
+            "elastic_session_user_vectors": (ctypes.c_int, [ctypes.c_void_p, P(ctypes.c_int32),
+                                                            P(ctypes.c_int64), ctypes.c_int,
+                                                            P(ctypes.c_float)]),
+        }
+        for name, (res, args) in sig.items():
+            fn = getattr(d, name)
+            fn.restype, fn.argtypes = res, args
+        self.model, self.session = ctypes.c_void_p(), ctypes.c_void_p()
+        self._check(d.elastic_model_load(ctypes.byref(self.model), model_path.encode()), "load")
+        o = CSessionOptions()
+        d.elastic_session_options_default(ctypes.byref(o))
+        o.backend = backend.encode()
+        o.num_threads = threads
+        self._check(d.elastic_session_init(ctypes.byref(self.session), self.model,
+                                           ctypes.byref(o)), "session")
+        self.device = d.elastic_session_backend(self.session).decode()
+
+    def _check(self, st, what):
+        if st != 0:
+            raise RuntimeError(f"libelastic {what}: {self.dll.elastic_last_error().decode()}")
+
+    def user_vectors(self, items, offsets, out):
+        """items int32 [total], offsets int64 [B+1], out float32 [B, d] (numpy)."""
+        P = ctypes.POINTER
+        self._check(self.dll.elastic_session_user_vectors(
+            self.session, items.ctypes.data_as(P(ctypes.c_int32)),
+            offsets.ctypes.data_as(P(ctypes.c_int64)), len(offsets) - 1,
+            out.ctypes.data_as(P(ctypes.c_float))), "user_vectors")
+        return out
+
+    def close(self):
+        self.dll.elastic_session_free(self.session)
+        self.dll.elastic_model_free(self.model)
+
+
+# ------------------------------------------------------------------ timing
+def time_interleaved(fns, max_seconds, max_rounds=10):
+    """fns: {name: callable}, each already warmed up.  Runs them in rounds,
+    one run of each per round, so that a change in the machine's load hits
+    every contender alike; stops after max_rounds or when the next round
+    would take the timed runs past max_seconds (at least one round).
+    Returns {name: sorted list of seconds}."""
+    times = {name: [] for name in fns}
+    spent, last_round = 0.0, 0.0
+    for r in range(max_rounds):
+        if r and spent + last_round > max_seconds:
+            break
+        last_round = 0.0
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            times[name].append(dt)
+            last_round += dt
+        spent += last_round
+    return {name: sorted(v) for name, v in times.items()}
+
+
+def max_rel_err(a, b):
+    """Max over users of |a_u - b_u|_2 / |b_u|_2."""
+    import numpy as np
+    num = np.linalg.norm(a.astype(np.float64) - b.astype(np.float64), axis=1)
+    den = np.maximum(np.linalg.norm(b.astype(np.float64), axis=1), 1e-30)
+    return float((num / den).max())
+
+
+def export_onnx(torch, module, items, lengths, path):
+    """Exports the port's forward pass to ONNX (TorchScript exporter, static
+    shape).  Two export-only substitutions, neither changes the result:
+    the port's stable torch.sort (no ONNX lowering) becomes torch.topk over
+    the whole axis, whose ONNX TopK puts equal values at the lower index
+    first - the same tie rule; and the data-dependent empty-history check of
+    the port's _embed (the inputs here have none) is left out."""
+    class ExportForward(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, items, lengths):
+            m, n = self.m, items.shape[1]
+            valid = torch.arange(n).unsqueeze(0) < lengths.unsqueeze(1)
+            X = m.item_emb[items] + m.pos_emb[:n]
+            return m.final_norm(m._states(X, valid)[:, 0])
+
+    def topk_sort(x, dim=-1, stable=False, descending=False):
+        return torch.topk(x, x.shape[dim], dim=dim, largest=descending, sorted=True)
+
+    wrapper = ExportForward(module).eval()
+    sort = torch.sort
+    torch.sort = topk_sort
+    try:
+        import contextlib
+        import io
+        import warnings
+        with torch.no_grad(), warnings.catch_warnings(), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, (items, lengths), path, input_names=["items", "lengths"],
+                              output_names=["hu"], opset_version=17, dynamo=False)
+    finally:
+        torch.sort = sort
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", default=os.path.join(ROOT, "build", "libelastic.so"))
+    ap.add_argument("--elastic", default=os.path.join(ROOT, "build", "elastic"),
+                    help="the elastic program (writes the model with `elastic init`)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shapes", default="256x200,8x4096", help="comma list of BxN")
+    ap.add_argument("--max-seconds", type=float, default=20.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--peers", default="eager,compile,onnx",
+                    help="comma list of eager, compile, onnx")
+    ap.add_argument("--passive", action="store_true",
+                    help="threads that wait sleep instead of spinning, for every contender: "
+                         "OMP_WAIT_POLICY=passive (libelastic, torch) and ORT "
+                         "session.intra_op.allow_spinning=0 (for machines shared with other work)")
+    ap.add_argument("--json", action="store_true", help="JSON on stdout (the table on stderr)")
+    a = ap.parse_args()
+
+    # Threads before torch starts its pools.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(a.threads)
+    if a.passive:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
+    import numpy as np
+    import logging
+    import torch
+    import elastic_torch as et
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+    peers = a.peers.split(",")
+    shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+    max_n = max(200, max(n for _, n in shapes))
+
+    tmp = tempfile.mkdtemp(prefix="elastic-peers-")
+    model_path = os.path.join(tmp, "model.safetensors")
+    subprocess.run([a.elastic, "init", "num_items=3706", "hidden=64", "layers=2", "experts=16",
+                    f"max_len={max_n}", "--seed", str(a.seed), "-o", model_path], check=True,
+                   stdout=subprocess.DEVNULL)
+    lib = Libelastic(a.lib, model_path, "cpu", a.threads)
+    module = et.load(model_path).eval()
+    I = module.config["num_items"]
+    d = module.config["hidden"]
+    compiled, compile_error = None, None
+    if "compile" in peers:
+        try:
+            compiled = torch.compile(module)
+        except Exception as exc:  # noqa: BLE001  (reported, not hidden)
+            compile_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    results = []
+    info = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
+            "passive": a.passive, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "torch": torch.__version__, "seed": a.seed, "device": lib.device}
+    try:
+        import onnxruntime as ort
+        info["onnxruntime"] = ort.__version__
+    except ImportError as exc:
+        ort = None
+        onnx_import_error = str(exc)
+    rng = np.random.default_rng(a.seed)
+    for B, n in shapes:
+        items = rng.integers(1, I + 1, size=(B, n), dtype=np.int64)   # time order, oldest first
+        flat = np.ascontiguousarray(items.reshape(-1).astype(np.int32))
+        offsets = np.arange(0, B * n + 1, n, dtype=np.int64)
+        t_items, t_len = et.batch(items.tolist(), module.config["max_len"])
+        out = np.zeros((B, d), dtype=np.float32)
+        row = {"batch": B, "n": n, "peers": {}}
+        log(f"\nB={B} n={n}")
+
+        # Warm-up, output check and (ONNX) export of every contender first.
+        fns = {"libelastic": lambda: lib.user_vectors(flat, offsets, out)}
+        t0 = time.perf_counter()
+        fns["libelastic"]()
+        row["peers"]["libelastic"] = {"state": "ran", "warmup_s": time.perf_counter() - t0,
+                                      "device": lib.device}
+        ref = out.copy()
+
+        def prepare(name, fn, extra=None):
+            try:
+                t0 = time.perf_counter()
+                hu = fn()
+                warm = time.perf_counter() - t0
+                hu = hu.numpy() if hasattr(hu, "numpy") else hu
+                err = max_rel_err(hu, ref)
+                row["peers"][name] = {"state": "ran", "warmup_s": warm, "max_rel_err": err,
+                                      **(extra or {})}
+                fns[name] = fn
+            except Exception as exc:  # noqa: BLE001  (reported, not hidden)
+                fail(name, exc)
+
+        def fail(name, exc):
+            msg = exc if isinstance(exc, str) else \
+                f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            row["peers"][name] = {"state": "failed", "error": msg}
+            if os.environ.get("PEERS_TRACEBACK") and not isinstance(exc, str):
+                traceback.print_exc()
+
+        def no_grad(f):
+            def g():
+                with torch.inference_mode():
+                    return f()
+            return g
+
+        if "eager" in peers:
+            prepare("torch eager", no_grad(lambda: module(t_items, t_len)))
+        if "compile" in peers:
+            if compiled is None:
+                fail("torch.compile", compile_error)
+            else:
+                prepare("torch.compile", no_grad(lambda: compiled(t_items, t_len)))
+        if "onnx" in peers:
+            if ort is None:
+                fail("onnxruntime", onnx_import_error)
+            else:
+                try:
+                    path = os.path.join(tmp, f"elastic_{B}x{n}.onnx")
+                    t0 = time.perf_counter()
+                    export_onnx(torch, module, t_items, t_len, path)
+                    export_s = time.perf_counter() - t0
+                    so = ort.SessionOptions()
+                    so.intra_op_num_threads = a.threads
+                    so.inter_op_num_threads = 1
+                    if a.passive:
+                        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                    feeds = {"items": t_items.numpy(), "lengths": t_len.numpy()}
+                    prepare("onnxruntime", lambda: sess.run(None, feeds)[0],
+                            {"export_s": export_s})
+                except Exception as exc:  # noqa: BLE001
+                    fail("onnxruntime", exc)
+
+        times = time_interleaved(fns, a.max_seconds * len(fns))
+        for name, p in row["peers"].items():
+            if p["state"] != "ran":
+                log(f"  {name:18s} failed: {p['error']}")
+                continue
+            t = times[name]
+            p.update(median_s=statistics.median(t), min_s=t[0], max_s=t[-1], reps=len(t),
+                     users_per_s=B / statistics.median(t))
+            err = f"  max rel err vs libelastic {p['max_rel_err']:.2e}" if "max_rel_err" in p \
+                else ""
+            log(f"  {name:18s} {p['median_s'] * 1e3:10.2f} ms  {p['users_per_s']:10.0f} users/s  "
+                f"(median of {len(t)}, min {t[0] * 1e3:.2f} ms, max {t[-1] * 1e3:.2f} ms, "
+                f"warm-up {p['warmup_s']:.1f} s){err}")
+        base = row["peers"]["libelastic"]["users_per_s"]
+        for name, p in row["peers"].items():
+            if name != "libelastic" and p["state"] == "ran":
+                p["ratio_libelastic_over_peer"] = base / p["users_per_s"]
+                log(f"  throughput ratio libelastic / {name}: {p['ratio_libelastic_over_peer']:.2f}")
+        results.append(row)
+    lib.close()
+    if a.json:
+        json.dump({"tool": "peers.py", "info": info, "results": results}, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
