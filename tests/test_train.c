@@ -3,8 +3,8 @@
  * batch is fitted; a planted next-item rule is learned), Adam matches a hand
  * computation, steps are reproducible and independent of the thread count,
  * checkpoints resume exactly, dropout is on in steps and off in gradients,
- * unsupported gradient ops fall back only when allowed, and bad input gets
- * a status and a message.
+ * a model trained on synthetic data beats popularity, and bad input gets a
+ * status and a message. (CPU fallback of gradient ops: test_train_fallback.c.)
  */
 #include <math.h>
 #include <setjmp.h>
@@ -20,78 +20,25 @@
 #include "elastic.h"
 #include "test_util.h"
 
-static elastic_model *small_model(const char *kind, uint64_t seed)
-{
-    elastic_config c;
-    elastic_config_default(&c);
-    assert_int_equal(elastic_config_set(&c, "model", kind), ELASTIC_OK);
-    c.num_items = 40;
-    c.max_len = 16;
-    c.hidden = 16;
-    c.heads = 2;
-    c.layers = 2;
-    c.experts = 4;
-    c.ffn = 32;
-    c.mem_subkeys = 8;
-    c.mem_key = 8;
-    c.mem_topk = 3;
-    assert_int_equal(elastic_config_validate(&c), ELASTIC_OK);
-    elastic_model *m = NULL;
-    assert_int_equal(elastic_model_init_random(&m, &c, seed), ELASTIC_OK);
-    return m;
-}
-
-static elastic_trainer *trainer(elastic_model *m, float dropout, int threads)
-{
-    elastic_train_options o;
-    elastic_train_options_default(&o);
-    o.dropout = dropout;
-    o.lr = 3e-3;
-    o.session.num_threads = threads;
-    elastic_trainer *tr = NULL;
-    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_OK);
-    return tr;
-}
-
-/* A batch of 8 histories whose target is a function of the last item. */
-typedef struct batch {
-    int32_t items[8 * 10];
-    int64_t offsets[9];
-    int32_t targets[8];
-} batch;
-
-static void make_batch(batch *b, uint64_t seed, int64_t step)
-{
-    b->offsets[0] = 0;
-    for (int u = 0; u < 8; u++) {
-        int len = 1 + (int)(tu_hash(seed, 1, (uint64_t)(step * 8 + u)) % 10);
-        for (int i = 0; i < len; i++)
-            b->items[b->offsets[u] + i] =
-                1 + (int32_t)(tu_hash(seed, 2, (uint64_t)(step * 80 + u * 10 + i)) % 40);
-        b->offsets[u + 1] = b->offsets[u] + len;
-        int32_t last = b->items[b->offsets[u + 1] - 1];
-        b->targets[u] = last % 40 + 1; /* the planted rule: next id after the last */
-    }
-}
 
 static void test_learns_planted_rule(void **state)
 {
     (void)state;
     const char *kinds[2] = {"elastic", "sasrec"};
     for (int k = 0; k < 2; k++) {
-        elastic_model *m = small_model(kinds[k], 7);
-        elastic_trainer *tr = trainer(m, 0.0f, 0);
-        batch b;
+        elastic_model *m = tu_small_model(kinds[k], 7);
+        elastic_trainer *tr = tu_trainer(m, 0.0f, 0);
+        tu_batch b;
         double first = 0, loss = 0, late = 0;
         for (int s = 0; s < 400; s++) {
-            make_batch(&b, tu_seed(), s);
+            tu_make_batch(&b, tu_seed(), s);
             assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, &loss),
                              ELASTIC_OK);
             if (s == 0) first = loss;
             if (s >= 380) late += loss / 20;
         }
         /* A fresh batch from the same rule: the rule was learned, not the batch. */
-        make_batch(&b, tu_seed() + 99, 0);
+        tu_make_batch(&b, tu_seed() + 99, 0);
         double held = 0;
         assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &held, NULL),
                          ELASTIC_OK);
@@ -128,10 +75,10 @@ static float *params_of(const elastic_model *m)
 static void test_adam_first_step(void **state)
 {
     (void)state;
-    elastic_model *m = small_model("elastic", 3);
-    elastic_trainer *tr = trainer(m, 0.0f, 0);
-    batch b;
-    make_batch(&b, tu_seed(), 0);
+    elastic_model *m = tu_small_model("elastic", 3);
+    elastic_trainer *tr = tu_trainer(m, 0.0f, 0);
+    tu_batch b;
+    tu_make_batch(&b, tu_seed(), 0);
     int64_t n = elastic_model_parameter_count(m);
     float *g = malloc((size_t)n * sizeof *g);
     double loss;
@@ -156,11 +103,11 @@ static void test_adam_first_step(void **state)
 
 static float *train_steps(int threads, int steps, float dropout)
 {
-    elastic_model *m = small_model("elastic", 5);
-    elastic_trainer *tr = trainer(m, dropout, threads);
-    batch b;
+    elastic_model *m = tu_small_model("elastic", 5);
+    elastic_trainer *tr = tu_trainer(m, dropout, threads);
+    tu_batch b;
     for (int s = 0; s < steps; s++) {
-        make_batch(&b, tu_seed(), s);
+        tu_make_batch(&b, tu_seed(), s);
         assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, NULL),
                          ELASTIC_OK);
     }
@@ -173,7 +120,7 @@ static float *train_steps(int threads, int steps, float dropout)
 static void test_reproducible_and_thread_independent(void **state)
 {
     (void)state;
-    elastic_model *m = small_model("elastic", 5);
+    elastic_model *m = tu_small_model("elastic", 5);
     int64_t n = elastic_model_parameter_count(m);
     elastic_model_free(m);
     float *a = train_steps(1, 5, 0.2f), *b = train_steps(2, 5, 0.2f), *c = train_steps(1, 5, 0.0f);
@@ -187,10 +134,10 @@ static void test_reproducible_and_thread_independent(void **state)
 static void test_dropout_only_in_steps(void **state)
 {
     (void)state;
-    elastic_model *m = small_model("elastic", 9);
-    elastic_trainer *tr = trainer(m, 0.5f, 0);
-    batch b;
-    make_batch(&b, tu_seed(), 0);
+    elastic_model *m = tu_small_model("elastic", 9);
+    elastic_trainer *tr = tu_trainer(m, 0.5f, 0);
+    tu_batch b;
+    tu_make_batch(&b, tu_seed(), 0);
     int64_t n = elastic_model_parameter_count(m);
     float *g1 = malloc((size_t)n * sizeof *g1), *g2 = malloc((size_t)n * sizeof *g2);
     double l1, l2;
@@ -202,8 +149,8 @@ static void test_dropout_only_in_steps(void **state)
     assert_memory_equal(g1, g2, (size_t)n * sizeof(float));
     /* Two training steps with p = 0.5 see different masks: their losses on
      * the same batch differ (before any update the weights are the same). */
-    elastic_model *m2 = small_model("elastic", 9);
-    elastic_trainer *t2 = trainer(m2, 0.5f, 0);
+    elastic_model *m2 = tu_small_model("elastic", 9);
+    elastic_trainer *t2 = tu_trainer(m2, 0.5f, 0);
     double s1, s2;
     assert_int_equal(elastic_trainer_step(t2, b.items, b.offsets, b.targets, 8, &s1), ELASTIC_OK);
     assert_true(s1 != l1);
@@ -228,11 +175,11 @@ static void test_checkpoint_resume(void **state)
 
     float *straight = train_steps(0, 6, 0.2f);
     /* 3 steps, checkpoint, a new process's worth of objects, 3 more. */
-    elastic_model *m = small_model("elastic", 5);
-    elastic_trainer *tr = trainer(m, 0.2f, 0);
-    batch b;
+    elastic_model *m = tu_small_model("elastic", 5);
+    elastic_trainer *tr = tu_trainer(m, 0.2f, 0);
+    tu_batch b;
     for (int s = 0; s < 3; s++) {
-        make_batch(&b, tu_seed(), s);
+        tu_make_batch(&b, tu_seed(), s);
         assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, NULL),
                          ELASTIC_OK);
     }
@@ -243,11 +190,11 @@ static void test_checkpoint_resume(void **state)
 
     m = NULL;
     assert_int_equal(elastic_model_load(&m, model_path), ELASTIC_OK);
-    tr = trainer(m, 0.2f, 0);
+    tr = tu_trainer(m, 0.2f, 0);
     assert_int_equal(elastic_trainer_load_state(tr, state_path), ELASTIC_OK);
     assert_int_equal(elastic_trainer_steps(tr), 3);
     for (int s = 3; s < 6; s++) {
-        make_batch(&b, tu_seed(), s);
+        tu_make_batch(&b, tu_seed(), s);
         assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, NULL),
                          ELASTIC_OK);
     }
@@ -255,8 +202,8 @@ static void test_checkpoint_resume(void **state)
     assert_memory_equal(straight, resumed,
                         (size_t)elastic_model_parameter_count(m) * sizeof(float));
     /* A state file of another model is refused. */
-    elastic_model *other = small_model("sasrec", 5);
-    elastic_trainer *t2 = trainer(other, 0.2f, 0);
+    elastic_model *other = tu_small_model("sasrec", 5);
+    elastic_trainer *t2 = tu_trainer(other, 0.2f, 0);
     assert_int_equal(elastic_trainer_load_state(t2, state_path), ELASTIC_ERR_FORMAT);
     assert_non_null(strstr(elastic_last_error(), "does not match"));
     assert_int_equal(elastic_trainer_load_state(t2, model_path), ELASTIC_ERR_FORMAT);
@@ -275,7 +222,7 @@ static void test_checkpoint_resume(void **state)
 static void test_bad_input(void **state)
 {
     (void)state;
-    elastic_model *m = small_model("elastic", 1);
+    elastic_model *m = tu_small_model("elastic", 1);
     elastic_trainer *tr = NULL;
     elastic_train_options o;
     elastic_train_options_default(&o);
@@ -292,7 +239,7 @@ static void test_bad_input(void **state)
     assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_ERR_BACKEND);
     assert_null(tr);
 
-    tr = trainer(m, 0.0f, 0);
+    tr = tu_trainer(m, 0.0f, 0);
     int32_t items[3] = {1, 2, 3}, targets[2] = {4, 5};
     int64_t offsets[3] = {0, 2, 3};
     double loss;
@@ -319,51 +266,6 @@ static void test_bad_input(void **state)
     assert_int_equal(elastic_trainer_steps(tr), 1); /* failed steps change nothing */
     elastic_trainer_free(tr);
     elastic_trainer_free(NULL);
-    elastic_model_free(m);
-}
-
-/* A backend without gradient ops: refused unless fallback is allowed, and
- * then every gradient node that fell back is counted. */
-static void test_fallback_reported(void **state)
-{
-    (void)state;
-    elastic_backend_info info = {0};
-    int have_opencl = 0;
-    for (int i = 0; i < elastic_backend_count(); i++)
-        if (elastic_backend_get_info(i, &info) == ELASTIC_OK && !strcmp(info.name, "opencl") &&
-            info.available)
-            have_opencl = 1;
-    if (!have_opencl) {
-        printf("SKIP fallback check: no OpenCL device\n");
-        return;
-    }
-    elastic_model *m = small_model("elastic", 2);
-    elastic_train_options o;
-    elastic_train_options_default(&o);
-    o.session.backend = "opencl";
-    elastic_trainer *tr = NULL;
-    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_OK);
-    batch b;
-    make_batch(&b, tu_seed(), 0);
-    assert_int_equal(elastic_trainer_step(tr, b.items, b.offsets, b.targets, 8, NULL),
-                     ELASTIC_ERR_UNSUPPORTED);
-    printf("refused: %s\n", elastic_last_error());
-    assert_non_null(strstr(elastic_last_error(), "fallback"));
-    elastic_trainer_free(tr);
-
-    o.session.allow_cpu_fallback = 1;
-    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_OK);
-    double on_cl, on_cpu;
-    assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &on_cl, NULL),
-                     ELASTIC_OK);
-    assert_true(elastic_trainer_fallback_nodes(tr) > 0);
-    elastic_trainer_free(tr);
-    tr = trainer(m, 0.0f, 0);
-    assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &on_cpu, NULL),
-                     ELASTIC_OK);
-    assert_int_equal(elastic_trainer_fallback_nodes(tr), 0);
-    assert_true(fabs(on_cl - on_cpu) <= 1e-5 * fabs(on_cpu));
-    elastic_trainer_free(tr);
     elastic_model_free(m);
 }
 
@@ -437,7 +339,6 @@ int main(void)
         cmocka_unit_test(test_dropout_only_in_steps),
         cmocka_unit_test(test_checkpoint_resume),
         cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_fallback_reported),
         cmocka_unit_test(test_beats_popularity_on_synth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

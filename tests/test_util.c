@@ -1,6 +1,8 @@
 /* test_util.c - see test_util.h. */
 #include "test_util.h"
 
+#include "elastic.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,3 +80,62 @@ double tu_rel_l2(const float *got, const float *ref, size_t n)
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
+
+/* Training helpers: failures abort the test program (they are set-up, not
+ * the behaviour under test). */
+#define TU_CHECK(a, b)                                                                        \
+    do {                                                                                      \
+        if ((a) != (b)) {                                                                     \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, elastic_last_error());         \
+            abort();                                                                          \
+        }                                                                                     \
+    } while (0)
+
+elastic_model *tu_small_model(const char *kind, uint64_t seed)
+{
+    elastic_config c;
+    elastic_config_default(&c);
+    TU_CHECK(elastic_config_set(&c, "model", kind), ELASTIC_OK);
+    c.num_items = 40;
+    c.max_len = 16;
+    c.hidden = 16;
+    c.heads = 2;
+    c.layers = 2;
+    c.experts = 4;
+    c.ffn = 32;
+    c.mem_subkeys = 8;
+    c.mem_key = 8;
+    c.mem_topk = 3;
+    TU_CHECK(elastic_config_validate(&c), ELASTIC_OK);
+    elastic_model *m = NULL;
+    TU_CHECK(elastic_model_init_random(&m, &c, seed), ELASTIC_OK);
+    return m;
+}
+
+elastic_trainer *tu_trainer(elastic_model *m, float dropout, int threads)
+{
+    elastic_train_options o;
+    elastic_train_options_default(&o);
+    o.dropout = dropout;
+    o.lr = 3e-3;
+    o.session.num_threads = threads;
+    elastic_trainer *tr = NULL;
+    TU_CHECK(elastic_trainer_init(&tr, m, &o), ELASTIC_OK);
+    return tr;
+}
+
+/* A batch of 8 histories whose target is a function of the last item. */
+void tu_make_batch(tu_batch *b, uint64_t seed, int64_t step)
+{
+    b->offsets[0] = 0;
+    for (int u = 0; u < 8; u++) {
+        int len = 1 + (int)(tu_hash(seed, 1, (uint64_t)(step * 8 + u)) % 10);
+        for (int i = 0; i < len; i++)
+            b->items[b->offsets[u] + i] =
+                1 + (int32_t)(tu_hash(seed, 2, (uint64_t)(step * 80 + u * 10 + i)) % 40);
+        b->offsets[u + 1] = b->offsets[u] + len;
+        int32_t last = b->items[b->offsets[u + 1] - 1];
+        b->targets[u] = last % 40 + 1; /* the planted rule: next id after the last */
+    }
+}
+

@@ -26,4 +26,19 @@ double tu_max_violation(const float *got, const float *ref, size_t n, double ato
 /* Relative L2 error ||got - ref|| / ||ref||. */
 double tu_rel_l2(const float *got, const float *ref, size_t n);
 
+/* For the training tests: a small model of spec section 1's shape (I = 40,
+ * N = 16, d = 16, ...) with random weights, "elastic" or "sasrec"; a CPU
+ * trainer for it; and a batch of 8 histories (lengths 1..10) whose target
+ * is the id after each history's last item (a rule a model can learn). */
+struct elastic_model;
+struct elastic_trainer;
+struct elastic_model *tu_small_model(const char *kind, uint64_t seed);
+struct elastic_trainer *tu_trainer(struct elastic_model *m, float dropout, int threads);
+typedef struct tu_batch {
+    int32_t items[8 * 10];
+    int64_t offsets[9];
+    int32_t targets[8];
+} tu_batch;
+void tu_make_batch(tu_batch *b, uint64_t seed, int64_t step);
+
 #endif
