@@ -59,13 +59,16 @@ static void mark_requires(diff *d)
     for (int t = 0; t < d->n_fwd; t++) {
         const elastic_tensor *tt = &g->tensors[t];
         char r = 0;
-        if (tt->kind == ELASTIC_TENSOR_KIND_WEIGHT) r = 1;
-        else if (tt->kind == ELASTIC_TENSOR_KIND_VIEW) r = d->requires[tt->view_src];
-        else if (tt->producer >= 0 && tt->dtype == ELASTIC_DTYPE_F32) {
+        if (tt->kind == ELASTIC_TENSOR_KIND_WEIGHT)
+            r = 1;
+        else if (tt->kind == ELASTIC_TENSOR_KIND_VIEW)
+        r = d->requires[tt->view_src];
+        else if (tt->producer >= 0 && tt->dtype == ELASTIC_DTYPE_F32)
+        {
             const elastic_node *n = &g->nodes[tt->producer];
             for (int k = 0; k < n->n_inputs; k++)
                 if (n->inputs[k] >= 0 && g->tensors[n->inputs[k]].dtype == ELASTIC_DTYPE_F32)
-                    r |= d->requires[n->inputs[k]];
+            r |= d->requires[n->inputs[k]];
         }
         d->requires[t] = r;
     }
@@ -159,7 +162,8 @@ elastic_status elastic_graph_backward(elastic_graph *g, int output, int output_g
     diff d = {.g = g, .n_fwd = g->n_tensors, .grads = grads};
     d.requires = calloc((size_t)d.n_fwd, 1);
     if (!d.requires) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (autodiff)");
-    for (int t = 0; t < d.n_fwd; t++) grads[t] = -1;
+    for (int t = 0; t < d.n_fwd; t++)
+        grads[t] = -1;
     int last = g->tensors[output].producer;
     mark_requires(&d);
     grads[output] = output_grad;

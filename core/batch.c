@@ -5,8 +5,8 @@
 
 #include "error.h"
 
-elastic_status elastic_batch_check(int64_t num_items, const int32_t *items,
-                                   const int64_t *offsets, int batch, int64_t *longest)
+elastic_status elastic_batch_check(int64_t num_items, const int32_t *items, const int64_t *offsets,
+                                   int batch, int64_t *longest)
 {
     if (!items || !offsets)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "histories: items or offsets is NULL");
@@ -23,10 +23,9 @@ elastic_status elastic_batch_check(int64_t num_items, const int32_t *items,
             return elastic_error(ELASTIC_ERR_EMPTY_HISTORY, "user %d has an empty history", b);
         for (int64_t i = offsets[b]; i < offsets[b + 1]; i++)
             if (items[i] < 1 || items[i] > num_items)
-                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
-                                     "user %d, item %lld: id %d outside 1..%lld", b,
-                                     (long long)(i - offsets[b]), (int)items[i],
-                                     (long long)num_items);
+                return elastic_error(
+                    ELASTIC_ERR_OUT_OF_RANGE, "user %d, item %lld: id %d outside 1..%lld", b,
+                    (long long)(i - offsets[b]), (int)items[i], (long long)num_items);
         if (len > *longest) *longest = len;
     }
     return ELASTIC_OK;
@@ -38,7 +37,8 @@ void elastic_batch_pad(const int32_t *items, const int64_t *offsets, int batch, 
     for (int b = 0; b < batch; b++) {
         int64_t lb = offsets[b + 1] - offsets[b], nb = lb < n ? lb : n;
         const int32_t *h = items + offsets[b];
-        for (int64_t r = 0; r < n; r++) items_out[b * n + r] = r < nb ? h[lb - 1 - r] : 0;
+        for (int64_t r = 0; r < n; r++)
+            items_out[b * n + r] = r < nb ? h[lb - 1 - r] : 0;
         lengths_out[b] = (int32_t)nb;
     }
 }

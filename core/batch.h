@@ -9,8 +9,8 @@
 
 /* Checks histories in compressed-row form against I items (no empty
  * history, ids in 1..I); *longest gets the longest length. */
-elastic_status elastic_batch_check(int64_t num_items, const int32_t *items,
-                                   const int64_t *offsets, int batch, int64_t *longest);
+elastic_status elastic_batch_check(int64_t num_items, const int32_t *items, const int64_t *offsets,
+                                   int batch, int64_t *longest);
 
 /* items_out [B, n]: user b's item with recency r at column r (0 = padding);
  * lengths_out [B] = min(len_b, n). */

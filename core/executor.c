@@ -61,8 +61,8 @@ elastic_status elastic_executor_init(elastic_executor *e, const elastic_session_
         if (strcmp(name, "cpu") && strcmp(name, "opencl") && strcmp(name, "cuda"))
             return elastic_error(ELASTIC_ERR_BACKEND,
                                  "unknown backend '%s' (known: cpu, opencl, cuda, auto)", name);
-        return elastic_error(ELASTIC_ERR_BACKEND,
-                             "backend '%s' is not compiled into this library", name);
+        return elastic_error(ELASTIC_ERR_BACKEND, "backend '%s' is not compiled into this library",
+                             name);
     }
     snprintf(e->backend_name, sizeof e->backend_name, "%s", name);
     e->weights_host = weights;
@@ -149,7 +149,8 @@ static elastic_status transfer(elastic_executor *e, const elastic_graph *g,
     void *tmp = malloc(bytes);
     if (!tmp) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (transfer)");
     elastic_status st = sb->iface->download(sb, e->arena[src->backend], src->offset, tmp, bytes);
-    if (st == ELASTIC_OK) st = db->iface->upload(db, e->arena[dst->backend], dst->offset, tmp, bytes);
+    if (st == ELASTIC_OK)
+        st = db->iface->upload(db, e->arena[dst->backend], dst->offset, tmp, bytes);
     free(tmp);
     return st;
 }

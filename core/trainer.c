@@ -47,7 +47,7 @@ struct elastic_trainer {
     train_plan plans[8]; /* by batch shape, least recently used replaced */
     train_plan *tp;      /* the current batch's */
     uint64_t uses;
-    float *grad;      /* [numel]: the summed gradient */
+    float *grad; /* [numel]: the summed gradient */
     float *adam_m, *adam_v;
     float *host_grad; /* staging for one grad tensor */
     int64_t host_grad_cap;
@@ -91,7 +91,8 @@ static void drop_plan(train_plan *tp)
 void elastic_trainer_free(elastic_trainer *tr)
 {
     if (!tr) return;
-    for (int i = 0; i < 8; i++) drop_plan(&tr->plans[i]);
+    for (int i = 0; i < 8; i++)
+        drop_plan(&tr->plans[i]);
     elastic_executor_free(&tr->exec);
     free(tr->grad);
     free(tr->adam_m);
@@ -134,7 +135,8 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
         return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (optimizer state, %zu floats)",
                              n);
     }
-    elastic_status st = elastic_executor_init(&tr->exec, &o.session, model->data, n * sizeof(float));
+    elastic_status st =
+        elastic_executor_init(&tr->exec, &o.session, model->data, n * sizeof(float));
     if (st != ELASTIC_OK) {
         elastic_trainer_free(tr);
         return st;
@@ -160,8 +162,11 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
     drop_plan(tp);
     elastic_graph *g = &tp->graph;
     elastic_graph_init(g);
-    elastic_build_shape shape = {.batch = batch, .len = len, .output = ELASTIC_BUILD_OUTPUT_SCORES,
-                                 .dropout = train ? tr->o.dropout : 0.0f, .seed = tr->o.seed};
+    elastic_build_shape shape = {.batch = batch,
+                                 .len = len,
+                                 .output = ELASTIC_BUILD_OUTPUT_SCORES,
+                                 .dropout = train ? tr->o.dropout : 0.0f,
+                                 .seed = tr->o.seed};
     int *grads = NULL;
     elastic_status st = elastic_build_forward(tr->model, &shape, g, &tp->io);
     if (st == ELASTIC_OK) {
@@ -176,7 +181,8 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
         elastic_graph_mark_output(g, tp->loss);
         grads = malloc((size_t)g->n_tensors * sizeof *grads);
         tp->slots = malloc((size_t)g->n_tensors * sizeof *tp->slots);
-        if (!grads || !tp->slots) st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer graph)");
+        if (!grads || !tp->slots)
+            st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer graph)");
     }
     int n_fwd = g->n_tensors;
     if (st == ELASTIC_OK) st = elastic_graph_backward(g, tp->io.out, tp->loss + 1, grads);
@@ -185,9 +191,10 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
             const elastic_tensor *w = &g->tensors[t];
             if (w->kind != ELASTIC_TENSOR_KIND_WEIGHT || grads[t] < 0) continue;
             elastic_graph_mark_output(g, grads[t]);
-            tp->slots[tp->n_slots++] = (grad_slot){
-                .grad = grads[t], .offset = (const float *)w->host_data - tr->model->data,
-                .numel = elastic_tensor_numel(w)};
+            tp->slots[tp->n_slots++] =
+                (grad_slot){.grad = grads[t],
+                            .offset = (const float *)w->host_data - tr->model->data,
+                            .numel = elastic_tensor_numel(w)};
         }
         st = elastic_executor_plan(&tr->exec, g, &tp->plan);
     }
@@ -230,8 +237,8 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     ELASTIC_TRY(elastic_batch_check(c->num_items, items, offsets, batch, &longest));
     for (int b = 0; b < batch; b++)
         if (targets[b] < 1 || targets[b] > c->num_items)
-            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %d: target %d outside 1..%lld",
-                                 b, (int)targets[b], (long long)c->num_items);
+            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %d: target %d outside 1..%lld", b,
+                                 (int)targets[b], (long long)c->num_items);
     /* Lengths rounded up to a multiple of 8 so that plans are reused; the
      * padding changes no result (spec section 4). */
     int64_t n = (longest + 7) / 8 * 8;
@@ -262,7 +269,8 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     tr->host_loss = lb;
     ELASTIC_TRY(elastic_executor_download(e, g, &tp->plan, tp->loss, lb));
     double sum = 0;
-    for (int b = 0; b < batch; b++) sum += lb[b];
+    for (int b = 0; b < batch; b++)
+        sum += lb[b];
     *loss = sum / batch;
 
     memset(tr->grad, 0, (size_t)tr->model->data_numel * sizeof(float));
@@ -276,7 +284,8 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
         }
         ELASTIC_TRY(elastic_executor_download(e, g, &tp->plan, s->grad, tr->host_grad));
         float *dst = tr->grad + s->offset;
-        for (int64_t j = 0; j < s->numel; j++) dst[j] += tr->host_grad[j];
+        for (int64_t j = 0; j < s->numel; j++)
+            dst[j] += tr->host_grad[j];
     }
     /* item_emb row 0 is padding: it stays zero (spec section 2). */
     const elastic_param *emb = elastic_model_find(tr->model, "item_emb");
@@ -321,8 +330,8 @@ elastic_status elastic_trainer_step(elastic_trainer *tr, const int32_t *items,
     double l = 0;
     ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 1, &l));
     if (!isfinite(l))
-        return elastic_error(ELASTIC_ERR_INTERNAL, "training diverged: loss is %g at step %lld",
-                             l, (long long)tr->steps);
+        return elastic_error(ELASTIC_ERR_INTERNAL, "training diverged: loss is %g at step %lld", l,
+                             (long long)tr->steps);
     tr->steps++;
     adam_update(tr);
     ELASTIC_TRY(elastic_executor_refresh_weights(&tr->exec));
@@ -367,14 +376,21 @@ elastic_status elastic_trainer_save_state(const elastic_trainer *tr, const char 
     char steps[32], epochs[32];
     snprintf(steps, sizeof steps, "%lld", (long long)tr->steps);
     snprintf(epochs, sizeof epochs, "%lld", (long long)tr->epochs);
-    elastic_st_meta meta[3] = {{"kind", "elastic-trainer-state"}, {"steps", steps},
-                               {"epochs", epochs}};
+    elastic_st_meta meta[3] = {
+        {"kind", "elastic-trainer-state"}, {"steps", steps}, {"epochs", epochs}};
     size_t bytes = (size_t)tr->model->data_numel * sizeof(float);
-    elastic_st_tensor t[2] = {
-        {.name = "adam.m", .dtype = "F32", .ndim = 1, .shape = {tr->model->data_numel},
-         .data = tr->adam_m, .nbytes = bytes},
-        {.name = "adam.v", .dtype = "F32", .ndim = 1, .shape = {tr->model->data_numel},
-         .data = tr->adam_v, .nbytes = bytes}};
+    elastic_st_tensor t[2] = {{.name = "adam.m",
+                               .dtype = "F32",
+                               .ndim = 1,
+                               .shape = {tr->model->data_numel},
+                               .data = tr->adam_m,
+                               .nbytes = bytes},
+                              {.name = "adam.v",
+                               .dtype = "F32",
+                               .ndim = 1,
+                               .shape = {tr->model->data_numel},
+                               .data = tr->adam_v,
+                               .nbytes = bytes}};
     return elastic_st_write(path, meta, 3, t, 2);
 }
 
@@ -403,11 +419,11 @@ elastic_status elastic_trainer_load_state(elastic_trainer *tr, const char *path)
     int64_t steps = 0, epochs = 0;
     if (!kind || strcmp(kind, "elastic-trainer-state"))
         st = elastic_error(ELASTIC_ERR_FORMAT, "%s: not a trainer state file", path);
-    else if (!m || !v || strcmp(m->dtype, "F32") || strcmp(v->dtype, "F32") ||
-             m->nbytes != bytes || v->nbytes != bytes)
+    else if (!m || !v || strcmp(m->dtype, "F32") || strcmp(v->dtype, "F32") || m->nbytes != bytes ||
+             v->nbytes != bytes)
         st = elastic_error(ELASTIC_ERR_FORMAT,
-                           "%s: optimizer state does not match this model (%lld parameters)",
-                           path, (long long)tr->model->data_numel);
+                           "%s: optimizer state does not match this model (%lld parameters)", path,
+                           (long long)tr->model->data_numel);
     if (st == ELASTIC_OK) st = parse_count(&f, "steps", path, &steps);
     if (st == ELASTIC_OK) st = parse_count(&f, "epochs", path, &epochs);
     if (st == ELASTIC_OK) {

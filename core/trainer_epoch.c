@@ -32,10 +32,9 @@ elastic_status elastic_trainer_epoch(elastic_trainer *tr, const elastic_dataset 
     const elastic_model *model = elastic_trainer_model(tr);
     int64_t N = model->config.max_len;
     if (elastic_dataset_num_items(ds) > model->config.num_items)
-        return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
-                             "the dataset has %lld items, the model only %lld",
-                             (long long)elastic_dataset_num_items(ds),
-                             (long long)model->config.num_items);
+        return elastic_error(
+            ELASTIC_ERR_OUT_OF_RANGE, "the dataset has %lld items, the model only %lld",
+            (long long)elastic_dataset_num_items(ds), (long long)model->config.num_items);
     int64_t users = elastic_dataset_num_users(ds), epoch = elastic_trainer_epochs(tr);
     uint64_t stream = 0x65706f6368ULL + (uint64_t)epoch;
 
@@ -79,7 +78,8 @@ elastic_status elastic_trainer_epoch(elastic_trainer *tr, const elastic_dataset 
             st = elastic_dataset_train_items(ds, ex[first + b].user, &seq, &len);
             if (st != ELASTIC_OK) break;
             int64_t end = ex[first + b].end, start = end > N ? end - N : 0;
-            for (int64_t i = start; i < end; i++) items[offsets[b] + i - start] = seq[i];
+            for (int64_t i = start; i < end; i++)
+                items[offsets[b] + i - start] = seq[i];
             offsets[b + 1] = offsets[b] + end - start;
             targets[b] = seq[end];
         }

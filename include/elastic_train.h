@@ -15,13 +15,13 @@ extern "C" {
 
 /* Spec section 5: softmax cross-entropy over all items, dropout, Adam. */
 typedef struct elastic_train_options {
-    double lr;           /* 1e-3 */
-    double beta1, beta2; /* 0.9, 0.98 */
-    double adam_eps;     /* 1e-8 */
-    float dropout;       /* 0.2 */
-    int batch_size;      /* 128 examples per step */
-    int samples_per_user;/* 8 prefix ends per user and epoch */
-    uint64_t seed;       /* example sampling and dropout masks */
+    double lr;                       /* 1e-3 */
+    double beta1, beta2;             /* 0.9, 0.98 */
+    double adam_eps;                 /* 1e-8 */
+    float dropout;                   /* 0.2 */
+    int batch_size;                  /* 128 examples per step */
+    int samples_per_user;            /* 8 prefix ends per user and epoch */
+    uint64_t seed;                   /* example sampling and dropout masks */
     elastic_session_options session; /* backend, threads, CPU fallback */
 } elastic_train_options;
 
@@ -44,10 +44,9 @@ ELASTIC_API int64_t elastic_model_parameter_count(const elastic_model *model);
  * histories in compressed-row form (as for sessions), targets[b] in 1..I the
  * item that follows history b. *loss is the batch mean; grad (may be NULL)
  * receives elastic_model_parameter_count floats. */
-ELASTIC_API elastic_status elastic_trainer_gradient(elastic_trainer *trainer,
-                                                    const int32_t *items, const int64_t *offsets,
-                                                    const int32_t *targets, int batch,
-                                                    double *loss, float *grad);
+ELASTIC_API elastic_status elastic_trainer_gradient(elastic_trainer *trainer, const int32_t *items,
+                                                    const int64_t *offsets, const int32_t *targets,
+                                                    int batch, double *loss, float *grad);
 
 /* One Adam step on a batch, with dropout; *loss (may be NULL) is the batch's
  * mean loss before the update. */
@@ -57,10 +56,10 @@ ELASTIC_API elastic_status elastic_trainer_step(elastic_trainer *trainer, const 
 
 /* Progress of an epoch, reported after every step. */
 typedef struct elastic_train_progress {
-    int64_t step, steps;       /* steps done in this epoch, and in all */
-    int64_t examples;          /* examples done in this epoch */
-    double loss;               /* mean loss over this epoch so far */
-    double seconds;            /* since the epoch started */
+    int64_t step, steps; /* steps done in this epoch, and in all */
+    int64_t examples;    /* examples done in this epoch */
+    double loss;         /* mean loss over this epoch so far */
+    double seconds;      /* since the epoch started */
 } elastic_train_progress;
 
 typedef void (*elastic_train_progress_fn)(const elastic_train_progress *progress, void *ctx);
@@ -83,8 +82,7 @@ ELASTIC_API int elastic_trainer_fallback_nodes(const elastic_trainer *trainer);
  * the weights are the model's, saved with elastic_model_save beside it. */
 ELASTIC_API elastic_status elastic_trainer_save_state(const elastic_trainer *trainer,
                                                       const char *path);
-ELASTIC_API elastic_status elastic_trainer_load_state(elastic_trainer *trainer,
-                                                      const char *path);
+ELASTIC_API elastic_status elastic_trainer_load_state(elastic_trainer *trainer, const char *path);
 
 #ifdef __cplusplus
 }

@@ -20,7 +20,6 @@
 #include "elastic.h"
 #include "test_util.h"
 
-
 static void test_learns_planted_rule(void **state)
 {
     (void)state;
@@ -40,8 +39,9 @@ static void test_learns_planted_rule(void **state)
         /* A fresh batch from the same rule: the rule was learned, not the batch. */
         tu_make_batch(&b, tu_seed() + 99, 0);
         double held = 0;
-        assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &held, NULL),
-                         ELASTIC_OK);
+        assert_int_equal(
+            elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &held, NULL),
+            ELASTIC_OK);
         printf("%s: loss %.3f (step 1, log 40 = %.3f) -> %.3f (last 20 steps), held-out %.3f\n",
                kinds[k], first, log(40.0), late, held);
         assert_true(fabs(first - log(40.0)) < 0.5); /* near uniform at the start */
@@ -63,7 +63,8 @@ static float *params_of(const elastic_model *m)
         int64_t shape[4], k = 1;
         int nd;
         elastic_model_tensor(m, elastic_model_tensor_name(m, i), &d, shape, &nd);
-        for (int j = 0; j < nd; j++) k *= shape[j];
+        for (int j = 0; j < nd; j++)
+            k *= shape[j];
         memcpy(p + off, d, (size_t)k * sizeof(float));
         off += k;
     }

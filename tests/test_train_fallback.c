@@ -18,7 +18,6 @@
 #include "elastic.h"
 #include "test_util.h"
 
-
 /* A backend without gradient ops: refused unless fallback is allowed, and
  * then every gradient node that fell back is counted. */
 static void test_fallback_reported(void **state)

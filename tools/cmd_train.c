@@ -36,9 +36,25 @@ static const char *usage =
     "  --resume             continue from MODEL.ckpt and MODEL.ckpt.state\n"
     "  --quiet              no progress line\n";
 
-enum { OPT_DATA = 300, OPT_FORMAT, OPT_EPOCHS, OPT_PATIENCE, OPT_MINUTES, OPT_LR, OPT_BATCH,
-       OPT_DROPOUT, OPT_SPU, OPT_SEED, OPT_EVAL_USERS, OPT_BACKEND, OPT_THREADS, OPT_FALLBACK,
-       OPT_CHECKPOINT, OPT_RESUME, OPT_QUIET };
+enum {
+    OPT_DATA = 300,
+    OPT_FORMAT,
+    OPT_EPOCHS,
+    OPT_PATIENCE,
+    OPT_MINUTES,
+    OPT_LR,
+    OPT_BATCH,
+    OPT_DROPOUT,
+    OPT_SPU,
+    OPT_SEED,
+    OPT_EVAL_USERS,
+    OPT_BACKEND,
+    OPT_THREADS,
+    OPT_FALLBACK,
+    OPT_CHECKPOINT,
+    OPT_RESUME,
+    OPT_QUIET
+};
 
 typedef struct train_args {
     const char *out, *data, *format;
@@ -69,8 +85,8 @@ static int number(const char *s, const char *what, double lo, double hi, double 
     errno = 0;
     double v = strtod(s, &end);
     if (end == s || *end || errno || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "elastic train: %s must be a number in [%g, %g], got '%s'\n", what, lo,
-                hi, s);
+        fprintf(stderr, "elastic train: %s must be a number in [%g, %g], got '%s'\n", what, lo, hi,
+                s);
         return -1;
     }
     *out = v;
@@ -91,25 +107,35 @@ static int integer(const char *s, const char *what, long lo, long hi, long *out)
 
 static int parse(int argc, char **argv, train_args *a, elastic_config *config)
 {
-    static const struct option opts[] = {
-        {"output", required_argument, 0, 'o'},     {"data", required_argument, 0, OPT_DATA},
-        {"format", required_argument, 0, OPT_FORMAT}, {"epochs", required_argument, 0, OPT_EPOCHS},
-        {"patience", required_argument, 0, OPT_PATIENCE},
-        {"max-minutes", required_argument, 0, OPT_MINUTES}, {"lr", required_argument, 0, OPT_LR},
-        {"batch", required_argument, 0, OPT_BATCH}, {"dropout", required_argument, 0, OPT_DROPOUT},
-        {"samples-per-user", required_argument, 0, OPT_SPU},
-        {"seed", required_argument, 0, OPT_SEED},
-        {"eval-users", required_argument, 0, OPT_EVAL_USERS},
-        {"backend", required_argument, 0, OPT_BACKEND},
-        {"threads", required_argument, 0, OPT_THREADS},
-        {"allow-fallback", no_argument, 0, OPT_FALLBACK},
-        {"checkpoint", no_argument, 0, OPT_CHECKPOINT}, {"resume", no_argument, 0, OPT_RESUME},
-        {"quiet", no_argument, 0, OPT_QUIET},      {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"output", required_argument, 0, 'o'},
+                                         {"data", required_argument, 0, OPT_DATA},
+                                         {"format", required_argument, 0, OPT_FORMAT},
+                                         {"epochs", required_argument, 0, OPT_EPOCHS},
+                                         {"patience", required_argument, 0, OPT_PATIENCE},
+                                         {"max-minutes", required_argument, 0, OPT_MINUTES},
+                                         {"lr", required_argument, 0, OPT_LR},
+                                         {"batch", required_argument, 0, OPT_BATCH},
+                                         {"dropout", required_argument, 0, OPT_DROPOUT},
+                                         {"samples-per-user", required_argument, 0, OPT_SPU},
+                                         {"seed", required_argument, 0, OPT_SEED},
+                                         {"eval-users", required_argument, 0, OPT_EVAL_USERS},
+                                         {"backend", required_argument, 0, OPT_BACKEND},
+                                         {"threads", required_argument, 0, OPT_THREADS},
+                                         {"allow-fallback", no_argument, 0, OPT_FALLBACK},
+                                         {"checkpoint", no_argument, 0, OPT_CHECKPOINT},
+                                         {"resume", no_argument, 0, OPT_RESUME},
+                                         {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     elastic_train_options d;
     elastic_train_options_default(&d);
-    *a = (train_args){.epochs = 30, .patience = 5, .batch = d.batch_size,
-                      .spu = d.samples_per_user, .lr = d.lr, .dropout = d.dropout, .seed = 1,
+    *a = (train_args){.epochs = 30,
+                      .patience = 5,
+                      .batch = d.batch_size,
+                      .spu = d.samples_per_user,
+                      .lr = d.lr,
+                      .dropout = d.dropout,
+                      .seed = 1,
                       .backend = "cpu"};
     int c;
     optind = 1;
@@ -212,7 +238,8 @@ static void show_progress(const elastic_train_progress *p, void *ctx)
     b->last_print = t;
     int width = 30, done = b->total ? (int)(width * p->examples / b->total) : width;
     char line[32];
-    for (int i = 0; i < width; i++) line[i] = i < done ? '=' : i == done ? '>' : ' ';
+    for (int i = 0; i < width; i++)
+        line[i] = i < done ? '=' : i == done ? '>' : ' ';
     line[width] = '\0';
     fprintf(stderr, "\repoch %ld [%s] %lld/%lld loss %.4f %.0f ex/s  ", b->epoch, line,
             (long long)p->examples, (long long)b->total, p->loss,
@@ -238,8 +265,8 @@ static elastic_status evaluate(const elastic_model *m, const train_args *a,
 
 static void print_metrics(const char *label, const elastic_metrics *m)
 {
-    printf("  %-12s HR@10 %.4f  HR@50 %.4f  NDCG@10 %.4f  NDCG@50 %.4f  MRR %.4f\n", label,
-           m->hr10, m->hr50, m->ndcg10, m->ndcg50, m->mrr);
+    printf("  %-12s HR@10 %.4f  HR@50 %.4f  NDCG@10 %.4f  NDCG@50 %.4f  MRR %.4f\n", label, m->hr10,
+           m->hr50, m->ndcg10, m->ndcg50, m->mrr);
 }
 
 /* Reads training bookkeeping kept in the checkpoint's metadata. */
@@ -294,8 +321,10 @@ int elastic_cmd_train(int argc, char **argv)
     char *map = NULL;
     if (a.resume) {
         st = elastic_model_load(&model, ckpt);
-        if (st == ELASTIC_OK && elastic_model_config(model)->num_items != elastic_dataset_num_items(ds))
-            st = ELASTIC_ERR_FORMAT, fprintf(stderr, "elastic train: %s was trained on other data\n", ckpt);
+        if (st == ELASTIC_OK &&
+            elastic_model_config(model)->num_items != elastic_dataset_num_items(ds))
+            st = ELASTIC_ERR_FORMAT,
+            fprintf(stderr, "elastic train: %s was trained on other data\n", ckpt);
     } else {
         config.num_items = elastic_dataset_num_items(ds);
         st = elastic_model_init_random(&model, &config, a.seed);
@@ -309,8 +338,9 @@ int elastic_cmd_train(int argc, char **argv)
         return fail(st, a.resume ? ckpt : "model");
     }
     const elastic_config *c = elastic_model_config(model);
-    printf("model: %s, d=%lld, heads=%lld, layers=%lld, N=%lld", c->model == ELASTIC_MODEL_KIND_SASREC ? "sasrec" : "elastic",
-           (long long)c->hidden, (long long)c->heads, (long long)c->layers, (long long)c->max_len);
+    printf("model: %s, d=%lld, heads=%lld, layers=%lld, N=%lld",
+           c->model == ELASTIC_MODEL_KIND_SASREC ? "sasrec" : "elastic", (long long)c->hidden,
+           (long long)c->heads, (long long)c->layers, (long long)c->max_len);
     if (c->model == ELASTIC_MODEL_KIND_ELASTIC)
         printf(", k=%lld, m=%lld, t=%lld", (long long)c->experts, (long long)c->mem_subkeys,
                (long long)c->mem_topk);
@@ -401,7 +431,8 @@ int elastic_cmd_train(int argc, char **argv)
         st = elastic_model_load(&best_model, a.out);
         elastic_metrics test, test_pop;
         if (st == ELASTIC_OK) st = evaluate(best_model, &a, ds, ELASTIC_SPLIT_TEST, 0, &test);
-        if (st == ELASTIC_OK) st = elastic_evaluate_popularity(ds, ELASTIC_SPLIT_TEST, 0, &test_pop);
+        if (st == ELASTIC_OK)
+            st = elastic_evaluate_popularity(ds, ELASTIC_SPLIT_TEST, 0, &test_pop);
         if (st == ELASTIC_OK) {
             printf("test (%lld users, full ranking, history left out):\n", (long long)test.users);
             print_metrics("model", &test);

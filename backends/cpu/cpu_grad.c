@@ -34,8 +34,10 @@ void elastic_cpu_cross_entropy(const float *scores, const int32_t *target, float
         const float *s = scores + b * items;
         float *g = dscores + b * items;
         double max = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < items; j++) max = s[j] > max ? s[j] : max;
-        for (int64_t j = 0; j < items; j++) sum += exp((double)s[j] - max);
+        for (int64_t j = 0; j < items; j++)
+            max = s[j] > max ? s[j] : max;
+        for (int64_t j = 0; j < items; j++)
+            sum += exp((double)s[j] - max);
         double lse = max + log(sum);
         for (int64_t j = 0; j < items; j++)
             g[j] = (float)(exp((double)s[j] - lse) / (double)batch);
@@ -52,7 +54,8 @@ void elastic_cpu_gather_grad(const float *dy, const int32_t *idx, int64_t n, int
     for (int64_t i = 0; i < n; i++) {
         float *row = dtable + (int64_t)idx[i] * d;
         const float *src = dy + i * d;
-        for (int64_t j = 0; j < d; j++) row[j] += src[j];
+        for (int64_t j = 0; j < d; j++)
+            row[j] += src[j];
     }
 }
 
@@ -69,7 +72,8 @@ void elastic_cpu_sum_rows(const float *x, int64_t rows, int64_t cols, float *out
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int64_t j = 0; j < cols; j++) {
             double s = 0;
-            for (int64_t r = 0; r < rows; r++) s += x[r * cols + j];
+            for (int64_t r = 0; r < rows; r++)
+                s += x[r * cols + j];
             out[j] = (float)s;
         }
         return;
@@ -79,11 +83,13 @@ void elastic_cpu_sum_rows(const float *x, int64_t rows, int64_t cols, float *out
         double *p = part + ch * cols;
         int64_t end = (ch + 1) * CHUNK < rows ? (ch + 1) * CHUNK : rows;
         for (int64_t r = ch * CHUNK; r < end; r++)
-            for (int64_t j = 0; j < cols; j++) p[j] += x[r * cols + j];
+            for (int64_t j = 0; j < cols; j++)
+                p[j] += x[r * cols + j];
     }
     for (int64_t j = 0; j < cols; j++) {
         double s = 0;
-        for (int64_t ch = 0; ch < chunks; ch++) s += part[ch * cols + j];
+        for (int64_t ch = 0; ch < chunks; ch++)
+            s += part[ch * cols + j];
         out[j] = (float)s;
     }
     free(part);
@@ -112,9 +118,11 @@ elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, 
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d, *gr = dy + r * d;
         double mean = 0, var = 0;
-        for (int64_t j = 0; j < d; j++) mean += xr[j];
+        for (int64_t j = 0; j < d; j++)
+            mean += xr[j];
         mean /= (double)d;
-        for (int64_t j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+        for (int64_t j = 0; j < d; j++)
+            var += (xr[j] - mean) * (xr[j] - mean);
         double inv = 1.0 / sqrt(var / (double)d + (double)eps);
         stat[2 * r] = mean;
         stat[2 * r + 1] = inv;
@@ -174,14 +182,14 @@ static void transpose(const float *in, float *out, int64_t rows, int64_t cols, i
         int64_t r0 = tile / tiles_c * T, c0 = tile % tiles_c * T;
         int64_t r1 = r0 + T < rows ? r0 + T : rows, c1 = c0 + T < cols ? c0 + T : cols;
         for (int64_t c = c0; c < c1; c++)
-            for (int64_t r = r0; r < r1; r++) out[c * rows + r] = in[r * cols + c];
+            for (int64_t r = r0; r < r1; r++)
+                out[c * rows + r] = in[r * cols + c];
     }
 }
 
-elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x,
-                                       const float *w, const float *dy, float *dx, float *dw,
-                                       float *dbias, int64_t m, int64_t n, int64_t kk,
-                                       int threads)
+elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x, const float *w,
+                                       const float *dy, float *dx, float *dw, float *dbias,
+                                       int64_t m, int64_t n, int64_t kk, int threads)
 {
     /* dW = dy^T x runs over row chunks: each chunk's slices are transposed
      * into cache-sized buffers and multiplied by the fast kernel into a
@@ -217,7 +225,8 @@ elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int64_t i = 0; i < n * kk; i++) {
             float acc = 0.0f;
-            for (int64_t c = 0; c < chunks; c++) acc += part[c * n * kk + i];
+            for (int64_t c = 0; c < chunks; c++)
+                acc += part[c * n * kk + i];
             dw[i] = acc;
         }
         elastic_cpu_sum_rows(dy, m, n, dbias, threads);
@@ -242,8 +251,7 @@ void elastic_cpu_gelu_grad(const float *x, const float *dy, float *dx, int64_t n
 elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const float *v,
                                           const float *dy, const int32_t *key_len, float *dq,
                                           float *dk, float *dv, int64_t batch, int64_t nq,
-                                          int64_t nk, int64_t d, int heads, int causal,
-                                          int threads)
+                                          int64_t nk, int64_t d, int heads, int causal, int threads)
 {
     int64_t dh = d / heads;
     double scale = 1.0 / sqrt((double)dh);
@@ -268,32 +276,39 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
                 const float *gi = dy + (b * nq + i) * d + h * dh;
                 float *dqi = dq + (b * nq + i) * d + h * dh;
                 int64_t first = causal ? i : 0;
-                for (int64_t c = 0; c < dh; c++) dqi[c] = 0.0f;
+                for (int64_t c = 0; c < dh; c++)
+                    dqi[c] = 0.0f;
                 if (first >= valid) continue;
                 double max = -INFINITY, sum = 0;
                 for (int64_t j = first; j < valid; j++) {
                     const float *kj = k + (b * nk + j) * d + h * dh;
                     double s = 0;
-                    for (int64_t c = 0; c < dh; c++) s += (double)qi[c] * kj[c];
+                    for (int64_t c = 0; c < dh; c++)
+                        s += (double)qi[c] * kj[c];
                     p[j] = s * scale;
                     max = p[j] > max ? p[j] : max;
                 }
-                for (int64_t j = first; j < valid; j++) sum += (p[j] = exp(p[j] - max));
-                for (int64_t c = 0; c < dh; c++) out[c] = acc_q[c] = 0;
+                for (int64_t j = first; j < valid; j++)
+                    sum += (p[j] = exp(p[j] - max));
+                for (int64_t c = 0; c < dh; c++)
+                    out[c] = acc_q[c] = 0;
                 for (int64_t j = first; j < valid; j++) {
                     p[j] /= sum;
                     const float *vj = v + (b * nk + j) * d + h * dh;
-                    for (int64_t c = 0; c < dh; c++) out[c] += p[j] * vj[c];
+                    for (int64_t c = 0; c < dh; c++)
+                        out[c] += p[j] * vj[c];
                 }
                 double gdot = 0; /* sum_j p_j dp_j = dy . out */
-                for (int64_t c = 0; c < dh; c++) gdot += gi[c] * out[c];
+                for (int64_t c = 0; c < dh; c++)
+                    gdot += gi[c] * out[c];
                 for (int64_t j = first; j < valid; j++) {
                     const float *kj = k + (b * nk + j) * d + h * dh;
                     const float *vj = v + (b * nk + j) * d + h * dh;
                     float *dkj = dk + (b * nk + j) * d + h * dh;
                     float *dvj = dv + (b * nk + j) * d + h * dh;
                     double dp = 0;
-                    for (int64_t c = 0; c < dh; c++) dp += (double)gi[c] * vj[c];
+                    for (int64_t c = 0; c < dh; c++)
+                        dp += (double)gi[c] * vj[c];
                     double ds = p[j] * (dp - gdot) * scale;
                     for (int64_t c = 0; c < dh; c++) {
                         dvj[c] += (float)(p[j] * gi[c]);
@@ -301,7 +316,8 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
                         acc_q[c] += ds * kj[c];
                     }
                 }
-                for (int64_t c = 0; c < dh; c++) dqi[c] = (float)acc_q[c];
+                for (int64_t c = 0; c < dh; c++)
+                    dqi[c] = (float)acc_q[c];
             }
         }
         free(p);
@@ -317,7 +333,8 @@ static void top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
     for (int64_t i = 0; i < n; i++) {
         int64_t pos = count;
         /* s[i] enters before every kept entry it beats (strictly). */
-        while (pos > 0 && s[i] > s[sel[pos - 1]]) pos--;
+        while (pos > 0 && s[i] > s[sel[pos - 1]])
+            pos--;
         if (pos >= t) continue;
         int64_t end = count < t ? count : t - 1;
         memmove(sel + pos + 1, sel + pos, (size_t)(end - pos) * sizeof *sel);
@@ -326,11 +343,10 @@ static void top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
     }
 }
 
-elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
-                                    const float *values, const float *dy, float *dquery,
-                                    float *dsubkeys, float *dvalues, int64_t batch,
-                                    int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
-                                    int threads)
+elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys, const float *values,
+                                    const float *dy, float *dquery, float *dsubkeys, float *dvalues,
+                                    int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t,
+                                    int64_t d, int threads)
 {
     int64_t half = c / 2, rows = batch * experts;
     /* Per (user, expert): the kept pairs' x, y and slot, weight and dscore. */
@@ -366,11 +382,13 @@ elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
                 int64_t np = 0;
                 for (int64_t xi = 0; xi < m && np < t * t; xi++) {
                     int inA = 0;
-                    for (int64_t i = 0; i < t; i++) inA |= A[i] == xi;
+                    for (int64_t i = 0; i < t; i++)
+                        inA |= A[i] == xi;
                     if (!inA) continue;
                     for (int64_t yi = 0; yi < m; yi++) {
                         int inB = 0;
-                        for (int64_t i = 0; i < t; i++) inB |= B[i] == yi;
+                        for (int64_t i = 0; i < t; i++)
+                            inB |= B[i] == yi;
                         if (!inB) continue;
                         pair[np] = sa[xi] + sb[yi];
                         pslot[np++] = xi * m + yi;
@@ -379,7 +397,8 @@ elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
                 top_indices(pair, np, t, best);
                 double max = pair[best[0]], sum = 0;
                 double *wt = kw + r * t * 2, *ds = wt + t;
-                for (int64_t i = 0; i < t; i++) sum += (wt[i] = exp(pair[best[i]] - max));
+                for (int64_t i = 0; i < t; i++)
+                    sum += (wt[i] = exp(pair[best[i]] - max));
                 /* dw_i = dy . values[slot_i]; dscore_i = w_i (dw_i - sum_j w_j dw_j) */
                 const float *g = dy + r * d;
                 double wdw = 0;
@@ -387,12 +406,14 @@ elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
                     wt[i] /= sum;
                     const float *val = values + pslot[best[i]] * d;
                     double dw = 0;
-                    for (int64_t j = 0; j < d; j++) dw += (double)g[j] * val[j];
+                    for (int64_t j = 0; j < d; j++)
+                        dw += (double)g[j] * val[j];
                     ds[i] = dw;
                     wdw += wt[i] * dw;
                 }
                 float *dqa = dquery + r * c, *dqb = dqa + half;
-                for (int64_t p = 0; p < c; p++) dqa[p] = 0.0f;
+                for (int64_t p = 0; p < c; p++)
+                    dqa[p] = 0.0f;
                 int64_t *kr = kept + r * t * 3;
                 for (int64_t i = 0; i < t; i++) {
                     ds[i] = wt[i] * (ds[i] - wdw);
@@ -424,7 +445,8 @@ elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
         const double *wt = kw + r * t * 2, *ds = wt + t;
         for (int64_t i = 0; i < t; i++) {
             float *dval = dvalues + kr[3 * i + 2] * d;
-            for (int64_t j = 0; j < d; j++) dval[j] += (float)(wt[i] * g[j]);
+            for (int64_t j = 0; j < d; j++)
+                dval[j] += (float)(wt[i] * g[j]);
             float *dka = dsubkeys + kr[3 * i] * half, *dkb = dsubkeys + (m + kr[3 * i + 1]) * half;
             for (int64_t p = 0; p < half; p++) {
                 dka[p] += (float)(ds[i] * qa[p]);
@@ -437,9 +459,8 @@ elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
     return ELASTIC_OK;
 }
 
-void elastic_cpu_view_grad(const float *dv, int ndim, const int64_t *shape,
-                           const int64_t *strides, int64_t offset, float *out,
-                           int64_t src_numel)
+void elastic_cpu_view_grad(const float *dv, int ndim, const int64_t *shape, const int64_t *strides,
+                           int64_t offset, float *out, int64_t src_numel)
 {
     memset(out, 0, (size_t)src_numel * sizeof(float));
     int64_t sh[4] = {1, 1, 1, 1}, st[4] = {0, 0, 0, 0};

@@ -44,10 +44,9 @@ elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, 
 
 /* x [M, K], W [N, K], dy [M, N] -> dx [M, K], dW [N, K], dbias [N]; the two
  * products run on the table's fast linear kernel over transposed copies. */
-elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x,
-                                       const float *w, const float *dy, float *dx, float *dw,
-                                       float *dbias, int64_t m, int64_t n, int64_t kk,
-                                       int threads);
+elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x, const float *w,
+                                       const float *dy, float *dx, float *dw, float *dbias,
+                                       int64_t m, int64_t n, int64_t kk, int threads);
 
 void elastic_cpu_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, int threads);
 
@@ -61,15 +60,13 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
 /* The backward of product-key retrieval: the selection is recomputed, and
  * gradients reach the selected values, and through the softmax weights the
  * selected sub-keys and the query. */
-elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys,
-                                    const float *values, const float *dy, float *dquery,
-                                    float *dsubkeys, float *dvalues, int64_t batch,
-                                    int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
-                                    int threads);
+elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys, const float *values,
+                                    const float *dy, float *dquery, float *dsubkeys, float *dvalues,
+                                    int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t,
+                                    int64_t d, int threads);
 
 /* out [src_numel] = 0, then out[offset + sum_i idx_i * strides[i]] += dv[idx]. */
-void elastic_cpu_view_grad(const float *dv, int ndim, const int64_t *shape,
-                           const int64_t *strides, int64_t offset, float *out,
-                           int64_t src_numel);
+void elastic_cpu_view_grad(const float *dv, int ndim, const int64_t *shape, const int64_t *strides,
+                           int64_t offset, float *out, int64_t src_numel);
 
 #endif
