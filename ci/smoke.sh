@@ -38,6 +38,19 @@ check bad-id 1 "not an item id" -- "$bin" recommend --model "$tmp/m.st" /dev/std
 check no-backend 1 "ELASTIC_ERR_BACKEND" -- "$bin" recommend --model "$tmp/m.st" --backend nosuch "$tmp/h.txt"
 check bad-config 1 "heads" -- "$bin" init num_items=10 hidden=30 heads=4 -o "$tmp/x.st"
 check help 0 "usage" -- "$bin" recommend --help
+# Training end to end on a tiny synthetic log: a model file with the item map,
+# checkpoints that resume, serving in the data's ids, and the error paths.
+check synth 0 "" -- "$bin" synth --users 60 --items 40 --clusters 4 --min-len 5 --max-len 12 -o "$tmp/s.txt"
+small=(hidden=16 max_len=16 experts=4 mem_subkeys=8 mem_topk=2 layers=1)
+check train 0 "^test .*60 users" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/t.st" --epochs 1 --checkpoint --quiet "${small[@]}"
+check train-resume 0 "^epoch 2:" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/t.st" --epochs 2 --resume --quiet
+check train-info 0 "item_ids" -- "$bin" info "$tmp/t.st"
+check recommend-mapped 0 "^1	[0-9]+:" -- "$bin" recommend --model "$tmp/t.st" --top 3 /dev/stdin <<<"$(awk '$1 == 1 { printf "%s ", $2 }' "$tmp/s.txt")"
+check recommend-unmapped 1 "not in the model's item map" -- "$bin" recommend --model "$tmp/t.st" /dev/stdin <<<"1 2 999"
+check train-no-output 2 "MODEL is required" -- "$bin" train --data "$tmp/s.txt"
+check train-no-data 1 "ELASTIC_ERR_IO" -- "$bin" train --data "$tmp/nosuch.txt" -o "$tmp/u.st"
+check train-bad-key 2 "num_items comes from the data" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/u.st" num_items=5
+check train-no-ckpt 1 "u.st.ckpt" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/u.st" --resume
 # Every other available backend recommends what the CPU backend recommends.
 for be in opencl cuda; do
   "$bin" backends | grep -qE "^$be +available" || { echo "skip $be: not available"; continue; }

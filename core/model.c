@@ -218,6 +218,16 @@ elastic_status elastic_model_set_tensor(elastic_model *model, const char *name, 
     return ELASTIC_OK;
 }
 
+int elastic_model_metadata_count(const elastic_model *model)
+{
+    return model ? model->n_meta : 0;
+}
+
+const char *elastic_model_metadata_key(const elastic_model *model, int index)
+{
+    return model && index >= 0 && index < model->n_meta ? model->meta[index].key : NULL;
+}
+
 const char *elastic_model_metadata(const elastic_model *model, const char *key)
 {
     if (!model || !key) return NULL;

@@ -121,7 +121,10 @@ ELASTIC_API elastic_status elastic_model_tensor(const elastic_model *model, cons
 ELASTIC_API elastic_status elastic_model_set_tensor(elastic_model *model, const char *name,
                                                     const float *data, int64_t n);
 
-/* Extra string metadata stored in the model file (e.g. an item-id map). */
+/* Extra string metadata stored in the model file (e.g. an item-id map):
+ * count and keys (beyond the config keys), and a value by key. */
+ELASTIC_API int elastic_model_metadata_count(const elastic_model *model);
+ELASTIC_API const char *elastic_model_metadata_key(const elastic_model *model, int index);
 ELASTIC_API const char *elastic_model_metadata(const elastic_model *model, const char *key);
 ELASTIC_API elastic_status elastic_model_set_metadata(elastic_model *model, const char *key,
                                                       const char *value);

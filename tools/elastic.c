@@ -408,6 +408,17 @@ static int cmd_info(int argc, char **argv)
         total += numel;
     }
     printf("parameters  %lld (%.2f MiB)\n", total, (double)total * 4 / (1024.0 * 1024.0));
+    int n_meta = elastic_model_metadata_count(model);
+    if (n_meta) printf("metadata    %d\n", n_meta);
+    for (int i = 0; i < n_meta; i++) {
+        const char *key = elastic_model_metadata_key(model, i);
+        const char *value = elastic_model_metadata(model, key);
+        size_t len = strlen(value);
+        if (len > 60)
+            printf("  %-32s %.56s... (%zu bytes)\n", key, value, len);
+        else
+            printf("  %-32s %s\n", key, value);
+    }
     elastic_model_free(model);
     return 0;
 }
