@@ -10,7 +10,7 @@ vg=(valgrind -q --error-exitcode=9 --suppressions="$(dirname "$0")/valgrind.supp
     --show-leak-kinds=definite)
 export OMP_NUM_THREADS=2 ELASTIC_TEST_QUICK=1
 for t in test_graph test_planner test_safetensors test_model_file test_ops test_session \
-         test_data test_metrics test_synth; do
+         test_data test_metrics test_synth test_grad; do
   [ -x "$dir/tests/$t" ] || continue
   echo "valgrind $t"
   "${vg[@]}" "$dir/tests/$t" >/dev/null
@@ -31,5 +31,12 @@ echo "valgrind elastic synth/eval"
 "${vg[@]}" "$dir/elastic" synth --users 40 --items 200 --clusters 5 -o "$tmp/s.txt" 2>/dev/null
 "${vg[@]}" "$dir/elastic" eval --model "$tmp/m.st" --data "$tmp/s.txt" --threads 2 >/dev/null 2>&1
 rc=0; "${vg[@]}" "$dir/elastic" eval --model "$tmp/m.st" --data "$tmp/none.txt" 2>/dev/null || rc=$?
+[ "$rc" -eq 1 ]
+echo "valgrind elastic train (1 epoch, tiny) and resume"
+"${vg[@]}" "$dir/elastic" synth --users 30 --items 30 --clusters 3 --min-len 4 --max-len 8 -o "$tmp/t.txt" 2>/dev/null
+"${vg[@]}" "$dir/elastic" train --data "$tmp/t.txt" -o "$tmp/t.st" --epochs 1 --checkpoint --quiet \
+  hidden=8 max_len=8 experts=2 mem_subkeys=4 mem_topk=2 layers=1 >/dev/null
+"${vg[@]}" "$dir/elastic" train --data "$tmp/t.txt" -o "$tmp/t.st" --epochs 2 --resume --quiet >/dev/null
+rc=0; "${vg[@]}" "$dir/elastic" train --data "$tmp/none.txt" -o "$tmp/u.st" 2>/dev/null || rc=$?
 [ "$rc" -eq 1 ]
 echo "valgrind: clean"
