@@ -2,7 +2,7 @@
  * cpu_grad.c - the CPU backend's training kernels (see cpu_grad.h).
  *
  * Each backward follows its forward in cpu_ref.c line by line: what the
- * forward computed is recomputed here in double (softmax weights, LayerNorm
+ * forward computed is recomputed here (softmax weights, LayerNorm
  * statistics, the product-key selection) rather than stored, so the forward
  * graph keeps only its op outputs alive for the backward.
  */
@@ -253,16 +253,18 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
                                           float *dk, float *dv, int64_t batch, int64_t nq,
                                           int64_t nk, int64_t d, int heads, int causal, int threads)
 {
+    /* float32 throughout, with the loops over the head width innermost so
+     * that they vectorize: the sums are at most nk (or dh) terms long. */
     int64_t dh = d / heads;
-    double scale = 1.0 / sqrt((double)dh);
+    float scale = (float)(1.0 / sqrt((double)dh));
     int failed = 0;
     memset(dk, 0, (size_t)(batch * nk * d) * sizeof(float));
     memset(dv, 0, (size_t)(batch * nk * d) * sizeof(float));
     /* Each (user, head) owns its slices of dq, dk and dv: no races. */
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
-        double *p = malloc((size_t)(nk + 2 * dh) * sizeof(double));
-        double *acc_q = p ? p + nk : NULL, *out = p ? acc_q + dh : NULL;
+        float *p = malloc((size_t)(nk + 2 * dh) * sizeof(float));
+        float *acc_q = p ? p + nk : NULL, *out = p ? acc_q + dh : NULL;
 #pragma omp for schedule(static)
         for (int64_t bh = 0; bh < batch * heads; bh++) {
             if (!p) {
@@ -271,6 +273,8 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
             }
             int64_t b = bh / heads, h = bh % heads;
             int64_t valid = key_len ? (key_len[b] < nk ? key_len[b] : nk) : nk;
+            const float *kb = k + b * nk * d + h * dh, *vb = v + b * nk * d + h * dh;
+            float *dkb = dk + b * nk * d + h * dh, *dvb = dv + b * nk * d + h * dh;
             for (int64_t i = 0; i < nq; i++) {
                 const float *qi = q + (b * nq + i) * d + h * dh;
                 const float *gi = dy + (b * nq + i) * d + h * dh;
@@ -279,45 +283,49 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
                 for (int64_t c = 0; c < dh; c++)
                     dqi[c] = 0.0f;
                 if (first >= valid) continue;
-                double max = -INFINITY, sum = 0;
+                float max = -INFINITY, sum = 0.0f;
                 for (int64_t j = first; j < valid; j++) {
-                    const float *kj = k + (b * nk + j) * d + h * dh;
-                    double s = 0;
+                    const float *kj = kb + j * d;
+                    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                     for (int64_t c = 0; c < dh; c++)
-                        s += (double)qi[c] * kj[c];
+                        s += qi[c] * kj[c];
                     p[j] = s * scale;
                     max = p[j] > max ? p[j] : max;
                 }
                 for (int64_t j = first; j < valid; j++)
-                    sum += (p[j] = exp(p[j] - max));
+                    sum += (p[j] = expf(p[j] - max));
+                float inv = 1.0f / sum;
                 for (int64_t c = 0; c < dh; c++)
-                    out[c] = acc_q[c] = 0;
+                    out[c] = acc_q[c] = 0.0f;
                 for (int64_t j = first; j < valid; j++) {
-                    p[j] /= sum;
-                    const float *vj = v + (b * nk + j) * d + h * dh;
+                    p[j] *= inv;
+                    const float *vj = vb + j * d;
+#pragma omp simd
                     for (int64_t c = 0; c < dh; c++)
                         out[c] += p[j] * vj[c];
                 }
-                double gdot = 0; /* sum_j p_j dp_j = dy . out */
+                float gdot = 0.0f; /* sum_j p_j dp_j = dy . out */
+#pragma omp simd reduction(+ : gdot)
                 for (int64_t c = 0; c < dh; c++)
                     gdot += gi[c] * out[c];
                 for (int64_t j = first; j < valid; j++) {
-                    const float *kj = k + (b * nk + j) * d + h * dh;
-                    const float *vj = v + (b * nk + j) * d + h * dh;
-                    float *dkj = dk + (b * nk + j) * d + h * dh;
-                    float *dvj = dv + (b * nk + j) * d + h * dh;
-                    double dp = 0;
+                    const float *kj = kb + j * d, *vj = vb + j * d;
+                    float *dkj = dkb + j * d, *dvj = dvb + j * d;
+                    float dp = 0.0f;
+#pragma omp simd reduction(+ : dp)
                     for (int64_t c = 0; c < dh; c++)
-                        dp += (double)gi[c] * vj[c];
-                    double ds = p[j] * (dp - gdot) * scale;
+                        dp += gi[c] * vj[c];
+                    float ds = p[j] * (dp - gdot) * scale, pj = p[j];
+#pragma omp simd
                     for (int64_t c = 0; c < dh; c++) {
-                        dvj[c] += (float)(p[j] * gi[c]);
-                        dkj[c] += (float)(ds * qi[c]);
+                        dvj[c] += pj * gi[c];
+                        dkj[c] += ds * qi[c];
                         acc_q[c] += ds * kj[c];
                     }
                 }
                 for (int64_t c = 0; c < dh; c++)
-                    dqi[c] = (float)acc_q[c];
+                    dqi[c] = acc_q[c];
             }
         }
         free(p);
