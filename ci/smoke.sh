@@ -47,6 +47,10 @@ check train-resume 0 "^epoch 2:" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/t.
 check train-info 0 "item_ids" -- "$bin" info "$tmp/t.st"
 check recommend-mapped 0 "^1	[0-9]+:" -- "$bin" recommend --model "$tmp/t.st" --top 3 /dev/stdin <<<"$(awk '$1 == 1 { printf "%s ", $2 }' "$tmp/s.txt")"
 check recommend-unmapped 1 "not in the model's item map" -- "$bin" recommend --model "$tmp/t.st" /dev/stdin <<<"1 2 999"
+printf 'user,item,timestamp\n' >"$tmp/n.csv"
+for u in 1 2 3 4 5 6; do for t in 1 2 3 4 5; do echo "u$u,film-$(( (u * 7 + t * 3) % 11 )),$t"; done; done >>"$tmp/n.csv"
+check train-csv-names 0 "^test " -- "$bin" train --data "$tmp/n.csv" -o "$tmp/n.st" --epochs 1 --quiet "${small[@]}"
+check recommend-names 0 "^1	film-[0-9]+:" -- "$bin" recommend --model "$tmp/n.st" --top 2 /dev/stdin <<<"film-1 film-2"
 check train-no-output 2 "MODEL is required" -- "$bin" train --data "$tmp/s.txt"
 check train-no-data 1 "ELASTIC_ERR_IO" -- "$bin" train --data "$tmp/nosuch.txt" -o "$tmp/u.st"
 check train-bad-key 2 "num_items comes from the data" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/u.st" num_items=5

@@ -123,7 +123,8 @@ static const char *recommend_usage =
     "      --batch N         users per batch (default 256)\n"
     "  -h, --help            this text\n"
     "A model trained by `elastic train` carries the map from the data's item ids\n"
-    "to its own: histories and recommendations are then in the data's ids.\n";
+    "to its own: histories and recommendations are then in the data's ids (any\n"
+    "text without spaces).\n";
 
 /* Opens a model and a session; prints errors. */
 static int open_session(const run_options *o, elastic_model **model, elastic_session **session)
@@ -146,6 +147,11 @@ static void report_fallback(const elastic_session *session)
                 prog, stats.fallback_nodes, stats.nodes);
 }
 
+static int32_t map_lookup(const char *name, void *ctx)
+{
+    return elastic_item_map_id(ctx, name);
+}
+
 static int cmd_recommend(int argc, char **argv)
 {
     run_options o;
@@ -155,51 +161,37 @@ static int cmd_recommend(int argc, char **argv)
         fprintf(stderr, "%s: recommend takes at most one input file\n", prog);
         return 2;
     }
-    FILE *in = stdin;
-    const char *path = optind < argc ? argv[optind] : "-";
-    if (strcmp(path, "-") && !(in = fopen(path, "r"))) {
-        fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
-        return 1;
-    }
-    histories h;
-    char err[256];
-    int rc = histories_read(in, &h, err, sizeof err);
-    if (in != stdin) fclose(in);
-    if (rc) {
-        fprintf(stderr, "%s: %s: %s\n", prog, path, err);
-        return 1;
-    }
     elastic_model *model;
     elastic_session *session;
-    if (open_session(&o, &model, &session)) {
-        histories_free(&h);
-        return 1;
-    }
+    if (open_session(&o, &model, &session)) return 1;
     /* A trained model's item map: input and output in the data's ids. */
     elastic_item_map *map = NULL;
     if (elastic_model_metadata(model, "item_ids")) {
         elastic_status st = elastic_item_map_init(&map, model);
-        int bad = st != ELASTIC_OK;
-        if (bad) fail_status(st, o.model);
-        for (int b = 0; !bad && b < h.count; b++)
-            for (int64_t i = h.offsets[b]; !bad && i < h.offsets[b + 1]; i++) {
-                char name[16];
-                snprintf(name, sizeof name, "%d", (int)h.items[i]);
-                int32_t id = elastic_item_map_id(map, name);
-                if (!id) {
-                    fprintf(stderr, "%s: %s line %lld: item %s is not in the model's item map\n",
-                            prog, path, (long long)h.line[b], name);
-                    bad = 1;
-                }
-                h.items[i] = id;
-            }
-        if (bad) {
-            elastic_item_map_free(map);
-            histories_free(&h);
+        if (st != ELASTIC_OK) {
+            fail_status(st, o.model);
             elastic_session_free(session);
             elastic_model_free(model);
             return 1;
         }
+    }
+    FILE *in = stdin;
+    const char *path = optind < argc ? argv[optind] : "-";
+    histories h;
+    char err[256];
+    int rc = 1;
+    if (strcmp(path, "-") && !(in = fopen(path, "r")))
+        snprintf(err, sizeof err, "%s", strerror(errno));
+    else
+        rc = map ? histories_read_mapped(in, &h, map_lookup, map, err, sizeof err)
+                 : histories_read(in, &h, err, sizeof err);
+    if (in && in != stdin) fclose(in);
+    if (rc) {
+        fprintf(stderr, "%s: %s: %s\n", prog, path, err);
+        elastic_item_map_free(map);
+        elastic_session_free(session);
+        elastic_model_free(model);
+        return 1;
     }
     int K = (int)o.top_k, status = 0;
     int32_t *ids = malloc(sizeof *ids * (size_t)K * (size_t)o.batch);

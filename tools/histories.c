@@ -20,6 +20,12 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 
 int histories_read(FILE *f, histories *h, char *err, size_t err_size)
 {
+    return histories_read_mapped(f, h, NULL, NULL, err, err_size);
+}
+
+int histories_read_mapped(FILE *f, histories *h, int32_t (*lookup)(const char *name, void *ctx),
+                          void *ctx, char *err, size_t err_size)
+{
     memset(h, 0, sizeof *h);
     size_t item_cap = 0, user_cap = 0, line_cap_users = 0, n_items = 0;
     char *line = NULL;
@@ -34,13 +40,27 @@ int histories_read(FILE *f, histories *h, char *err, size_t err_size)
         while (isspace((unsigned char)*p)) p++;
         while (*p) { /* a blank line is a user with an empty history */
             char *end;
-            errno = 0;
-            long v = strtol(p, &end, 10);
-            if (end == p || errno || v < INT32_MIN || v > INT32_MAX ||
-                (*end && !isspace((unsigned char)*end))) {
-                snprintf(err, err_size, "line %lld: '%.*s' is not an item id", (long long)line_no,
-                         (int)strcspn(p, " \t\r\n"), p);
-                goto fail;
+            long v;
+            if (lookup) { /* a name, looked up: 0 = unknown */
+                end = p + strcspn(p, " \t\r\n\v\f");
+                char saved = *end;
+                *end = '\0';
+                v = lookup(p, ctx);
+                *end = saved;
+                if (v == 0) {
+                    snprintf(err, err_size, "line %lld: item '%.*s' is not in the model's item map",
+                             (long long)line_no, (int)(end - p), p);
+                    goto fail;
+                }
+            } else {
+                errno = 0;
+                v = strtol(p, &end, 10);
+                if (end == p || errno || v < INT32_MIN || v > INT32_MAX ||
+                    (*end && !isspace((unsigned char)*end))) {
+                    snprintf(err, err_size, "line %lld: '%.*s' is not an item id",
+                             (long long)line_no, (int)strcspn(p, " \t\r\n"), p);
+                    goto fail;
+                }
             }
             if (grow((void **)&h->items, &item_cap, n_items + 1, sizeof *h->items)) goto oom;
             h->items[n_items++] = (int32_t)v;

@@ -19,6 +19,10 @@ typedef struct histories {
 /* Reads every line of f. Returns 0, or -1 with a message in err (line
  * number included) for a malformed id or an empty line. */
 int histories_read(FILE *f, histories *h, char *err, size_t err_size);
+/* The same, with every token a name that lookup() turns into an item id
+ * (0 for a name it does not know: an error naming the line and the token). */
+int histories_read_mapped(FILE *f, histories *h, int32_t (*lookup)(const char *name, void *ctx),
+                          void *ctx, char *err, size_t err_size);
 void histories_free(histories *h);
 
 #endif
