@@ -38,7 +38,7 @@ static void accumulate(diff *d, int t, int gt, const char *base)
         elastic_op_params p = {.src_ndim = src->ndim, .view_offset = tt->view_offset};
         memcpy(p.src_shape, src->shape, sizeof p.src_shape);
         memcpy(p.view_strides, tt->strides, sizeof p.view_strides);
-        int src_id = tt->view_src;
+        int src_id = tt->view_src; /* adding a node may move the tensor array */
         int gs = add_node(d, ELASTIC_OP_VIEW_GRAD, &gt, 1, &p, base, "view_grad");
         accumulate(d, src_id, gs, base);
         return;
@@ -59,16 +59,16 @@ static void mark_requires(diff *d)
     for (int t = 0; t < d->n_fwd; t++) {
         const elastic_tensor *tt = &g->tensors[t];
         char r = 0;
-        if (tt->kind == ELASTIC_TENSOR_KIND_WEIGHT)
+        if (tt->kind == ELASTIC_TENSOR_KIND_WEIGHT) {
             r = 1;
-        else if (tt->kind == ELASTIC_TENSOR_KIND_VIEW)
-        r = d->requires[tt->view_src];
-        else if (tt->producer >= 0 && tt->dtype == ELASTIC_DTYPE_F32)
-        {
+        } else if (tt->kind == ELASTIC_TENSOR_KIND_VIEW) {
+            r = d->requires[tt->view_src];
+        } else if (tt->producer >= 0 && tt->dtype == ELASTIC_DTYPE_F32) {
             const elastic_node *n = &g->nodes[tt->producer];
-            for (int k = 0; k < n->n_inputs; k++)
-                if (n->inputs[k] >= 0 && g->tensors[n->inputs[k]].dtype == ELASTIC_DTYPE_F32)
-            r |= d->requires[n->inputs[k]];
+            for (int k = 0; k < n->n_inputs; k++) {
+                int in = n->inputs[k];
+                if (in >= 0 && g->tensors[in].dtype == ELASTIC_DTYPE_F32) r |= d->requires[in];
+            }
         }
         d->requires[t] = r;
     }

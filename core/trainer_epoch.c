@@ -67,7 +67,7 @@ elastic_status elastic_trainer_epoch(elastic_trainer *tr, const elastic_dataset 
         st = elastic_error(ELASTIC_ERR_INVALID_ARG,
                            "no user has two training items: nothing to train on");
 
-    elastic_train_progress p = {.steps = elastic_trainer_steps(tr)};
+    elastic_train_progress p = {.steps = elastic_trainer_steps(tr), .examples_total = n_ex};
     double t0 = now_seconds(), loss_sum = 0;
     for (int64_t first = 0; st == ELASTIC_OK && first < n_ex; first += o->batch_size) {
         int batch = (int)(n_ex - first < o->batch_size ? n_ex - first : o->batch_size);

@@ -56,10 +56,11 @@ ELASTIC_API elastic_status elastic_trainer_step(elastic_trainer *trainer, const 
 
 /* Progress of an epoch, reported after every step. */
 typedef struct elastic_train_progress {
-    int64_t step, steps; /* steps done in this epoch, and in all */
-    int64_t examples;    /* examples done in this epoch */
-    double loss;         /* mean loss over this epoch so far */
-    double seconds;      /* since the epoch started */
+    int64_t step, steps;    /* steps done in this epoch, and in all */
+    int64_t examples;       /* examples done in this epoch */
+    int64_t examples_total; /* examples in this epoch */
+    double loss;            /* mean loss over this epoch so far */
+    double seconds;         /* since the epoch started */
 } elastic_train_progress;
 
 typedef void (*elastic_train_progress_fn)(const elastic_train_progress *progress, void *ctx);

@@ -225,7 +225,6 @@ static int parse_format(const char *s, elastic_data_format *f)
 typedef struct bar {
     int quiet, tty;
     long epoch;
-    int64_t total;
     double last_print;
 } bar;
 
@@ -234,15 +233,16 @@ static void show_progress(const elastic_train_progress *p, void *ctx)
     bar *b = ctx;
     if (b->quiet || !b->tty) return;
     double t = p->seconds;
-    if (t - b->last_print < 0.25 && p->examples < b->total) return;
+    if (t - b->last_print < 0.25 && p->examples < p->examples_total) return;
     b->last_print = t;
-    int width = 30, done = b->total ? (int)(width * p->examples / b->total) : width;
+    int width = 30,
+        done = p->examples_total ? (int)(width * p->examples / p->examples_total) : width;
     char line[32];
     for (int i = 0; i < width; i++)
         line[i] = i < done ? '=' : i == done ? '>' : ' ';
     line[width] = '\0';
     fprintf(stderr, "\repoch %ld [%s] %lld/%lld loss %.4f %.0f ex/s  ", b->epoch, line,
-            (long long)p->examples, (long long)b->total, p->loss,
+            (long long)p->examples, (long long)p->examples_total, p->loss,
             t > 0 ? (double)p->examples / t : 0.0);
     fflush(stderr);
 }
@@ -322,9 +322,14 @@ int elastic_cmd_train(int argc, char **argv)
     if (a.resume) {
         st = elastic_model_load(&model, ckpt);
         if (st == ELASTIC_OK &&
-            elastic_model_config(model)->num_items != elastic_dataset_num_items(ds))
-            st = ELASTIC_ERR_FORMAT,
-            fprintf(stderr, "elastic train: %s was trained on other data\n", ckpt);
+            elastic_model_config(model)->num_items != elastic_dataset_num_items(ds)) {
+            fprintf(stderr, "elastic train: %s has %lld items, the data %lld: other data\n", ckpt,
+                    (long long)elastic_model_config(model)->num_items,
+                    (long long)elastic_dataset_num_items(ds));
+            elastic_model_free(model);
+            elastic_dataset_free(ds);
+            return 1;
+        }
     } else {
         config.num_items = elastic_dataset_num_items(ds);
         st = elastic_model_init_random(&model, &config, a.seed);
@@ -373,14 +378,7 @@ int elastic_cmd_train(int argc, char **argv)
 
     double best = meta_number(model, "train.best_valid_hr10", -1);
     long bad = (long)meta_number(model, "train.bad_epochs", 0);
-    int64_t users = elastic_dataset_num_users(ds), examples = 0;
-    for (int64_t u = 0; u < users; u++) {
-        const int32_t *seq;
-        int64_t len;
-        if (elastic_dataset_train_items(ds, u, &seq, &len) == ELASTIC_OK && len >= 2)
-            examples += a.spu;
-    }
-    bar b = {.quiet = a.quiet, .tty = isatty(2), .total = examples};
+    bar b = {.quiet = a.quiet, .tty = isatty(2)};
     double start = now_seconds();
     for (long e = elastic_trainer_epochs(tr); e < a.epochs; e++) {
         b.epoch = e + 1;
