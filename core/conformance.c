@@ -522,8 +522,10 @@ static int topk_agrees(const int32_t *a, const int32_t *b, const float *ref_scor
     return 1;
 }
 
+/* One model on every backend against the CPU reference (which streams its
+ * attention); `attention` is the backends' elastic_attention_kind. */
 static elastic_status run_model(conf_run *r, const char *label, const elastic_config *config,
-                                int batch)
+                                int batch, int attention)
 {
     uint64_t seed = elastic_rng_u64(r->o->seed, 99, (uint64_t)config->model);
     elastic_model *m = NULL;
@@ -575,6 +577,7 @@ static elastic_status run_model(conf_run *r, const char *label, const elastic_co
         elastic_session_options o = b->options;
         o.backend = b->iface->name;
         o.allow_cpu_fallback = 1; /* reported below, never silent */
+        o.attention = attention;
         elastic_session *s = NULL;
         elastic_run_stats stats = {0};
         double eu = INFINITY, es = INFINITY;
@@ -640,7 +643,8 @@ static elastic_status run_models(conf_run *r)
     elastic_config c;
     elastic_config_default(&c);
     c.num_items = 3706; /* the defaults of spec section 1 with ML-1M's catalogue */
-    ELASTIC_TRY(run_model(r, "elastic (defaults)", &c, 8));
+    ELASTIC_TRY(run_model(r, "elastic (defaults)", &c, 8, ELASTIC_ATTENTION_STREAMING));
+    ELASTIC_TRY(run_model(r, "elastic (materialized)", &c, 8, ELASTIC_ATTENTION_MATERIALIZED));
     elastic_config_default(&c);
     c.num_items = 500;
     c.max_len = 50;
@@ -651,23 +655,24 @@ static elastic_status run_models(conf_run *r)
     c.mem_subkeys = 2;
     c.mem_topk = 2;
     c.mem_key = 6;
-    ELASTIC_TRY(run_model(r, "elastic (edge: d=12...)", &c, 8));
+    ELASTIC_TRY(run_model(r, "elastic (edge: d=12...)", &c, 8, ELASTIC_ATTENTION_STREAMING));
     elastic_config_default(&c);
     c.model = ELASTIC_MODEL_KIND_SASREC;
     c.num_items = 3706;
-    return run_model(r, "sasrec (defaults)", &c, 8);
+    ELASTIC_TRY(run_model(r, "sasrec (defaults)", &c, 8, ELASTIC_ATTENTION_STREAMING));
+    return run_model(r, "sasrec (materialized)", &c, 8, ELASTIC_ATTENTION_MATERIALIZED);
 }
 
 /* ---------------------------------------------------------------- report */
 
 static void print_table(conf_run *r)
 {
-    fprintf(r->out, "\n%-12s", "op");
+    fprintf(r->out, "\n%-16s", "op");
     for (int b = 0; b < r->n_backends; b++) fprintf(r->out, " %-22s", r->backends[b].spec);
     fprintf(r->out, "\n");
     for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
-        fprintf(r->out, "%-12s", elastic_op_name((elastic_op)op));
+        fprintf(r->out, "%-16s", elastic_op_name((elastic_op)op));
         for (int b = 0; b < r->n_backends; b++) {
             const conf_cell *c = &r->cells[op][b];
             char cell[64];

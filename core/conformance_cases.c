@@ -15,6 +15,8 @@
  *     bounds |q.k| * scale; exp turns it into a relative error of the
  *     weights, and normalising over nk keys adds (nk + 4) EPS, all scaled by
  *     the largest |v|;
+ *   - ATTENTION_PROBS: the same logit error, relative to each weight;
+ *     ATTENTION_MIX: a dot product of length nk, as LINEAR;
  *   - PKM: the same for the subkey scores (width c/2 per half) and the t
  *     softmax weights, scaled by the largest |value|;
  *   - GATHER, COPY, TOPK and every case with small-integer inputs: exact.
@@ -152,6 +154,26 @@ static void attn_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads, i
     c->in[3] = masked ? i32(1, B, 0, CONF_FILL_LENGTHS, 1, (double)nk) : absent();
 }
 
+static void probs_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads, int causal,
+                       int masked, const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_ATTENTION_PROBS, label);
+    c->n_inputs = 3;
+    c->params.heads = heads;
+    c->params.causal = causal;
+    c->in[0] = range(f32(3, B, nq, d, 0), -2, 2);
+    c->in[1] = range(f32(3, B, nk, d, 0), -2, 2);
+    c->in[2] = masked ? i32(1, B, 0, CONF_FILL_LENGTHS, 1, (double)nk) : absent();
+}
+
+static void mix_case(int64_t B, int heads, int64_t nq, int64_t nk, int64_t d, const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_ATTENTION_MIX, label);
+    c->n_inputs = 2;
+    c->in[0] = range(f32(4, B, heads, nq, nk), 0, 1);
+    c->in[1] = f32(3, B, nk, d, 0);
+}
+
 static void pkm_case(int64_t B, int k, int64_t cc, int64_t m, int t, int64_t d, const char *label)
 {
     conf_case *c = add_case(ELASTIC_OP_PKM, label);
@@ -237,6 +259,20 @@ static void build_cases(void)
     topk_case(4, 3706, 10, 200, 0, "I=3706, 200 exclusions");
     topk_case(3, 100, 37, 0, 0, "K=37 odd");
     topk_case(2, 50, 12, 5, 1, "NaN and Inf scores");
+
+    probs_case(1, 1, 1, 1, 1, 0, 0, "all sizes 1");
+    probs_case(2, 16, 200, 64, 2, 0, 1, "aggregation k=16 over 200, padded");
+    probs_case(2, 50, 50, 32, 4, 1, 1, "causal, padded");
+    probs_case(2, 33, 33, 12, 3, 1, 0, "causal, d=12 h=3");
+    probs_case(3, 1, 300, 64, 2, 1, 1, "most recent query only, padded");
+    probs_case(1, 5, 7, 260, 1, 1, 0, "head width 260");
+
+    mix_case(1, 1, 1, 1, 1, "all sizes 1");
+    mix_case(2, 4, 50, 50, 32, "causal shape, h=4");
+    mix_case(3, 2, 37, 16, 64, "dispatch 37 over 16");
+    mix_case(2, 3, 33, 33, 12, "d=12 h=3");
+    mix_case(1, 2, 16, 4096, 64, "long keys 4096");
+    mix_case(1, 1, 5, 7, 260, "head width 260");
 
     const int64_t s1[3] = {2, 1, 4}, st1[3] = {20, 4, 1};
     copy_case(3, s1, st1, 0, 40, "x[:,0:1,:] of [2,5,4]");
@@ -349,6 +385,26 @@ void conf_tolerances(const conf_case *c, const void *const *inputs, const float 
         double t = EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(nk + 4)) *
                    max_abs(w, numel(&c->in[2]));
         for (int64_t i = 0; i < n; i++) tol[i] = t;
+        return;
+    }
+    case ELASTIC_OP_ATTENTION_PROBS: { /* the ATTENTION logit bound, relative to each weight */
+        int64_t dh = c->in[0].shape[2] / c->params.heads, nk = c->in[1].shape[1];
+        double L = (double)dh * max_abs(a, numel(&c->in[0])) * max_abs(b, numel(&c->in[1])) /
+                   sqrt((double)dh);
+        double t = EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(nk + 4));
+        for (int64_t i = 0; i < n; i++) tol[i] = t * fabs((double)ref[i]) + 1e-35;
+        return;
+    }
+    case ELASTIC_OP_ATTENTION_MIX: { /* a dot product of length nk per element */
+        int64_t h = c->in[0].shape[1], nq = c->in[0].shape[2], nk = c->in[0].shape[3];
+        int64_t d = c->in[1].shape[2], dh = d / h;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t bb = i / (nq * d), q = i / d % nq, col = i % d;
+            const float *p = a + ((bb * h + col / dh) * nq + q) * nk;
+            double mag = 0;
+            for (int64_t j = 0; j < nk; j++) mag += fabs((double)p[j] * b[(bb * nk + j) * d + col]);
+            tol[i] = (double)(nk + 2) * EPS * mag;
+        }
         return;
     }
     case ELASTIC_OP_PKM: {

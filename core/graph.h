@@ -60,6 +60,10 @@ typedef enum elastic_op {
     ELASTIC_OP_PKM,          /* query [B,k*c], subkeys [2,m,c/2], values [m*m,d] -> [B,k,d] */
     ELASTIC_OP_TOPK,         /* scores [B,I], exclude [B,E] I32 or none -> ids [B,K], vals [B,K] */
     ELASTIC_OP_COPY,         /* any (strided) view -> contiguous copy */
+    /* ATTENTION in two steps, as standard (non-streaming) implementations run
+     * it: the softmax weights are a tensor [B, heads, nq, nk] of the plan. */
+    ELASTIC_OP_ATTENTION_PROBS, /* q [B,nq,d], k [B,nk,d], key_len [B] or none -> P [B,h,nq,nk] */
+    ELASTIC_OP_ATTENTION_MIX,   /* P [B,h,nq,nk], v [B,nk,d] -> [B,nq,d] */
     /* Training (see autodiff.c): dropout, the loss, and one gradient op per
      * op above. A backend that lacks them leaves them to the CPU fallback. */
     ELASTIC_OP_DROPOUT,           /* x -> x * keep / (1-p), keep drawn from (seed, element) */
@@ -77,13 +81,13 @@ typedef enum elastic_op {
     ELASTIC_OP_COUNT
 } elastic_op;
 
-/* The ops of inference (gather .. copy): the conformance suite covers these. */
-#define ELASTIC_OP_INFERENCE_COUNT (ELASTIC_OP_COPY + 1)
+/* The ops of inference (gather .. attention_mix): the conformance suite covers these. */
+#define ELASTIC_OP_INFERENCE_COUNT (ELASTIC_OP_ATTENTION_MIX + 1)
 
 typedef struct elastic_op_params {
     float eps;      /* LAYER_NORM */
-    int heads;      /* ATTENTION */
-    int causal;     /* ATTENTION: query r sees keys r' >= r only (recency order) */
+    int heads;      /* ATTENTION, ATTENTION_PROBS */
+    int causal;     /* ATTENTION, ATTENTION_PROBS: query r sees keys r' >= r only (recency order) */
     int experts;    /* PKM: k */
     int mem_topk;   /* PKM: t */
     int top_k;      /* TOPK: K */

@@ -27,7 +27,8 @@ typedef struct builder {
     float eps;
     float dropout;
     uint64_t seed;
-    int n_dropout; /* dropout nodes so far: each draws its own mask */
+    int n_dropout;   /* dropout nodes so far: each draws its own mask */
+    int materialize; /* MHA as ATTENTION_PROBS + ATTENTION_MIX */
 } builder;
 
 static int weight(builder *b, const char *name)
@@ -93,10 +94,20 @@ static int mha(builder *b, int q_in, int kv_in, int key_len, int causal, const c
     int k = linear(b, kv_in, name);
     snprintf(name, sizeof name, "%s.v", prefix);
     int v = linear(b, kv_in, name);
-    int in[4] = {q, k, v, key_len};
     elastic_op_params params = {.heads = b->heads, .causal = causal};
-    snprintf(name, sizeof name, "%s.attention", prefix);
-    int a = elastic_graph_node(b->g, ELASTIC_OP_ATTENTION, in, 4, &params, name);
+    int a;
+    if (b->materialize) {
+        int in_p[3] = {q, k, key_len};
+        snprintf(name, sizeof name, "%s.attention.probs", prefix);
+        int p = elastic_graph_node(b->g, ELASTIC_OP_ATTENTION_PROBS, in_p, 3, &params, name);
+        int in_m[2] = {p, v};
+        snprintf(name, sizeof name, "%s.attention", prefix);
+        a = elastic_graph_node(b->g, ELASTIC_OP_ATTENTION_MIX, in_m, 2, &params, name);
+    } else {
+        int in[4] = {q, k, v, key_len};
+        snprintf(name, sizeof name, "%s.attention", prefix);
+        a = elastic_graph_node(b->g, ELASTIC_OP_ATTENTION, in, 4, &params, name);
+    }
     snprintf(name, sizeof name, "%s.o", prefix);
     return dropout(b, linear(b, a, name), name);
 }
@@ -216,7 +227,7 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
     const elastic_config *c = &model->config;
     builder b = {.g = g, .model = model, .B = s->batch, .n = s->len, .d = c->hidden,
                  .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
-                 .seed = s->seed};
+                 .seed = s->seed, .materialize = s->materialize_attention};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);

@@ -24,6 +24,9 @@ typedef struct elastic_build_shape {
      * FFN output (spec section 5), masks drawn from `seed`; 0 = inference. */
     float dropout;
     uint64_t seed;
+    /* Every MHA as ATTENTION_PROBS + ATTENTION_MIX, its softmax weights a
+     * tensor of the plan (elastic_attention_kind), instead of ATTENTION. */
+    int materialize_attention;
 } elastic_build_shape;
 
 /* The graph's named inputs, as tensor ids. */

@@ -12,7 +12,7 @@
 
 static const char *op_names[ELASTIC_OP_COUNT] = {
     "gather", "add", "masked_mean", "layer_norm", "linear",
-    "gelu",   "attention", "pkm", "topk", "copy",
+    "gelu",   "attention", "pkm", "topk", "copy", "attention_probs", "attention_mix",
     "dropout", "cross_entropy", "gather_grad", "sum_rows", "masked_mean_grad",
     "layer_norm_grad", "linear_grad", "gelu_grad", "attention_grad", "pkm_grad", "view_grad",
 };
@@ -247,6 +247,32 @@ elastic_status elastic_op_infer(const elastic_graph *g, const elastic_node *n, e
             return bad(n, "width is not divisible by the number of heads");
         set_out(&outs[0], F, 3, a->shape);
         return ELASTIC_OK;
+    case ELASTIC_OP_ATTENTION_PROBS: /* q [B,nq,d], k [B,nk,d], key_len [B] -> P [B,h,nq,nk] */
+        if (!b || a->ndim != 3 || b->ndim != 3 || a->dtype != F || b->dtype != F)
+            return bad(n, "needs float q [B,nq,d] and k [B,nk,d]");
+        if (b->shape[0] != a->shape[0] || b->shape[2] != a->shape[2])
+            return bad(n, "q and k disagree in batch or width");
+        if (c && (c->dtype != I || c->ndim != 1 || c->shape[0] != a->shape[0]))
+            return bad(n, "key lengths must be int32 [B]");
+        if (n->params.heads < 1 || a->shape[2] % n->params.heads)
+            return bad(n, "width is not divisible by the number of heads");
+        shape[0] = a->shape[0];
+        shape[1] = n->params.heads;
+        shape[2] = a->shape[1];
+        shape[3] = b->shape[1];
+        set_out(&outs[0], F, 4, shape);
+        return ELASTIC_OK;
+    case ELASTIC_OP_ATTENTION_MIX: /* P [B,h,nq,nk], v [B,nk,d] -> [B,nq,d] */
+        if (!b || a->ndim != 4 || b->ndim != 3 || a->dtype != F || b->dtype != F)
+            return bad(n, "needs float P [B,h,nq,nk] and v [B,nk,d]");
+        if (b->shape[0] != a->shape[0] || b->shape[1] != a->shape[3])
+            return bad(n, "P and v disagree in batch or keys");
+        if (b->shape[2] % a->shape[1]) return bad(n, "width is not divisible by the number of heads");
+        shape[0] = a->shape[0];
+        shape[1] = a->shape[2];
+        shape[2] = b->shape[2];
+        set_out(&outs[0], F, 3, shape);
+        return ELASTIC_OK;
     case ELASTIC_OP_PKM: { /* query [B,k*c], subkeys [2,m,c/2], values [m*m,d] */
         int64_t k = n->params.experts, t = n->params.mem_topk;
         if (!b || !c || a->ndim != 2 || b->ndim != 3 || c->ndim != 2 || b->shape[0] != 2)
@@ -290,6 +316,11 @@ double elastic_node_flops(const elastic_graph *g, const elastic_node *n)
     case ELASTIC_OP_ATTENTION: /* QK^T and AV over every (query, key) pair */
         return 4.0 * (double)a->shape[0] * (double)a->shape[1] * (double)b->shape[1] *
                (double)a->shape[2] / (n->params.causal ? 2.0 : 1.0);
+    case ELASTIC_OP_ATTENTION_PROBS: /* QK^T, then exp and normalisation per weight */
+        return (2.0 * (double)a->shape[2] + 4.0 * n->params.heads) * (double)a->shape[0] *
+               (double)a->shape[1] * (double)b->shape[1] / (n->params.causal ? 2.0 : 1.0);
+    case ELASTIC_OP_ATTENTION_MIX: /* PV over every (query, key) pair: half of P is 0 if causal */
+        return 2.0 * numel * (double)b->shape[1];
     case ELASTIC_OP_PKM: {
         double m = (double)b->shape[1], half = (double)b->shape[2], t = n->params.mem_topk;
         return (double)a->shape[0] * n->params.experts * (4.0 * m * half + 2.0 * t * out->shape[2]);

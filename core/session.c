@@ -62,6 +62,9 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
     elastic_session_options o;
     elastic_session_options_default(&o);
     if (options) o = *options;
+    if (o.attention != ELASTIC_ATTENTION_STREAMING && o.attention != ELASTIC_ATTENTION_MATERIALIZED)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "unknown attention kind %d (0 or 1)",
+                             o.attention);
     elastic_session *s = calloc(1, sizeof *s);
     if (!s) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (session)");
     s->model = model;
@@ -130,7 +133,8 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
     elastic_build_shape shape = {.batch = batch, .len = n, .output = output,
                                  .top_k = output == ELASTIC_BUILD_OUTPUT_TOPK ? top_k : 0,
                                  .n_exclude = output == ELASTIC_BUILD_OUTPUT_TOPK && exclude
-                                                  ? longest : 0};
+                                                  ? longest : 0,
+                                 .materialize_attention = s->options.attention};
     ELASTIC_TRY(ensure_plan(s, &shape));
 
     /* Staging: items [B, n] in recency order, lengths [B], exclusions [B, E]. */
@@ -200,7 +204,8 @@ elastic_status elastic_session_print_plan(elastic_session *s, int batch, int64_t
                              (long long)c->num_items);
     elastic_build_shape shape = {.batch = batch, .len = len < c->max_len ? len : c->max_len,
                                  .n_exclude = len, .top_k = top_k,
-                                 .output = ELASTIC_BUILD_OUTPUT_TOPK};
+                                 .output = ELASTIC_BUILD_OUTPUT_TOPK,
+                                 .materialize_attention = s->options.attention};
     ELASTIC_TRY(ensure_plan(s, &shape));
     fprintf(out, "model: %s, B=%d, n=%lld (history %lld), K=%d\n",
             c->model == ELASTIC_MODEL_KIND_SASREC ? "sasrec" : "elastic", batch,

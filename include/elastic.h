@@ -147,6 +147,18 @@ ELASTIC_API elastic_status elastic_backend_get_info(int index, elastic_backend_i
 
 typedef struct elastic_session elastic_session;
 
+/* How a session computes multi-head attention. Both give the same results
+ * (up to float32 rounding); they differ in memory. */
+typedef enum elastic_attention_kind {
+    /* Online softmax over blocks of keys: the weights are never stored, so
+     * memory is linear in the history length for both models (the default). */
+    ELASTIC_ATTENTION_STREAMING = 0,
+    /* The softmax weights [B, heads, queries, keys] are a tensor of the plan,
+     * as in standard implementations: SASRec's memory grows with n^2. For
+     * comparisons with such implementations (elastic bench). */
+    ELASTIC_ATTENTION_MATERIALIZED = 1
+} elastic_attention_kind;
+
 typedef struct elastic_session_options {
     const char *backend;    /* "cpu", "opencl", "cuda" or "auto" (the default) */
     int device;             /* device index within the backend */
@@ -154,6 +166,7 @@ typedef struct elastic_session_options {
     int num_threads;        /* CPU threads; 0 = OpenMP's default */
     int cpu_reference;      /* CPU backend: use the scalar float64 reference */
     int cpu_isa;            /* CPU backend: 0 = best, 1 = scalar, 2 = AVX2, 3 = AVX-512 */
+    int attention;          /* an elastic_attention_kind */
 } elastic_session_options;
 
 ELASTIC_API void elastic_session_options_default(elastic_session_options *options);

@@ -62,6 +62,15 @@ cudaError_t elastic_cu_attention(const float *q, const float *k, const float *v,
                                  int64_t nk, int64_t d, int heads, int causal, void *workspace,
                                  size_t workspace_size, int sm_count, cudaStream_t stream);
 
+/* The softmax weights of ATTENTION as a tensor: q [batch, nq, d],
+ * k [batch, nk, d], key_len [batch] or NULL -> p [batch, heads, nq, nk],
+ * exactly 0 for hidden keys and all 0 in the row of a query that sees no key.
+ * Any head size; one block per row of p. (ATTENTION_MIX, p times v, is a
+ * cuBLAS GEMM: see cuda_ops.c.) */
+cudaError_t elastic_cu_attention_probs(const float *q, const float *k, const int32_t *key_len,
+                                       float *p, int64_t batch, int64_t nq, int64_t nk, int64_t d,
+                                       int heads, int causal, cudaStream_t stream);
+
 /* Product-key memory: query [batch, experts*c], subkeys [2, m, c/2],
  * values [m*m, d] -> out [batch, experts, d]; one block per (user, expert).
  * elastic_cu_pkm_supported() says whether (c, m, t) fit in shared memory. */

@@ -2,8 +2,11 @@
  * test_bench_plan.c - the memory claims of `elastic bench`, checked on plans
  * without timing anything: the ELASTIC plan at n=65536 (B=1) holds no tensor
  * of n*n elements or more, its arena grows about linearly in n
- * (arena(4n) < 4.5 arena(n)), and elastic_run_stats reports the largest
- * tensor the plan places. SASRec's time complexity is not tested here.
+ * (arena(4n) < 4.5 arena(n)), also with materialized attention, and
+ * elastic_run_stats reports the largest tensor the plan places. SASRec's
+ * plan is linear with streaming attention and quadratic (it holds the
+ * softmax weights [B, h, n, n]) with materialized attention, the
+ * "sasrec-std" of `elastic bench`. Times are not tested here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -52,15 +55,16 @@ static elastic_model *model_of(elastic_model_kind kind)
 
 /* Plans one user-vector batch; returns the arena size, sets the largest
  * tensor (elements, views and weights excluded) seen in the graph. */
-static size_t plan_arena(const elastic_model *m, int64_t batch, int64_t n, int64_t *max_numel,
-                         size_t *plan_max_bytes)
+static size_t plan_arena(const elastic_model *m, int64_t batch, int64_t n, int materialize,
+                         int64_t *max_numel, size_t *plan_max_bytes)
 {
     elastic_backend be;
     memset(&be, 0, sizeof be);
     be.iface = &plan_iface;
     be.alignment = 64;
     elastic_build_shape shape = {
-        .batch = batch, .len = n, .output = ELASTIC_BUILD_OUTPUT_USER_VECTORS};
+        .batch = batch, .len = n, .output = ELASTIC_BUILD_OUTPUT_USER_VECTORS,
+        .materialize_attention = materialize};
     elastic_graph g;
     elastic_build_io io;
     elastic_plan p;
@@ -88,12 +92,14 @@ static void test_elastic_no_nn_tensor(void **state)
     elastic_model *m = model_of(ELASTIC_MODEL_KIND_ELASTIC);
     int64_t n = MAX_N, max_numel;
     size_t plan_max;
-    size_t arena = plan_arena(m, 1, n, &max_numel, &plan_max);
-    assert_true(max_numel < n * n);
-    /* and linear: at most a fixed number of floats per position (4d = 256) */
-    assert_true(max_numel <= 4 * 64 * n);
-    assert_int_equal(plan_max, (size_t)max_numel * sizeof(float));
-    assert_true(arena >= plan_max);
+    for (int materialize = 0; materialize < 2; materialize++) {
+        size_t arena = plan_arena(m, 1, n, materialize, &max_numel, &plan_max);
+        assert_true(max_numel < n * n);
+        /* and linear: at most a fixed number of floats per position (4d = 256) */
+        assert_true(max_numel <= 4 * 64 * n);
+        assert_int_equal(plan_max, (size_t)max_numel * sizeof(float));
+        assert_true(arena >= plan_max);
+    }
     elastic_model_free(m);
 }
 
@@ -103,13 +109,43 @@ static void test_elastic_arena_linear(void **state)
     elastic_model *m = model_of(ELASTIC_MODEL_KIND_ELASTIC);
     int64_t numel;
     size_t plan_max;
-    for (int64_t n = 1024; 4 * n <= MAX_N; n *= 4) {
-        size_t a1 = plan_arena(m, 1, n, &numel, &plan_max);
-        size_t a4 = plan_arena(m, 1, 4 * n, &numel, &plan_max);
-        print_message("elastic arena n=%lld: %zu bytes, n=%lld: %zu bytes (x%.2f)\n", (long long)n,
-                      a1, (long long)(4 * n), a4, (double)a4 / (double)a1);
-        assert_true((double)a4 < 4.5 * (double)a1);
+    for (int materialize = 0; materialize < 2; materialize++) {
+        for (int64_t n = 1024; 4 * n <= MAX_N; n *= 4) {
+            size_t a1 = plan_arena(m, 1, n, materialize, &numel, &plan_max);
+            size_t a4 = plan_arena(m, 1, 4 * n, materialize, &numel, &plan_max);
+            print_message("elastic arena%s n=%lld: %zu bytes, n=%lld: %zu bytes (x%.2f)\n",
+                          materialize ? " (materialized attention)" : "", (long long)n, a1,
+                          (long long)(4 * n), a4, (double)a4 / (double)a1);
+            assert_true((double)a4 < 4.5 * (double)a1);
+        }
     }
+    elastic_model_free(m);
+}
+
+/* SASRec: streaming attention keeps it linear; materialized attention holds
+ * the first layer's weights [B, h, n, n] (the last layer has one query), so
+ * that is the largest tensor and the arena grows like n^2. */
+static void test_sasrec_streaming_vs_materialized(void **state)
+{
+    (void)state;
+    elastic_model *m = model_of(ELASTIC_MODEL_KIND_SASREC);
+    const int64_t heads = 2, B = 2;
+    int64_t numel;
+    size_t plan_max;
+    for (int64_t n = 256; n <= 4096; n *= 4) {
+        size_t lin = plan_arena(m, B, n, 0, &numel, &plan_max);
+        assert_true(numel <= B * 4 * 64 * n);
+        size_t quad = plan_arena(m, B, n, 1, &numel, &plan_max);
+        assert_int_equal(numel, B * heads * n * n);
+        assert_int_equal(plan_max, (size_t)numel * sizeof(float));
+        /* q, k (inputs of the weights) and v (read after them) live beside them */
+        assert_true(quad >= plan_max + (size_t)(3 * B * n * 64) * sizeof(float));
+        print_message("sasrec n=%lld: arena %zu bytes streaming, %zu materialized\n",
+                      (long long)n, lin, quad);
+    }
+    size_t a1 = plan_arena(m, 1, 1024, 1, &numel, &plan_max);
+    size_t a4 = plan_arena(m, 1, 4096, 1, &numel, &plan_max);
+    assert_true((double)a4 > 12.0 * (double)a1); /* 16x for the n*n part */
     elastic_model_free(m);
 }
 
@@ -149,6 +185,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_elastic_no_nn_tensor),
         cmocka_unit_test(test_elastic_arena_linear),
+        cmocka_unit_test(test_sasrec_streaming_vs_materialized),
         cmocka_unit_test(test_stats_max_tensor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -237,8 +237,10 @@ static void test_probe_and_init(void **state)
 }
 
 /* Every node of the real graphs, at the spec's default sizes and at long
- * histories, runs on the CUDA backend (no CPU fallback needed). */
-static void check_graph_supported(elastic_model_kind kind, int64_t len, elastic_build_output out)
+ * histories, streaming or materialized attention, runs on the CUDA backend
+ * (no CPU fallback needed). */
+static void check_graph_supported(elastic_model_kind kind, int64_t len, elastic_build_output out,
+                                  int materialize)
 {
     elastic_config c;
     elastic_config_default(&c);
@@ -251,7 +253,8 @@ static void check_graph_supported(elastic_model_kind kind, int64_t len, elastic_
                                  .len = len,
                                  .n_exclude = out == ELASTIC_BUILD_OUTPUT_TOPK ? 30 : 0,
                                  .top_k = out == ELASTIC_BUILD_OUTPUT_TOPK ? 300 : 0,
-                                 .output = out};
+                                 .output = out,
+                                 .materialize_attention = materialize};
     elastic_graph g;
     elastic_build_io io;
     elastic_graph_init(&g);
@@ -267,10 +270,16 @@ static void check_graph_supported(elastic_model_kind kind, int64_t len, elastic_
 static void test_supports_model_graphs(void **state)
 {
     (void)state;
-    check_graph_supported(ELASTIC_MODEL_KIND_ELASTIC, 200, ELASTIC_BUILD_OUTPUT_TOPK);
-    check_graph_supported(ELASTIC_MODEL_KIND_ELASTIC, 4096, ELASTIC_BUILD_OUTPUT_SCORES);
-    check_graph_supported(ELASTIC_MODEL_KIND_SASREC, 200, ELASTIC_BUILD_OUTPUT_TOPK);
-    check_graph_supported(ELASTIC_MODEL_KIND_ELASTIC, 50, ELASTIC_BUILD_OUTPUT_USER_VECTORS);
+    for (int materialize = 0; materialize <= 1; materialize++) {
+        check_graph_supported(ELASTIC_MODEL_KIND_ELASTIC, 200, ELASTIC_BUILD_OUTPUT_TOPK,
+                              materialize);
+        check_graph_supported(ELASTIC_MODEL_KIND_ELASTIC, 4096, ELASTIC_BUILD_OUTPUT_SCORES,
+                              materialize);
+        check_graph_supported(ELASTIC_MODEL_KIND_SASREC, 200, ELASTIC_BUILD_OUTPUT_TOPK,
+                              materialize);
+        check_graph_supported(ELASTIC_MODEL_KIND_ELASTIC, 50, ELASTIC_BUILD_OUTPUT_USER_VECTORS,
+                              materialize);
+    }
 }
 
 /* ------------------------------------------------------------ ops */
@@ -512,6 +521,177 @@ static void test_attention(void **state)
     attention_case(2, 9, 33, 16, 2, 0, (const int32_t[]){33, 32}, 0);
 }
 
+/* One ATTENTION_PROBS case against the reference; key_len NULL = no key
+ * lengths (the input absent, or left out when key_len_as_absent_input is 0).
+ * Hidden keys must be exactly 0 and a second run bitwise the same. */
+static void attention_probs_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads,
+                                 int causal, const int32_t *key_len, int key_len_as_absent_input)
+{
+    const uint64_t seed = tu_seed();
+    size_t nqe = (size_t)(B * nq * d), nke = (size_t)(B * nk * d),
+           npe = (size_t)(B * heads * nq * nk);
+    float *q = fvec(nqe), *k = fvec(nke), *got = fvec(npe), *again = fvec(npe), *want = fvec(npe);
+    tu_fill_uniform(q, nqe, seed, 64 + (uint64_t)nk, -2, 2);
+    tu_fill_uniform(k, nke, seed, 65 + (uint64_t)nk, -2, 2);
+    dtensor tq = dt_f32(3, (int64_t[]){B, nq, d}, 0, q),
+            tk = dt_f32(3, (int64_t[]){B, nk, d}, 4, k);
+    dtensor tl = dt_i32(1, &B, 8, key_len); /* canaries only when there are none */
+    dtensor o = dt_f32(4, (int64_t[]){B, heads, nq, nk}, 0, NULL);
+    int n_inputs = key_len || key_len_as_absent_input ? 3 : 2;
+    elastic_node node = make_node(ELASTIC_OP_ATTENTION_PROBS, n_inputs, 1, "probs");
+    node.params.heads = heads;
+    node.params.causal = causal;
+    elastic_tensor_ref in[3] = {tq.ref, tk.ref, key_len ? tl.ref : absent()};
+    run(&node, in, &o);
+    dt_read(&o, got);
+    run(&node, in, &o);
+    dt_read(&o, again);
+    ref->attention_probs(q, k, key_len, want, B, nq, nk, d, heads, causal, 1);
+    char what[112];
+    snprintf(what, sizeof what, "attention_probs B%lld nq%lld nk%lld d%lld h%d causal%d",
+             (long long)B, (long long)nq, (long long)nk, (long long)d, heads, causal);
+    for (size_t e = 0; e < npe; e++) { /* hidden keys: exactly 0 */
+        int64_t j = (int64_t)e % nk, i = (int64_t)e / nk % nq, b = (int64_t)e / (nk * nq * heads);
+        int64_t valid = key_len ? (key_len[b] < 0 ? 0 : key_len[b] < nk ? key_len[b] : nk) : nk;
+        if ((j >= valid || (causal && j < i)) && got[e] != 0.0f)
+            fail_msg("%s: hidden key %lld of query %lld (user %lld) has weight %g", what,
+                     (long long)j, (long long)i, (long long)b, (double)got[e]);
+    }
+    /* The logit error (a dot product of dh terms of |q.k| <= 4, scaled)
+     * becomes a relative error of every weight; the sum adds nk roundings. */
+    double dh = (double)(d / heads), L = 4.0 * dh / sqrt(dh > 0 ? dh : 1.0);
+    double rtol = 1.2e-7 * (2.0 * (dh + 4.0) * (L + 1.0) + 2.0 * ((double)nk + 4.0));
+    expect_close(what, got, want, npe, 1e-35, rtol);
+    if (memcmp(got, again, npe * sizeof *got)) fail_msg("%s: two runs differ", what);
+    dt_free(&tq), dt_free(&tk), dt_free(&tl), dt_free(&o);
+    free(q), free(k), free(got), free(again), free(want);
+}
+
+static void test_attention_probs(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    /* aggregation: 16 experts over long histories, padded users, a user with none */
+    attention_probs_case(3, 16, 3000, 64, 2, 0, (const int32_t[]){3000, 1234, 0}, 0);
+    /* dispatch: n queries over the 16 experts, no key lengths */
+    attention_probs_case(2, 300, 16, 64, 2, 0, NULL, 0);
+    attention_probs_case(2, 37, 16, 64, 2, 0, NULL, 1);
+    /* SASRec: causal self-attention with padding */
+    attention_probs_case(2, 200, 200, 64, 2, 1, (const int32_t[]){200, 77}, 0);
+    /* key lengths out of range (clamped), d = 12 over 3 heads */
+    attention_probs_case(2, 33, 33, 12, 3, 1, (const int32_t[]){-5, 999}, 0);
+    /* head sizes: 260, and wider than the kernel stages in shared memory */
+    attention_probs_case(1, 5, 7, 260, 1, 1, NULL, 0);
+    attention_probs_case(2, 3, 9, 5000, 1, 0, (const int32_t[]){6, 9}, 0);
+    /* more rows of P (80000) than blocks in the grid */
+    attention_probs_case(1, 40000, 5, 8, 2, 0, NULL, 0);
+    /* a single key, a single query */
+    attention_probs_case(1, 1, 1, 1, 1, 0, NULL, 0);
+}
+
+/* One ATTENTION_MIX case: P [B, heads, nq, nk] in [0, 1) (not softmax rows:
+ * the op sums whatever it gets), v [B, nk, d]; each element within a dot
+ * product's rounding of the reference, relative to the sum of |terms|. */
+static void attention_mix_case(int64_t B, int heads, int64_t nq, int64_t nk, int64_t d)
+{
+    const uint64_t seed = tu_seed();
+    size_t npe = (size_t)(B * heads * nq * nk), nve = (size_t)(B * nk * d),
+           noe = (size_t)(B * nq * d);
+    float *p = fvec(npe), *v = fvec(nve), *got = fvec(noe), *again = fvec(noe), *want = fvec(noe);
+    tu_fill_uniform(p, npe, seed, 66 + (uint64_t)nk, 0, 1);
+    tu_fill_uniform(v, nve, seed, 67 + (uint64_t)nk, -1, 1);
+    dtensor tp = dt_f32(4, (int64_t[]){B, heads, nq, nk}, 4, p),
+            tv = dt_f32(3, (int64_t[]){B, nk, d}, 8, v);
+    dtensor o = dt_f32(3, (int64_t[]){B, nq, d}, 0, NULL);
+    elastic_node node = make_node(ELASTIC_OP_ATTENTION_MIX, 2, 1, "mix");
+    node.params.heads = heads; /* as the builder sets it; the op reads P's shape */
+    elastic_tensor_ref in[2] = {tp.ref, tv.ref};
+    run(&node, in, &o);
+    dt_read(&o, got);
+    run(&node, in, &o);
+    dt_read(&o, again);
+    ref->attention_mix(p, v, want, B, nq, nk, d, heads, 1);
+    char what[96];
+    snprintf(what, sizeof what, "attention_mix B%lld h%d nq%lld nk%lld d%lld", (long long)B, heads,
+             (long long)nq, (long long)nk, (long long)d);
+    int64_t dh = d / heads;
+    for (size_t e = 0; e < noe; e++) {
+        int64_t b = (int64_t)e / (nq * d), i = (int64_t)e / d % nq, col = (int64_t)e % d;
+        const float *row = p + ((b * heads + col / dh) * nq + i) * nk;
+        double mag = 0;
+        for (int64_t j = 0; j < nk; j++)
+            mag += fabs((double)row[j] * v[(b * nk + j) * d + col]);
+        double tol = ((double)nk + 2.0) * 1.2e-7 * mag + 1e-30;
+        if (!(fabs((double)got[e] - (double)want[e]) <= tol))
+            fail_msg("%s: element %zu (user %lld, query %lld, column %lld): got %.9g, "
+                     "reference %.9g, tolerance %.3g",
+                     what, e, (long long)b, (long long)i, (long long)col, (double)got[e],
+                     (double)want[e], tol);
+    }
+    if (memcmp(got, again, noe * sizeof *got)) fail_msg("%s: two runs differ", what);
+    dt_free(&tp), dt_free(&tv), dt_free(&o);
+    free(p), free(v), free(got), free(again), free(want);
+}
+
+static void test_attention_mix(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    attention_mix_case(1, 1, 1, 1, 1);
+    attention_mix_case(2, 4, 50, 50, 32);   /* SASRec-like, 4 heads */
+    attention_mix_case(3, 2, 37, 16, 64);   /* dispatch: n queries over 16 experts */
+    attention_mix_case(2, 3, 33, 33, 12);   /* heads of 4 columns */
+    attention_mix_case(1, 2, 16, 4096, 64); /* aggregation over a long history */
+    attention_mix_case(2, 2, 1, 20000, 64); /* one query, many keys */
+    attention_mix_case(1, 1, 5, 7, 260);    /* a head of 260 columns */
+}
+
+/* ATTENTION_PROBS then ATTENTION_MIX, as the builder wires them, against the
+ * one-step reference ATTENTION. */
+static void attention_two_step_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads,
+                                    int causal, const int32_t *key_len)
+{
+    const uint64_t seed = tu_seed();
+    size_t nqe = (size_t)(B * nq * d), nke = (size_t)(B * nk * d);
+    float *q = fvec(nqe), *k = fvec(nke), *v = fvec(nke), *got = fvec(nqe), *want = fvec(nqe);
+    tu_fill_uniform(q, nqe, seed, 68 + (uint64_t)nk, -2, 2);
+    tu_fill_uniform(k, nke, seed, 69 + (uint64_t)nk, -2, 2);
+    tu_fill_uniform(v, nke, seed, 70 + (uint64_t)nk, -1, 1);
+    dtensor tq = dt_f32(3, (int64_t[]){B, nq, d}, 0, q),
+            tk = dt_f32(3, (int64_t[]){B, nk, d}, 4, k),
+            tv = dt_f32(3, (int64_t[]){B, nk, d}, 8, v), tl = dt_i32(1, &B, 0, key_len);
+    dtensor tp = dt_f32(4, (int64_t[]){B, heads, nq, nk}, 0, NULL),
+            o = dt_f32(3, (int64_t[]){B, nq, d}, 0, NULL);
+    elastic_node probs = make_node(ELASTIC_OP_ATTENTION_PROBS, 3, 1, "mha.attention.probs");
+    probs.params.heads = heads;
+    probs.params.causal = causal;
+    elastic_node mix = make_node(ELASTIC_OP_ATTENTION_MIX, 2, 1, "mha.attention");
+    mix.params.heads = heads;
+    mix.params.causal = causal;
+    elastic_tensor_ref in_p[3] = {tq.ref, tk.ref, key_len ? tl.ref : absent()};
+    elastic_tensor_ref in_m[2] = {tp.ref, tv.ref};
+    run(&probs, in_p, &tp);
+    run(&mix, in_m, &o);
+    dt_read(&o, got);
+    ref->attention(q, k, v, key_len, want, B, nq, nk, d, heads, causal, 1);
+    char what[112];
+    snprintf(what, sizeof what, "attention_probs + mix B%lld nq%lld nk%lld d%lld h%d causal%d",
+             (long long)B, (long long)nq, (long long)nk, (long long)d, heads, causal);
+    expect_close(what, got, want, nqe, 4e-6 * sqrt((double)(d / heads)), 1e-5);
+    dt_free(&tq), dt_free(&tk), dt_free(&tv), dt_free(&tl), dt_free(&tp), dt_free(&o);
+    free(q), free(k), free(v), free(got), free(want);
+}
+
+static void test_attention_two_step(void **state)
+{
+    (void)state;
+    NEED_DEVICE();
+    attention_two_step_case(3, 16, 3000, 64, 2, 0, (const int32_t[]){3000, 1234, 0});
+    attention_two_step_case(2, 300, 16, 64, 2, 0, NULL);
+    attention_two_step_case(2, 200, 200, 64, 2, 1, (const int32_t[]){200, 77});
+    attention_two_step_case(2, 20, 70, 96, 2, 1, (const int32_t[]){70, 40});
+}
+
 static void pkm_case(int64_t B, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d)
 {
     const uint64_t seed = tu_seed();
@@ -698,6 +878,9 @@ int main(void)
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_probs),
+        cmocka_unit_test(test_attention_mix),
+        cmocka_unit_test(test_attention_two_step),
         cmocka_unit_test(test_pkm),
         cmocka_unit_test(test_topk),
         cmocka_unit_test(test_copy),

@@ -103,6 +103,11 @@ static void test_misuse(void **state)
     o.num_threads = 0;
     o.cpu_isa = 9;
     assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
+    o.cpu_isa = 0;
+    o.attention = 2;
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
+    assert_non_null(strstr(elastic_last_error(), "attention"));
+    assert_null(s);
 
     s = make_session(m, 0, 0);
     int32_t items[4] = {1, 2, 3, 4};
@@ -327,6 +332,48 @@ static void test_fast_matches_reference(void **state)
     }
 }
 
+/* Materialized attention (softmax weights held, two ops) gives the scores of
+ * the streaming reference on a ragged batch, fast and reference kernels, and
+ * each user of the batch the result it gets alone. */
+static void test_materialized_attention(void **state)
+{
+    (void)state;
+    elastic_model_kind kinds[2] = {ELASTIC_MODEL_KIND_ELASTIC, ELASTIC_MODEL_KIND_SASREC};
+    for (int k = 0; k < 2; k++) {
+        elastic_model *m = make_model(kinds[k], 31 + (uint64_t)k);
+        elastic_session *ref = make_session(m, 1, 0);
+        int32_t *items;
+        int64_t offsets[B + 1];
+        make_batch(&items, offsets, tu_seed() + 3);
+        float want[B * I], got[B * I], one[I];
+        assert_int_equal(elastic_session_scores(ref, items, offsets, B, want), ELASTIC_OK);
+        for (int reference = 0; reference < 2; reference++) {
+            elastic_session_options o;
+            elastic_session_options_default(&o);
+            o.backend = "cpu";
+            o.cpu_reference = reference;
+            o.attention = ELASTIC_ATTENTION_MATERIALIZED;
+            elastic_session *s = NULL;
+            assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);
+            assert_int_equal(elastic_session_scores(s, items, offsets, B, got), ELASTIC_OK);
+            double err = tu_rel_l2(got, want, B * I);
+            printf("# %s materialized (%s): scores rel L2 vs streaming reference %.3g\n",
+                   k ? "sasrec" : "elastic", reference ? "reference" : "fast", err);
+            assert_true(err < (reference ? 1e-6 : 1e-5));
+            for (int b = 0; b < B; b++) {
+                int64_t offs[2] = {0, lens[b]};
+                assert_int_equal(elastic_session_scores(s, items + offsets[b], offs, 1, one),
+                                 ELASTIC_OK);
+                assert_true(tu_rel_l2(got + b * I, one, I) < 1e-6);
+            }
+            elastic_session_free(s);
+        }
+        free(items);
+        elastic_session_free(ref);
+        elastic_model_free(m);
+    }
+}
+
 static void test_plan_and_stats(void **state)
 {
     (void)state;
@@ -365,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_reads_last_n_excludes_all),
         cmocka_unit_test(test_scores_and_topk),
         cmocka_unit_test(test_fast_matches_reference),
+        cmocka_unit_test(test_materialized_attention),
         cmocka_unit_test(test_plan_and_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,12 +2,17 @@
  * cmd_bench.c - `elastic bench`: forward time and memory of ELASTIC and of
  * the SASRec baseline against the history length n, per backend, with the
  * ratios ELASTIC/SASRec taken from the same run, and a B=256, n=200
- * throughput line. See docs/benchmarks.md for how the numbers are made.
+ * throughput line. SASRec runs twice: "sasrec" with this library's
+ * streaming attention (memory linear in n) and "sasrec-std" with standard
+ * attention, whose softmax weights [B, h, n, n] are a tensor of the plan
+ * (ELASTIC_ATTENTION_MATERIALIZED, as standard implementations hold them).
+ * See docs/benchmarks.md for how the numbers are made.
  *
  * Method, per backend, length n and model:
  *   - a random model (I=3706, d=64, L=2, k=16, otherwise the spec defaults,
  *     max_len = the largest n) and random histories of exactly n items from
- *     the printed seed; both models read the same histories;
+ *     the printed seed; every model reads the same histories; sasrec and
+ *     sasrec-std share their weights;
  *   - batch B = max(1, TOKENS / n) with TOKENS = 65536, so B*n is constant
  *     (unless the budget rule below halves it);
  *   - a fresh session per model, one warm-up run each (it builds the plan),
@@ -21,9 +26,13 @@
  *     /proc/self/clear_refs + VmHWM), when available;
  *   - where a single batch is predicted (from the previous length's
  *     measured time per user, scaled as n^2 for SASRec and n for ELASTIC)
- *     to take more than half the budget, B is halved for both models until
+ *     to take more than half the budget, B is halved for all models until
  *     it fits or B=1; a model still over at B=1 is reported as "skipped
- *     (over budget)". Predictions only choose B; they are never reported.
+ *     (over time budget)". The same for memory: B is halved while
+ *     sasrec-std's weights tensor of one layer, B*h*n*n floats, would
+ *     exceed --max-memory, and sasrec-std is skipped ("over memory budget")
+ *     if it still does at B=1. Predictions only choose B and what is
+ *     skipped; they are never reported.
  */
 #include "commands.h"
 #include "elastic.h"
@@ -35,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -42,28 +52,38 @@
 #define BENCH_TOKENS 65536
 #define BENCH_MAX_REPS 10
 #define BENCH_MAX_LIST 16
+#define BENCH_MODELS 3
 
 static const char *bench_usage =
     "usage: elastic bench [options]\n"
     "Times the forward pass (user vectors) of ELASTIC and SASRec against the\n"
     "history length n on each backend; B = max(1, 65536/n) users per batch,\n"
-    "halved while a batch is predicted to take over half the budget.\n"
+    "halved while a batch is predicted to take over half the time budget, or\n"
+    "sasrec-std's weights [B,h,n,n] would not fit the memory budget.\n"
     "  --backends L      comma list of cpu, opencl, cuda (default: all available)\n"
-    "  --models L        comma list of elastic, sasrec (default: both)\n"
+    "  --models L        comma list of elastic, sasrec, sasrec-std (default: all);\n"
+    "                    sasrec-std = SASRec with standard attention, which holds\n"
+    "                    the softmax weights [B, h, n, n] in memory\n"
     "  --lengths L       comma list of n (default 64,256,1024,4096,8192,16384,65536)\n"
     "  --max-seconds S   time budget per configuration (default 30)\n"
+    "  --max-memory M    MiB that sasrec-std's weights may take (default: half the RAM)\n"
     "  --threads T       CPU threads (default: all)\n"
     "  --seed S          seed of the weights and histories (default 1)\n"
     "  --no-throughput   leave out the B=256, n=200 throughput lines\n"
     "  --json            JSON on stdout (the tables then go to stderr)\n"
     "  -h, --help        this text\n";
 
-typedef enum bench_state { BENCH_RAN = 0, BENCH_SKIPPED = 1, BENCH_FAILED = 2 } bench_state;
+typedef enum bench_state {
+    BENCH_RAN = 0,
+    BENCH_SKIPPED_TIME = 1,   /* predicted over the time budget at B = 1 */
+    BENCH_SKIPPED_MEMORY = 2, /* sasrec-std's weights over --max-memory at B = 1 */
+    BENCH_FAILED = 3
+} bench_state;
 
 typedef struct bench_result {
     char backend[16];
     char device[192];
-    int model; /* 0 elastic, 1 sasrec */
+    int model; /* index in model_names */
     int64_t n;
     int batch;
     int throughput; /* the B=256, n=200 line */
@@ -76,7 +96,8 @@ typedef struct bench_result {
     long long rss_growth; /* bytes, -1 when not measurable */
 } bench_result;
 
-static const char *model_names[2] = {"elastic", "sasrec"};
+enum { MODEL_ELASTIC = 0, MODEL_SASREC = 1, MODEL_SASREC_STD = 2 };
+static const char *model_names[BENCH_MODELS] = {"elastic", "sasrec", "sasrec-std"};
 
 static double now_s(void)
 {
@@ -193,7 +214,7 @@ static size_t weight_bytes(const elastic_model *m)
 }
 
 typedef struct bench_ctx {
-    const elastic_model *models[2];
+    const elastic_model *models[BENCH_MODELS]; /* sasrec-std: the sasrec model */
     const int32_t *items; /* BENCH_TOKENS or more random ids */
     int64_t *offsets;
     float *out;
@@ -215,8 +236,8 @@ static void set_failed(bench_result *r)
  * (warm-ups included); there is at least one. */
 static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
 {
-    elastic_session *sess[2] = {NULL, NULL};
-    double times[2][BENCH_MAX_REPS], spent = 0, last_round = 0;
+    elastic_session *sess[BENCH_MODELS] = {NULL, NULL, NULL};
+    double times[BENCH_MODELS][BENCH_MAX_REPS], spent = 0, last_round = 0;
     int n_live = 0;
     for (int i = 0; i < count; i++) {
         bench_result *r = &rs[i];
@@ -224,6 +245,8 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         elastic_session_options_default(&so);
         so.backend = r->backend;
         so.num_threads = c->threads;
+        so.attention = r->model == MODEL_SASREC_STD ? ELASTIC_ATTENTION_MATERIALIZED
+                                                    : ELASTIC_ATTENTION_STREAMING;
         const elastic_model *m = c->models[r->model];
         r->weight_bytes = weight_bytes(m);
         r->rss_growth = -1;
@@ -301,25 +324,25 @@ static double mib(size_t bytes)
     return (double)bytes / 1048576.0;
 }
 
-/* The score matrix of standard (materialized) attention: B*h*n*n floats per layer. */
-static double std_attention_bytes(const bench_result *r, int64_t heads)
+/* The softmax weights of standard attention: B*h*n*n floats per layer. */
+static double std_attention_bytes(int batch, int64_t n, int64_t heads)
 {
-    return (double)r->batch * (double)heads * (double)r->n * (double)r->n * 4.0;
+    return (double)batch * (double)heads * (double)n * (double)n * 4.0;
 }
 
 static void print_header(FILE *out)
 {
-    fprintf(out, "%-8s %-8s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s\n", "backend",
+    fprintf(out, "%-8s %-10s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s\n", "backend",
             "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s", "arena MiB",
             "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos");
 }
 
 static void print_row(FILE *out, const bench_result *r)
 {
-    fprintf(out, "%-8s %-8s %6lld %5d ", r->backend, model_names[r->model], (long long)r->n,
+    fprintf(out, "%-8s %-10s %6lld %5d ", r->backend, model_names[r->model], (long long)r->n,
             r->batch);
-    if (r->state == BENCH_SKIPPED) {
-        fprintf(out, "skipped (over budget)\n");
+    if (r->state == BENCH_SKIPPED_TIME || r->state == BENCH_SKIPPED_MEMORY) {
+        fprintf(out, "skipped (over %s budget)\n", r->state == BENCH_SKIPPED_TIME ? "time" : "memory");
         return;
     }
     if (r->state == BENCH_FAILED) {
@@ -338,16 +361,17 @@ static void print_row(FILE *out, const bench_result *r)
             (double)r->max_tensor_bytes / 4.0 / ((double)r->batch * (double)r->n));
 }
 
-static void json_result(FILE *out, const bench_result *r, int64_t heads, int last)
+static void json_result(FILE *out, const bench_result *r, int last)
 {
     fprintf(out,
             "    {\"backend\": \"%s\", \"device\": \"%s\", \"model\": \"%s\", \"n\": %lld, "
             "\"batch\": %d, \"kind\": \"%s\", \"state\": \"%s\"",
             r->backend, r->device, model_names[r->model], (long long)r->n, r->batch,
             r->throughput ? "throughput" : "scaling",
-            r->state == BENCH_RAN       ? "ran"
-            : r->state == BENCH_SKIPPED ? "skipped"
-                                        : "failed");
+            r->state == BENCH_RAN              ? "ran"
+            : r->state == BENCH_SKIPPED_TIME   ? "skipped (time)"
+            : r->state == BENCH_SKIPPED_MEMORY ? "skipped (memory)"
+                                               : "failed");
     if (r->state == BENCH_FAILED) {
         fputs(", \"error\": \"", out);
         for (const char *p = r->error; *p; p++)
@@ -363,12 +387,11 @@ static void json_result(FILE *out, const bench_result *r, int64_t heads, int las
                 "\"us_per_user\": %.6g, \"users_per_s\": %.6g, \"gflop_per_batch\": %.6g, "
                 "\"gflops\": %.6g, \"arena_bytes\": %zu, \"weight_bytes\": %zu, "
                 "\"peak_bytes\": %zu, \"rss_growth_bytes\": %lld, \"max_tensor_bytes\": %zu, "
-                "\"nn_bytes\": %.6g, \"std_attention_bytes_per_layer\": %.6g",
+                "\"nn_bytes\": %.6g",
                 r->reps, r->warmup_s, r->median_s, r->min_s, r->median_s * 1e6 / r->batch,
                 r->batch / r->median_s, r->flops * 1e-9, r->flops / r->median_s * 1e-9,
                 r->arena_bytes, r->weight_bytes, r->arena_bytes + r->weight_bytes, r->rss_growth,
-                r->max_tensor_bytes, (double)r->batch * (double)r->n * (double)r->n * 4.0,
-                std_attention_bytes(r, heads));
+                r->max_tensor_bytes, (double)r->batch * (double)r->n * (double)r->n * 4.0);
     }
     fprintf(out, "}%s\n", last ? "" : ",");
 }
@@ -379,16 +402,17 @@ static double predict(const bench_result *prev, int model, int batch, int64_t n)
     if (!prev || prev->state != BENCH_RAN) return 0;
     double per_user = prev->median_s / prev->batch;
     double grow = (double)n / (double)prev->n;
-    return per_user * batch * (model == 1 ? grow * grow : grow);
+    return per_user * batch * (model == MODEL_ELASTIC ? grow : grow * grow);
 }
 
 int elastic_cmd_bench(int argc, char **argv)
 {
-    enum { O_BACKENDS = 256, O_MODELS, O_LENGTHS, O_MAXS, O_THREADS, O_SEED, O_JSON, O_NOTP };
+    enum { O_BACKENDS = 256, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_THREADS, O_SEED, O_JSON, O_NOTP };
     static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
                                          {"models", required_argument, 0, O_MODELS},
                                          {"lengths", required_argument, 0, O_LENGTHS},
                                          {"max-seconds", required_argument, 0, O_MAXS},
+                                         {"max-memory", required_argument, 0, O_MAXM},
                                          {"threads", required_argument, 0, O_THREADS},
                                          {"seed", required_argument, 0, O_SEED},
                                          {"json", no_argument, 0, O_JSON},
@@ -396,10 +420,11 @@ int elastic_cmd_bench(int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     static const char *const backend_names[3] = {"cpu", "opencl", "cuda"};
-    int want_backend[3] = {0, 0, 0}, want_model[2] = {1, 1}, backends_given = 0;
+    int want_backend[3] = {0, 0, 0}, want_model[BENCH_MODELS] = {1, 1, 1}, backends_given = 0;
     int64_t lengths[BENCH_MAX_LIST] = {64, 256, 1024, 4096, 8192, 16384, 65536};
     int n_lengths = 7, json = 0, throughput = 1;
     double budget = 30;
+    double max_memory = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / 2;
     long threads = 0;
     uint64_t seed = 1;
     int c;
@@ -412,7 +437,7 @@ int elastic_cmd_bench(int argc, char **argv)
             backends_given = 1;
             break;
         case O_MODELS:
-            if (parse_names(optarg, model_names, 2, want_model)) goto usage;
+            if (parse_names(optarg, model_names, BENCH_MODELS, want_model)) goto usage;
             break;
         case O_LENGTHS:
             if (parse_lengths(optarg, lengths, &n_lengths)) {
@@ -428,6 +453,14 @@ int elastic_cmd_bench(int argc, char **argv)
             budget = strtod(optarg, &end);
             if (end == optarg || *end || errno || !(budget > 0)) {
                 fprintf(stderr, "elastic: bench: --max-seconds must be a positive number\n");
+                return 2;
+            }
+            break;
+        case O_MAXM:
+            errno = 0;
+            max_memory = strtod(optarg, &end) * 1048576.0;
+            if (end == optarg || *end || errno || !(max_memory > 0)) {
+                fprintf(stderr, "elastic: bench: --max-memory must be a positive number of MiB\n");
                 return 2;
             }
             break;
@@ -482,9 +515,9 @@ int elastic_cmd_bench(int argc, char **argv)
     elastic_config_default(&config);
     config.num_items = 3706;
     config.max_len = max_n;
-    elastic_model *models[2] = {NULL, NULL};
+    elastic_model *models[2] = {NULL, NULL}; /* ELASTIC, SASRec (both sasrec rows) */
     for (int m = 0; m < 2; m++) {
-        if (!want_model[m]) continue;
+        if (!want_model[m] && !(m == MODEL_SASREC && want_model[MODEL_SASREC_STD])) continue;
         config.model = m ? ELASTIC_MODEL_KIND_SASREC : ELASTIC_MODEL_KIND_ELASTIC;
         elastic_status st = elastic_model_init_random(&models[m], &config, seed + (uint64_t)m);
         if (st != ELASTIC_OK) {
@@ -505,7 +538,7 @@ int elastic_cmd_bench(int argc, char **argv)
     int32_t *items = malloc(max_tokens * sizeof *items);
     int64_t *offsets = malloc((size_t)(max_batch + 1) * sizeof *offsets);
     float *out = malloc((size_t)max_batch * (size_t)config.hidden * sizeof *out);
-    int n_results_cap = 3 * (2 * n_lengths + 2);
+    int n_results_cap = 3 * BENCH_MODELS * (n_lengths + 1);
     bench_result *res = calloc((size_t)n_results_cap, sizeof *res);
     int rc = 0;
     if (!items || !offsets || !out || !res) {
@@ -520,7 +553,7 @@ int elastic_cmd_bench(int argc, char **argv)
     /* Large buffers straight from mmap, so that freed arenas leave the RSS. */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
 #endif
-    bench_ctx ctx = {.models = {models[0], models[1]},
+    bench_ctx ctx = {.models = {models[0], models[1], models[1]},
                      .items = items,
                      .offsets = offsets,
                      .out = out,
@@ -530,76 +563,77 @@ int elastic_cmd_bench(int argc, char **argv)
 
     fprintf(table,
             "elastic bench: seed %llu, I=%lld d=%lld h=%lld L=%lld k=%lld, max_len %lld, "
-            "B = max(1, %d/n), budget %.0f s per configuration, threads %s\n",
+            "B = max(1, %d/n), budget %.0f s per configuration, sasrec-std weights up to "
+            "%.0f MiB, threads %s\n",
             (unsigned long long)seed, (long long)config.num_items, (long long)config.hidden,
             (long long)config.heads, (long long)config.layers, (long long)config.experts,
-            (long long)max_n, BENCH_TOKENS, budget, threads ? "set" : "default");
+            (long long)max_n, BENCH_TOKENS, budget, max_memory / 1048576.0,
+            threads ? "set" : "default");
     fprintf(table, "time = median of interleaved timed runs of elastic_session_user_vectors "
                    "after a warm-up;\npeak = planned arena + weights; RSS+ = measured peak-RSS "
                    "growth during the warm-up run (it allocates the arena);\nmaxT = largest "
                    "activation tensor of the plan, maxT/pos = its floats per user and position "
-                   "(a fixed number = no tensor grows like n*n)\n");
+                   "(a fixed number = no tensor grows like n*n);\nsasrec = SASRec with "
+                   "streaming attention, sasrec-std = SASRec with standard attention (softmax "
+                   "weights [B,h,n,n] held)\n");
     for (int bi = 0; bi < 3; bi++) {
         if (!want_backend[bi]) continue;
         fprintf(table, "\n");
         print_header(table);
-        const bench_result *prev[2] = {NULL, NULL};
+        const bench_result *prev[BENCH_MODELS] = {NULL, NULL, NULL};
         for (int li = 0; li < n_lengths; li++) {
             int64_t n = lengths[li];
             int batch = (int)(BENCH_TOKENS / n > 1 ? BENCH_TOKENS / n : 1);
-            int skip[2] = {0, 0};
-            for (int over = 1; over && batch > 1;) { /* halve B until both fit */
-                over = 0;
-                for (int m = 0; m < 2; m++)
+            int skip[BENCH_MODELS] = {0, 0, 0};
+            for (int over = 1; over && batch > 1;) { /* halve B until all fit */
+                over = want_model[MODEL_SASREC_STD] &&
+                       std_attention_bytes(batch, n, config.heads) > max_memory;
+                for (int m = 0; m < BENCH_MODELS; m++)
                     if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget) over = 1;
                 if (over) batch /= 2;
             }
-            for (int m = 0; m < 2; m++)
-                if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget) skip[m] = 1;
-            bench_result *first = &res[n_res], *run[2];
+            for (int m = 0; m < BENCH_MODELS; m++)
+                if (want_model[m] && 2 * predict(prev[m], m, batch, n) > budget)
+                    skip[m] = BENCH_SKIPPED_TIME;
+            if (std_attention_bytes(batch, n, config.heads) > max_memory)
+                skip[MODEL_SASREC_STD] = BENCH_SKIPPED_MEMORY;
+            bench_result *first = &res[n_res], *run = &res[n_res], *by_model[BENCH_MODELS] = {0};
+            for (int pass = 0; pass < 2; pass++) /* the runnable ones first, contiguous */
+                for (int m = 0; m < BENCH_MODELS; m++) {
+                    if (!want_model[m] || (pass == 0) != !skip[m]) continue;
+                    bench_result *r = by_model[m] = &res[n_res++];
+                    snprintf(r->backend, sizeof r->backend, "%s", backend_names[bi]);
+                    r->model = m;
+                    r->n = n;
+                    r->batch = batch;
+                    r->state = skip[m] ? (bench_state)skip[m] : BENCH_RAN;
+                }
             int n_run = 0;
-            for (int m = 0; m < 2; m++) {
-                if (!want_model[m]) continue;
-                bench_result *r = &res[n_res++];
-                snprintf(r->backend, sizeof r->backend, "%s", backend_names[bi]);
-                r->model = m;
-                r->n = n;
-                r->batch = batch;
-                if (skip[m])
-                    r->state = BENCH_SKIPPED;
-                else
-                    run[n_run++] = r;
-            }
-            /* the runnable ones are contiguous unless ELASTIC is skipped alone */
-            if (n_run) bench_configs(&ctx, run[0], n_run);
+            while (run + n_run < &res[n_res] && run[n_run].state == BENCH_RAN) n_run++;
+            if (n_run) bench_configs(&ctx, run, n_run);
             for (bench_result *r = first; r < &res[n_res]; r++) {
                 if (r->state == BENCH_RAN) prev[r->model] = r;
                 if (r->state == BENCH_FAILED) rc = 1;
                 print_row(table, r);
             }
-            fflush(table);
-            if (want_model[0] && want_model[1]) {
-                const bench_result *e = &res[n_res - 2], *s = &res[n_res - 1];
-                if (e->state == BENCH_RAN && s->state == BENCH_RAN && e->batch == s->batch) {
-                    double mem = (double)(e->arena_bytes + e->weight_bytes) /
-                                 (double)(s->arena_bytes + s->weight_bytes),
-                           std = std_attention_bytes(s, config.heads);
-                    fprintf(table,
-                            "         ratio ELASTIC/SASRec at n=%lld: time %.3f (ELASTIC %.2fx "
-                            "as fast), peak memory %.3f (ELASTIC %.1f%% %s)\n"
-                            "         computed, not measured: a standard attention that "
-                            "materializes the n*n scores needs %.1f MiB per layer for them "
-                            "(B*h*n*n*4); ELASTIC's whole peak is %.1f%% %s than that\n",
-                            (long long)n, e->median_s / s->median_s, s->median_s / e->median_s, mem,
-                            100.0 * fabs(1.0 - mem), mem <= 1.0 ? "less" : "more", std / 1048576.0,
-                            100.0 * fabs(1.0 - (double)(e->arena_bytes + e->weight_bytes) / std),
-                            (double)(e->arena_bytes + e->weight_bytes) <= std ? "less" : "more");
-                }
+            const bench_result *e = by_model[MODEL_ELASTIC];
+            for (int m = MODEL_SASREC; m <= MODEL_SASREC_STD; m++) {
+                const bench_result *o = by_model[m];
+                if (!e || !o || e->state != BENCH_RAN || o->state != BENCH_RAN) continue;
+                double mem = (double)(e->arena_bytes + e->weight_bytes) /
+                             (double)(o->arena_bytes + o->weight_bytes);
+                fprintf(table,
+                        "         ELASTIC/%s at n=%lld: time %.3f (ELASTIC %.2fx as fast), "
+                        "peak memory %.3f (ELASTIC %.1f%% %s)\n",
+                        model_names[m], (long long)n, e->median_s / o->median_s,
+                        o->median_s / e->median_s, mem, 100.0 * fabs(1.0 - mem),
+                        mem <= 1.0 ? "less" : "more");
             }
+            fflush(table);
         }
         if (throughput) {
             bench_result *first = &res[n_res];
-            for (int m = 0; m < 2; m++) {
+            for (int m = 0; m < BENCH_MODELS; m++) {
                 if (!want_model[m]) continue;
                 bench_result *r = &res[n_res++];
                 snprintf(r->backend, sizeof r->backend, "%s", backend_names[bi]);
@@ -632,7 +666,7 @@ int elastic_cmd_bench(int argc, char **argv)
                wait_policy, (long long)config.num_items, (long long)max_n, (long long)config.hidden,
                (long long)config.heads, (long long)config.layers, (long long)config.experts);
         for (int i = 0; i < n_res; i++)
-            json_result(stdout, &res[i], config.heads, i == n_res - 1);
+            json_result(stdout, &res[i], i == n_res - 1);
         printf("  ]\n}\n");
     }
 done:

@@ -294,6 +294,15 @@ static elastic_status cpu_compute(elastic_backend *base, const elastic_node *nod
                      a->shape[0], a->shape[1], in[1].shape[1], a->shape[2], node->params.heads,
                      node->params.causal, th);
         return ELASTIC_OK;
+    case ELASTIC_OP_ATTENTION_PROBS:
+        k->attention_probs(ptr(a), ptr(&in[1]), node->n_inputs > 2 ? ptr(&in[2]) : NULL, y,
+                           a->shape[0], a->shape[1], in[1].shape[1], a->shape[2],
+                           node->params.heads, node->params.causal, th);
+        return ELASTIC_OK;
+    case ELASTIC_OP_ATTENTION_MIX:
+        k->attention_mix(ptr(a), ptr(&in[1]), y, a->shape[0], a->shape[2], a->shape[3],
+                         in[1].shape[2], (int)a->shape[1], th);
+        return ELASTIC_OK;
     case ELASTIC_OP_PKM:
         k->pkm(ptr(a), ptr(&in[1]), ptr(&in[2]), y, a->shape[0], node->params.experts,
                2 * in[1].shape[2], in[1].shape[1], node->params.mem_topk, in[2].shape[1], th);

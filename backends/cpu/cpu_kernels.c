@@ -262,12 +262,37 @@ static void k_layer_norm(const float *x, const float *weight, const float *bias,
     }
 }
 
+/* exp(a + b) per lane for a = -z^2 rounded (a <= 0, exact) and a small b
+ * (|b| < 4): vexp's Cody-Waite reduction applied to a alone, where it is
+ * exact, and b added to the reduced argument, so that the sum a + b is never
+ * rounded. a is clamped at -88 (exp is 0 there anyway: the caller discards
+ * such lanes). */
+EK_INLINE vf vexp_sum(vf a, vf b)
+{
+    a = vmax(a, vset1(-88.0f));
+    vf t = vfma(a + b, vset1(1.44269504088896341f), vset1(12582912.0f));
+    vi n = (vi)t - (vi)vset1(12582912.0f);
+    vf fn = t - vset1(12582912.0f);
+    vf r = vfma(fn, vset1(-0.693359375f), a) + b;
+    r = vfma(fn, vset1(2.12194440e-4f), r);
+    vf p = vset1(1.9875691500e-4f);
+    p = vfma(p, r, vset1(1.3981999507e-3f));
+    p = vfma(p, r, vset1(8.3334519073e-3f));
+    p = vfma(p, r, vset1(4.1665795894e-2f));
+    p = vfma(p, r, vset1(1.6666665459e-1f));
+    p = vfma(p, r, vset1(5.0000001201e-1f));
+    p = vfma(p, r * r, r + vset1(1.0f));
+    vi n1 = n >> 1, n2 = n - n1;
+    return p * (vf)((n1 + 127) << 23) * (vf)((n2 + 127) << 23);
+}
+
 /*
  * GELU(x) = 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2), in vectors.
  * With z = |x| / sqrt 2, erfc(z) = t exp(-z^2 + P(t)), t = 2 / (2 + z), P the
  * degree-9 Chebyshev fit of Numerical Recipes' erfcc (relative error
- * < 1.2e-7 for every z >= 0). z^2 is split into hi + lo exactly so that
- * exp(-hi) exp(P - lo) keeps the tail's relative accuracy; then
+ * < 1.2e-7 for every z >= 0). z^2 is split into hi + lo exactly and
+ * exp(-hi + (P - lo)) taken without rounding that sum (vexp_sum), which
+ * keeps the tail's relative accuracy; then
  * 1 + erf(x / sqrt 2) is erfc(z) for x < 0 and 2 - erfc(z) for x >= 0, so
  * neither side cancels. About 7 u relative at worst (vs. 4 u for libm's
  * erfcf), at a fraction of its cost.
@@ -296,7 +321,7 @@ EK_INLINE vf vgelu(vf x)
     vf zl = z - zh;
     vf lo = ((zh * zh - hi) + vset1(2.0f) * zh * zl) + zl * zl;
 #endif
-    vf e = t * vexp(-hi) * vexp(p - lo);
+    vf e = t * vexp_sum(-hi, p - lo);
     e = vselect(z > vset1(9.0f), vset1(0.0f), e); /* erfc(9) < 1e-36; also z = inf */
     vf phi2 = vselect(x < vset1(0.0f), e, vset1(2.0f) - e);
     return vset1(0.5f) * x * phi2;
@@ -547,6 +572,35 @@ static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64
     }
 }
 
+/* S[j * VLEN + lane] = k row j . qt[:, lane] for the kb keys from k, four
+ * keys at a time for independent FMA chains; qt is a transposed query block
+ * (dh x VLEN). */
+static void att_scores(const float *qt, const float *k, int64_t kb, int64_t d, int64_t dh, float *S)
+{
+    int64_t j = 0;
+    for (; j + 4 <= kb; j += 4) {
+        const float *k0 = k + j * d;
+        vf s0 = vset1(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        for (int64_t c = 0; c < dh; c++) {
+            vf qc = vload(qt + c * VLEN);
+            s0 = vfma(vset1(k0[c]), qc, s0);
+            s1 = vfma(vset1(k0[d + c]), qc, s1);
+            s2 = vfma(vset1(k0[2 * d + c]), qc, s2);
+            s3 = vfma(vset1(k0[3 * d + c]), qc, s3);
+        }
+        vstore(S + j * VLEN, s0);
+        vstore(S + (j + 1) * VLEN, s1);
+        vstore(S + (j + 2) * VLEN, s2);
+        vstore(S + (j + 3) * VLEN, s3);
+    }
+    for (; j < kb; j++) {
+        const float *k0 = k + j * d;
+        vf s0 = vset1(0.0f);
+        for (int64_t c = 0; c < dh; c++) s0 = vfma(vset1(k0[c]), vload(qt + c * VLEN), s0);
+        vstore(S + j * VLEN, s0);
+    }
+}
+
 static void att_block(const float *q, const float *k, const float *v, float *o, int64_t i0,
                       int64_t nqb, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
 {
@@ -564,29 +618,8 @@ static void att_block(const float *q, const float *k, const float *v, float *o, 
     for (int t = 0; t < VLEN; t++) lane[t] = t;
     for (int64_t j0 = jstart; j0 < valid; j0 += ATT_KB) {
         int64_t kb = ek_min(ATT_KB, valid - j0);
-        /* scores, four keys at a time for independent FMA chains */
-        int64_t j = 0;
-        for (; j + 4 <= kb; j += 4) {
-            const float *k0 = k + (j0 + j) * d;
-            vf s0 = vset1(0.0f), s1 = s0, s2 = s0, s3 = s0;
-            for (int64_t c = 0; c < dh; c++) {
-                vf qc = vload(qt + c * VLEN);
-                s0 = vfma(vset1(k0[c]), qc, s0);
-                s1 = vfma(vset1(k0[d + c]), qc, s1);
-                s2 = vfma(vset1(k0[2 * d + c]), qc, s2);
-                s3 = vfma(vset1(k0[3 * d + c]), qc, s3);
-            }
-            vstore(S + j * VLEN, s0);
-            vstore(S + (j + 1) * VLEN, s1);
-            vstore(S + (j + 2) * VLEN, s2);
-            vstore(S + (j + 3) * VLEN, s3);
-        }
-        for (; j < kb; j++) {
-            const float *k0 = k + (j0 + j) * d;
-            vf s0 = vset1(0.0f);
-            for (int64_t c = 0; c < dh; c++) s0 = vfma(vset1(k0[c]), vload(qt + c * VLEN), s0);
-            vstore(S + j * VLEN, s0);
-        }
+        att_scores(qt, k + j0 * d, kb, d, dh, S);
+        int64_t j;
         /* causal mask: query i0 + lane sees key j0 + j only if j0 + j >= i0 + lane */
         if (causal && j0 < i0 + VLEN) {
             for (j = 0; j < kb && j0 + j < i0 + VLEN; j++) {
@@ -675,6 +708,136 @@ static void k_attention(const float *q, const float *k, const float *v, const in
             for (int64_t i = i0; i < i0 + cnt; i++)
                 att_row_scalar(qb_ + i * d, kb_, vb_, ob + i * d, causal ? i : 0, valid, d, dh,
                                scale);
+        }
+    }
+}
+
+/* ---------------------------------------------- attention_probs, _mix */
+
+/*
+ * The two-step attention of standard implementations. PROBS: work item =
+ * (batch, head, block of VLEN queries); logits as in att_block (att_scores,
+ * queries in the lanes), each tile of ATT_KB keys transposed into the
+ * block's rows of P; then every row gets exp(s - max) / sum over its visible
+ * keys and zeros elsewhere. MIX: per output row and head, sum_j p_j v_j.
+ */
+
+/* x[0..n) through vexp, the tail in a zero-padded vector. */
+EK_INLINE vf vexp_tail(const float *x, int64_t n, float shift)
+{
+    float tmp[VLEN];
+    for (int l = 0; l < VLEN; l++) tmp[l] = l < n ? x[l] - shift : -INFINITY;
+    return vexp(vload(tmp));
+}
+
+/* Softmax of row[first..valid) in place, zeros in the rest of row[0..nk). */
+static void probs_softmax(float *row, int64_t first, int64_t valid, int64_t nk)
+{
+    if (first >= valid) {
+        memset(row, 0, (size_t)nk * sizeof(float));
+        return;
+    }
+    memset(row, 0, (size_t)first * sizeof(float));
+    memset(row + valid, 0, (size_t)(nk - valid) * sizeof(float));
+    float *x = row + first;
+    int64_t n = valid - first, j = 0;
+    vf vm = vset1(-INFINITY);
+    for (; j + VLEN <= n; j += VLEN) vm = vmax(vm, vload(x + j));
+    float m = -INFINITY;
+    for (int l = 0; l < VLEN; l++) m = vm[l] > m ? vm[l] : m;
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    vf sum = vset1(0.0f);
+    for (j = 0; j + VLEN <= n; j += VLEN) {
+        vf e = vexp(vload(x + j) - vset1(m));
+        vstore(x + j, e);
+        sum += e;
+    }
+    if (j < n) {
+        float tmp[VLEN];
+        vf e = vexp_tail(x + j, n - j, m);
+        vstore(tmp, e);
+        memcpy(x + j, tmp, (size_t)(n - j) * sizeof(float));
+        sum += e;
+    }
+    vf inv = vset1(1.0f / vhsum(sum));
+    for (j = 0; j + VLEN <= n; j += VLEN) vstore(x + j, vload(x + j) * inv);
+    for (; j < n; j++) x[j] *= inv[0];
+}
+
+static void k_attention_probs(const float *q, const float *k, const int32_t *key_len, float *p,
+                              int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                              int causal, int threads)
+{
+    int64_t dh = d / heads;
+    float scale = (float)(1.0 / sqrt((double)dh));
+    int64_t nqb = (nq + VLEN - 1) / VLEN;
+    int64_t items = batch * heads * nqb;
+    double work = (double)batch * (double)nq * (double)nk * (double)d;
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (work > 1e5)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t b = it / (heads * nqb), rest = it % (heads * nqb);
+        int64_t h = rest / nqb, i0 = rest % nqb * VLEN, cnt = ek_min(VLEN, nq - i0);
+        int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[b], nk)) : nk;
+        const float *qb = q + (b * nq + i0) * d + h * dh, *kb = k + b * nk * d + h * dh;
+        float *rows = p + ((b * heads + h) * nq + i0) * nk;
+        int64_t jstart = causal ? i0 : 0;
+        if (dh <= ATT_DHMAX) {
+            float qt[ATT_DHMAX * VLEN], S[ATT_KB * VLEN];
+            for (int64_t c = 0; c < dh; c++)
+                for (int l = 0; l < VLEN; l++)
+                    qt[c * VLEN + l] = l < cnt ? qb[l * d + c] * scale : 0.0f;
+            for (int64_t j0 = jstart; j0 < valid; j0 += ATT_KB) {
+                int64_t w = ek_min(ATT_KB, valid - j0);
+                att_scores(qt, kb + j0 * d, w, d, dh, S);
+                for (int64_t l = 0; l < cnt; l++)
+                    for (int64_t j = 0; j < w; j++) rows[l * nk + j0 + j] = S[j * VLEN + l];
+            }
+        } else {
+            for (int64_t l = 0; l < cnt; l++)
+                for (int64_t j = jstart; j < valid; j++) {
+                    float s = 0.0f;
+                    for (int64_t c = 0; c < dh; c++) s += qb[l * d + c] * scale * kb[j * d + c];
+                    rows[l * nk + j] = s;
+                }
+        }
+        for (int64_t l = 0; l < cnt; l++)
+            probs_softmax(rows + l * nk, causal ? i0 + l : 0, valid, nk);
+    }
+}
+
+static void k_attention_mix(const float *p, const float *v, float *out, int64_t batch,
+                            int64_t nq, int64_t nk, int64_t d, int heads, int threads)
+{
+    int64_t dh = d / heads;
+    double work = (double)batch * (double)nq * (double)nk * (double)d;
+#pragma omp parallel for num_threads(threads) schedule(static) if (work > 1e5)
+    for (int64_t r = 0; r < batch * nq; r++) {
+        int64_t b = r / nq, i = r % nq;
+        for (int64_t h = 0; h < heads; h++) {
+            const float *pr = p + ((b * heads + h) * nq + i) * nk;
+            const float *vb = v + b * nk * d + h * dh;
+            float *o = out + r * d + h * dh;
+            int64_t c = 0;
+            for (; c + 2 * VLEN <= dh; c += 2 * VLEN) {
+                vf a0 = vset1(0.0f), a1 = a0;
+                for (int64_t j = 0; j < nk; j++) {
+                    vf pj = vset1(pr[j]);
+                    a0 = vfma(pj, vload(vb + j * d + c), a0);
+                    a1 = vfma(pj, vload(vb + j * d + c + VLEN), a1);
+                }
+                vstore(o + c, a0);
+                vstore(o + c + VLEN, a1);
+            }
+            for (; c + VLEN <= dh; c += VLEN) {
+                vf a0 = vset1(0.0f);
+                for (int64_t j = 0; j < nk; j++) a0 = vfma(vset1(pr[j]), vload(vb + j * d + c), a0);
+                vstore(o + c, a0);
+            }
+            for (; c < dh; c++) {
+                float s = 0.0f;
+                for (int64_t j = 0; j < nk; j++) s += pr[j] * vb[j * d + c];
+                o[c] = s;
+            }
         }
     }
 }
@@ -1004,6 +1167,8 @@ const elastic_cpu_kernels EK_TABLE = {
     .linear = k_linear,
     .gelu = k_gelu,
     .attention = k_attention,
+    .attention_probs = k_attention_probs,
+    .attention_mix = k_attention_mix,
     .pkm = k_pkm,
     .topk = k_topk,
 };

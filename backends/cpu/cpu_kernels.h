@@ -15,6 +15,7 @@
  *   - attention: per batch b and head, query i attends to keys j with
  *     j < key_len[b] (all keys when key_len is NULL) and, when causal, j >= i;
  *     a query with no visible key gets a zero output row. Scale 1/sqrt(d/heads).
+ *     attention_probs + attention_mix compute the same in two steps.
  *   - pkm: spec section 3 step 2; every top-t keeps the t largest, ties by the
  *     smaller index (for pairs, the smaller slot x*m + y).
  *   - topk: over columns j of a row, item id j+1; ids listed in exclude
@@ -44,6 +45,13 @@ typedef struct elastic_cpu_kernels {
     void (*attention)(const float *q, const float *k, const float *v, const int32_t *key_len,
                       float *out, int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
                       int causal, int threads);
+    /* p [B, heads, nq, nk]: attention's softmax weights (0 where hidden) */
+    void (*attention_probs)(const float *q, const float *k, const int32_t *key_len, float *p,
+                            int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                            int causal, int threads);
+    /* out [B, nq, d]: per head, out[b, i, head] = sum_j p[b, head, i, j] v[b, j, head] */
+    void (*attention_mix)(const float *p, const float *v, float *out, int64_t batch, int64_t nq,
+                          int64_t nk, int64_t d, int heads, int threads);
     /* query [B, experts*c], subkeys [2, m, c/2], values [m*m, d] -> out [B, experts, d] */
     void (*pkm)(const float *query, const float *subkeys, const float *values, float *out,
                 int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,

@@ -123,6 +123,66 @@ static void ref_attention(const float *q, const float *k, const float *v, const 
     }
 }
 
+/* The scaled logit of query i and key j in one head, in double. */
+static double ref_logit(const float *qi, const float *kj, int64_t dh, double scale)
+{
+    double s = 0;
+    for (int64_t c = 0; c < dh; c++) s += (double)qi[c] * (double)kj[c];
+    return s * scale;
+}
+
+/* Softmax weights row by row: the logits are recomputed in each of the three
+ * passes (max, sum, weights) rather than kept, which needs no scratch. */
+static void ref_attention_probs(const float *q, const float *k, const int32_t *key_len, float *p,
+                                int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                                int causal, int threads)
+{
+    int64_t dh = d / heads;
+    double scale = 1.0 / sqrt((double)dh);
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t i = 0; i < nq; i++) {
+            int64_t valid = key_len ? (key_len[b] < nk ? key_len[b] : nk) : nk;
+            int64_t first = causal ? i : 0;
+            const float *qi = q + (b * nq + i) * d;
+            for (int h = 0; h < heads; h++) {
+                float *row = p + ((b * heads + h) * nq + i) * nk;
+                const float *kh = k + b * nk * d + h * dh;
+                double max = -INFINITY, sum = 0;
+                for (int64_t j = first; j < valid; j++) {
+                    double s = ref_logit(qi + h * dh, kh + j * d, dh, scale);
+                    if (s > max) max = s;
+                }
+                for (int64_t j = first; j < valid; j++)
+                    sum += exp(ref_logit(qi + h * dh, kh + j * d, dh, scale) - max);
+                for (int64_t j = 0; j < nk; j++)
+                    row[j] = j < first || j >= valid
+                                 ? 0.0f
+                                 : (float)(exp(ref_logit(qi + h * dh, kh + j * d, dh, scale) - max) /
+                                           sum);
+            }
+        }
+    }
+}
+
+static void ref_attention_mix(const float *p, const float *v, float *out, int64_t batch,
+                              int64_t nq, int64_t nk, int64_t d, int heads, int threads)
+{
+    int64_t dh = d / heads;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t i = 0; i < nq; i++) {
+            for (int64_t col = 0; col < d; col++) {
+                const float *row = p + ((b * heads + col / dh) * nq + i) * nk;
+                double acc = 0;
+                for (int64_t j = 0; j < nk; j++)
+                    acc += (double)row[j] * (double)v[(b * nk + j) * d + col];
+                out[(b * nq + i) * d + col] = (float)acc;
+            }
+        }
+    }
+}
+
 /* Indices of the t largest of s[0..n-1], ties by the smaller index, in
  * descending order of value. Selection by repeated scans: simple and exact. */
 static void ref_top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
@@ -235,6 +295,8 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .linear = ref_linear,
     .gelu = ref_gelu,
     .attention = ref_attention,
+    .attention_probs = ref_attention_probs,
+    .attention_mix = ref_attention_mix,
     .pkm = ref_pkm,
     .topk = ref_topk,
 };

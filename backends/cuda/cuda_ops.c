@@ -35,6 +35,11 @@ int elastic_cuda_supports_op(const elastic_backend *backend, const elastic_graph
     case ELASTIC_OP_ATTENTION:
         return node->params.heads >= 1 &&
                a->shape[2] / node->params.heads <= ELASTIC_CU_ATTENTION_MAX_HEAD;
+    case ELASTIC_OP_ATTENTION_PROBS: /* any head size */
+        return b && node->params.heads >= 1;
+    case ELASTIC_OP_ATTENTION_MIX: /* cuBLAS takes int sizes (the strides are 64-bit) */
+        return b && a->ndim == 4 && b->ndim == 3 && a->shape[1] >= 1 && a->shape[0] <= INT_MAX &&
+               a->shape[2] <= INT_MAX && a->shape[3] <= INT_MAX && b->shape[2] <= INT_MAX;
     case ELASTIC_OP_PKM: {
         const elastic_tensor *values = node_input(g, node, 2);
         return b && values && elastic_cu_pkm_supported(2 * b->shape[2], b->shape[1],
@@ -103,6 +108,44 @@ static elastic_status linear(cuda_backend *be, const elastic_node *node,
     return ELASTIC_OK;
 }
 
+/* ATTENTION_MIX: out[b,i,head] = P[b,head,i,:] v[b,:,head] (head = the dh
+ * columns of one head), one strided-batched GEMM per head over the batch.
+ * Column-major, the head's columns of the row-major out[b] [nq, d] are the
+ * [dh, nq] matrix C at out + head*dh (ldc d) = A B, where A [dh, nk] is the
+ * col-major view of v[b]'s head columns (at v + head*dh, lda d) and B
+ * [nk, nq] that of the row-major P[b, head] [nq, nk] (ldb nk): C(c, i) =
+ * sum_j v[b,j,head*dh+c] P[b,head,i,j]. Every key is summed, zeros too. */
+static elastic_status attention_mix(cuda_backend *be, const elastic_node *node,
+                                    const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+{
+    const elastic_tensor_ref *pr = &in[0], *v = &in[1];
+    int64_t batch = pr->shape[0], heads = pr->shape[1], nq = pr->shape[2], nk = pr->shape[3];
+    int64_t d = v->shape[2], dh = heads > 0 ? d / heads : 0;
+    if (heads < 1 || d % heads)
+        return elastic_error(ELASTIC_ERR_SHAPE, "attention_mix '%s': width %lld over %lld heads",
+                             node->name, (long long)d, (long long)heads);
+    if (batch > INT_MAX || nq > INT_MAX || nk > INT_MAX || d > INT_MAX)
+        return elastic_error(ELASTIC_ERR_UNSUPPORTED, "attention_mix '%s': too large for cuBLAS",
+                             node->name);
+    if (!batch || !nq || !d) return ELASTIC_OK;
+    float *y = dptr(&out[0]);
+    if (!nk) /* no keys: sums of nothing */
+        return launched(node, "cudaMemsetAsync",
+                        cudaMemsetAsync(y, 0, (size_t)(batch * nq * d) * sizeof(float),
+                                        be->stream));
+    const float one = 1.0f, zero = 0.0f;
+    const float *p = dptr(pr), *vv = dptr(v);
+    for (int64_t h = 0; h < heads; h++) {
+        cublasStatus_t st = cublasSgemmStridedBatched(
+            be->cublas, CUBLAS_OP_N, CUBLAS_OP_N, (int)dh, (int)nq, (int)nk, &one, vv + h * dh,
+            (int)d, (long long)(nk * d), p + h * nq * nk, (int)nk, (long long)(heads * nq * nk),
+            &zero, y + h * dh, (int)d, (long long)(nq * d), (int)batch);
+        if (st != CUBLAS_STATUS_SUCCESS)
+            return elastic_cuda_blas_fail("cublasSgemmStridedBatched", st);
+    }
+    return ELASTIC_OK;
+}
+
 elastic_status elastic_cuda_compute(elastic_backend *base, const elastic_node *node,
                                     const elastic_tensor_ref *in, const elastic_tensor_ref *out)
 {
@@ -149,6 +192,16 @@ elastic_status elastic_cuda_compute(elastic_backend *base, const elastic_node *n
                                              key_len ? dptr(key_len) : NULL, y, batch, nq, nk, d,
                                              heads, causal, ws, bytes, be->sm_count, s));
     }
+    case ELASTIC_OP_ATTENTION_PROBS: {
+        const elastic_tensor_ref *key_len = optional(node, in, 2);
+        return launched(node, "elastic_cu_attention_probs",
+                        elastic_cu_attention_probs(dptr(a), dptr(&in[1]),
+                                                   key_len ? dptr(key_len) : NULL, y, a->shape[0],
+                                                   a->shape[1], in[1].shape[1], a->shape[2],
+                                                   node->params.heads, node->params.causal, s));
+    }
+    case ELASTIC_OP_ATTENTION_MIX:
+        return attention_mix(be, node, in, out);
     case ELASTIC_OP_PKM:
         return launched(node, "elastic_cu_pkm",
                         elastic_cu_pkm(dptr(a), dptr(&in[1]), dptr(&in[2]), y, a->shape[0],

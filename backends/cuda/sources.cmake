@@ -24,6 +24,7 @@ set(ELASTIC_CUDA_KERNELS
     kernels_cu/elastic_layer_norm.cu
     kernels_cu/elastic_gelu.cu
     kernels_cu/elastic_attention.cu
+    kernels_cu/elastic_attention_probs.cu
     kernels_cu/elastic_pkm.cu
     kernels_cu/elastic_topk.cu
     kernels_cu/elastic_copy.cu)

@@ -31,11 +31,14 @@ struct elastic_buffer {
     size_t size;
 };
 
-enum { K_GATHER, K_ADD, K_BIAS, K_MEAN, K_LN, K_GELU, K_ATTN, K_PKM, K_TOPK, K_COPY, K_COUNT };
+enum {
+    K_GATHER, K_ADD, K_BIAS, K_MEAN, K_LN, K_GELU, K_ATTN, K_PROBS, K_MIX, K_PKM, K_TOPK, K_COPY,
+    K_COUNT
+};
 static const char *kernel_names[K_COUNT] = {
-    "elastic_gather", "elastic_add",       "elastic_bias",      "elastic_masked_mean",
-    "elastic_layer_norm", "elastic_gelu",  "elastic_attention", "elastic_pkm",
-    "elastic_topk",   "elastic_copy"};
+    "elastic_gather",        "elastic_add",  "elastic_bias",      "elastic_masked_mean",
+    "elastic_layer_norm",    "elastic_gelu", "elastic_attention", "elastic_attention_probs",
+    "elastic_attention_mix", "elastic_pkm",  "elastic_topk",      "elastic_copy"};
 
 typedef struct cl_backend {
     elastic_backend base;
@@ -457,6 +460,38 @@ static elastic_status cl_compute(elastic_backend *base, const elastic_node *node
         work = x->shape[0] * x->shape[1] * heads;
         break;
     }
+    case ELASTIC_OP_ATTENTION_PROBS: {
+        kernel = K_PROBS;
+        a.k = be->kernels[kernel];
+        const elastic_tensor_ref *kl = node->n_inputs > 2 ? &in[2] : NULL;
+        cl_int has_len = kl && kl->buffer, heads = node->params.heads, causal = node->params.causal;
+        arg_tensor(&a, x, NULL);
+        arg_tensor(&a, &in[1], NULL);
+        arg_tensor(&a, has_len ? kl : &in[1], NULL); /* any valid buffer when absent */
+        arg(&a, sizeof has_len, &has_len);
+        arg_tensor(&a, out, NULL);
+        arg_long(&a, x->shape[0]);
+        arg_long(&a, x->shape[1]);
+        arg_long(&a, in[1].shape[1]);
+        arg_long(&a, x->shape[2]);
+        arg(&a, sizeof heads, &heads);
+        arg(&a, sizeof causal, &causal);
+        work = x->shape[0] * heads * x->shape[1]; /* one work-item per row of P */
+        break;
+    }
+    case ELASTIC_OP_ATTENTION_MIX:
+        kernel = K_MIX;
+        a.k = be->kernels[kernel];
+        arg_tensor(&a, x, NULL);
+        arg_tensor(&a, &in[1], NULL);
+        arg_tensor(&a, out, NULL);
+        arg_long(&a, x->shape[0]);
+        arg_long(&a, x->shape[1]);
+        arg_long(&a, x->shape[2]);
+        arg_long(&a, x->shape[3]);
+        arg_long(&a, in[1].shape[2]);
+        work = numel(out); /* one work-item per output element */
+        break;
     case ELASTIC_OP_PKM:
         kernel = K_PKM;
         a.k = be->kernels[kernel];

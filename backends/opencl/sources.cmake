@@ -10,6 +10,8 @@ set(ELASTIC_CL_KERNELS
     kernels_cl/elastic_layer_norm.cl
     kernels_cl/elastic_gelu.cl
     kernels_cl/elastic_attention.cl
+    kernels_cl/elastic_attention_probs.cl
+    kernels_cl/elastic_attention_mix.cl
     kernels_cl/elastic_pkm.cl
     kernels_cl/elastic_topk.cl
     kernels_cl/elastic_copy.cl)

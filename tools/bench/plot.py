@@ -4,9 +4,9 @@
 
   docs/bench_time.png    time per user against n, per backend and model
   docs/bench_memory.png  peak memory (planned arena + weights) and measured
-                         peak-RSS growth against n, per backend and model,
-                         with the computed n*n score matrix of standard
-                         attention for reference
+                         peak-RSS growth against n, per backend and model
+                         (sasrec: streaming attention; sasrec-std: standard
+                         attention, which holds the n*n softmax weights)
   docs/bench_peers.png   throughput (users/s) of libelastic and its peers
 
   python3 tools/bench/plot.py --bench docs/bench_cpu.json docs/bench_opencl.json \\
@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STYLE = {"elastic": "-o", "sasrec": "--s"}
+STYLE = {"elastic": "-o", "sasrec": "--s", "sasrec-std": ":^"}
 COLOR = {"cpu": "tab:blue", "opencl": "tab:orange", "cuda": "tab:green",
          "cpu, passive wait": "tab:purple"}
 
@@ -44,9 +44,9 @@ def plot_time(bench, path):
         ax.plot([r["n"] for r in rs], [r["us_per_user"] * 1e-3 for r in rs], STYLE[model],
                 color=COLOR.get(be), label=f"{model} ({be})")
     for r in bench["results"]:
-        if r.get("kind") == "scaling" and r["state"] == "skipped":
-            ax.annotate("skipped", (r["n"], ax.get_ylim()[1]), fontsize=7, ha="center",
-                        color=COLOR.get(r["backend"]))
+        if r.get("kind") == "scaling" and r["state"].startswith("skipped"):
+            ax.annotate(f"{r['model']}\n{r['state']}", (r["n"], ax.get_ylim()[1]), fontsize=6,
+                        ha="center", va="top", color=COLOR.get(r["backend"]))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("history length n")
@@ -62,7 +62,6 @@ def plot_time(bench, path):
 
 def plot_memory(bench, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    std_n, std_b = {}, {}
     for (be, model), rs in sorted(scaling(bench["results"]).items()):
         ns = [r["n"] for r in rs]
         ax.plot(ns, [r["peak_bytes"] / r["batch"] / 2**20 for r in rs], STYLE[model],
@@ -72,14 +71,6 @@ def plot_memory(bench, path):
         if rss:
             ax.plot(*zip(*rss), ":", marker="x", color=COLOR.get(be), alpha=0.6,
                     label=f"{model} ({be}): measured peak-RSS growth, per user")
-        if model == "sasrec":
-            for r in rs:
-                std_n[r["n"]] = r["std_attention_bytes_per_layer"] / r["batch"] / 2**20
-                std_b[r["n"]] = r["batch"]
-    if std_n:
-        ns = sorted(std_n)
-        ax.plot(ns, [std_n[n] for n in ns], "-.", color="gray",
-                label="standard attention: n*n scores per layer (computed, not measured)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("history length n")
@@ -150,9 +141,8 @@ def markdown(bench, all_peers):
                 continue
             n = f"{r['n']}" + (" (throughput)" if r.get("kind") == "throughput" else "")
             if r["state"] != "ran":
-                out.append(f"| {n} | {r['batch']} | {r['model']} | {r['state']}"
-                           f"{' (over budget)' if r['state'] == 'skipped' else ''} |"
-                           " | | | | | | |")
+                out.append(f"| {n} | {r['batch']} | {r['model']} | {r['state']} |"
+                           " | | | | | | | |")
                 continue
             rss = f"{r['rss_growth_bytes'] / 2**20:.1f}" if r["rss_growth_bytes"] >= 0 else "n/a"
             out.append(f"| {n} | {r['batch']} | {r['model']} | {r['median_s'] * 1e3:.2f} | "
@@ -160,27 +150,29 @@ def markdown(bench, all_peers):
                        f"{r['arena_bytes'] / 2**20:.1f} | {r['peak_bytes'] / 2**20:.1f} | {rss} | "
                        f"{r['max_tensor_bytes'] / 2**20:.2f} "
                        f"({r['max_tensor_bytes'] / 4 / r['batch'] / r['n']:.0f}) |")
-        out += ["", "| n | B | time ELASTIC/SASRec | ELASTIC speed-up | memory ELASTIC/SASRec (measured) "
-                "| standard attention n*n scores per layer, MiB (computed) | ELASTIC peak vs that |",
-                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += ["", "| n | B | time ELASTIC/sasrec | ELASTIC speed-up | memory ELASTIC/sasrec "
+                "| time ELASTIC/sasrec-std | ELASTIC speed-up | memory ELASTIC/sasrec-std "
+                "| ELASTIC memory vs sasrec-std |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         by = {}
         for r in rows:
             if r["backend"] == be and r.get("kind") == "scaling":
                 by.setdefault(r["n"], {})[r["model"]] = r
         for n in sorted(by):
-            e, s_ = by[n].get("elastic"), by[n].get("sasrec")
-            if not e or not s_ or e["state"] != "ran" or s_["state"] != "ran" \
-                    or e["batch"] != s_["batch"]:
-                why = "SASRec skipped (over budget)" if s_ and s_["state"] == "skipped" else "n/a"
-                out.append(f"| {n} | {e['batch'] if e else ''} | {why} | | | | |")
-                continue
-            mem = e["peak_bytes"] / s_["peak_bytes"]
-            std = s_["std_attention_bytes_per_layer"]
-            vs = (f"{100 * (1 - e['peak_bytes'] / std):.1f}% less" if e["peak_bytes"] <= std
-                  else f"{e['peak_bytes'] / std:.1f}x more")
-            out.append(f"| {n} | {e['batch']} | {e['median_s'] / s_['median_s']:.3f} | "
-                       f"{s_['median_s'] / e['median_s']:.2f}x | {mem:.3f} | {std / 2**20:.0f} | "
-                       f"{vs} |")
+            e = by[n].get("elastic")
+            cells = []
+            for other in ("sasrec", "sasrec-std"):
+                o = by[n].get(other)
+                if not e or not o or e["state"] != "ran" or o["state"] != "ran":
+                    why = f"{other} {o['state']}" if o and o["state"] != "ran" else "n/a"
+                    cells += [why, "", ""] + ([""] if other == "sasrec-std" else [])
+                    continue
+                mem = e["peak_bytes"] / o["peak_bytes"]
+                cells += [f"{e['median_s'] / o['median_s']:.3f}", f"{o['median_s'] / e['median_s']:.2f}x",
+                          f"{mem:.3f}"]
+                if other == "sasrec-std":
+                    cells.append(f"{100 * (1 - mem):.1f}% less" if mem <= 1 else f"{mem:.2f}x more")
+            out.append(f"| {n} | {e['batch'] if e else ''} | " + " | ".join(cells) + " |")
     for peers in all_peers:
         out += [f"\n#### peers (CPU, {peers_label(peers)})\n",
                 "| B | n | contender | ms/batch (median) | users/s | libelastic / contender "
