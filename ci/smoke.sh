@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Command-line checks on a build: init + recommend print top-K lists; a
-# malformed model file, an out-of-range item id and an empty history each
-# give a clear error and a non-zero exit, never a crash.
+# Command-line checks on a build: init + recommend print top-K lists, bench
+# writes its JSON; a malformed model file, an out-of-range item id and an
+# empty history each give a clear error and a non-zero exit, never a crash.
 #   ci/smoke.sh BUILD_DIR
 set -uo pipefail
 bin="${1:?usage: ci/smoke.sh BUILD_DIR}/elastic"
@@ -55,6 +55,27 @@ check train-no-output 2 "MODEL is required" -- "$bin" train --data "$tmp/s.txt"
 check train-no-data 1 "ELASTIC_ERR_IO" -- "$bin" train --data "$tmp/nosuch.txt" -o "$tmp/u.st"
 check train-bad-key 2 "num_items comes from the data" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/u.st" num_items=5
 check train-no-ckpt 1 "u.st.ckpt" -- "$bin" train --data "$tmp/s.txt" -o "$tmp/u.st" --resume
+# elastic bench: three models, JSON, the memory budget halving B, bad options.
+check bench 0 "" -- "$bin" bench --backends cpu --lengths 64,128 --max-seconds 1 --no-throughput --max-memory 1 --json
+cp "$tmp/out" "$tmp/bench.json"
+if python3 - "$tmp/bench.json" <<'PY'
+import json, sys
+rs = json.load(open(sys.argv[1]))["results"]
+assert sorted({r["model"] for r in rs}) == ["elastic", "sasrec", "sasrec-std"], rs
+for r in rs:
+    assert r["state"] == "ran", r
+    # 1 MiB for sasrec-std's weights [B, 2, n, n]: B halved from 65536/n until they fit
+    want_b = max(1, min(65536 // r["n"], (1 << 20) // (2 * r["n"] * r["n"] * 4)))
+    assert r["batch"] <= want_b, (r, want_b)
+    ffn = r["batch"] * r["n"] * 256 * 4  # the FFN's [B, n, 4d]
+    if r["model"] == "sasrec-std":  # or the weights [B, 2, n, n], whichever is larger
+        assert r["max_tensor_bytes"] == max(ffn, r["batch"] * 2 * r["n"] * r["n"] * 4), r
+    else:  # 4d floats per position at most: no n*n anywhere
+        assert r["max_tensor_bytes"] <= ffn, r
+PY
+then echo "ok   bench-json"; else echo "FAIL bench-json"; cat "$tmp/bench.json"; fail=1; fi
+check bench-bad-model 2 "usage" -- "$bin" bench --models nosuch
+check bench-bad-memory 2 "max-memory" -- "$bin" bench --max-memory 0
 # Every other available backend recommends what the CPU backend recommends.
 for be in opencl cuda; do
   "$bin" backends | grep -qE "^$be +available" || { echo "skip $be: not available"; continue; }

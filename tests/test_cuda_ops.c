@@ -482,7 +482,7 @@ static void attention_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int hea
             tk = dt_f32(3, (int64_t[]){B, nk, d}, 4, k);
     dtensor tv = dt_f32(3, (int64_t[]){B, nk, d}, 8, v),
             o = dt_f32(3, (int64_t[]){B, nq, d}, 0, NULL);
-    dtensor tl = dt_i32(1, &B, 0, key_len ? key_len : (const int32_t[]){0});
+    dtensor tl = dt_i32(1, &B, 0, key_len); /* no data to copy when there are none */
     int n_inputs = key_len || key_len_as_absent_input ? 4 : 3;
     elastic_node node = make_node(ELASTIC_OP_ATTENTION, n_inputs, 1, "mha");
     node.params.heads = heads;

@@ -97,11 +97,15 @@ class Libelastic:
 
 
 # ------------------------------------------------------------------ timing
-def time_interleaved(fns, max_seconds, max_rounds=10):
+def time_interleaved(fns, max_seconds, max_rounds=10, settle=0.0):
     """fns: {name: callable}, each already warmed up.  Runs them in rounds,
     one run of each per round, so that a change in the machine's load hits
     every contender alike; stops after max_rounds or when the next round
     would take the timed runs past max_seconds (at least one round).
+    Before each timed run the process sleeps `settle` seconds, so that the
+    thread pool of the contender that ran before (OpenMP, ONNX Runtime)
+    stops spinning and does not take cores from this one: each is timed as
+    if it were alone in the process, as it would be in a deployment.
     Returns {name: sorted list of seconds}."""
     times = {name: [] for name in fns}
     spent, last_round = 0.0, 0.0
@@ -110,6 +114,8 @@ def time_interleaved(fns, max_seconds, max_rounds=10):
             break
         last_round = 0.0
         for name, fn in fns.items():
+            if settle > 0:
+                time.sleep(settle)
             t0 = time.perf_counter()
             fn()
             dt = time.perf_counter() - t0
@@ -179,6 +185,9 @@ def main():
                     help="threads that wait sleep instead of spinning, for every contender: "
                          "OMP_WAIT_POLICY=passive (libelastic, torch) and ORT "
                          "session.intra_op.allow_spinning=0 (for machines shared with other work)")
+    ap.add_argument("--settle", type=float, default=0.2,
+                    help="seconds of sleep before each timed run, so that the previous "
+                         "contender's spinning threads have gone idle (default 0.2; 0: none)")
     ap.add_argument("--json", action="store_true", help="JSON on stdout (the table on stderr)")
     a = ap.parse_args()
 
@@ -217,7 +226,8 @@ def main():
 
     results = []
     info = {"machine": platform.processor() or platform.machine(), "threads": a.threads,
-            "passive": a.passive, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "passive": a.passive, "settle_s": a.settle,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
             "torch": torch.__version__, "seed": a.seed, "device": lib.device}
     try:
         import onnxruntime as ort
@@ -297,7 +307,7 @@ def main():
                 except Exception as exc:  # noqa: BLE001
                     fail("onnxruntime", exc)
 
-        times = time_interleaved(fns, a.max_seconds * len(fns))
+        times = time_interleaved(fns, a.max_seconds * len(fns), settle=a.settle)
         for name, p in row["peers"].items():
             if p["state"] != "ran":
                 log(f"  {name:18s} failed: {p['error']}")

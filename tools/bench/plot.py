@@ -16,6 +16,7 @@
 import argparse
 import json
 import os
+import sys
 
 import matplotlib
 
@@ -39,7 +40,7 @@ def scaling(rows):
 
 
 def plot_time(bench, path):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for (be, model), rs in sorted(scaling(bench["results"]).items()):
         ax.plot([r["n"] for r in rs], [r["us_per_user"] * 1e-3 for r in rs], STYLE[model],
                 color=COLOR.get(be), label=f"{model} ({be})")
@@ -54,15 +55,17 @@ def plot_time(bench, path):
     ax.set_title(f"time vs n (B = max(1, {bench['tokens_per_batch']}/n), "
                  f"{bench['threads'] or 'all'} threads)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_memory(bench, path):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for (be, model), rs in sorted(scaling(bench["results"]).items()):
+        if be.endswith("passive wait"):  # the same plans: the same memory
+            continue
         ns = [r["n"] for r in rs]
         ax.plot(ns, [r["peak_bytes"] / r["batch"] / 2**20 for r in rs], STYLE[model],
                 color=COLOR.get(be), label=f"{model} ({be}): arena + weights, per user")
@@ -77,7 +80,7 @@ def plot_memory(bench, path):
     ax.set_ylabel("MiB per user")
     ax.set_title("peak memory vs n")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -223,7 +226,8 @@ def main():
     if a.markdown:
         print(markdown(bench, all_peers))
     print("wrote", ", ".join(os.path.join(a.out, p) for p in
-                             ("bench_time.png", "bench_memory.png", "bench_peers.png")))
+                             ("bench_time.png", "bench_memory.png", "bench_peers.png")),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
