@@ -10,7 +10,8 @@ saves it as a model file, and the C library loads it.  (A flat N(0, 0.5^2) for
 Linear weights makes attention logits ~50 wide: the model is then so
 ill-conditioned that float32 rounding alone moves outputs by ~5e-6; each case
 prints the reference's float32 sensitivity to show how far it is from that.)  Then, on the CPU backend, for the default fast path and for
-the scalar float64 path (elastic_session_options.cpu_reference = 1):
+the scalar float64 path (elastic_session_options.cpu_reference = 1) and for
+materialized attention (elastic_session_options.attention = 1):
   - user vectors and scores: relative L2 error per user below 1e-5;
   - top-K (K = 10, history left out): identical ids, except where the
     reference's scores at a differing place are within 1e-5 (relative to the
@@ -69,7 +70,8 @@ class CSessionOptions(ctypes.Structure):
     """struct elastic_session_options"""
     _fields_ = [("backend", ctypes.c_char_p), ("device", ctypes.c_int),
                 ("allow_cpu_fallback", ctypes.c_int), ("num_threads", ctypes.c_int),
-                ("cpu_reference", ctypes.c_int), ("cpu_isa", ctypes.c_int)]
+                ("cpu_reference", ctypes.c_int), ("cpu_isa", ctypes.c_int),
+                ("attention", ctypes.c_int)]
 
 
 class CError(Exception):
@@ -146,12 +148,13 @@ class Lib:
     def model_config(self, model: ctypes.c_void_p) -> CConfig:
         return self.dll.elastic_model_config(model).contents
 
-    def session(self, model, cpu_reference: int = 0, cpu_isa: int = 0):
+    def session(self, model, cpu_reference: int = 0, cpu_isa: int = 0, attention: int = 0):
         o = CSessionOptions()
         self.dll.elastic_session_options_default(ctypes.byref(o))
         o.backend = b"cpu"
         o.cpu_reference = cpu_reference
         o.cpu_isa = cpu_isa
+        o.attention = attention
         h = ctypes.c_void_p()
         self.check(self.dll.elastic_session_init(ctypes.byref(h), model, ctypes.byref(o)),
                    "session_init")
@@ -320,8 +323,10 @@ CASES = [
                                layers=2), [1, 2, 9, 10, 11, 30]),
 ]
 
-VARIANTS = [("fast", 0, 0), ("cpu_reference", 1, 0)]
-EXTRA_ISAS = [("isa_generic", 0, 1), ("isa_avx2", 0, 2), ("isa_avx512", 0, 3)]
+# (label, cpu_reference, cpu_isa, attention): attention 1 = ELASTIC_ATTENTION_MATERIALIZED,
+# the softmax weights held as a tensor (two ops) instead of streamed
+VARIANTS = [("fast", 0, 0, 0), ("cpu_reference", 1, 0, 0), ("materialized", 0, 0, 1)]
+EXTRA_ISAS = [("isa_generic", 0, 1, 0), ("isa_avx2", 0, 2, 0), ("isa_avx512", 0, 3, 0)]
 
 
 def draw_histories(num_items: int, lengths: Sequence[int], seed: int) -> List[List[int]]:
@@ -372,9 +377,9 @@ def check_config(lib: Lib, cfg: ref.Config, model) -> List[str]:
 def run_variant(lib, model, cfg, params, histories, case, variant, ref_hu, ref_scores,
                 problems, notes) -> Optional[Dict[str, float]]:
     """One session kind on one case: returns the largest errors (None if unavailable)."""
-    label, cpu_reference, cpu_isa = variant
+    label, cpu_reference, cpu_isa, attention = variant
     try:
-        session = lib.session(model, cpu_reference, cpu_isa)
+        session = lib.session(model, cpu_reference, cpu_isa, attention)
     except CError as exc:
         if variant in EXTRA_ISAS:  # an instruction set this CPU lacks
             notes.append(f"{label}: not available ({exc})")
@@ -520,7 +525,7 @@ def run_errors_case(lib: Lib, seed: int, variant) -> bool:
         path = os.path.join(tmp, "m.safetensors")
         ref.save_model(path, cfg, params)
         model = lib.load_model(path)
-        session = lib.session(model, variant[1], variant[2])
+        session = lib.session(model, variant[1], variant[2], variant[3])
         try:
             for hists, status in (([[1, 2], []], 3), ([[0]], 2), ([[1, 51]], 2)):
                 try:
@@ -560,7 +565,8 @@ def main() -> int:
     ap.add_argument("--all-isas", action="store_true",
                     help="also run each CPU instruction set (generic, avx2, avx512)")
     ap.add_argument("--variants", default=None,
-                    help="comma list of session kinds to run (default: fast,cpu_reference; "
+                    help="comma list of session kinds to run (default: fast,cpu_reference,"
+                         "materialized; "
                          "also isa_generic, isa_avx2, isa_avx512)")
     args = ap.parse_args()
     if not args.lib:
