@@ -62,9 +62,10 @@ static size_t plan_arena(const elastic_model *m, int64_t batch, int64_t n, int m
     memset(&be, 0, sizeof be);
     be.iface = &plan_iface;
     be.alignment = 64;
-    elastic_build_shape shape = {
-        .batch = batch, .len = n, .output = ELASTIC_BUILD_OUTPUT_USER_VECTORS,
-        .materialize_attention = materialize};
+    elastic_build_shape shape = {.batch = batch,
+                                 .len = n,
+                                 .output = ELASTIC_BUILD_OUTPUT_USER_VECTORS,
+                                 .materialize_attention = materialize};
     elastic_graph g;
     elastic_build_io io;
     elastic_plan p;
@@ -140,8 +141,8 @@ static void test_sasrec_streaming_vs_materialized(void **state)
         assert_int_equal(plan_max, (size_t)numel * sizeof(float));
         /* q, k (inputs of the weights) and v (read after them) live beside them */
         assert_true(quad >= plan_max + (size_t)(3 * B * n * 64) * sizeof(float));
-        print_message("sasrec n=%lld: arena %zu bytes streaming, %zu materialized\n",
-                      (long long)n, lin, quad);
+        print_message("sasrec n=%lld: arena %zu bytes streaming, %zu materialized\n", (long long)n,
+                      lin, quad);
     }
     size_t a1 = plan_arena(m, 1, 1024, 1, &numel, &plan_max);
     size_t a4 = plan_arena(m, 1, 4096, 1, &numel, &plan_max);

@@ -215,7 +215,7 @@ static size_t weight_bytes(const elastic_model *m)
 
 typedef struct bench_ctx {
     const elastic_model *models[BENCH_MODELS]; /* sasrec-std: the sasrec model */
-    const int32_t *items; /* BENCH_TOKENS or more random ids */
+    const int32_t *items;                      /* BENCH_TOKENS or more random ids */
     int64_t *offsets;
     float *out;
     int threads;
@@ -342,7 +342,8 @@ static void print_row(FILE *out, const bench_result *r)
     fprintf(out, "%-8s %-10s %6lld %5d ", r->backend, model_names[r->model], (long long)r->n,
             r->batch);
     if (r->state == BENCH_SKIPPED_TIME || r->state == BENCH_SKIPPED_MEMORY) {
-        fprintf(out, "skipped (over %s budget)\n", r->state == BENCH_SKIPPED_TIME ? "time" : "memory");
+        fprintf(out, "skipped (over %s budget)\n",
+                r->state == BENCH_SKIPPED_TIME ? "time" : "memory");
         return;
     }
     if (r->state == BENCH_FAILED) {
@@ -407,7 +408,17 @@ static double predict(const bench_result *prev, int model, int batch, int64_t n)
 
 int elastic_cmd_bench(int argc, char **argv)
 {
-    enum { O_BACKENDS = 256, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_THREADS, O_SEED, O_JSON, O_NOTP };
+    enum {
+        O_BACKENDS = 256,
+        O_MODELS,
+        O_LENGTHS,
+        O_MAXS,
+        O_MAXM,
+        O_THREADS,
+        O_SEED,
+        O_JSON,
+        O_NOTP
+    };
     static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
                                          {"models", required_argument, 0, O_MODELS},
                                          {"lengths", required_argument, 0, O_LENGTHS},
@@ -609,7 +620,8 @@ int elastic_cmd_bench(int argc, char **argv)
                     r->state = skip[m] ? (bench_state)skip[m] : BENCH_RAN;
                 }
             int n_run = 0;
-            while (run + n_run < &res[n_res] && run[n_run].state == BENCH_RAN) n_run++;
+            while (run + n_run < &res[n_res] && run[n_run].state == BENCH_RAN)
+                n_run++;
             if (n_run) bench_configs(&ctx, run, n_run);
             for (bench_result *r = first; r < &res[n_res]; r++) {
                 if (r->state == BENCH_RAN) prev[r->model] = r;

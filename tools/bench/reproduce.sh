@@ -2,7 +2,7 @@
 # reproduce.sh - every benchmark of docs/benchmarks.md, in the order they were
 # taken, then the figures and tables. Writes docs/bench_*.json|txt,
 # docs/peers*.json|txt, docs/bench_load.txt (the load average around each
-# step) and the PNGs. About 60 minutes on 2 cores. Run from the repository
+# step) and the PNGs. About 35 minutes on 2 cores. Run from the repository
 # root after building (cmake -S . -B build && cmake --build build -j) and
 # installing tools/bench/requirements.txt.
 #   bash tools/bench/reproduce.sh [STEP ...]   steps: cpu cpu_passive peers
