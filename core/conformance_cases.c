@@ -141,29 +141,31 @@ static void gelu_case(int64_t n, double lo, double hi, const char *label)
     c->in[0] = range(f32(1, n, 0, 0, 0), lo, hi);
 }
 
-static void attn_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads, int causal,
-                      int masked, const char *label)
+/* ATTENTION (q, k, v, key_len) or ATTENTION_PROBS (q, k, key_len). */
+static void attn_op_case(elastic_op op, int64_t B, int64_t nq, int64_t nk, int64_t d, int heads,
+                         int causal, int masked, const char *label)
 {
-    conf_case *c = add_case(ELASTIC_OP_ATTENTION, label);
-    c->n_inputs = 4;
+    conf_case *c = add_case(op, label);
+    int with_v = op == ELASTIC_OP_ATTENTION;
+    c->n_inputs = 3 + with_v;
     c->params.heads = heads;
     c->params.causal = causal;
     c->in[0] = range(f32(3, B, nq, d, 0), -2, 2);
     c->in[1] = range(f32(3, B, nk, d, 0), -2, 2);
-    c->in[2] = f32(3, B, nk, d, 0);
-    c->in[3] = masked ? i32(1, B, 0, CONF_FILL_LENGTHS, 1, (double)nk) : absent();
+    if (with_v) c->in[2] = f32(3, B, nk, d, 0);
+    c->in[2 + with_v] = masked ? i32(1, B, 0, CONF_FILL_LENGTHS, 1, (double)nk) : absent();
+}
+
+static void attn_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads, int causal,
+                      int masked, const char *label)
+{
+    attn_op_case(ELASTIC_OP_ATTENTION, B, nq, nk, d, heads, causal, masked, label);
 }
 
 static void probs_case(int64_t B, int64_t nq, int64_t nk, int64_t d, int heads, int causal,
                        int masked, const char *label)
 {
-    conf_case *c = add_case(ELASTIC_OP_ATTENTION_PROBS, label);
-    c->n_inputs = 3;
-    c->params.heads = heads;
-    c->params.causal = causal;
-    c->in[0] = range(f32(3, B, nq, d, 0), -2, 2);
-    c->in[1] = range(f32(3, B, nk, d, 0), -2, 2);
-    c->in[2] = masked ? i32(1, B, 0, CONF_FILL_LENGTHS, 1, (double)nk) : absent();
+    attn_op_case(ELASTIC_OP_ATTENTION_PROBS, B, nq, nk, d, heads, causal, masked, label);
 }
 
 static void mix_case(int64_t B, int heads, int64_t nq, int64_t nk, int64_t d, const char *label)
@@ -335,6 +337,17 @@ static int64_t numel(const conf_input *in)
     return n;
 }
 
+/* ATTENTION and ATTENTION_PROBS: the relative error of a softmax weight. A
+ * logit of head width dh carries (dh + 4) EPS L, L bounding |q.k| * scale,
+ * which exp makes relative; normalising over nk keys adds (nk + 4) EPS. */
+static double attention_weight_error(const conf_case *c, const float *q, const float *k)
+{
+    int64_t dh = c->in[0].shape[2] / c->params.heads, nk = c->in[1].shape[1];
+    double L = (double)dh * max_abs(q, numel(&c->in[0])) * max_abs(k, numel(&c->in[1])) /
+               sqrt((double)dh);
+    return EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(nk + 4));
+}
+
 void conf_tolerances(const conf_case *c, const void *const *inputs, const float *ref, int64_t n,
                      double *tol)
 {
@@ -379,19 +392,12 @@ void conf_tolerances(const conf_case *c, const void *const *inputs, const float 
             tol[i] = 8.0 * EPS * (fabs((double)ref[i]) + 0.5 * fabs((double)a[i])) + 1e-30;
         return;
     case ELASTIC_OP_ATTENTION: {
-        int64_t dh = c->in[0].shape[2] / c->params.heads, nk = c->in[1].shape[1];
-        double L = (double)dh * max_abs(a, numel(&c->in[0])) * max_abs(b, numel(&c->in[1])) /
-                   sqrt((double)dh);
-        double t = EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(nk + 4)) *
-                   max_abs(w, numel(&c->in[2]));
+        double t = attention_weight_error(c, a, b) * max_abs(w, numel(&c->in[2]));
         for (int64_t i = 0; i < n; i++) tol[i] = t;
         return;
     }
-    case ELASTIC_OP_ATTENTION_PROBS: { /* the ATTENTION logit bound, relative to each weight */
-        int64_t dh = c->in[0].shape[2] / c->params.heads, nk = c->in[1].shape[1];
-        double L = (double)dh * max_abs(a, numel(&c->in[0])) * max_abs(b, numel(&c->in[1])) /
-                   sqrt((double)dh);
-        double t = EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(nk + 4));
+    case ELASTIC_OP_ATTENTION_PROBS: { /* relative to each weight */
+        double t = attention_weight_error(c, a, b);
         for (int64_t i = 0; i < n; i++) tol[i] = t * fabs((double)ref[i]) + 1e-35;
         return;
     }

@@ -129,20 +129,19 @@ EK_INLINE float vhsum(vf v)
     return s;
 }
 
-/* exp(x) per lane (Cephes expf: ~1 ulp on the normal range). exp(x) = 0 for
- * x < -87.3 (below FLT_MIN, including -inf), +inf lanes saturate to 2^128-ish
- * (never used: callers pass x <= 0). */
-EK_INLINE vf vexp(vf x)
+/* n = round(x / ln 2) per lane, with the 1.5 * 2^23 trick (its low bits are
+ * n), also as a float in *fn. */
+EK_INLINE vi vexp_round(vf x, vf *fn)
 {
-    const vf hi = vset1(88.3762626647949f), lo = vset1(-87.3365447505531f);
-    vi under = x < lo;
-    x = vselect(x > hi, hi, x);
-    x = vselect(under, lo, x);
-    /* n = round(x / ln 2) with the 1.5 * 2^23 trick; its low bits are n. */
     vf t = vfma(x, vset1(1.44269504088896341f), vset1(12582912.0f));
-    vi n = (vi)t - (vi)vset1(12582912.0f);
-    vf fn = t - vset1(12582912.0f);
-    vf r = vfma(fn, vset1(-0.693359375f), x);
+    *fn = t - vset1(12582912.0f);
+    return (vi)t - (vi)vset1(12582912.0f);
+}
+
+/* 2^n exp(r) for r = x - fn * 0.693359375 (Cody-Waite's exact first step;
+ * the second is taken here): Cephes expf's polynomial. */
+EK_INLINE vf vexp_reduced(vf r, vf fn, vi n)
+{
     r = vfma(fn, vset1(2.12194440e-4f), r);
     vf p = vset1(1.9875691500e-4f);
     p = vfma(p, r, vset1(1.3981999507e-3f));
@@ -154,7 +153,21 @@ EK_INLINE vf vexp(vf x)
     /* 2^n, split in two factors so n = 128 (x near the top) stays finite. */
     vi n1 = n >> 1, n2 = n - n1;
     vf s1 = (vf)((n1 + 127) << 23), s2 = (vf)((n2 + 127) << 23);
-    vf res = p * s1 * s2;
+    return p * s1 * s2;
+}
+
+/* exp(x) per lane (Cephes expf: ~1 ulp on the normal range). exp(x) = 0 for
+ * x < -87.3 (below FLT_MIN, including -inf), +inf lanes saturate to 2^128-ish
+ * (never used: callers pass x <= 0). */
+EK_INLINE vf vexp(vf x)
+{
+    const vf hi = vset1(88.3762626647949f), lo = vset1(-87.3365447505531f);
+    vi under = x < lo;
+    x = vselect(x > hi, hi, x);
+    x = vselect(under, lo, x);
+    vf fn;
+    vi n = vexp_round(x, &fn);
+    vf res = vexp_reduced(vfma(fn, vset1(-0.693359375f), x), fn, n);
     return vselect(under, vset1(0.0f), res);
 }
 
@@ -270,20 +283,9 @@ static void k_layer_norm(const float *x, const float *weight, const float *bias,
 EK_INLINE vf vexp_sum(vf a, vf b)
 {
     a = vmax(a, vset1(-88.0f));
-    vf t = vfma(a + b, vset1(1.44269504088896341f), vset1(12582912.0f));
-    vi n = (vi)t - (vi)vset1(12582912.0f);
-    vf fn = t - vset1(12582912.0f);
-    vf r = vfma(fn, vset1(-0.693359375f), a) + b;
-    r = vfma(fn, vset1(2.12194440e-4f), r);
-    vf p = vset1(1.9875691500e-4f);
-    p = vfma(p, r, vset1(1.3981999507e-3f));
-    p = vfma(p, r, vset1(8.3334519073e-3f));
-    p = vfma(p, r, vset1(4.1665795894e-2f));
-    p = vfma(p, r, vset1(1.6666665459e-1f));
-    p = vfma(p, r, vset1(5.0000001201e-1f));
-    p = vfma(p, r * r, r + vset1(1.0f));
-    vi n1 = n >> 1, n2 = n - n1;
-    return p * (vf)((n1 + 127) << 23) * (vf)((n2 + 127) << 23);
+    vf fn;
+    vi n = vexp_round(a + b, &fn);
+    return vexp_reduced(vfma(fn, vset1(-0.693359375f), a) + b, fn, n);
 }
 
 /*
@@ -572,6 +574,15 @@ static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64
     }
 }
 
+/* qt[c * VLEN + l] = scale * q row l, column c, for the cnt (<= VLEN) rows
+ * of a query block (row stride d, dh columns); lanes past cnt are zero. */
+static void att_load_queries(const float *q, int64_t cnt, int64_t d, int64_t dh, float scale,
+                             float *qt)
+{
+    for (int64_t c = 0; c < dh; c++)
+        for (int l = 0; l < VLEN; l++) qt[c * VLEN + l] = l < cnt ? q[l * d + c] * scale : 0.0f;
+}
+
 /* S[j * VLEN + lane] = k row j . qt[:, lane] for the kb keys from k, four
  * keys at a time for independent FMA chains; qt is a transposed query block
  * (dh x VLEN). */
@@ -606,10 +617,7 @@ static void att_block(const float *q, const float *k, const float *v, float *o, 
 {
     float qt[ATT_DHMAX * VLEN];
     float S[ATT_KB * VLEN];
-    /* transposed, scaled queries; lanes past the block are zero */
-    for (int64_t c = 0; c < dh; c++)
-        for (int l = 0; l < VLEN; l++)
-            qt[c * VLEN + l] = l < nqb ? q[(i0 + l) * d + c] * scale : 0.0f;
+    att_load_queries(q + i0 * d, nqb, d, dh, scale, qt);
     for (int64_t qq = 0; qq < nqb; qq++) memset(o + (i0 + qq) * d, 0, (size_t)dh * sizeof(float));
     int64_t jstart = causal ? i0 : 0;
     if (jstart >= valid) return;
@@ -783,9 +791,7 @@ static void k_attention_probs(const float *q, const float *k, const int32_t *key
         int64_t jstart = causal ? i0 : 0;
         if (dh <= ATT_DHMAX) {
             float qt[ATT_DHMAX * VLEN], S[ATT_KB * VLEN];
-            for (int64_t c = 0; c < dh; c++)
-                for (int l = 0; l < VLEN; l++)
-                    qt[c * VLEN + l] = l < cnt ? qb[l * d + c] * scale : 0.0f;
+            att_load_queries(qb, cnt, d, dh, scale, qt);
             for (int64_t j0 = jstart; j0 < valid; j0 += ATT_KB) {
                 int64_t w = ek_min(ATT_KB, valid - j0);
                 att_scores(qt, kb + j0 * d, w, d, dh, S);

@@ -440,14 +440,16 @@ static elastic_status cl_compute(elastic_backend *base, const elastic_node *node
         arg_long(&a, numel(x));
         work = numel(x);
         break;
-    case ELASTIC_OP_ATTENTION: {
-        kernel = K_ATTN;
+    case ELASTIC_OP_ATTENTION:
+    case ELASTIC_OP_ATTENTION_PROBS: { /* the same arguments, but PROBS has no v */
+        int probs = node->op == ELASTIC_OP_ATTENTION_PROBS, kl_at = probs ? 2 : 3;
+        kernel = probs ? K_PROBS : K_ATTN;
         a.k = be->kernels[kernel];
-        const elastic_tensor_ref *kl = node->n_inputs > 3 ? &in[3] : NULL;
+        const elastic_tensor_ref *kl = node->n_inputs > kl_at ? &in[kl_at] : NULL;
         cl_int has_len = kl && kl->buffer, heads = node->params.heads, causal = node->params.causal;
         arg_tensor(&a, x, NULL);
         arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, &in[2], NULL);
+        if (!probs) arg_tensor(&a, &in[2], NULL);
         arg_tensor(&a, has_len ? kl : &in[1], NULL); /* any valid buffer when absent */
         arg(&a, sizeof has_len, &has_len);
         arg_tensor(&a, out, NULL);
@@ -457,26 +459,7 @@ static elastic_status cl_compute(elastic_backend *base, const elastic_node *node
         arg_long(&a, x->shape[2]);
         arg(&a, sizeof heads, &heads);
         arg(&a, sizeof causal, &causal);
-        work = x->shape[0] * x->shape[1] * heads;
-        break;
-    }
-    case ELASTIC_OP_ATTENTION_PROBS: {
-        kernel = K_PROBS;
-        a.k = be->kernels[kernel];
-        const elastic_tensor_ref *kl = node->n_inputs > 2 ? &in[2] : NULL;
-        cl_int has_len = kl && kl->buffer, heads = node->params.heads, causal = node->params.causal;
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, has_len ? kl : &in[1], NULL); /* any valid buffer when absent */
-        arg(&a, sizeof has_len, &has_len);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, x->shape[1]);
-        arg_long(&a, in[1].shape[1]);
-        arg_long(&a, x->shape[2]);
-        arg(&a, sizeof heads, &heads);
-        arg(&a, sizeof causal, &causal);
-        work = x->shape[0] * heads * x->shape[1]; /* one work-item per row of P */
+        work = x->shape[0] * x->shape[1] * heads; /* PROBS: one work-item per row of P */
         break;
     }
     case ELASTIC_OP_ATTENTION_MIX:
