@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "elastic.h"
-#include "model.h"
-#include "model_builder.h"
-#include "planner.h"
+#include "model/model.h"
+#include "model/model_builder.h"
+#include "runtime/planner.h"
 
 static int all_supported(const elastic_backend *be, const elastic_graph *g, const elastic_node *n)
 {

@@ -22,10 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "runtime/backend.h"
 #include "cpu_kernels.h"
-#include "error.h"
-#include "model_builder.h"
+#include "base/error.h"
+#include "model/model_builder.h"
 #include "test_util.h"
 
 static const elastic_backend_iface *const cu = &elastic_cuda_backend_iface;

@@ -10,8 +10,8 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "error.h"
-#include "graph.h"
+#include "base/error.h"
+#include "graph/graph.h"
 
 static const float zeros[4096];
 

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "elastic.h"
-#include "model.h"
-#include "safetensors.h"
+#include "model/model.h"
+#include "model/safetensors.h"
 #include "test_util.h"
 
 static char tmpdir[64];

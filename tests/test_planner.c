@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
-#include "model_builder.h"
-#include "planner.h"
+#include "base/error.h"
+#include "model/model_builder.h"
+#include "runtime/planner.h"
 
 static int fake_supports(const elastic_backend *be, const elastic_graph *g, const elastic_node *n)
 {

@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "safetensors.h"
+#include "model/safetensors.h"
 #include "test_util.h"
 
 #include <sys/stat.h>

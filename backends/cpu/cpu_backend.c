@@ -3,10 +3,10 @@
  * each node to a kernel table, either the float64 scalar reference or the
  * fast table for the best instruction set this CPU has (cpu_isa.c).
  */
-#include "backend.h"
+#include "runtime/backend.h"
 #include "cpu_grad.h"
 #include "cpu_kernels.h"
-#include "error.h"
+#include "base/error.h"
 
 #include <omp.h>
 #include <stdio.h>

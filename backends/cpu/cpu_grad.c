@@ -8,7 +8,7 @@
  */
 #include "cpu_grad.h"
 
-#include "rng.h"
+#include "base/rng.h"
 
 #include <math.h>
 #include <stdlib.h>

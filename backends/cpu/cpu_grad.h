@@ -12,7 +12,7 @@
 #define ELASTIC_CPU_GRAD_H
 
 #include "cpu_kernels.h"
-#include "error.h"
+#include "base/error.h"
 
 #include <stdint.h>
 

@@ -10,7 +10,7 @@
  * allocated.
  */
 #include "cuda_backend_internal.h"
-#include "error.h"
+#include "base/error.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
 #ifndef ELASTIC_CUDA_BACKEND_INTERNAL_H
 #define ELASTIC_CUDA_BACKEND_INTERNAL_H
 
-#include "backend.h"
+#include "runtime/backend.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>

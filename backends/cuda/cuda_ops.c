@@ -6,7 +6,7 @@
  */
 #include "cuda_backend_internal.h"
 #include "elastic_cuda_kernels.h"
-#include "error.h"
+#include "base/error.h"
 
 #include <limits.h>
 

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "error.h"
+#include "runtime/backend.h"
+#include "base/error.h"
 #include "opencl_program.h"
 
 #define MAX_HEAD 256 /* ELASTIC_MAX_HEAD in elastic_common.cl */

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """test_reference_selfcheck.py - sanity checks of the float64 reference
 (tools/reference/elastic_ref.py) against values derived by hand from
-spec/elastic-model.md, so that the golden tests compare the C library with
+docs/spec/model.md, so that the golden tests compare the C library with
 something that is itself checked.
 
 Run: python3 tests/golden/test_reference_selfcheck.py

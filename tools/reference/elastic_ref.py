@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """elastic_ref.py - an independent NumPy float64 reference of the ELASTIC model
-and of the SASRec baseline, written straight from spec/elastic-model.md (v1).
+and of the SASRec baseline, written straight from docs/spec/model.md.
 
 It is meant to be read side by side with the spec: every function names the
 spec section it implements ("spec 3.2" = section 3, step 2).  It is slow on

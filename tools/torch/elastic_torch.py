@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """elastic_torch.py - the PyTorch port of the ELASTIC model and of the SASRec
-baseline, written from spec/elastic-model.md (v1), for training and for
+baseline, written from docs/spec/model.md, for training and for
 checking the C library.
 
 Comments name the spec section they implement ("spec 3.2" = section 3, step 2).

@@ -1,0 +1,44 @@
+/*
+ * model_builder.h - the ELASTIC and SASRec forward passes of the spec as
+ * operator graphs, for one padded batch shape.
+ */
+#ifndef ELASTIC_CORE_MODEL_BUILDER_H
+#define ELASTIC_CORE_MODEL_BUILDER_H
+
+#include "graph/graph.h"
+#include "model/model.h"
+
+typedef enum elastic_build_output {
+    ELASTIC_BUILD_OUTPUT_USER_VECTORS = 0, /* hu [B, d] */
+    ELASTIC_BUILD_OUTPUT_SCORES = 1,       /* scores [B, I] */
+    ELASTIC_BUILD_OUTPUT_TOPK = 2          /* ids, vals [B, K] */
+} elastic_build_output;
+
+typedef struct elastic_build_shape {
+    int64_t batch;     /* B */
+    int64_t len;       /* n: padded history length read, 1..N */
+    int64_t n_exclude; /* E: width of the exclusion table (TOPK), 0 = none */
+    int64_t top_k;     /* K (TOPK) */
+    elastic_build_output output;
+    /* Training: dropout p after the embedding sum, each MHA output and each
+     * FFN output (spec section 5), masks drawn from `seed`; 0 = inference. */
+    float dropout;
+    uint64_t seed;
+    /* Every MHA as ATTENTION_PROBS + ATTENTION_MIX, its softmax weights a
+     * tensor of the plan (elastic_attention_kind), instead of ATTENTION. */
+    int materialize_attention;
+} elastic_build_shape;
+
+/* The graph's named inputs, as tensor ids. */
+typedef struct elastic_build_io {
+    int items;   /* I32 [B, n]: item at recency r, 0 for padding */
+    int lengths; /* I32 [B]: n_b = min(len_b, N) */
+    int exclude; /* I32 [B, E] or -1 */
+    int out;     /* hu, scores or top-K ids */
+    int out_vals;/* top-K scores, else -1 */
+} elastic_build_io;
+
+elastic_status elastic_build_forward(const elastic_model *model, const elastic_build_shape *shape,
+                                     elastic_graph *g, elastic_build_io *io);
+
+#endif

@@ -1,0 +1,437 @@
+/*
+ * trainer.c - training of spec section 5 on the operator graph: the forward
+ * graph (with dropout) ends in the softmax cross-entropy, autodiff.c appends
+ * the backward, and the executor runs both on the chosen backend. The host
+ * sums each parameter's gradient and applies Adam to the model in place.
+ */
+#include "graph/autodiff.h"
+#include "session/batch.h"
+#include "base/error.h"
+#include "runtime/executor.h"
+#include "model/model.h"
+#include "model/model_builder.h"
+#include "base/rng.h"
+#include "model/safetensors.h"
+#include "train/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A weight tensor of the graph whose gradient the plan computes. */
+typedef struct grad_slot {
+    int grad;       /* tensor holding d(loss)/d(weight) */
+    int64_t offset; /* into the model's parameter block, in floats */
+    int64_t numel;
+} grad_slot;
+
+/* The graph and plan of one batch shape. */
+typedef struct train_plan {
+    int valid;
+    uint64_t last_use;
+    int64_t batch, len;
+    int train; /* dropout on */
+    elastic_graph graph;
+    elastic_build_io io;
+    elastic_plan plan;
+    int targets, loss;
+    grad_slot *slots;
+    int n_slots;
+} train_plan;
+
+struct elastic_trainer {
+    elastic_model *model;
+    elastic_train_options o;
+    elastic_executor exec;
+    train_plan plans[8]; /* by batch shape, least recently used replaced */
+    train_plan *tp;      /* the current batch's */
+    uint64_t uses;
+    float *grad; /* [numel]: the summed gradient */
+    float *adam_m, *adam_v;
+    float *host_grad; /* staging for one grad tensor */
+    int64_t host_grad_cap;
+    int32_t *host_in;
+    size_t host_in_cap;
+    float *host_loss;
+    int64_t steps, epochs;
+    int fallback_nodes;
+};
+
+void elastic_train_options_default(elastic_train_options *o)
+{
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    o->lr = 1e-3;
+    o->beta1 = 0.9;
+    o->beta2 = 0.98;
+    o->adam_eps = 1e-8;
+    o->dropout = 0.2f;
+    o->batch_size = 128;
+    o->samples_per_user = 8;
+    o->seed = 1;
+    elastic_session_options_default(&o->session);
+    o->session.backend = "cpu";
+}
+
+int64_t elastic_model_parameter_count(const elastic_model *model)
+{
+    return model ? model->data_numel : 0;
+}
+
+static void drop_plan(train_plan *tp)
+{
+    if (!tp->valid) return;
+    elastic_plan_free(&tp->plan);
+    elastic_graph_free(&tp->graph);
+    free(tp->slots);
+    memset(tp, 0, sizeof *tp);
+}
+
+void elastic_trainer_free(elastic_trainer *tr)
+{
+    if (!tr) return;
+    for (int i = 0; i < 8; i++)
+        drop_plan(&tr->plans[i]);
+    elastic_executor_free(&tr->exec);
+    free(tr->grad);
+    free(tr->adam_m);
+    free(tr->adam_v);
+    free(tr->host_grad);
+    free(tr->host_in);
+    free(tr->host_loss);
+    free(tr);
+}
+
+elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
+                                    const elastic_train_options *options)
+{
+    elastic_error_clear();
+    if (!out || !model)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_trainer_init: NULL argument");
+    *out = NULL;
+    elastic_train_options o;
+    elastic_train_options_default(&o);
+    if (options) o = *options;
+    if (!(o.lr > 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) ||
+        !(o.adam_eps > 0))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "training options: lr > 0, betas in [0,1) and eps > 0 needed");
+    if (!(o.dropout >= 0 && o.dropout < 1))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "dropout %g outside [0,1)", o.dropout);
+    if (o.batch_size < 1 || o.samples_per_user < 1)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "batch_size and samples_per_user must be >= 1");
+    elastic_trainer *tr = calloc(1, sizeof *tr);
+    if (!tr) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer)");
+    tr->model = model;
+    tr->o = o;
+    size_t n = (size_t)model->data_numel;
+    tr->grad = malloc(n * sizeof(float));
+    tr->adam_m = calloc(n, sizeof(float));
+    tr->adam_v = calloc(n, sizeof(float));
+    if (!tr->grad || !tr->adam_m || !tr->adam_v) {
+        elastic_trainer_free(tr);
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (optimizer state, %zu floats)",
+                             n);
+    }
+    elastic_status st =
+        elastic_executor_init(&tr->exec, &o.session, model->data, n * sizeof(float));
+    if (st != ELASTIC_OK) {
+        elastic_trainer_free(tr);
+        return st;
+    }
+    tr->o.session.backend = tr->exec.backend_name;
+    *out = tr;
+    return ELASTIC_OK;
+}
+
+/* Builds forward, loss and backward for one batch shape, and plans them. */
+static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len, int train)
+{
+    train_plan *tp = &tr->plans[0];
+    for (int i = 0; i < 8; i++) {
+        train_plan *p = &tr->plans[i];
+        if (p->valid && p->batch == batch && p->len == len && p->train == train) {
+            p->last_use = ++tr->uses;
+            tr->tp = p;
+            return ELASTIC_OK;
+        }
+        if (!p->valid || (tp->valid && p->last_use < tp->last_use)) tp = p;
+    }
+    drop_plan(tp);
+    elastic_graph *g = &tp->graph;
+    elastic_graph_init(g);
+    elastic_build_shape shape = {.batch = batch,
+                                 .len = len,
+                                 .output = ELASTIC_BUILD_OUTPUT_SCORES,
+                                 .dropout = train ? tr->o.dropout : 0.0f,
+                                 .seed = tr->o.seed};
+    int *grads = NULL;
+    elastic_status st = elastic_build_forward(tr->model, &shape, g, &tp->io);
+    if (st == ELASTIC_OK) {
+        int64_t tshape[1] = {batch};
+        tp->targets = elastic_graph_input(g, "targets", ELASTIC_DTYPE_I32, 1, tshape);
+        int in[2] = {tp->io.out, tp->targets};
+        elastic_op_params none = {0};
+        tp->loss = elastic_graph_node(g, ELASTIC_OP_CROSS_ENTROPY, in, 2, &none, "loss");
+        st = g->status;
+    }
+    if (st == ELASTIC_OK) {
+        elastic_graph_mark_output(g, tp->loss);
+        grads = malloc((size_t)g->n_tensors * sizeof *grads);
+        tp->slots = malloc((size_t)g->n_tensors * sizeof *tp->slots);
+        if (!grads || !tp->slots)
+            st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer graph)");
+    }
+    int n_fwd = g->n_tensors;
+    if (st == ELASTIC_OK) st = elastic_graph_backward(g, tp->io.out, tp->loss + 1, grads);
+    if (st == ELASTIC_OK) {
+        for (int t = 0; t < n_fwd; t++) {
+            const elastic_tensor *w = &g->tensors[t];
+            if (w->kind != ELASTIC_TENSOR_KIND_WEIGHT || grads[t] < 0) continue;
+            elastic_graph_mark_output(g, grads[t]);
+            tp->slots[tp->n_slots++] =
+                (grad_slot){.grad = grads[t],
+                            .offset = (const float *)w->host_data - tr->model->data,
+                            .numel = elastic_tensor_numel(w)};
+        }
+        st = elastic_executor_plan(&tr->exec, g, &tp->plan);
+    }
+    free(grads);
+    if (st != ELASTIC_OK) {
+        elastic_graph_free(g);
+        free(tp->slots);
+        memset(tp, 0, sizeof *tp);
+        return st;
+    }
+    tp->valid = 1;
+    tp->last_use = ++tr->uses;
+    tr->tp = tp;
+    tp->batch = batch;
+    tp->len = len;
+    tp->train = train;
+    return ELASTIC_OK;
+}
+
+/* Fresh dropout masks for this step: each dropout node (and its backward
+ * twin, which shares the node's build-time seed) gets a seed of its own. */
+static void reseed(elastic_trainer *tr)
+{
+    train_plan *tp = tr->tp;
+    for (int i = 0; i < tp->plan.n_steps; i++) {
+        elastic_plan_step *s = &tp->plan.steps[i];
+        if (s->kind != ELASTIC_STEP_KIND_COMPUTE || s->node.op != ELASTIC_OP_DROPOUT) continue;
+        uint64_t base = tp->graph.nodes[s->graph_node].params.seed;
+        s->node.params.seed = elastic_rng_u64(base, 1, (uint64_t)tr->steps);
+    }
+}
+
+/* Forward, loss and backward of one batch; fills tr->grad and *loss. */
+static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const int64_t *offsets,
+                                const int32_t *targets, int batch, int train, double *loss)
+{
+    const elastic_config *c = &tr->model->config;
+    if (!targets) return elastic_error(ELASTIC_ERR_INVALID_ARG, "targets is NULL");
+    int64_t longest = 0;
+    ELASTIC_TRY(elastic_batch_check(c->num_items, items, offsets, batch, &longest));
+    for (int b = 0; b < batch; b++)
+        if (targets[b] < 1 || targets[b] > c->num_items)
+            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %d: target %d outside 1..%lld", b,
+                                 (int)targets[b], (long long)c->num_items);
+    /* Lengths rounded up to a multiple of 8 so that plans are reused; the
+     * padding changes no result (spec section 4). */
+    int64_t n = (longest + 7) / 8 * 8;
+    if (n > c->max_len) n = c->max_len;
+    ELASTIC_TRY(build_plan(tr, batch, n, train));
+    train_plan *tp = tr->tp;
+    if (train) reseed(tr);
+
+    size_t need = (size_t)batch * (size_t)(n + 1);
+    if (need > tr->host_in_cap) {
+        int32_t *p = realloc(tr->host_in, need * sizeof *p);
+        if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (batch staging)");
+        tr->host_in = p;
+        tr->host_in_cap = need;
+    }
+    int32_t *it = tr->host_in, *len = it + (size_t)batch * n;
+    elastic_batch_pad(items, offsets, batch, n, it, len);
+    elastic_executor *e = &tr->exec;
+    elastic_graph *g = &tp->graph;
+    ELASTIC_TRY(elastic_executor_upload(e, g, &tp->plan, tp->io.items, it));
+    ELASTIC_TRY(elastic_executor_upload(e, g, &tp->plan, tp->io.lengths, len));
+    ELASTIC_TRY(elastic_executor_upload(e, g, &tp->plan, tp->targets, targets));
+    ELASTIC_TRY(elastic_executor_run(e, g, &tp->plan));
+    tr->fallback_nodes = tp->plan.n_fallback;
+
+    float *lb = realloc(tr->host_loss, (size_t)batch * sizeof *lb);
+    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
+    tr->host_loss = lb;
+    ELASTIC_TRY(elastic_executor_download(e, g, &tp->plan, tp->loss, lb));
+    double sum = 0;
+    for (int b = 0; b < batch; b++)
+        sum += lb[b];
+    *loss = sum / batch;
+
+    memset(tr->grad, 0, (size_t)tr->model->data_numel * sizeof(float));
+    for (int i = 0; i < tp->n_slots; i++) {
+        const grad_slot *s = &tp->slots[i];
+        if (s->numel > tr->host_grad_cap) {
+            float *p = realloc(tr->host_grad, (size_t)s->numel * sizeof *p);
+            if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (gradient)");
+            tr->host_grad = p;
+            tr->host_grad_cap = s->numel;
+        }
+        ELASTIC_TRY(elastic_executor_download(e, g, &tp->plan, s->grad, tr->host_grad));
+        float *dst = tr->grad + s->offset;
+        for (int64_t j = 0; j < s->numel; j++)
+            dst[j] += tr->host_grad[j];
+    }
+    /* item_emb row 0 is padding: it stays zero (spec section 2). */
+    const elastic_param *emb = elastic_model_find(tr->model, "item_emb");
+    if (emb) memset(tr->grad + emb->offset, 0, (size_t)c->hidden * sizeof(float));
+    return ELASTIC_OK;
+}
+
+elastic_status elastic_trainer_gradient(elastic_trainer *tr, const int32_t *items,
+                                        const int64_t *offsets, const int32_t *targets, int batch,
+                                        double *loss, float *grad)
+{
+    elastic_error_clear();
+    if (!tr || !loss) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or loss");
+    ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 0, loss));
+    if (grad) memcpy(grad, tr->grad, (size_t)tr->model->data_numel * sizeof(float));
+    return ELASTIC_OK;
+}
+
+/* Adam as PyTorch computes it (no weight decay). */
+static void adam_update(elastic_trainer *tr)
+{
+    const elastic_train_options *o = &tr->o;
+    double t = (double)tr->steps;
+    double bc1 = 1.0 - pow(o->beta1, t), bc2 = 1.0 - pow(o->beta2, t);
+    double step = o->lr / bc1, sbc2 = sqrt(bc2);
+    float *p = tr->model->data, *m = tr->adam_m, *v = tr->adam_v;
+    const float *g = tr->grad;
+    int64_t n = tr->model->data_numel;
+    for (int64_t i = 0; i < n; i++) {
+        m[i] = (float)(o->beta1 * m[i] + (1.0 - o->beta1) * g[i]);
+        v[i] = (float)(o->beta2 * v[i] + (1.0 - o->beta2) * (double)g[i] * g[i]);
+        p[i] -= (float)(step * m[i] / (sqrt((double)v[i]) / sbc2 + o->adam_eps));
+    }
+}
+
+elastic_status elastic_trainer_step(elastic_trainer *tr, const int32_t *items,
+                                    const int64_t *offsets, const int32_t *targets, int batch,
+                                    double *loss)
+{
+    elastic_error_clear();
+    if (!tr) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer");
+    double l = 0;
+    ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 1, &l));
+    if (!isfinite(l))
+        return elastic_error(ELASTIC_ERR_INTERNAL, "training diverged: loss is %g at step %lld", l,
+                             (long long)tr->steps);
+    tr->steps++;
+    adam_update(tr);
+    ELASTIC_TRY(elastic_executor_refresh_weights(&tr->exec));
+    if (loss) *loss = l;
+    return ELASTIC_OK;
+}
+
+int64_t elastic_trainer_epochs(const elastic_trainer *tr)
+{
+    return tr ? tr->epochs : 0;
+}
+
+int64_t elastic_trainer_steps(const elastic_trainer *tr)
+{
+    return tr ? tr->steps : 0;
+}
+
+int elastic_trainer_fallback_nodes(const elastic_trainer *tr)
+{
+    return tr ? tr->fallback_nodes : 0;
+}
+
+const elastic_train_options *elastic_trainer_options(const elastic_trainer *tr)
+{
+    return &tr->o;
+}
+
+const elastic_model *elastic_trainer_model(const elastic_trainer *tr)
+{
+    return tr->model;
+}
+
+void elastic_trainer_count_epoch(elastic_trainer *tr)
+{
+    tr->epochs++;
+}
+
+elastic_status elastic_trainer_save_state(const elastic_trainer *tr, const char *path)
+{
+    elastic_error_clear();
+    if (!tr || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or path");
+    char steps[32], epochs[32];
+    snprintf(steps, sizeof steps, "%lld", (long long)tr->steps);
+    snprintf(epochs, sizeof epochs, "%lld", (long long)tr->epochs);
+    elastic_st_meta meta[3] = {
+        {"kind", "elastic-trainer-state"}, {"steps", steps}, {"epochs", epochs}};
+    size_t bytes = (size_t)tr->model->data_numel * sizeof(float);
+    elastic_st_tensor t[2] = {{.name = "adam.m",
+                               .dtype = "F32",
+                               .ndim = 1,
+                               .shape = {tr->model->data_numel},
+                               .data = tr->adam_m,
+                               .nbytes = bytes},
+                              {.name = "adam.v",
+                               .dtype = "F32",
+                               .ndim = 1,
+                               .shape = {tr->model->data_numel},
+                               .data = tr->adam_v,
+                               .nbytes = bytes}};
+    return elastic_st_write(path, meta, 3, t, 2);
+}
+
+static elastic_status parse_count(const elastic_st_file *f, const char *key, const char *path,
+                                  int64_t *out)
+{
+    const char *s = elastic_st_meta_get(f, key);
+    char *end = NULL;
+    long long v = s ? strtoll(s, &end, 10) : -1;
+    if (!s || *end || v < 0)
+        return elastic_error(ELASTIC_ERR_FORMAT, "%s: trainer state lacks a valid '%s'", path, key);
+    *out = v;
+    return ELASTIC_OK;
+}
+
+elastic_status elastic_trainer_load_state(elastic_trainer *tr, const char *path)
+{
+    elastic_error_clear();
+    if (!tr || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or path");
+    elastic_st_file f;
+    ELASTIC_TRY(elastic_st_read(path, &f));
+    elastic_status st = ELASTIC_OK;
+    const char *kind = elastic_st_meta_get(&f, "kind");
+    const elastic_st_tensor *m = elastic_st_find(&f, "adam.m"), *v = elastic_st_find(&f, "adam.v");
+    size_t bytes = (size_t)tr->model->data_numel * sizeof(float);
+    int64_t steps = 0, epochs = 0;
+    if (!kind || strcmp(kind, "elastic-trainer-state"))
+        st = elastic_error(ELASTIC_ERR_FORMAT, "%s: not a trainer state file", path);
+    else if (!m || !v || strcmp(m->dtype, "F32") || strcmp(v->dtype, "F32") || m->nbytes != bytes ||
+             v->nbytes != bytes)
+        st = elastic_error(ELASTIC_ERR_FORMAT,
+                           "%s: optimizer state does not match this model (%lld parameters)", path,
+                           (long long)tr->model->data_numel);
+    if (st == ELASTIC_OK) st = parse_count(&f, "steps", path, &steps);
+    if (st == ELASTIC_OK) st = parse_count(&f, "epochs", path, &epochs);
+    if (st == ELASTIC_OK) {
+        memcpy(tr->adam_m, m->data, bytes);
+        memcpy(tr->adam_v, v->data, bytes);
+        tr->steps = steps;
+        tr->epochs = epochs;
+    }
+    elastic_st_free(&f);
+    return st;
+}
