@@ -77,14 +77,6 @@ static const char *cpu_describe(const elastic_backend *be)
     return ((const cpu_backend *)be)->description;
 }
 
-static int cpu_supports_op(const elastic_backend *be, const elastic_graph *g,
-                           const elastic_node *node)
-{
-    (void)be;
-    (void)g;
-    return node->op >= 0 && node->op < ELASTIC_OP_COUNT;
-}
-
 static elastic_status cpu_buffer_alloc(elastic_backend *be, size_t size, elastic_buffer **out)
 {
     (void)be;
@@ -177,149 +169,229 @@ static void copy_strided(const elastic_tensor_ref *src, uint32_t *dst)
                     dst[o++] = s[a * st[0] + b * st[1] + c * st[2] + d * st[3]];
 }
 
-/* The training ops of graph.h, on cpu_grad.c's kernels. */
-static elastic_status compute_training(cpu_backend *be, const elastic_node *node,
-                                       const elastic_tensor_ref *in,
-                                       const elastic_tensor_ref *out)
+/* Indices must lie in 0..rows-1: a status, never an out-of-bounds read. */
+static elastic_status check_indices(const elastic_node *node, const int32_t *idx, int64_t n,
+                                    int64_t rows)
 {
-    int th = be->threads;
-    const elastic_tensor_ref *a = &in[0];
-    const elastic_op_params *p = &node->params;
-    int64_t last = a->shape[a->ndim - 1];
-    switch (node->op) {
-    case ELASTIC_OP_DROPOUT:
-        elastic_cpu_dropout(ptr(a), ptr(&out[0]), numel(a), p->dropout, p->seed, th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_CROSS_ENTROPY: {
-        const int32_t *target = ptr(&in[1]);
-        for (int64_t b = 0; b < a->shape[0]; b++)
-            if (target[b] < 1 || target[b] > last)
-                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
-                                     "cross_entropy '%s': target %d outside 1..%lld", node->name,
-                                     (int)target[b], (long long)last);
-        elastic_cpu_cross_entropy(ptr(a), target, ptr(&out[0]), ptr(&out[1]), a->shape[0], last,
-                                  th);
-        return ELASTIC_OK;
-    }
-    case ELASTIC_OP_GATHER_GRAD: {
-        const int32_t *idx = ptr(&in[1]);
-        int64_t n = numel(&in[1]);
-        for (int64_t i = 0; i < n; i++)
-            if (idx[i] < 0 || idx[i] >= p->rows)
-                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
-                                     "gather_grad '%s': index %d outside 0..%lld", node->name,
-                                     (int)idx[i], (long long)p->rows - 1);
-        elastic_cpu_gather_grad(ptr(a), idx, n, last, ptr(&out[0]), p->rows);
-        return ELASTIC_OK;
-    }
-    case ELASTIC_OP_SUM_ROWS: {
-        int64_t cols = numel(&out[0]);
-        elastic_cpu_sum_rows(ptr(a), numel(a) / cols, cols, ptr(&out[0]), th);
-        return ELASTIC_OK;
-    }
-    case ELASTIC_OP_MASKED_MEAN_GRAD:
-        elastic_cpu_masked_mean_grad(ptr(a), ptr(&in[1]), ptr(&out[0]), a->shape[0], p->rows,
-                                     a->shape[1], th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_LAYER_NORM_GRAD:
-        return elastic_cpu_layer_norm_grad(ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
-                                           ptr(&out[1]), ptr(&out[2]), numel(a) / last, last,
-                                           p->eps, th);
-    case ELASTIC_OP_LINEAR_GRAD:
-        return elastic_cpu_linear_grad(be->k, ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
-                                       ptr(&out[1]), ptr(&out[2]), numel(a) / last,
-                                       in[1].shape[0], last, th);
-    case ELASTIC_OP_GELU_GRAD:
-        elastic_cpu_gelu_grad(ptr(a), ptr(&in[1]), ptr(&out[0]), numel(a), th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_ATTENTION_GRAD:
-        return elastic_cpu_attention_grad(
-            ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), node->n_inputs > 4 ? ptr(&in[4]) : NULL,
-            ptr(&out[0]), ptr(&out[1]), ptr(&out[2]), a->shape[0], a->shape[1], in[1].shape[1],
-            a->shape[2], p->heads, p->causal, th);
-    case ELASTIC_OP_PKM_GRAD:
-        return elastic_cpu_pkm_grad(ptr(a), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&out[0]),
-                                    ptr(&out[1]), ptr(&out[2]), a->shape[0], p->experts,
-                                    2 * in[1].shape[2], in[1].shape[1], p->mem_topk,
-                                    in[2].shape[1], th);
-    case ELASTIC_OP_VIEW_GRAD:
-        elastic_cpu_view_grad(ptr(a), a->ndim, a->shape, p->view_strides, p->view_offset,
-                              ptr(&out[0]), numel(&out[0]));
-        return ELASTIC_OK;
-    default: break;
-    }
-    return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cpu backend: unknown op %d", (int)node->op);
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= rows)
+            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "%s '%s': index %d outside 0..%lld",
+                                 elastic_op_name(node->op), node->name, (int)idx[i],
+                                 (long long)rows - 1);
+    return ELASTIC_OK;
 }
 
-static elastic_status cpu_compute(elastic_backend *base, const elastic_node *node,
-                                  const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+/* One function per op, named cpu_<op> after ops.def: the table below is
+ * generated from that list, so an op without a CPU kernel does not build.
+ * Each reads its sizes from node->dims (ops.c). */
+#define CPU_OP(name)                                                                           \
+    static elastic_status cpu_##name(elastic_backend *base, const elastic_node *node,        \
+                                     const elastic_tensor_ref *in,                             \
+                                     const elastic_tensor_ref *out)
+#define CPU_ARGS                                                                               \
+    cpu_backend *be = (cpu_backend *)base;                                                     \
+    const elastic_cpu_kernels *k = be->k;                                                      \
+    const elastic_node_dims *d = &node->dims;                                                  \
+    const elastic_op_params *p = &node->params;                                                \
+    int th = be->threads;                                                                      \
+    (void)k, (void)d, (void)p, (void)th, (void)in, (void)out
+
+/* An optional input: NULL when absent. */
+static const void *opt(const elastic_node *node, const elastic_tensor_ref *in, int i)
 {
-    cpu_backend *be = (cpu_backend *)base;
-    const elastic_cpu_kernels *k = be->k;
-    int th = be->threads;
-    const elastic_tensor_ref *a = &in[0];
-    float *y = ptr(&out[0]);
-    int64_t last = a->shape[a->ndim - 1];
-    switch (node->op) {
-    case ELASTIC_OP_GATHER: {
-        const int32_t *idx = ptr(&in[1]);
-        int64_t n = numel(&in[1]), rows = a->shape[0];
-        for (int64_t i = 0; i < n; i++)
-            if (idx[i] < 0 || idx[i] >= rows)
-                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
-                                     "gather '%s': index %d outside 0..%lld", node->name,
-                                     (int)idx[i], (long long)rows - 1);
-        k->gather(ptr(a), a->shape[1], idx, n, y, th);
-        return ELASTIC_OK;
-    }
-    case ELASTIC_OP_ADD:
-        k->add(ptr(a), ptr(&in[1]), y, numel(a), numel(&in[1]), th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_MASKED_MEAN:
-        k->masked_mean(ptr(a), ptr(&in[1]), y, a->shape[0], a->shape[1], a->shape[2], th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_LAYER_NORM:
-        k->layer_norm(ptr(a), ptr(&in[1]), ptr(&in[2]), y, numel(a) / last, last,
-                      node->params.eps, th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_LINEAR:
-        k->linear(ptr(a), ptr(&in[1]), node->n_inputs > 2 ? ptr(&in[2]) : NULL, y, numel(a) / last,
-                  in[1].shape[0], last, th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_GELU:
-        k->gelu(ptr(a), y, numel(a), th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_ATTENTION:
-        k->attention(ptr(a), ptr(&in[1]), ptr(&in[2]), node->n_inputs > 3 ? ptr(&in[3]) : NULL, y,
-                     a->shape[0], a->shape[1], in[1].shape[1], a->shape[2], node->params.heads,
-                     node->params.causal, th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_ATTENTION_PROBS:
-        k->attention_probs(ptr(a), ptr(&in[1]), node->n_inputs > 2 ? ptr(&in[2]) : NULL, y,
-                           a->shape[0], a->shape[1], in[1].shape[1], a->shape[2],
-                           node->params.heads, node->params.causal, th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_ATTENTION_MIX:
-        k->attention_mix(ptr(a), ptr(&in[1]), y, a->shape[0], a->shape[2], a->shape[3],
-                         in[1].shape[2], (int)a->shape[1], th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_PKM:
-        k->pkm(ptr(a), ptr(&in[1]), ptr(&in[2]), y, a->shape[0], node->params.experts,
-               2 * in[1].shape[2], in[1].shape[1], node->params.mem_topk, in[2].shape[1], th);
-        return ELASTIC_OK;
-    case ELASTIC_OP_TOPK: {
-        const int32_t *ex = node->n_inputs > 1 ? ptr(&in[1]) : NULL;
-        k->topk(ptr(a), ex, ex ? in[1].shape[1] : 0, ptr(&out[0]), ptr(&out[1]), a->shape[0],
-                a->shape[1], node->params.top_k, th);
-        return ELASTIC_OK;
-    }
-    case ELASTIC_OP_COPY:
-        copy_strided(a, ptr(&out[0]));
-        return ELASTIC_OK;
-    default: return compute_training(be, node, in, out);
-    }
-    return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cpu backend: unknown op %d", (int)node->op);
+    return node->n_inputs > i ? ptr(&in[i]) : NULL;
 }
+
+CPU_OP(gather)
+{
+    CPU_ARGS;
+    ELASTIC_TRY(check_indices(node, ptr(&in[1]), d->aux, d->rows));
+    k->gather(ptr(&in[0]), d->cols, ptr(&in[1]), d->aux, ptr(&out[0]), th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(add)
+{
+    CPU_ARGS;
+    k->add(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->numel, d->aux, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(masked_mean)
+{
+    CPU_ARGS;
+    k->masked_mean(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->batch, d->steps, d->width, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(layer_norm)
+{
+    CPU_ARGS;
+    k->layer_norm(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]), d->rows, d->cols, p->eps,
+                  th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(linear)
+{
+    CPU_ARGS;
+    k->linear(ptr(&in[0]), ptr(&in[1]), opt(node, in, 2), ptr(&out[0]), d->m, d->n, d->k, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(gelu)
+{
+    CPU_ARGS;
+    k->gelu(ptr(&in[0]), ptr(&out[0]), d->numel, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(attention)
+{
+    CPU_ARGS;
+    k->attention(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), opt(node, in, 3), ptr(&out[0]), d->batch,
+                 d->nq, d->nk, d->width, p->heads, p->causal, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(attention_probs)
+{
+    CPU_ARGS;
+    k->attention_probs(ptr(&in[0]), ptr(&in[1]), opt(node, in, 2), ptr(&out[0]), d->batch, d->nq,
+                       d->nk, d->width, p->heads, p->causal, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(attention_mix)
+{
+    CPU_ARGS;
+    k->attention_mix(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->batch, d->nq, d->nk, d->width,
+                     (int)(d->width / d->head_size), th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(pkm)
+{
+    CPU_ARGS;
+    k->pkm(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]), d->batch, p->experts, d->pkm_c,
+           d->pkm_m, p->mem_topk, d->width, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(topk)
+{
+    CPU_ARGS;
+    k->topk(ptr(&in[0]), d->aux ? opt(node, in, 1) : NULL, d->aux, ptr(&out[0]), ptr(&out[1]),
+            d->batch, d->items, p->top_k, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(copy)
+{
+    CPU_ARGS;
+    copy_strided(&in[0], ptr(&out[0]));
+    return ELASTIC_OK;
+}
+
+/* The training ops, on cpu_grad.c's kernels. */
+
+CPU_OP(dropout)
+{
+    CPU_ARGS;
+    elastic_cpu_dropout(ptr(&in[0]), ptr(&out[0]), d->numel, p->dropout, p->seed, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(cross_entropy)
+{
+    CPU_ARGS;
+    const int32_t *target = ptr(&in[1]);
+    for (int64_t b = 0; b < d->batch; b++)
+        if (target[b] < 1 || target[b] > d->items)
+            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
+                                 "cross_entropy '%s': target %d outside 1..%lld", node->name,
+                                 (int)target[b], (long long)d->items);
+    elastic_cpu_cross_entropy(ptr(&in[0]), target, ptr(&out[0]), ptr(&out[1]), d->batch, d->items,
+                              th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(gather_grad)
+{
+    CPU_ARGS;
+    ELASTIC_TRY(check_indices(node, ptr(&in[1]), d->aux, p->rows));
+    elastic_cpu_gather_grad(ptr(&in[0]), ptr(&in[1]), d->aux, d->cols, ptr(&out[0]), p->rows);
+    return ELASTIC_OK;
+}
+
+CPU_OP(sum_rows)
+{
+    CPU_ARGS;
+    elastic_cpu_sum_rows(ptr(&in[0]), d->numel / d->n, d->n, ptr(&out[0]), th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(masked_mean_grad)
+{
+    CPU_ARGS;
+    elastic_cpu_masked_mean_grad(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->batch, d->steps,
+                                 d->width, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(layer_norm_grad)
+{
+    CPU_ARGS;
+    return elastic_cpu_layer_norm_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
+                                       ptr(&out[1]), ptr(&out[2]), d->rows, d->cols, p->eps, th);
+}
+
+CPU_OP(linear_grad)
+{
+    CPU_ARGS;
+    return elastic_cpu_linear_grad(k, ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
+                                   ptr(&out[1]), ptr(&out[2]), d->m, d->n, d->k, th);
+}
+
+CPU_OP(gelu_grad)
+{
+    CPU_ARGS;
+    elastic_cpu_gelu_grad(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->numel, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(attention_grad)
+{
+    CPU_ARGS;
+    return elastic_cpu_attention_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]),
+                                      opt(node, in, 4), ptr(&out[0]), ptr(&out[1]), ptr(&out[2]),
+                                      d->batch, d->nq, d->nk, d->width, p->heads, p->causal, th);
+}
+
+CPU_OP(pkm_grad)
+{
+    CPU_ARGS;
+    return elastic_cpu_pkm_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&out[0]),
+                                ptr(&out[1]), ptr(&out[2]), d->batch, p->experts, d->pkm_c,
+                                d->pkm_m, p->mem_topk, d->width, th);
+}
+
+CPU_OP(view_grad)
+{
+    CPU_ARGS;
+    elastic_cpu_view_grad(ptr(&in[0]), in[0].ndim, in[0].shape, p->view_strides, p->view_offset,
+                          ptr(&out[0]), numel(&out[0]));
+    return ELASTIC_OK;
+}
+
+/* Every op of ops.def, in its order: the CPU runs them all. */
+static const elastic_op_kernel cpu_op_table[] = {
+#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary) [ELASTIC_OP_##ENUM] = {cpu_##name, NULL},
+#include "graph/ops.def"
+#undef ELASTIC_OP
+};
+_Static_assert(sizeof cpu_op_table / sizeof cpu_op_table[0] == ELASTIC_OP_COUNT,
+               "a CPU row per op");
 
 static elastic_status cpu_synchronize(elastic_backend *be)
 {
@@ -333,13 +405,12 @@ const elastic_backend_iface elastic_cpu_backend_iface = {
     .init = cpu_init,
     .free = cpu_free,
     .describe = cpu_describe,
-    .supports_op = cpu_supports_op,
+    .kernels = cpu_op_table,
     .buffer_alloc = cpu_buffer_alloc,
     .buffer_wrap_host = cpu_buffer_wrap_host,
     .buffer_free = cpu_buffer_free,
     .buffer_host_ptr = cpu_buffer_host_ptr,
     .upload = cpu_upload,
     .download = cpu_download,
-    .compute = cpu_compute,
     .synchronize = cpu_synchronize,
 };

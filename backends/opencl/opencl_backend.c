@@ -187,7 +187,7 @@ static int cl_supports_op(const elastic_backend *be, const elastic_graph *g, con
     switch (n->op) {
     case ELASTIC_OP_ATTENTION: return a->shape[2] / n->params.heads <= MAX_HEAD;
     case ELASTIC_OP_PKM: return n->params.mem_topk <= MAX_TOPT;
-    default: return n->op < ELASTIC_OP_INFERENCE_COUNT; /* no training ops yet */
+    default: return !elastic_op_is_training(n->op); /* no training ops yet */
     }
 }
 

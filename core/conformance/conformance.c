@@ -52,7 +52,7 @@ typedef struct conf_run {
     conf_backend backends[MAX_BACKENDS];
     int n_backends;
     elastic_backend *reference;
-    conf_cell cells[ELASTIC_OP_INFERENCE_COUNT][MAX_BACKENDS];
+    conf_cell cells[ELASTIC_OP_COUNT][MAX_BACKENDS];
     int failures, checks;
     json_t *json_cases, *json_models, *json_perf;
 } conf_run;
@@ -271,7 +271,7 @@ static elastic_status run_on(elastic_backend *be, case_data *cd, void **outs, in
     double *times = reps > 0 ? calloc((size_t)reps, sizeof *times) : NULL;
     for (int rep = 0; st == ELASTIC_OK && rep < (reps > 0 ? reps + 1 : 1); rep++) {
         double t0 = now();
-        st = f->compute(be, &cd->node, in, out);
+        st = elastic_backend_compute(be, &cd->node, in, out);
         if (st == ELASTIC_OK) st = f->synchronize(be);
         if (rep > 0 && times) times[rep - 1] = now() - t0; /* rep 0 warms up */
     }
@@ -439,7 +439,7 @@ static elastic_status run_case(conf_run *r, const conf_case *c, int index)
         conf_backend *b = &r->backends[bi];
         conf_cell *cell = &r->cells[c->op][bi];
         cell->cases++;
-        if (!b->iface->supports_op(b->be, &cd.g, &cd.node)) {
+        if (!elastic_backend_supports(b->be, &cd.node)) {
             cell->unsupported++;
             continue;
         }
@@ -670,8 +670,9 @@ static void print_table(conf_run *r)
     fprintf(r->out, "\n%-16s", "op");
     for (int b = 0; b < r->n_backends; b++) fprintf(r->out, " %-22s", r->backends[b].spec);
     fprintf(r->out, "\n");
-    for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++) {
+    for (int op = 0; op < ELASTIC_OP_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
+        if (elastic_op_is_training((elastic_op)op)) continue; /* no cases yet */
         fprintf(r->out, "%-16s", elastic_op_name((elastic_op)op));
         for (int b = 0; b < r->n_backends; b++) {
             const conf_cell *c = &r->cells[op][b];
@@ -692,7 +693,7 @@ static void print_table(conf_run *r)
     for (int b = 0; b < r->n_backends; b++) {
         fprintf(r->out, "  %-12s %s; implements:", r->backends[b].spec, r->backends[b].describe);
         int missing = 0;
-        for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++) {
+        for (int op = 0; op < ELASTIC_OP_COUNT; op++) {
             const conf_cell *c = &r->cells[op][b];
             if (c->cases && c->unsupported < c->cases)
                 fprintf(r->out, " %s", elastic_op_name((elastic_op)op));
@@ -700,7 +701,7 @@ static void print_table(conf_run *r)
         }
         if (missing) {
             fprintf(r->out, "; falls back to the CPU for:");
-            for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++)
+            for (int op = 0; op < ELASTIC_OP_COUNT; op++)
                 if (r->cells[op][b].cases && r->cells[op][b].unsupported == r->cells[op][b].cases)
                     fprintf(r->out, " %s", elastic_op_name((elastic_op)op));
         }
@@ -720,7 +721,7 @@ static void print_json(conf_run *r)
     for (int b = 0; b < r->n_backends; b++)
         json_array_append_new(backends, json_pack("{s:s, s:s}", "spec", r->backends[b].spec,
                                                   "device", r->backends[b].describe));
-    for (int op = 0; op < ELASTIC_OP_INFERENCE_COUNT; op++)
+    for (int op = 0; op < ELASTIC_OP_COUNT; op++)
         for (int b = 0; b < r->n_backends; b++) {
             const conf_cell *c = &r->cells[op][b];
             if (!c->cases) continue;
@@ -787,7 +788,7 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
     elastic_session_options_default(&ro);
     ro.cpu_reference = 1;
     if (st == ELASTIC_OK) st = elastic_cpu_backend_iface.init(&r->reference, &ro);
-    for (int op = 0; st == ELASTIC_OK && op < ELASTIC_OP_INFERENCE_COUNT; op++) {
+    for (int op = 0; st == ELASTIC_OK && op < ELASTIC_OP_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
         const conf_case *cases;
         int n = conf_cases_for((elastic_op)op, &cases);

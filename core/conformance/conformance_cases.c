@@ -30,8 +30,8 @@
 
 #define EPS 0x1.0p-23
 
-static conf_case all_cases[ELASTIC_OP_INFERENCE_COUNT][12];
-static int n_cases[ELASTIC_OP_INFERENCE_COUNT];
+static conf_case all_cases[ELASTIC_OP_COUNT][12];
+static int n_cases[ELASTIC_OP_COUNT];
 
 static conf_input f32(int ndim, int64_t a, int64_t b, int64_t c, int64_t d)
 {
@@ -286,12 +286,12 @@ static void build_cases(void)
 
 int conf_cases_for(elastic_op op, const conf_case **cases)
 {
-    static int built;
+    static int built; /* (cases are added for inference ops only, for now) */
     if (!built) {
         build_cases();
         built = 1;
     }
-    if (op < 0 || op >= ELASTIC_OP_INFERENCE_COUNT) return 0;
+    if (op < 0 || op >= ELASTIC_OP_COUNT) return 0;
     *cases = all_cases[op];
     return n_cases[op];
 }

@@ -5,7 +5,7 @@
  * appends to the same graph, for every op, the gradient ops of graph.h that
  * carry the output's gradient back to its inputs: the backward pass is one
  * more stretch of graph, planned and run like the forward by any backend
- * whose supports_op() accepts the gradient ops (the CPU's otherwise, when
+ * whose elastic_backend_supports() accepts the gradient ops (the CPU's otherwise, when
  * fallback is allowed). Gradients reaching a view are scattered into its
  * source; gradients reaching one tensor from several consumers are summed.
  */

@@ -170,9 +170,9 @@ int elastic_graph_node(elastic_graph *g, elastic_op op, const int *inputs, int n
     snprintf(node.name, sizeof node.name, "%s", name);
 
     elastic_tensor outs[ELASTIC_MAX_OUTPUTS];
-    int n_outputs = 0;
-    elastic_status st = elastic_op_infer(g, &node, outs, &n_outputs);
+    elastic_status st = elastic_op_infer(g, &node, outs);
     if (st != ELASTIC_OK) return fail(g, st);
+    int n_outputs = node.n_outputs;
 
     if (g->n_nodes == g->cap_nodes) {
         int cap = g->cap_nodes ? 2 * g->cap_nodes : 64;

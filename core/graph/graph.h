@@ -48,41 +48,19 @@ typedef struct elastic_tensor {
     int is_output;                     /* read back to the host after a run */
 } elastic_tensor;
 
-/* The ops of the spec (see ops.c for shapes and semantics). */
+/* The ops, generated from ops.def (the one list; see it for each op's
+ * inputs and outputs, and ops.c for shapes and semantics). */
 typedef enum elastic_op {
-    ELASTIC_OP_GATHER = 0,   /* out[i,:] = table[idx[i],:]; idx is I32 */
-    ELASTIC_OP_ADD,          /* out = a + b; b's shape is a suffix of a's (broadcast) */
-    ELASTIC_OP_MASKED_MEAN,  /* x [B,n,d], len [B] -> [B,d]: mean of rows r < len[b] */
-    ELASTIC_OP_LAYER_NORM,   /* x [...,d], weight [d], bias [d] -> [...,d] */
-    ELASTIC_OP_LINEAR,       /* x [...,K], W [N,K], bias [N] or none -> [...,N] */
-    ELASTIC_OP_GELU,         /* exact erf GELU */
-    ELASTIC_OP_ATTENTION,    /* q [B,nq,d], k/v [B,nk,d], key_len [B] or none -> [B,nq,d] */
-    ELASTIC_OP_PKM,          /* query [B,k*c], subkeys [2,m,c/2], values [m*m,d] -> [B,k,d] */
-    ELASTIC_OP_TOPK,         /* scores [B,I], exclude [B,E] I32 or none -> ids [B,K], vals [B,K] */
-    ELASTIC_OP_COPY,         /* any (strided) view -> contiguous copy */
-    /* ATTENTION in two steps, as standard (non-streaming) implementations run
-     * it: the softmax weights are a tensor [B, heads, nq, nk] of the plan. */
-    ELASTIC_OP_ATTENTION_PROBS, /* q [B,nq,d], k [B,nk,d], key_len [B] or none -> P [B,h,nq,nk] */
-    ELASTIC_OP_ATTENTION_MIX,   /* P [B,h,nq,nk], v [B,nk,d] -> [B,nq,d] */
-    /* Training (see autodiff.c): dropout, the loss, and one gradient op per
-     * op above. A backend that lacks them leaves them to the CPU fallback. */
-    ELASTIC_OP_DROPOUT,           /* x -> x * keep / (1-p), keep drawn from (seed, element) */
-    ELASTIC_OP_CROSS_ENTROPY,     /* scores [B,I], target [B] I32 (1..I) -> loss [B],
-                                     dscores [B,I] of the batch-mean loss */
-    ELASTIC_OP_GATHER_GRAD,       /* dy [...,d], idx [...] -> dtable [rows,d] (scatter-add) */
-    ELASTIC_OP_SUM_ROWS,          /* x [..., suffix] -> [suffix]: the last `keep` dims kept */
-    ELASTIC_OP_MASKED_MEAN_GRAD,  /* dy [B,d], len [B] -> dx [B,n,d] */
-    ELASTIC_OP_LAYER_NORM_GRAD,   /* x, weight, dy -> dx, dweight [d], dbias [d] */
-    ELASTIC_OP_LINEAR_GRAD,       /* x [...,K], W [N,K], dy [...,N] -> dx, dW [N,K], dbias [N] */
-    ELASTIC_OP_GELU_GRAD,         /* x, dy -> dx */
-    ELASTIC_OP_ATTENTION_GRAD,    /* q, k, v, dy, key_len -> dq, dk, dv */
-    ELASTIC_OP_PKM_GRAD,          /* query, subkeys, values, dy -> dquery, dsubkeys, dvalues */
-    ELASTIC_OP_VIEW_GRAD,         /* dv (of a view) -> d(source): zeros but the view's elements */
+#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary) ELASTIC_OP_##ENUM,
+#include "graph/ops.def"
+#undef ELASTIC_OP
     ELASTIC_OP_COUNT
 } elastic_op;
 
-/* The ops of inference (gather .. attention_mix): the conformance suite covers these. */
-#define ELASTIC_OP_INFERENCE_COUNT (ELASTIC_OP_ATTENTION_MIX + 1)
+typedef enum elastic_op_phase {
+    ELASTIC_OP_PHASE_INFERENCE = 0, /* serving; the conformance suite's forward cases */
+    ELASTIC_OP_PHASE_TRAINING = 1   /* dropout, loss and gradients */
+} elastic_op_phase;
 
 typedef struct elastic_op_params {
     float eps;      /* LAYER_NORM */
@@ -102,6 +80,28 @@ typedef struct elastic_op_params {
     int64_t view_offset;
 } elastic_op_params;
 
+/* Sizes derived once, when a node is added (ops.c), so that no backend
+ * re-derives them from shapes. Fields an op does not use are 0.
+ *   every op        numel: elements of input 0; rows, cols: input 0 as a
+ *                   matrix (cols = its last dim, rows = numel / cols)
+ *   LINEAR(_GRAD)   m, n, k: x [m,k] times W [n,k]^T gives [m,n]
+ *   ATTENTION, ATTENTION_PROBS, ATTENTION_MIX, ATTENTION_GRAD
+ *                   batch, nq, nk, width (d), head_size (d / params.heads)
+ *   MASKED_MEAN(_GRAD)  batch, steps (n), width (d)
+ *   PKM(_GRAD)      batch, pkm_c (key size c), pkm_m (sub-keys per half m),
+ *                   width (value size d); experts and top-t are params
+ *   TOPK            batch, items, aux: exclusions per row (0 = none)
+ *   ADD             aux: elements of b (broadcast period)
+ *   GATHER          aux: indices; rows = table rows, cols = width
+ *   GATHER_GRAD     aux: indices; rows = table rows (params.rows)
+ *   SUM_ROWS        n: elements kept (the output) */
+typedef struct elastic_node_dims {
+    int64_t numel, rows, cols;
+    int64_t m, n, k;
+    int64_t batch, nq, nk, width, head_size, steps, items;
+    int64_t pkm_c, pkm_m, aux;
+} elastic_node_dims;
+
 typedef struct elastic_node {
     elastic_op op;
     elastic_op_params params;
@@ -109,6 +109,7 @@ typedef struct elastic_node {
     int inputs[ELASTIC_MAX_INPUTS]; /* tensor ids; -1 for an absent optional input */
     int n_outputs;
     int outputs[ELASTIC_MAX_OUTPUTS];
+    elastic_node_dims dims; /* derived by elastic_graph_node (ops.c) */
     char name[64];
 } elastic_node;
 
@@ -142,7 +143,12 @@ int64_t elastic_tensor_numel(const elastic_tensor *t);
 int elastic_tensor_is_contiguous(const elastic_tensor *t);
 size_t elastic_dtype_size(elastic_dtype dtype);
 
+/* The op's name ("layer_norm"), "unknown" for a value outside the enum. */
 const char *elastic_op_name(elastic_op op);
+/* The op whose name this is, or ELASTIC_OP_COUNT if none. */
+elastic_op elastic_op_by_name(const char *name);
+/* Training ops: dropout, the loss and gradients (ops.def's phase). */
+int elastic_op_is_training(elastic_op op);
 /* Floating-point operations a node performs (for GFLOP/s figures). */
 double elastic_node_flops(const elastic_graph *g, const elastic_node *node);
 /* Shape string like "[256,200,64]" into buf. */

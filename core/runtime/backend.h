@@ -2,10 +2,15 @@
  * backend.h - the interface every backend implements (cpu, opencl, cuda).
  *
  * A backend is a small table of function pointers, in the spirit of ggml's
- * backends, but every entry returns a status instead of asserting. The core
- * never looks inside a backend: it asks supports_op() while planning, owns
- * memory through buffers the backend allocates, and runs one node at a time
- * through compute(), handing it bound tensors (buffer + byte offset + shape).
+ * backends, but every entry returns a status instead of asserting, and its
+ * ops are a second table indexed by op (elastic_op_kernel): the row of an op
+ * says how to run it and, optionally, which nodes of it fit. A missing row
+ * means "unsupported": the planner falls back to the CPU (when allowed) or
+ * refuses. The core never looks inside a backend: it asks
+ * elastic_backend_supports() while planning, owns memory through buffers the
+ * backend allocates, and runs one node at a time through
+ * elastic_backend_compute(), handing it bound tensors (buffer + byte offset +
+ * shape) and the node, whose dims hold every size the kernel needs.
  */
 #ifndef ELASTIC_CORE_BACKEND_H
 #define ELASTIC_CORE_BACKEND_H
@@ -25,6 +30,16 @@ typedef struct elastic_tensor_ref {
     size_t offset;                     /* bytes from the buffer's start */
 } elastic_tensor_ref;
 
+/* How one backend runs one op. run computes a node whose inputs passed the
+ * op's rule (ops.c) and returns a status (never asserts); fits, when set,
+ * says whether a node's sizes and params are within what run handles (NULL:
+ * every node of the op). */
+typedef struct elastic_op_kernel {
+    elastic_status (*run)(elastic_backend *backend, const elastic_node *node,
+                          const elastic_tensor_ref *inputs, const elastic_tensor_ref *outputs);
+    int (*fits)(const elastic_backend *backend, const elastic_node *node);
+} elastic_op_kernel;
+
 typedef struct elastic_backend_iface {
     const char *name;
     /* Fills compiled/available/device_count/description; never fails hard. */
@@ -33,8 +48,8 @@ typedef struct elastic_backend_iface {
     void (*free)(elastic_backend *backend);
     /* A one-line description of the device in use ("cpu (avx512, 2 threads)"). */
     const char *(*describe)(const elastic_backend *backend);
-    int (*supports_op)(const elastic_backend *backend, const elastic_graph *graph,
-                       const elastic_node *node);
+    /* The op table: ELASTIC_OP_COUNT rows, indexed by elastic_op. */
+    const elastic_op_kernel *kernels;
 
     elastic_status (*buffer_alloc)(elastic_backend *backend, size_t size, elastic_buffer **buffer);
     /* Optional: a buffer over host memory without copying (NULL if unsupported). */
@@ -48,8 +63,6 @@ typedef struct elastic_backend_iface {
     elastic_status (*download)(elastic_backend *backend, const elastic_buffer *buffer,
                                size_t offset, void *dst, size_t size);
 
-    elastic_status (*compute)(elastic_backend *backend, const elastic_node *node,
-                              const elastic_tensor_ref *inputs, const elastic_tensor_ref *outputs);
     elastic_status (*synchronize)(elastic_backend *backend);
 } elastic_backend_iface;
 
@@ -58,6 +71,14 @@ struct elastic_backend {
     const elastic_backend_iface *iface;
     size_t alignment; /* byte alignment of tensor offsets inside a buffer */
 };
+
+/* Whether the backend has a kernel for this node (its op's row, and fits). */
+int elastic_backend_supports(const elastic_backend *backend, const elastic_node *node);
+/* Runs one node through the backend's op table; ELASTIC_ERR_UNSUPPORTED for
+ * an op without a row. */
+elastic_status elastic_backend_compute(elastic_backend *backend, const elastic_node *node,
+                                       const elastic_tensor_ref *inputs,
+                                       const elastic_tensor_ref *outputs);
 
 /* The registry (registry.c): the backends compiled into this library. */
 int elastic_backend_registry_count(void);

@@ -171,7 +171,7 @@ elastic_status elastic_executor_run(elastic_executor *e, const elastic_graph *g,
         for (int k = 0; k < step->node.n_outputs; k++)
             out[k] = elastic_plan_ref(g, plan, step->node.outputs[k], e->arena[b], e->weights[b]);
         elastic_backend *be = e->backends[b];
-        ELASTIC_TRY(be->iface->compute(be, &step->node, in, out));
+        ELASTIC_TRY(elastic_backend_compute(be, &step->node, in, out));
     }
     for (int b = 0; b < e->n_backends; b++)
         ELASTIC_TRY(e->backends[b]->iface->synchronize(e->backends[b]));

@@ -219,9 +219,9 @@ elastic_status elastic_plan_build(elastic_graph *g, elastic_backend *primary,
         elastic_plan_step step = {.kind = ELASTIC_STEP_KIND_COMPUTE, .graph_node = i,
                                   .node = g->nodes[i]};
         int be = 0;
-        if (!primary->iface->supports_op(primary, g, &g->nodes[i])) {
+        if (!elastic_backend_supports(primary, &g->nodes[i])) {
             if (p->n_backends < 2 ||
-                !p->backends[1]->iface->supports_op(p->backends[1], g, &g->nodes[i])) {
+                !elastic_backend_supports(p->backends[1], &g->nodes[i])) {
                 st = elastic_error(ELASTIC_ERR_UNSUPPORTED,
                                    "backend '%s' does not support op %s (node '%s') and CPU "
                                    "fallback is %s",

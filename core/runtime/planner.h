@@ -1,7 +1,7 @@
 /*
  * planner.h - turns a graph into an execution plan on one or two backends.
  *
- * Each node goes to the primary backend if its supports_op() accepts it, else
+ * Each node goes to the primary backend if elastic_backend_supports() accepts it, else
  * to the CPU backend when the caller allowed fallback (the plan records and
  * prints each fallback), else planning fails with ELASTIC_ERR_UNSUPPORTED.
  * Where a node reads a tensor that lives on the other backend, a transfer
