@@ -159,14 +159,26 @@ typedef enum elastic_attention_kind {
     ELASTIC_ATTENTION_MATERIALIZED = 1
 } elastic_attention_kind;
 
+/* Options of a session (and of a trainer's session). Always start from
+ * elastic_session_options_default(): it sets struct_size, which lets the
+ * library refuse a struct laid out by another version of this header (or a
+ * foreign-language mirror of it) instead of reading past its end. */
 typedef struct elastic_session_options {
+    size_t struct_size;     /* sizeof(elastic_session_options); set by _default */
     const char *backend;    /* "cpu", "opencl", "cuda" or "auto" (the default) */
     int device;             /* device index within the backend */
     int allow_cpu_fallback; /* run unsupported ops on the CPU (reported) */
     int num_threads;        /* CPU threads; 0 = OpenMP's default */
-    int cpu_reference;      /* CPU backend: use the scalar float64 reference */
-    int cpu_isa;            /* CPU backend: 0 = best, 1 = scalar, 2 = AVX2, 3 = AVX-512 */
     int attention;          /* an elastic_attention_kind */
+    /* Backend-specific settings as text, NULL or "" for none: comma-separated
+     * "backend.key=value" pairs, e.g. "cpu.isa=avx2,opencl.device=Intel".
+     * Keys of a backend that is not used are checked for form only; an
+     * unknown key of the backend in use is an error. The keys:
+     *   cpu.isa           best (default), generic, avx2, avx512, or reference
+     *                     (the scalar float64 oracle of the conformance suite)
+     *   opencl.device     the first device whose name contains this text
+     *   opencl.cache_dir  where compiled OpenCL programs are cached */
+    const char *backend_options;
 } elastic_session_options;
 
 ELASTIC_API void elastic_session_options_default(elastic_session_options *options);

@@ -15,6 +15,7 @@ extern "C" {
 
 /* Spec section 5: softmax cross-entropy over all items, dropout, Adam. */
 typedef struct elastic_train_options {
+    size_t struct_size;              /* sizeof(elastic_train_options); set by _default */
     double lr;                       /* 1e-3 */
     double beta1, beta2;             /* 0.9, 0.98 */
     double adam_eps;                 /* 1e-8 */

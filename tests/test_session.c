@@ -61,7 +61,7 @@ static elastic_session *make_session(const elastic_model *m, int reference, int 
     elastic_session_options o;
     elastic_session_options_default(&o);
     o.backend = "cpu";
-    o.cpu_reference = reference;
+    o.backend_options = reference ? "cpu.isa=reference" : NULL;
     o.num_threads = threads;
     elastic_session *s = NULL;
     assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);
@@ -101,9 +101,31 @@ static void test_misuse(void **state)
     o.num_threads = -1;
     assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
     o.num_threads = 0;
-    o.cpu_isa = 9;
+    /* Backend options: unknown values and keys, malformed pairs, unknown
+     * backends, a trailing comma, and a struct of another size. */
+    static const char *const bad_options[] = {
+        "cpu.isa=sse9", "cpu.colour=blue", "cpu.isa", "isa=avx2", "gpu.isa=avx2", "cpu.isa=generic,",
+        "cpu.=1", ".isa=1", "cpu.isa="};
+    for (size_t i = 0; i < sizeof bad_options / sizeof *bad_options; i++) {
+        o.backend_options = bad_options[i];
+        assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
+        assert_null(s);
+    }
+    assert_non_null(strstr(elastic_last_error(), "cpu.isa="));
+    o.backend_options = "cpu.colour=blue";
     assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
-    o.cpu_isa = 0;
+    assert_non_null(strstr(elastic_last_error(), "known: cpu.isa"));
+    /* Another backend's keys are checked for form only; the last pair wins. */
+    o.backend_options = "opencl.device=Nothing,cpu.isa=avx512,cpu.isa=generic";
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);
+    assert_non_null(strstr(elastic_session_backend(s), "generic"));
+    elastic_session_free(s);
+    s = NULL;
+    o.backend_options = NULL;
+    o.struct_size = sizeof o - 8;
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
+    assert_non_null(strstr(elastic_last_error(), "elastic_session_options_default"));
+    o.struct_size = sizeof o;
     o.attention = 2;
     assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
     assert_non_null(strstr(elastic_last_error(), "attention"));
@@ -299,14 +321,16 @@ static void test_fast_matches_reference(void **state)
         make_batch(&items, offsets, tu_seed() + 2);
         float want[B * I], got[B * I], again[B * I];
         assert_int_equal(elastic_session_scores(ref, items, offsets, B, want), ELASTIC_OK);
+        static const char *const isas[] = {"cpu.isa=best", "cpu.isa=generic", "cpu.isa=avx2",
+                                           "cpu.isa=avx512"};
         for (int isa = 0; isa <= 3; isa++) {
             elastic_session_options o;
             elastic_session_options_default(&o);
             o.backend = "cpu";
-            o.cpu_isa = isa;
+            o.backend_options = isas[isa];
             elastic_session *s = NULL;
             if (elastic_session_init(&s, m, &o) != ELASTIC_OK) {
-                printf("# isa %d not on this CPU: %s\n", isa, elastic_last_error());
+                printf("# %s not on this CPU: %s\n", isas[isa], elastic_last_error());
                 continue;
             }
             assert_int_equal(elastic_session_scores(s, items, offsets, B, got), ELASTIC_OK);
@@ -351,7 +375,7 @@ static void test_materialized_attention(void **state)
             elastic_session_options o;
             elastic_session_options_default(&o);
             o.backend = "cpu";
-            o.cpu_reference = reference;
+            o.backend_options = reference ? "cpu.isa=reference" : NULL;
             o.attention = ELASTIC_ATTENTION_MATERIALIZED;
             elastic_session *s = NULL;
             assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);

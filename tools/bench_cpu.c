@@ -102,7 +102,9 @@ int main(int argc, char **argv)
     elastic_session_options_default(&so);
     so.backend = "cpu";
     so.num_threads = threads;
-    so.cpu_isa = isa;
+    static const char *const isas[] = {"cpu.isa=best", "cpu.isa=generic", "cpu.isa=avx2",
+                                       "cpu.isa=avx512"};
+    so.backend_options = isa >= 0 && isa <= 3 ? isas[isa] : "cpu.isa=?";
     if (elastic_model_init_random(&model, &config, 7) != ELASTIC_OK ||
         elastic_session_init(&session, model, &so) != ELASTIC_OK) {
         fprintf(stderr, "elastic_bench: %s\n", elastic_last_error());

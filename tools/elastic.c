@@ -89,7 +89,7 @@ static int parse_run_options(int argc, char **argv, run_options *o, const char *
             o->session.num_threads = (int)v;
             break;
         case OPT_FALLBACK: o->session.allow_cpu_fallback = 1; break;
-        case OPT_REFERENCE: o->session.cpu_reference = 1; break;
+        case OPT_REFERENCE: o->session.backend_options = "cpu.isa=reference"; break;
         case OPT_INCLUDE: o->include_history = 1; break;
         case OPT_BATCH:
             if (parse_int(optarg, "--batch", 1, 1 << 20, &o->batch)) return -1;

@@ -7,6 +7,7 @@
 #include "cpu_grad.h"
 #include "cpu_kernels.h"
 #include "base/error.h"
+#include "runtime/backend_options.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -45,16 +46,28 @@ static elastic_status cpu_init(elastic_backend **out, const elastic_session_opti
     if (o->num_threads < 0)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "cpu backend: num_threads %d < 0",
                              o->num_threads);
-    const elastic_cpu_kernels *k;
-    if (o->cpu_reference)
+    static const char *const keys[] = {"isa", NULL};
+    ELASTIC_TRY(elastic_backend_options_check(o->backend_options, "cpu", keys));
+    char isa[16] = "best";
+    int found;
+    ELASTIC_TRY(elastic_backend_option(o->backend_options, "cpu", "isa", isa, sizeof isa, &found));
+    const elastic_cpu_kernels *k = NULL;
+    if (!strcmp(isa, "reference")) {
         k = &elastic_cpu_kernels_reference;
-    else if (o->cpu_isa < ELASTIC_CPU_ISA_BEST || o->cpu_isa > ELASTIC_CPU_ISA_AVX512)
-        return elastic_error(ELASTIC_ERR_INVALID_ARG, "cpu backend: unknown cpu_isa %d",
-                             o->cpu_isa);
-    else if (!(k = elastic_cpu_kernels_for((elastic_cpu_isa)o->cpu_isa)))
-        return elastic_error(ELASTIC_ERR_BACKEND,
-                             "cpu backend: this CPU lacks the instruction set asked for (%d)",
-                             o->cpu_isa);
+    } else {
+        static const char *const names[] = {"best", "generic", "avx2", "avx512"};
+        int i = 0;
+        while (i < 4 && strcmp(isa, names[i])) i++;
+        if (i == 4)
+            return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                                 "cpu backend: unknown cpu.isa '%s' (best, generic, avx2, avx512, "
+                                 "reference)",
+                                 isa);
+        if (!(k = elastic_cpu_kernels_for((elastic_cpu_isa)i)))
+            return elastic_error(ELASTIC_ERR_BACKEND,
+                                 "cpu backend: this CPU (or build) lacks the instruction set %s",
+                                 isa);
+    }
     cpu_backend *be = calloc(1, sizeof *be);
     if (!be) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (cpu backend)");
     be->base.iface = &elastic_cpu_backend_iface;

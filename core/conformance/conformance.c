@@ -31,6 +31,7 @@
 
 typedef struct conf_backend {
     char spec[32];
+    char backend_options[48];
     elastic_session_options options;
     const elastic_backend_iface *iface;
     elastic_backend *be;
@@ -108,16 +109,9 @@ static elastic_status add_backend(conf_run *r, const char *spec)
     }
     elastic_session_options_default(&b->options);
     b->options.backend = NULL;
-    if (!strcmp(name, "cpu") && variant) {
-        static const char *isas[] = {"best", "generic", "avx2", "avx512"};
-        int found = 0;
-        for (int i = 0; i < 4; i++)
-            if (!strcmp(variant, isas[i])) b->options.cpu_isa = i, found = 1;
-        if (!strcmp(variant, "reference")) b->options.cpu_reference = 1, found = 1;
-        if (!found)
-            return elastic_error(ELASTIC_ERR_INVALID_ARG,
-                                 "conformance: unknown CPU variant '%s' (generic, avx2, avx512, "
-                                 "reference)", variant);
+    if (!strcmp(name, "cpu") && variant) { /* the CPU backend checks the name */
+        snprintf(b->backend_options, sizeof b->backend_options, "cpu.isa=%s", variant);
+        b->options.backend_options = b->backend_options;
     } else if (variant) {
         char *end;
         long dev = strtol(variant, &end, 10);
@@ -566,7 +560,7 @@ static elastic_status run_model(conf_run *r, const char *label, const elastic_co
     elastic_session_options ro;
     elastic_session_options_default(&ro);
     ro.backend = "cpu";
-    ro.cpu_reference = 1;
+    ro.backend_options = "cpu.isa=reference";
     if (st == ELASTIC_OK) st = elastic_session_init(&ref, m, &ro);
     if (st == ELASTIC_OK) st = elastic_session_user_vectors(ref, h, offsets, batch, want_u);
     if (st == ELASTIC_OK) st = elastic_session_scores(ref, h, offsets, batch, want_s);
@@ -786,7 +780,7 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
     }
     elastic_session_options ro;
     elastic_session_options_default(&ro);
-    ro.cpu_reference = 1;
+    ro.backend_options = "cpu.isa=reference";
     if (st == ELASTIC_OK) st = elastic_cpu_backend_iface.init(&r->reference, &ro);
     for (int op = 0; st == ELASTIC_OK && op < ELASTIC_OP_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;

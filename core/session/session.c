@@ -5,6 +5,7 @@
  */
 #include "session/batch.h"
 #include "base/error.h"
+#include "runtime/backend_options.h"
 #include "runtime/executor.h"
 #include "model/model.h"
 #include "model/model_builder.h"
@@ -32,6 +33,7 @@ void elastic_session_options_default(elastic_session_options *o)
 {
     if (!o) return;
     memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
     o->backend = "auto";
 }
 
@@ -60,8 +62,7 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_session_init: NULL argument");
     *out = NULL;
     elastic_session_options o;
-    elastic_session_options_default(&o);
-    if (options) o = *options;
+    ELASTIC_TRY(elastic_session_options_read(&o, options));
     if (o.attention != ELASTIC_ATTENTION_STREAMING && o.attention != ELASTIC_ATTENTION_MATERIALIZED)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "unknown attention kind %d (0 or 1)",
                              o.attention);

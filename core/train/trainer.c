@@ -5,6 +5,7 @@
  * sums each parameter's gradient and applies Adam to the model in place.
  */
 #include "graph/autodiff.h"
+#include "runtime/backend_options.h"
 #include "session/batch.h"
 #include "base/error.h"
 #include "runtime/executor.h"
@@ -62,6 +63,7 @@ void elastic_train_options_default(elastic_train_options *o)
 {
     if (!o) return;
     memset(o, 0, sizeof *o);
+    o->struct_size = sizeof *o;
     o->lr = 1e-3;
     o->beta1 = 0.9;
     o->beta2 = 0.98;
@@ -112,7 +114,14 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
     *out = NULL;
     elastic_train_options o;
     elastic_train_options_default(&o);
+    if (options && options->struct_size != sizeof *options)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "training options of %zu bytes, but this library's are %zu: start "
+                             "from elastic_train_options_default()",
+                             options->struct_size, sizeof *options);
     if (options) o = *options;
+    elastic_session_options session = o.session;
+    ELASTIC_TRY(elastic_session_options_read(&o.session, &session));
     if (!(o.lr > 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) ||
         !(o.adam_eps > 0))
         return elastic_error(ELASTIC_ERR_INVALID_ARG,

@@ -10,7 +10,7 @@ saves it as a model file, and the C library loads it.  (A flat N(0, 0.5^2) for
 Linear weights makes attention logits ~50 wide: the model is then so
 ill-conditioned that float32 rounding alone moves outputs by ~5e-6; each case
 prints the reference's float32 sensitivity to show how far it is from that.)  Then, on the CPU backend, for the default fast path and for
-the scalar float64 path (elastic_session_options.cpu_reference = 1) and for
+the scalar float64 path (backend option cpu.isa=reference) and for
 materialized attention (elastic_session_options.attention = 1):
   - user vectors and scores: relative L2 error per user below 1e-5;
   - top-K (K = 10, history left out): identical ids, except where the
@@ -68,10 +68,10 @@ class CConfig(ctypes.Structure):
 
 class CSessionOptions(ctypes.Structure):
     """struct elastic_session_options"""
-    _fields_ = [("backend", ctypes.c_char_p), ("device", ctypes.c_int),
-                ("allow_cpu_fallback", ctypes.c_int), ("num_threads", ctypes.c_int),
-                ("cpu_reference", ctypes.c_int), ("cpu_isa", ctypes.c_int),
-                ("attention", ctypes.c_int)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("backend", ctypes.c_char_p),
+                ("device", ctypes.c_int), ("allow_cpu_fallback", ctypes.c_int),
+                ("num_threads", ctypes.c_int), ("attention", ctypes.c_int),
+                ("backend_options", ctypes.c_char_p)]
 
 
 class CError(Exception):
@@ -152,8 +152,8 @@ class Lib:
         o = CSessionOptions()
         self.dll.elastic_session_options_default(ctypes.byref(o))
         o.backend = b"cpu"
-        o.cpu_reference = cpu_reference
-        o.cpu_isa = cpu_isa
+        isa = "reference" if cpu_reference else ("best", "generic", "avx2", "avx512")[cpu_isa]
+        o.backend_options = f"cpu.isa={isa}".encode()
         o.attention = attention
         h = ctypes.c_void_p()
         self.check(self.dll.elastic_session_init(ctypes.byref(h), model, ctypes.byref(o)),

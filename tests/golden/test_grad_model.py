@@ -34,7 +34,8 @@ P = ctypes.POINTER
 
 class CTrainOptions(ctypes.Structure):
     """elastic_train_options of include/elastic_train.h."""
-    _fields_ = [("lr", ctypes.c_double), ("beta1", ctypes.c_double), ("beta2", ctypes.c_double),
+    _fields_ = [("struct_size", ctypes.c_size_t), ("lr", ctypes.c_double),
+                ("beta1", ctypes.c_double), ("beta2", ctypes.c_double),
                 ("adam_eps", ctypes.c_double), ("dropout", ctypes.c_float),
                 ("batch_size", ctypes.c_int), ("samples_per_user", ctypes.c_int),
                 ("seed", ctypes.c_uint64), ("session", tg.CSessionOptions)]

@@ -41,10 +41,10 @@ def log(*args):
 # --------------------------------------------------------------- libelastic
 class CSessionOptions(ctypes.Structure):
     """struct elastic_session_options (include/elastic.h)"""
-    _fields_ = [("backend", ctypes.c_char_p), ("device", ctypes.c_int),
-                ("allow_cpu_fallback", ctypes.c_int), ("num_threads", ctypes.c_int),
-                ("cpu_reference", ctypes.c_int), ("cpu_isa", ctypes.c_int),
-                ("attention", ctypes.c_int)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("backend", ctypes.c_char_p),
+                ("device", ctypes.c_int), ("allow_cpu_fallback", ctypes.c_int),
+                ("num_threads", ctypes.c_int), ("attention", ctypes.c_int),
+                ("backend_options", ctypes.c_char_p)]
 
 
 class Libelastic:
