@@ -1,5 +1,38 @@
 /*
- * elastic_data.h - part of the public C API of libelastic (included by elastic.h).
+ * elastic_data.h - interaction logs, leave-one-out splits, synthetic data and
+ * evaluation metrics: part of the public C API of libelastic (included by
+ * elastic.h; the conventions there hold here too).
+ *
+ * An elastic_dataset is a log of (user, item) events read from a file
+ * ("user item" lines, MovieLens ratings.dat or CSV) or generated
+ * (elastic_dataset_synth). Items are renumbered 1..I by first appearance and
+ * users 0..U-1; the original ids stay available, and the item map can be
+ * stored in a model file (metadata "item_ids") so that a model serves and is
+ * evaluated in the data's own ids. Each user's sequence is split as spec
+ * section 5 (docs/spec/model.md) says: the last item is the test target, the one before it the
+ * validation target, the rest are training items. elastic_evaluate ranks all
+ * items for every user of a split (spec section 6: HR and NDCG at 10 and 50,
+ * MRR) through a session, and elastic_evaluate_popularity gives the
+ * popularity baseline on the same users.
+ *
+ * Usage (error checks shortened; every call returns an elastic_status):
+ *
+ *   elastic_dataset *data;
+ *   if (elastic_dataset_load(&data, "ratings.dat", ELASTIC_DATA_FORMAT_AUTO) != ELASTIC_OK)
+ *       fprintf(stderr, "%s\n", elastic_last_error());     // "path:line: ..."
+ *   const char *map = elastic_model_metadata(model, "item_ids");
+ *   if (map) elastic_dataset_apply_item_map(data, map);     // the model's ids
+ *   elastic_metrics m = {0}, pop = {0};
+ *   elastic_evaluate(session, data, ELASTIC_SPLIT_TEST, 0, &m);   // 0 = all users
+ *   elastic_evaluate_popularity(data, ELASTIC_SPLIT_TEST, 0, &pop);
+ *   printf("HR@10 %.4f NDCG@10 %.4f (popularity %.4f)\n", m.hr10, m.ndcg10, pop.hr10);
+ *   elastic_dataset_free(data);
+ *
+ * (model and session as in elastic.h.) A synthetic log instead of a file:
+ *
+ *   elastic_synth_options so;
+ *   elastic_synth_options_default(&so);                     // 2000 users, 1000 items
+ *   elastic_dataset_synth(&data, &so);
  */
 #ifndef ELASTIC_DATA_H
 #define ELASTIC_DATA_H

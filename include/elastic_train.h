@@ -1,5 +1,48 @@
 /*
- * elastic_train.h - part of the public C API of libelastic (included by elastic.h).
+ * elastic_train.h - training ELASTIC and SASRec models: part of the public C
+ * API of libelastic (included by elastic.h; the conventions there hold here
+ * too).
+ *
+ * A trainer updates a model in place as spec section 5 (docs/spec/model.md)
+ * says: softmax cross-entropy over all items, dropout, Adam, examples that are
+ * prefixes of each user's training items (the objective this version
+ * implements). The forward graph and its gradient (the graph differentiated
+ * op by op) run on the session's backend, and gradient ops a backend lacks run
+ * on the CPU only when fallback is allowed; Adam updates the weights on the
+ * host. elastic_trainer_epoch runs one epoch over a dataset (elastic_data.h);
+ * elastic_trainer_step and elastic_trainer_gradient work on batches the
+ * caller builds. Runs are reproducible from the seed, whatever the thread
+ * count, and a checkpoint (the model file plus elastic_trainer_save_state)
+ * resumes bit for bit.
+ *
+ * Usage (error checks shortened; every call returns an elastic_status):
+ *
+ *   elastic_config cfg;
+ *   elastic_config_default(&cfg);                           // spec section 1 defaults
+ *   cfg.num_items = elastic_dataset_num_items(data);
+ *   elastic_model *model;
+ *   elastic_model_init_random(&model, &cfg, 1);             // spec section 5 init
+ *   elastic_train_options opt;
+ *   elastic_train_options_default(&opt);                    // lr 1e-3, batch 128, ...
+ *   elastic_trainer *trainer;
+ *   if (elastic_trainer_init(&trainer, model, &opt) != ELASTIC_OK)
+ *       fprintf(stderr, "%s\n", elastic_last_error());
+ *   for (int epoch = 0; epoch < 20; epoch++) {
+ *       elastic_train_progress p;
+ *       elastic_trainer_epoch(trainer, data, NULL, NULL, &p);   // p.loss: mean loss
+ *       // validate: a new session on `model`, elastic_evaluate(..., ELASTIC_SPLIT_VALID, ...)
+ *   }
+ *   char *map;
+ *   elastic_dataset_item_map_json(data, &map);              // serve in the data's ids
+ *   elastic_model_set_metadata(model, "item_ids", map);
+ *   free(map);
+ *   elastic_model_save(model, "model.st");
+ *   elastic_trainer_free(trainer);
+ *   elastic_model_free(model);
+ *
+ * `elastic train` (tools/cmd_train.c) does this with early stopping,
+ * checkpoints and progress lines; docs/training.md describes the method and
+ * results.
  */
 #ifndef ELASTIC_TRAIN_H
 #define ELASTIC_TRAIN_H

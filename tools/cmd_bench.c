@@ -6,7 +6,7 @@
  * streaming attention (memory linear in n) and "sasrec-std" with standard
  * attention, whose softmax weights [B, h, n, n] are a tensor of the plan
  * (ELASTIC_ATTENTION_MATERIALIZED, as standard implementations hold them).
- * See docs/benchmarks.md for how the numbers are made.
+ * See docs/benchmarks/benchmarks.md for how the numbers are made.
  *
  * Method, per backend, length n and model:
  *   - a random model (I=3706, d=64, L=2, k=16, otherwise the spec defaults,

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""plot.py - the benchmark figures of docs/benchmarks.md from the JSON of
-`elastic bench --json` and `tools/bench/peers.py --json`:
+"""plot.py - the benchmark figures of docs/benchmarks/benchmarks.md from the
+JSON of `elastic bench --json` and `tools/bench/peers.py --json`, written into
+--out (default docs/benchmarks):
 
-  docs/bench_time.png    time per user against n, per backend and model
-  docs/bench_memory.png  peak memory (planned arena + weights) and measured
-                         peak-RSS growth against n, per backend and model
-                         (sasrec: streaming attention; sasrec-std: standard
-                         attention, which holds the n*n softmax weights)
-  docs/bench_peers.png   throughput (users/s) of libelastic and its peers
+  bench_time.png    time per user against n, per backend and model
+  bench_memory.png  peak memory (planned arena + weights) and measured
+                    peak-RSS growth against n, per backend and model
+                    (sasrec: streaming attention; sasrec-std: standard
+                    attention, which holds the n*n softmax weights)
+  bench_peers.png   throughput (users/s) of libelastic and its peers
 
-  python3 tools/bench/plot.py --bench docs/bench_cpu.json docs/bench_opencl.json \\
-      --peers docs/peers.json docs/peers_passive.json --out docs \\
-      [--markdown]      (also prints the tables of docs/benchmarks.md)
+  python3 tools/bench/plot.py \\
+      --bench docs/benchmarks/bench_cpu.json docs/benchmarks/bench_opencl.json \\
+      --peers docs/benchmarks/peers.json docs/benchmarks/peers_passive.json \\
+      --out docs/benchmarks \\
+      [--markdown]      (also prints the tables of docs/benchmarks/benchmarks.md)
 """
 import argparse
 import json
@@ -131,7 +134,7 @@ def plot_peers_row(peers, axes):
 
 
 def markdown(bench, all_peers):
-    """The tables of docs/benchmarks.md, in Markdown."""
+    """The tables of docs/benchmarks/benchmarks.md, in Markdown."""
     out = []
     rows = bench["results"]
     for be in sorted({r["backend"] for r in rows}):
@@ -194,14 +197,15 @@ def markdown(bench, all_peers):
 
 def main():
     ap = argparse.ArgumentParser(description="benchmark figures")
-    ap.add_argument("--bench", nargs="+", default=["docs/bench_cpu.json", "docs/bench_opencl.json",
-                                                   "docs/bench_cpu_passive.json"],
+    ap.add_argument("--bench", nargs="+",
+                    default=["docs/benchmarks/bench_cpu.json", "docs/benchmarks/bench_opencl.json",
+                             "docs/benchmarks/bench_cpu_passive.json"],
                     help="one or more outputs of `elastic bench --json` (e.g. one per backend)")
-    ap.add_argument("--peers", nargs="*", default=["docs/peers.json"],
+    ap.add_argument("--peers", nargs="*", default=["docs/benchmarks/peers.json"],
                     help="outputs of tools/bench/peers.py --json (one row of panels each)")
-    ap.add_argument("--out", default="docs")
+    ap.add_argument("--out", default="docs/benchmarks")
     ap.add_argument("--markdown", action="store_true",
-                    help="also print the tables of docs/benchmarks.md")
+                    help="also print the tables of docs/benchmarks/benchmarks.md")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     bench = None
