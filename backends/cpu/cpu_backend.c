@@ -279,7 +279,7 @@ CPU_OP(attention_mix)
 {
     CPU_ARGS;
     k->attention_mix(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->batch, d->nq, d->nk, d->width,
-                     (int)(d->width / d->head_size), th);
+                     (int)d->heads, th);
     return ELASTIC_OK;
 }
 

@@ -86,19 +86,20 @@ typedef struct elastic_op_params {
  *                   matrix (cols = its last dim, rows = numel / cols)
  *   LINEAR(_GRAD)   m, n, k: x [m,k] times W [n,k]^T gives [m,n]
  *   ATTENTION, ATTENTION_PROBS, ATTENTION_MIX, ATTENTION_GRAD
- *                   batch, nq, nk, width (d), head_size (d / params.heads)
+ *                   batch, nq, nk, width (d), heads, head_size (d / heads);
+ *                   heads is params.heads, or P's for ATTENTION_MIX
  *   MASKED_MEAN(_GRAD)  batch, steps (n), width (d)
  *   PKM(_GRAD)      batch, pkm_c (key size c), pkm_m (sub-keys per half m),
  *                   width (value size d); experts and top-t are params
  *   TOPK            batch, items, aux: exclusions per row (0 = none)
  *   ADD             aux: elements of b (broadcast period)
- *   GATHER          aux: indices; rows = table rows, cols = width
- *   GATHER_GRAD     aux: indices; rows = table rows (params.rows)
+ *   GATHER          aux: indices (rows, cols: the table's)
+ *   GATHER_GRAD     aux: indices (the table's rows are params.rows)
  *   SUM_ROWS        n: elements kept (the output) */
 typedef struct elastic_node_dims {
     int64_t numel, rows, cols;
     int64_t m, n, k;
-    int64_t batch, nq, nk, width, head_size, steps, items;
+    int64_t batch, nq, nk, width, heads, head_size, steps, items;
     int64_t pkm_c, pkm_m, aux;
 } elastic_node_dims;
 

@@ -169,7 +169,7 @@ static elastic_status infer_linear(op_args *a) /* x [..., K], W [N, K], bias [N]
     memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
     shape[last(x)] = w->shape[0];
     set_out(&a->out[0], F, x->ndim, shape);
-    a->n->dims.m = elastic_tensor_numel(x) / x->shape[last(x)];
+    a->n->dims.m = a->n->dims.rows;
     a->n->dims.n = w->shape[0];
     a->n->dims.k = w->shape[1];
     return ELASTIC_OK;
@@ -192,6 +192,7 @@ static elastic_status attention_dims(op_args *a, const elastic_tensor *q, const 
     d->nq = q->shape[1];
     d->nk = k->shape[1];
     d->width = q->shape[2];
+    d->heads = a->n->params.heads;
     d->head_size = q->shape[2] / a->n->params.heads;
     return ELASTIC_OK;
 }
@@ -238,6 +239,7 @@ static elastic_status infer_attention_mix(op_args *a) /* P [B,h,nq,nk], v [B,nk,
     d->nq = p->shape[2];
     d->nk = p->shape[3];
     d->width = v->shape[2];
+    d->heads = p->shape[1];
     d->head_size = v->shape[2] / p->shape[1];
     return ELASTIC_OK;
 }
@@ -378,7 +380,7 @@ static elastic_status infer_linear_grad(op_args *a) /* x [...,K], W [N,K], dy [.
     like(&a->out[1], w);
     set_out(&a->out[2], F, 1, w->shape);
     a->n->n_outputs = 3;
-    a->n->dims.m = elastic_tensor_numel(x) / x->shape[last(x)];
+    a->n->dims.m = a->n->dims.rows;
     a->n->dims.n = w->shape[0];
     a->n->dims.k = w->shape[1];
     return ELASTIC_OK;

@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "runtime/backend_options.h"
 #include "runtime/executor.h"
+#include "runtime/plan_cache.h"
 #include "model/model.h"
 #include "model/model_builder.h"
 
@@ -18,11 +19,7 @@ struct elastic_session {
     elastic_session_options options;
     elastic_executor exec;
 
-    int have_plan;
-    elastic_build_shape shape;
-    elastic_graph graph;
-    elastic_build_io io;
-    elastic_plan plan;
+    elastic_plan_cache plans; /* by batch shape */
 
     int32_t *host_in;  /* staging for items, lengths, exclusions */
     size_t host_in_cap;
@@ -37,18 +34,10 @@ void elastic_session_options_default(elastic_session_options *o)
     o->backend = "auto";
 }
 
-static void drop_plan(elastic_session *s)
-{
-    if (!s->have_plan) return;
-    elastic_plan_free(&s->plan);
-    elastic_graph_free(&s->graph);
-    s->have_plan = 0;
-}
-
 void elastic_session_free(elastic_session *s)
 {
     if (!s) return;
-    drop_plan(s);
+    elastic_plan_cache_free(&s->plans);
     elastic_executor_free(&s->exec);
     free(s->host_in);
     free(s);
@@ -93,27 +82,44 @@ const elastic_model *elastic_session_model(const elastic_session *s)
     return s ? s->model : NULL;
 }
 
-static int same_shape(const elastic_build_shape *a, const elastic_build_shape *b)
+/* The graph and plan for a batch shape, built on first use; *io names its
+ * inputs and outputs. */
+static elastic_status ensure_plan(elastic_session *s, const elastic_build_shape *shape,
+                                  elastic_cached_plan **out, const elastic_build_io **io)
 {
-    return a->batch == b->batch && a->len == b->len && a->n_exclude == b->n_exclude &&
-           a->top_k == b->top_k && a->output == b->output;
+    elastic_cached_plan *e;
+    int hit;
+    ELASTIC_TRY(elastic_plan_cache_get(&s->plans, shape, sizeof *shape, &e, &hit));
+    if (!hit) {
+        elastic_status st = (e->extra = malloc(sizeof(elastic_build_io)))
+                                ? ELASTIC_OK
+                                : elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (plan)");
+        if (st == ELASTIC_OK) st = elastic_build_forward(s->model, shape, &e->graph, e->extra);
+        if (st == ELASTIC_OK) st = elastic_executor_plan(&s->exec, &e->graph, &e->plan);
+        if (st != ELASTIC_OK) {
+            elastic_plan_cache_drop(e);
+            return st;
+        }
+        elastic_plan_cache_commit(&s->plans, e);
+    }
+    *out = e;
+    *io = e->extra;
+    return ELASTIC_OK;
 }
 
-/* Builds (or keeps) the graph and plan for a batch shape, and sizes arenas. */
-static elastic_status ensure_plan(elastic_session *s, const elastic_build_shape *shape)
+/* A batch shape as a plan key: zeroed first, since keys compare bytewise. */
+static elastic_build_shape shape_key(const elastic_session *s, int64_t batch, int64_t len,
+                                     elastic_build_output output, int64_t top_k, int64_t n_exclude)
 {
-    if (s->have_plan && same_shape(&s->shape, shape)) return ELASTIC_OK;
-    drop_plan(s);
-    elastic_graph_init(&s->graph);
-    elastic_status st = elastic_build_forward(s->model, shape, &s->graph, &s->io);
-    if (st == ELASTIC_OK) st = elastic_executor_plan(&s->exec, &s->graph, &s->plan);
-    if (st != ELASTIC_OK) {
-        elastic_graph_free(&s->graph);
-        return st;
-    }
-    s->have_plan = 1;
-    s->shape = *shape;
-    return ELASTIC_OK;
+    elastic_build_shape k;
+    memset(&k, 0, sizeof k);
+    k.batch = batch;
+    k.len = len;
+    k.output = output;
+    k.top_k = top_k;
+    k.n_exclude = n_exclude;
+    k.materialize_attention = s->options.attention;
+    return k;
 }
 
 /* Validates, plans and runs one batch; outputs are downloaded to out/out2. */
@@ -131,12 +137,12 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
         return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "top_k %d outside 1..%lld", top_k,
                              (long long)c->num_items);
     int64_t n = longest < c->max_len ? longest : c->max_len;
-    elastic_build_shape shape = {.batch = batch, .len = n, .output = output,
-                                 .top_k = output == ELASTIC_BUILD_OUTPUT_TOPK ? top_k : 0,
-                                 .n_exclude = output == ELASTIC_BUILD_OUTPUT_TOPK && exclude
-                                                  ? longest : 0,
-                                 .materialize_attention = s->options.attention};
-    ELASTIC_TRY(ensure_plan(s, &shape));
+    int topk = output == ELASTIC_BUILD_OUTPUT_TOPK;
+    elastic_build_shape shape =
+        shape_key(s, batch, n, output, topk ? top_k : 0, topk && exclude ? longest : 0);
+    elastic_cached_plan *cp;
+    const elastic_build_io *io;
+    ELASTIC_TRY(ensure_plan(s, &shape, &cp, &io));
 
     /* Staging: items [B, n] in recency order, lengths [B], exclusions [B, E]. */
     size_t need = (size_t)batch * (size_t)(n + 1 + shape.n_exclude);
@@ -155,21 +161,22 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
             ex[b * shape.n_exclude + e] = e < lb ? h[e] : 0;
     }
     elastic_executor *e = &s->exec;
-    ELASTIC_TRY(elastic_executor_upload(e, &s->graph, &s->plan, s->io.items, it));
-    ELASTIC_TRY(elastic_executor_upload(e, &s->graph, &s->plan, s->io.lengths, len));
-    ELASTIC_TRY(elastic_executor_upload(e, &s->graph, &s->plan, s->io.exclude, ex));
-    ELASTIC_TRY(elastic_executor_run(e, &s->graph, &s->plan));
-    ELASTIC_TRY(elastic_executor_download(e, &s->graph, &s->plan, s->io.out, out));
-    if (s->io.out_vals >= 0)
-        ELASTIC_TRY(elastic_executor_download(e, &s->graph, &s->plan, s->io.out_vals, out2));
+    const elastic_graph *g = &cp->graph;
+    const elastic_plan *plan = &cp->plan;
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->items, it));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->lengths, len));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->exclude, ex));
+    ELASTIC_TRY(elastic_executor_run(e, g, plan));
+    ELASTIC_TRY(elastic_executor_download(e, g, plan, io->out, out));
+    if (io->out_vals >= 0) ELASTIC_TRY(elastic_executor_download(e, g, plan, io->out_vals, out2));
 
-    s->stats.nodes = s->graph.n_nodes;
-    s->stats.fallback_nodes = s->plan.n_fallback;
-    s->stats.copies = s->plan.n_transfers;
-    s->stats.arena_bytes = s->plan.arena_size[0] + s->plan.arena_size[1];
-    s->stats.naive_bytes = s->plan.naive_bytes;
-    s->stats.max_tensor_bytes = s->plan.max_tensor_bytes;
-    s->stats.flops = s->plan.flops;
+    s->stats.nodes = g->n_nodes;
+    s->stats.fallback_nodes = plan->n_fallback;
+    s->stats.copies = plan->n_transfers;
+    s->stats.arena_bytes = plan->arena_size[0] + plan->arena_size[1];
+    s->stats.naive_bytes = plan->naive_bytes;
+    s->stats.max_tensor_bytes = plan->max_tensor_bytes;
+    s->stats.flops = plan->flops;
     return ELASTIC_OK;
 }
 
@@ -203,15 +210,15 @@ elastic_status elastic_session_print_plan(elastic_session *s, int batch, int64_t
         return elastic_error(ELASTIC_ERR_INVALID_ARG,
                              "plan needs batch >= 1, len >= 1 and top_k in 1..%lld",
                              (long long)c->num_items);
-    elastic_build_shape shape = {.batch = batch, .len = len < c->max_len ? len : c->max_len,
-                                 .n_exclude = len, .top_k = top_k,
-                                 .output = ELASTIC_BUILD_OUTPUT_TOPK,
-                                 .materialize_attention = s->options.attention};
-    ELASTIC_TRY(ensure_plan(s, &shape));
+    elastic_build_shape shape = shape_key(s, batch, len < c->max_len ? len : c->max_len,
+                                          ELASTIC_BUILD_OUTPUT_TOPK, top_k, len);
+    elastic_cached_plan *p;
+    const elastic_build_io *io;
+    ELASTIC_TRY(ensure_plan(s, &shape, &p, &io));
     fprintf(out, "model: %s, B=%d, n=%lld (history %lld), K=%d\n",
             c->model == ELASTIC_MODEL_KIND_SASREC ? "sasrec" : "elastic", batch,
             (long long)shape.len, (long long)len, top_k);
-    elastic_plan_print(&s->graph, &s->plan, out);
+    elastic_plan_print(&p->graph, &p->plan, out);
     return ELASTIC_OK;
 }
 

@@ -9,6 +9,7 @@
 #include "session/batch.h"
 #include "base/error.h"
 #include "runtime/executor.h"
+#include "runtime/plan_cache.h"
 #include "model/model.h"
 #include "model/model_builder.h"
 #include "base/rng.h"
@@ -27,27 +28,27 @@ typedef struct grad_slot {
     int64_t numel;
 } grad_slot;
 
-/* The graph and plan of one batch shape. */
-typedef struct train_plan {
-    int valid;
-    uint64_t last_use;
-    int64_t batch, len;
-    int train; /* dropout on */
-    elastic_graph graph;
+/* What the trainer knows of one cached graph (the plan cache's extra):
+ * its inputs, the loss, and where each weight's gradient goes. */
+typedef struct train_graph {
     elastic_build_io io;
-    elastic_plan plan;
     int targets, loss;
-    grad_slot *slots;
     int n_slots;
-} train_plan;
+    grad_slot slots[]; /* one per weight tensor at most */
+} train_graph;
+
+/* The plan cache's key: a batch shape, and whether dropout is on. */
+typedef struct train_key {
+    int64_t batch, len;
+    int64_t train;
+} train_key;
 
 struct elastic_trainer {
     elastic_model *model;
     elastic_train_options o;
     elastic_executor exec;
-    train_plan plans[8]; /* by batch shape, least recently used replaced */
-    train_plan *tp;      /* the current batch's */
-    uint64_t uses;
+    elastic_plan_cache plans;  /* by batch shape */
+    elastic_cached_plan *cur; /* the current batch's graph and plan */
     float *grad; /* [numel]: the summed gradient */
     float *adam_m, *adam_v;
     float *host_grad; /* staging for one grad tensor */
@@ -81,20 +82,10 @@ int64_t elastic_model_parameter_count(const elastic_model *model)
     return model ? model->data_numel : 0;
 }
 
-static void drop_plan(train_plan *tp)
-{
-    if (!tp->valid) return;
-    elastic_plan_free(&tp->plan);
-    elastic_graph_free(&tp->graph);
-    free(tp->slots);
-    memset(tp, 0, sizeof *tp);
-}
-
 void elastic_trainer_free(elastic_trainer *tr)
 {
     if (!tr) return;
-    for (int i = 0; i < 8; i++)
-        drop_plan(&tr->plans[i]);
+    elastic_plan_cache_free(&tr->plans);
     elastic_executor_free(&tr->exec);
     free(tr->grad);
     free(tr->adam_m);
@@ -155,71 +146,75 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
     return ELASTIC_OK;
 }
 
-/* Builds forward, loss and backward for one batch shape, and plans them. */
+/* Builds forward, loss and backward for one batch shape, and plans them
+ * (or finds them built): tr->cur is that graph and plan. */
 static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len, int train)
 {
-    train_plan *tp = &tr->plans[0];
-    for (int i = 0; i < 8; i++) {
-        train_plan *p = &tr->plans[i];
-        if (p->valid && p->batch == batch && p->len == len && p->train == train) {
-            p->last_use = ++tr->uses;
-            tr->tp = p;
-            return ELASTIC_OK;
-        }
-        if (!p->valid || (tp->valid && p->last_use < tp->last_use)) tp = p;
+    train_key key;
+    memset(&key, 0, sizeof key);
+    key.batch = batch;
+    key.len = len;
+    key.train = train;
+    elastic_cached_plan *cp;
+    int hit;
+    ELASTIC_TRY(elastic_plan_cache_get(&tr->plans, &key, sizeof key, &cp, &hit));
+    if (hit) {
+        tr->cur = cp;
+        return ELASTIC_OK;
     }
-    drop_plan(tp);
-    elastic_graph *g = &tp->graph;
-    elastic_graph_init(g);
+    elastic_graph *g = &cp->graph;
     elastic_build_shape shape = {.batch = batch,
                                  .len = len,
                                  .output = ELASTIC_BUILD_OUTPUT_SCORES,
                                  .dropout = train ? tr->o.dropout : 0.0f,
                                  .seed = tr->o.seed};
     int *grads = NULL;
-    elastic_status st = elastic_build_forward(tr->model, &shape, g, &tp->io);
+    elastic_build_io io;
+    int targets = -1, loss = -1;
+    elastic_status st = elastic_build_forward(tr->model, &shape, g, &io);
     if (st == ELASTIC_OK) {
         int64_t tshape[1] = {batch};
-        tp->targets = elastic_graph_input(g, "targets", ELASTIC_DTYPE_I32, 1, tshape);
-        int in[2] = {tp->io.out, tp->targets};
+        targets = elastic_graph_input(g, "targets", ELASTIC_DTYPE_I32, 1, tshape);
+        int in[2] = {io.out, targets};
         elastic_op_params none = {0};
-        tp->loss = elastic_graph_node(g, ELASTIC_OP_CROSS_ENTROPY, in, 2, &none, "loss");
+        loss = elastic_graph_node(g, ELASTIC_OP_CROSS_ENTROPY, in, 2, &none, "loss");
         st = g->status;
     }
+    train_graph *tg = NULL;
     if (st == ELASTIC_OK) {
-        elastic_graph_mark_output(g, tp->loss);
+        elastic_graph_mark_output(g, loss);
         grads = malloc((size_t)g->n_tensors * sizeof *grads);
-        tp->slots = malloc((size_t)g->n_tensors * sizeof *tp->slots);
-        if (!grads || !tp->slots)
+        tg = malloc(sizeof *tg + (size_t)g->n_tensors * sizeof tg->slots[0]);
+        cp->extra = tg;
+        if (!grads || !tg)
             st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer graph)");
     }
     int n_fwd = g->n_tensors;
-    if (st == ELASTIC_OK) st = elastic_graph_backward(g, tp->io.out, tp->loss + 1, grads);
+    if (st == ELASTIC_OK) st = elastic_graph_backward(g, io.out, loss + 1, grads);
     if (st == ELASTIC_OK) {
+        tg->io = io;
+        tg->targets = targets;
+        tg->loss = loss;
+        tg->n_slots = 0;
         for (int t = 0; t < n_fwd; t++) {
             const elastic_tensor *w = &g->tensors[t];
             if (w->kind != ELASTIC_TENSOR_KIND_WEIGHT || grads[t] < 0) continue;
             elastic_graph_mark_output(g, grads[t]);
-            tp->slots[tp->n_slots++] =
+            tg->slots[tg->n_slots++] =
                 (grad_slot){.grad = grads[t],
                             .offset = (const float *)w->host_data - tr->model->data,
                             .numel = elastic_tensor_numel(w)};
         }
-        st = elastic_executor_plan(&tr->exec, g, &tp->plan);
+        st = elastic_executor_plan(&tr->exec, g, &cp->plan);
     }
     free(grads);
     if (st != ELASTIC_OK) {
-        elastic_graph_free(g);
-        free(tp->slots);
-        memset(tp, 0, sizeof *tp);
+        elastic_plan_cache_drop(cp);
+        tr->cur = NULL;
         return st;
     }
-    tp->valid = 1;
-    tp->last_use = ++tr->uses;
-    tr->tp = tp;
-    tp->batch = batch;
-    tp->len = len;
-    tp->train = train;
+    elastic_plan_cache_commit(&tr->plans, cp);
+    tr->cur = cp;
     return ELASTIC_OK;
 }
 
@@ -227,11 +222,11 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
  * twin, which shares the node's build-time seed) gets a seed of its own. */
 static void reseed(elastic_trainer *tr)
 {
-    train_plan *tp = tr->tp;
-    for (int i = 0; i < tp->plan.n_steps; i++) {
-        elastic_plan_step *s = &tp->plan.steps[i];
+    elastic_cached_plan *cp = tr->cur;
+    for (int i = 0; i < cp->plan.n_steps; i++) {
+        elastic_plan_step *s = &cp->plan.steps[i];
         if (s->kind != ELASTIC_STEP_KIND_COMPUTE || s->node.op != ELASTIC_OP_DROPOUT) continue;
-        uint64_t base = tp->graph.nodes[s->graph_node].params.seed;
+        uint64_t base = cp->graph.nodes[s->graph_node].params.seed;
         s->node.params.seed = elastic_rng_u64(base, 1, (uint64_t)tr->steps);
     }
 }
@@ -253,7 +248,9 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     int64_t n = (longest + 7) / 8 * 8;
     if (n > c->max_len) n = c->max_len;
     ELASTIC_TRY(build_plan(tr, batch, n, train));
-    train_plan *tp = tr->tp;
+    const elastic_graph *g = &tr->cur->graph;
+    const elastic_plan *plan = &tr->cur->plan;
+    const train_graph *tg = tr->cur->extra;
     if (train) reseed(tr);
 
     size_t need = (size_t)batch * (size_t)(n + 1);
@@ -266,32 +263,31 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     int32_t *it = tr->host_in, *len = it + (size_t)batch * n;
     elastic_batch_pad(items, offsets, batch, n, it, len);
     elastic_executor *e = &tr->exec;
-    elastic_graph *g = &tp->graph;
-    ELASTIC_TRY(elastic_executor_upload(e, g, &tp->plan, tp->io.items, it));
-    ELASTIC_TRY(elastic_executor_upload(e, g, &tp->plan, tp->io.lengths, len));
-    ELASTIC_TRY(elastic_executor_upload(e, g, &tp->plan, tp->targets, targets));
-    ELASTIC_TRY(elastic_executor_run(e, g, &tp->plan));
-    tr->fallback_nodes = tp->plan.n_fallback;
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.items, it));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.lengths, len));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->targets, targets));
+    ELASTIC_TRY(elastic_executor_run(e, g, plan));
+    tr->fallback_nodes = plan->n_fallback;
 
     float *lb = realloc(tr->host_loss, (size_t)batch * sizeof *lb);
     if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
     tr->host_loss = lb;
-    ELASTIC_TRY(elastic_executor_download(e, g, &tp->plan, tp->loss, lb));
+    ELASTIC_TRY(elastic_executor_download(e, g, plan, tg->loss, lb));
     double sum = 0;
     for (int b = 0; b < batch; b++)
         sum += lb[b];
     *loss = sum / batch;
 
     memset(tr->grad, 0, (size_t)tr->model->data_numel * sizeof(float));
-    for (int i = 0; i < tp->n_slots; i++) {
-        const grad_slot *s = &tp->slots[i];
+    for (int i = 0; i < tg->n_slots; i++) {
+        const grad_slot *s = &tg->slots[i];
         if (s->numel > tr->host_grad_cap) {
             float *p = realloc(tr->host_grad, (size_t)s->numel * sizeof *p);
             if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (gradient)");
             tr->host_grad = p;
             tr->host_grad_cap = s->numel;
         }
-        ELASTIC_TRY(elastic_executor_download(e, g, &tp->plan, s->grad, tr->host_grad));
+        ELASTIC_TRY(elastic_executor_download(e, g, plan, s->grad, tr->host_grad));
         float *dst = tr->grad + s->offset;
         for (int64_t j = 0; j < s->numel; j++)
             dst[j] += tr->host_grad[j];
