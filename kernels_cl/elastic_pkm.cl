@@ -2,7 +2,7 @@
  * work-item per (batch, expert). Sub-key scores accumulate in acc_t (double
  * where the device has it) so the selections match the float64 reference;
  * every top-t keeps the t largest with ties by the smaller index, and for
- * pairs by the smaller slot x*m + y. t <= ELASTIC_MAX_TOPT (supports_op). */
+ * pairs by the smaller slot x*m + y. t <= ELASTIC_MAX_TOPT (cl_pkm_fits). */
 
 /* Score of sub-key x of half `half` against query half a. */
 static acc_t elastic_pkm_score(__global const float *a, __global const float *sub, long x,

@@ -1,7 +1,10 @@
 /*
  * opencl_backend.c - the OpenCL backend: device selection, buffers,
- * transfers, and compute() mapping each node to an OpenCL 1.2 kernel
- * (kernels_cl/) or, for LINEAR, to CLBlast's SGEMM plus a bias kernel.
+ * transfers, and its op table (cl_op_table): one small launcher per inference
+ * op that sets an OpenCL 1.2 kernel's arguments (kernels_cl/) from the node's
+ * dims and params and enqueues it, or, for LINEAR, calls CLBlast's SGEMM plus
+ * a bias kernel. ATTENTION and PKM have a fits check (private arrays of fixed
+ * size in their kernels); training ops have no row (the CPU runs them).
  *
  * Devices: the platforms' devices in order, flattened; the session's device
  * index picks one, or ELASTIC_OPENCL_DEVICE (an index or a case-insensitive
@@ -32,7 +35,18 @@ struct elastic_buffer {
 };
 
 enum {
-    K_GATHER, K_ADD, K_BIAS, K_MEAN, K_LN, K_GELU, K_ATTN, K_PROBS, K_MIX, K_PKM, K_TOPK, K_COPY,
+    K_GATHER,
+    K_ADD,
+    K_BIAS,
+    K_MEAN,
+    K_LN,
+    K_GELU,
+    K_ATTN,
+    K_PROBS,
+    K_MIX,
+    K_PKM,
+    K_TOPK,
+    K_COPY,
     K_COUNT
 };
 static const char *kernel_names[K_COUNT] = {
@@ -180,17 +194,6 @@ static const char *cl_describe(const elastic_backend *be)
     return ((const cl_backend *)be)->description;
 }
 
-static int cl_supports_op(const elastic_backend *be, const elastic_graph *g, const elastic_node *n)
-{
-    (void)be;
-    const elastic_tensor *a = &g->tensors[n->inputs[0]];
-    switch (n->op) {
-    case ELASTIC_OP_ATTENTION: return a->shape[2] / n->params.heads <= MAX_HEAD;
-    case ELASTIC_OP_PKM: return n->params.mem_topk <= MAX_TOPT;
-    default: return !elastic_op_is_training(n->op); /* no training ops yet */
-    }
-}
-
 static elastic_status cl_buffer_alloc(elastic_backend *base, size_t size, elastic_buffer **out)
 {
     cl_backend *be = (cl_backend *)base;
@@ -230,9 +233,10 @@ static elastic_status cl_upload(elastic_backend *base, elastic_buffer *b, size_t
         return elastic_error(ELASTIC_ERR_INTERNAL, "opencl upload outside its buffer");
     if (!size) return ELASTIC_OK;
     cl_int err = clEnqueueWriteBuffer(be->queue, b->mem, CL_TRUE, offset, size, src, 0, NULL, NULL);
-    return err == CL_SUCCESS ? ELASTIC_OK
-                             : elastic_error(ELASTIC_ERR_BACKEND, "opencl: clEnqueueWriteBuffer: %s",
-                                             elastic_cl_error_name(err));
+    return err == CL_SUCCESS
+               ? ELASTIC_OK
+               : elastic_error(ELASTIC_ERR_BACKEND, "opencl: clEnqueueWriteBuffer: %s",
+                               elastic_cl_error_name(err));
 }
 
 static elastic_status cl_download(elastic_backend *base, const elastic_buffer *b, size_t offset,
@@ -274,19 +278,28 @@ static elastic_status ensure_scratch(cl_backend *be, size_t size)
     be->scratch = clCreateBuffer(be->context, CL_MEM_READ_WRITE, size ? size : 4, NULL, &err);
     if (err != CL_SUCCESS) {
         be->scratch = NULL;
-        return elastic_error(ELASTIC_ERR_NO_MEMORY, "opencl: scratch clCreateBuffer(%zu): %s",
-                             size, elastic_cl_error_name(err));
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "opencl: scratch clCreateBuffer(%zu): %s", size,
+                             elastic_cl_error_name(err));
     }
     be->scratch_size = size;
     return ELASTIC_OK;
 }
 
-/* Kernel arguments: a list of (size, pointer) set in order. */
+/* Kernel arguments: a list of (size, pointer) set in order on one kernel. */
 typedef struct args {
+    int kernel; /* K_* */
     cl_kernel k;
     cl_uint n;
     cl_int err;
 } args;
+
+/* Builds the program at first use, and starts the arguments of a kernel. */
+static elastic_status begin(cl_backend *be, int kernel, args *a)
+{
+    ELASTIC_TRY(ensure_program(be));
+    *a = (args){.kernel = kernel, .k = be->kernels[kernel]};
+    return ELASTIC_OK;
+}
 
 static void arg(args *a, size_t size, const void *value)
 {
@@ -295,9 +308,9 @@ static void arg(args *a, size_t size, const void *value)
 }
 
 /* A tensor as (buffer, element offset): two kernel arguments. */
-static void arg_tensor(args *a, const elastic_tensor_ref *t, cl_mem fallback)
+static void arg_tensor(args *a, const elastic_tensor_ref *t)
 {
-    cl_mem m = t->buffer ? t->buffer->mem : fallback;
+    cl_mem m = t->buffer ? t->buffer->mem : NULL;
     cl_ulong off = t->buffer ? (cl_ulong)(t->offset / 4) : 0;
     arg(a, sizeof m, &m);
     arg(a, sizeof off, &off);
@@ -309,225 +322,291 @@ static void arg_long(args *a, int64_t v)
     arg(a, sizeof x, &x);
 }
 
-static elastic_status launch(cl_backend *be, int kernel, const args *a, int64_t work,
-                             const char *node)
+static void arg_int(args *a, int v)
+{
+    cl_int x = v;
+    arg(a, sizeof x, &x);
+}
+
+/* Enqueues the kernel over `work` work-items. */
+static elastic_status launch(cl_backend *be, const args *a, int64_t work, const char *node)
 {
     if (a->err != CL_SUCCESS)
         return elastic_error(ELASTIC_ERR_BACKEND, "opencl: clSetKernelArg(%s, node '%s'): %s",
-                             kernel_names[kernel], node, elastic_cl_error_name(a->err));
+                             kernel_names[a->kernel], node, elastic_cl_error_name(a->err));
     if (work <= 0) return ELASTIC_OK;
     size_t global = (size_t)work, local = 64;
     /* PKM keeps large private arrays per work-item: an implementation-chosen
      * work-group (PoCL picks 4096 work-items on the CPU) overflows the stack
      * of its worker threads, so it gets a small explicit one; the kernel
      * ignores the work-items past the end. */
-    int small_group = kernel == K_PKM;
+    int small_group = a->kernel == K_PKM;
     if (small_group) global = (global + local - 1) / local * local;
-    cl_int err = clEnqueueNDRangeKernel(be->queue, be->kernels[kernel], 1, NULL, &global,
+    cl_int err = clEnqueueNDRangeKernel(be->queue, a->k, 1, NULL, &global,
                                         small_group ? &local : NULL, 0, NULL, NULL);
     return err == CL_SUCCESS
                ? ELASTIC_OK
-               : elastic_error(ELASTIC_ERR_BACKEND, "opencl: clEnqueueNDRangeKernel(%s, node '%s'): %s",
-                               kernel_names[kernel], node, elastic_cl_error_name(err));
+               : elastic_error(ELASTIC_ERR_BACKEND,
+                               "opencl: clEnqueueNDRangeKernel(%s, node '%s'): %s",
+                               kernel_names[a->kernel], node, elastic_cl_error_name(err));
 }
 
-static int64_t numel(const elastic_tensor_ref *r)
+/* One launcher per op, named cl_<op> after ops.def, listed in cl_op_table
+ * below. Each reads its sizes from node->dims and node->params (ops.c), sets
+ * its kernel's arguments in the order of its signature in kernels_cl/, and
+ * launches one work-item per unit of work. */
+#define CL_OP(name)                                                                                \
+    static elastic_status cl_##name(elastic_backend *base, const elastic_node *node,               \
+                                    const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+#define CL_ARGS                                                                                    \
+    cl_backend *be = (cl_backend *)base;                                                           \
+    const elastic_node_dims *d = &node->dims;                                                      \
+    const elastic_op_params *p = &node->params;                                                    \
+    (void)d, (void)p, (void)in, (void)out
+
+CL_OP(gather) /* one work-item per output element */
 {
-    int64_t n = 1;
-    for (int i = 0; i < r->ndim; i++) n *= r->shape[i];
-    return n;
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_GATHER, &a));
+    arg_tensor(&a, &in[0]);
+    arg_long(&a, d->rows);
+    arg_long(&a, d->cols);
+    arg_tensor(&a, &in[1]);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->aux);
+    return launch(be, &a, d->aux * d->cols, node->name);
 }
 
-static elastic_status linear(cl_backend *be, const elastic_node *node, const elastic_tensor_ref *in,
-                             const elastic_tensor_ref *out)
+CL_OP(add)
 {
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_ADD, &a));
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    arg_long(&a, d->aux);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->numel);
+    return launch(be, &a, d->numel, node->name);
+}
+
+CL_OP(masked_mean) /* one work-item per output element */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_MEAN, &a));
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->batch);
+    arg_long(&a, d->steps);
+    arg_long(&a, d->width);
+    return launch(be, &a, d->batch * d->width, node->name);
+}
+
+CL_OP(layer_norm) /* one work-item per row */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_LN, &a));
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    arg_tensor(&a, &in[2]);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->rows);
+    arg_long(&a, d->cols);
+    arg(&a, sizeof p->eps, &p->eps);
+    return launch(be, &a, d->rows, node->name);
+}
+
+/* CLBlast's SGEMM, x [m,k] times W [n,k]^T, then the bias kernel (one
+ * work-item per output element) when there is a bias. */
+CL_OP(linear)
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_BIAS, &a));
     const elastic_tensor_ref *x = &in[0], *w = &in[1];
-    size_t k = (size_t)x->shape[x->ndim - 1], n = (size_t)w->shape[0];
-    size_t m = (size_t)(numel(x) / (int64_t)k);
+    size_t m = (size_t)d->m, n = (size_t)d->n, k = (size_t)d->k;
     size_t temp = 0;
     pthread_mutex_lock(&clblast_lock);
-    CLBlastStatusCode st = CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, CLBlastTransposeNo,
-                                                      CLBlastTransposeYes, m, n, k, x->offset / 4,
-                                                      k, w->offset / 4, k, out->offset / 4, n,
-                                                      &be->queue, &temp);
-    elastic_status es = st == CLBlastSuccess ? ensure_scratch(be, temp)
-                                             : elastic_error(ELASTIC_ERR_BACKEND,
-                                                             "opencl: CLBlastSGemmTempBufferSize: %d",
-                                                             (int)st);
+    CLBlastStatusCode st = CLBlastSGemmTempBufferSize(
+        CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, m, n, k, x->offset / 4, k,
+        w->offset / 4, k, out->offset / 4, n, &be->queue, &temp);
+    elastic_status es =
+        st == CLBlastSuccess
+            ? ensure_scratch(be, temp)
+            : elastic_error(ELASTIC_ERR_BACKEND, "opencl: CLBlastSGemmTempBufferSize: %d", (int)st);
     if (es == ELASTIC_OK) {
-        st = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, CLBlastTransposeNo,
-                                        CLBlastTransposeYes, m, n, k, 1.0f, x->buffer->mem,
-                                        x->offset / 4, k, w->buffer->mem, w->offset / 4, k, 0.0f,
-                                        out->buffer->mem, out->offset / 4, n, &be->queue, NULL,
-                                        be->scratch);
+        st = CLBlastSgemmWithTempBuffer(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, m, n, k, 1.0f,
+            x->buffer->mem, x->offset / 4, k, w->buffer->mem, w->offset / 4, k, 0.0f,
+            out->buffer->mem, out->offset / 4, n, &be->queue, NULL, be->scratch);
         if (st != CLBlastSuccess)
             es = elastic_error(ELASTIC_ERR_BACKEND, "opencl: CLBlastSgemm (node '%s'): status %d",
                                node->name, (int)st);
     }
     pthread_mutex_unlock(&clblast_lock);
     if (es != ELASTIC_OK || node->n_inputs < 3 || !in[2].buffer) return es;
-    args a = {.k = be->kernels[K_BIAS]};
-    arg_tensor(&a, out, NULL);
-    arg_tensor(&a, &in[2], NULL);
-    arg_long(&a, (int64_t)n);
-    arg_long(&a, (int64_t)(m * n));
-    return launch(be, K_BIAS, &a, (int64_t)(m * n), node->name);
+    arg_tensor(&a, &out[0]);
+    arg_tensor(&a, &in[2]);
+    arg_long(&a, d->n);
+    arg_long(&a, d->m * d->n);
+    return launch(be, &a, d->m * d->n, node->name);
 }
 
-static elastic_status cl_compute(elastic_backend *base, const elastic_node *node,
-                                 const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+CL_OP(gelu)
 {
-    cl_backend *be = (cl_backend *)base;
-    ELASTIC_TRY(ensure_program(be));
-    const elastic_tensor_ref *x = &in[0];
-    int64_t last = x->shape[x->ndim - 1];
-    int kernel;
-    args a = {0};
-    int64_t work;
-    switch (node->op) {
-    case ELASTIC_OP_LINEAR: return linear(be, node, in, out);
-    case ELASTIC_OP_GATHER:
-        kernel = K_GATHER;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, x->shape[1]);
-        arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, numel(&in[1]));
-        work = numel(&out[0]);
-        break;
-    case ELASTIC_OP_ADD:
-        kernel = K_ADD;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        arg_long(&a, numel(&in[1]));
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, numel(x));
-        work = numel(x);
-        break;
-    case ELASTIC_OP_MASKED_MEAN:
-        kernel = K_MEAN;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, x->shape[1]);
-        arg_long(&a, x->shape[2]);
-        work = x->shape[0] * x->shape[2];
-        break;
-    case ELASTIC_OP_LAYER_NORM: {
-        kernel = K_LN;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, &in[2], NULL);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, numel(x) / last);
-        arg_long(&a, last);
-        float eps = node->params.eps;
-        arg(&a, sizeof eps, &eps);
-        work = numel(x) / last;
-        break;
-    }
-    case ELASTIC_OP_GELU:
-        kernel = K_GELU;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, numel(x));
-        work = numel(x);
-        break;
-    case ELASTIC_OP_ATTENTION:
-    case ELASTIC_OP_ATTENTION_PROBS: { /* the same arguments, but PROBS has no v */
-        int probs = node->op == ELASTIC_OP_ATTENTION_PROBS, kl_at = probs ? 2 : 3;
-        kernel = probs ? K_PROBS : K_ATTN;
-        a.k = be->kernels[kernel];
-        const elastic_tensor_ref *kl = node->n_inputs > kl_at ? &in[kl_at] : NULL;
-        cl_int has_len = kl && kl->buffer, heads = node->params.heads, causal = node->params.causal;
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        if (!probs) arg_tensor(&a, &in[2], NULL);
-        arg_tensor(&a, has_len ? kl : &in[1], NULL); /* any valid buffer when absent */
-        arg(&a, sizeof has_len, &has_len);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, x->shape[1]);
-        arg_long(&a, in[1].shape[1]);
-        arg_long(&a, x->shape[2]);
-        arg(&a, sizeof heads, &heads);
-        arg(&a, sizeof causal, &causal);
-        work = x->shape[0] * x->shape[1] * heads; /* PROBS: one work-item per row of P */
-        break;
-    }
-    case ELASTIC_OP_ATTENTION_MIX:
-        kernel = K_MIX;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, x->shape[1]);
-        arg_long(&a, x->shape[2]);
-        arg_long(&a, x->shape[3]);
-        arg_long(&a, in[1].shape[2]);
-        work = numel(out); /* one work-item per output element */
-        break;
-    case ELASTIC_OP_PKM:
-        kernel = K_PKM;
-        a.k = be->kernels[kernel];
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, &in[1], NULL);
-        arg_tensor(&a, &in[2], NULL);
-        arg_tensor(&a, out, NULL);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, node->params.experts);
-        arg_long(&a, 2 * in[1].shape[2]);
-        arg_long(&a, in[1].shape[1]);
-        arg_long(&a, node->params.mem_topk);
-        arg_long(&a, in[2].shape[1]);
-        work = x->shape[0] * node->params.experts;
-        break;
-    case ELASTIC_OP_TOPK: {
-        kernel = K_TOPK;
-        ELASTIC_TRY(ensure_scratch(be, (size_t)numel(x)));
-        a.k = be->kernels[kernel];
-        const elastic_tensor_ref *ex = node->n_inputs > 1 && in[1].buffer ? &in[1] : NULL;
-        arg_tensor(&a, x, NULL);
-        arg_tensor(&a, ex ? ex : x, NULL);
-        arg_long(&a, ex ? ex->shape[1] : 0);
-        arg_tensor(&a, &out[0], NULL);
-        arg_tensor(&a, &out[1], NULL);
-        arg(&a, sizeof be->scratch, &be->scratch);
-        arg_long(&a, x->shape[0]);
-        arg_long(&a, x->shape[1]);
-        arg_long(&a, node->params.top_k);
-        work = x->shape[0];
-        break;
-    }
-    case ELASTIC_OP_COPY: {
-        kernel = K_COPY;
-        a.k = be->kernels[kernel];
-        int64_t shape[4] = {1, 1, 1, 1}, st[4] = {0, 0, 0, 0};
-        for (int i = 0; i < x->ndim; i++) {
-            shape[4 - x->ndim + i] = x->shape[i];
-            st[4 - x->ndim + i] = x->strides[i];
-        }
-        arg_tensor(&a, x, NULL);
-        for (int i = 0; i < 4; i++) arg_long(&a, shape[i]);
-        for (int i = 0; i < 4; i++) arg_long(&a, st[i]);
-        arg_tensor(&a, out, NULL);
-        work = numel(x);
-        break;
-    }
-    default:
-        return elastic_error(ELASTIC_ERR_UNSUPPORTED, "opencl: op %s is not implemented",
-                             elastic_op_name(node->op));
-    }
-    return launch(be, kernel, &a, work, node->name);
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_GELU, &a));
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->numel);
+    return launch(be, &a, d->numel, node->name);
 }
+
+/* ATTENTION and ATTENTION_PROBS take the same arguments, but PROBS has no v;
+ * key_len is input kl_at, or absent. One work-item per (batch, query, head):
+ * for PROBS, per row of P. */
+static elastic_status attention_args(elastic_backend *base, const elastic_node *node,
+                                     const elastic_tensor_ref *in, const elastic_tensor_ref *out,
+                                     int kernel, int kl_at)
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, kernel, &a));
+    const elastic_tensor_ref *kl = node->n_inputs > kl_at ? &in[kl_at] : NULL;
+    int has_len = kl && kl->buffer;
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    if (kernel == K_ATTN) arg_tensor(&a, &in[2]);
+    arg_tensor(&a, has_len ? kl : &in[1]); /* any valid buffer when absent */
+    arg_int(&a, has_len);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->batch);
+    arg_long(&a, d->nq);
+    arg_long(&a, d->nk);
+    arg_long(&a, d->width);
+    arg_int(&a, p->heads);
+    arg_int(&a, p->causal);
+    return launch(be, &a, d->batch * d->nq * p->heads, node->name);
+}
+
+CL_OP(attention)
+{
+    return attention_args(base, node, in, out, K_ATTN, 3);
+}
+
+/* The kernel keeps a head's accumulator in a private array of MAX_HEAD. */
+static int cl_attention_fits(const elastic_backend *be, const elastic_node *node)
+{
+    (void)be;
+    return node->dims.head_size <= MAX_HEAD;
+}
+
+CL_OP(attention_probs)
+{
+    return attention_args(base, node, in, out, K_PROBS, 2);
+}
+
+CL_OP(attention_mix) /* one work-item per output element */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_MIX, &a));
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->batch);
+    arg_long(&a, d->head_size ? d->width / d->head_size : 0); /* heads; width 0: no work */
+    arg_long(&a, d->nq);
+    arg_long(&a, d->nk);
+    arg_long(&a, d->width);
+    return launch(be, &a, d->batch * d->nq * d->width, node->name);
+}
+
+CL_OP(pkm) /* one work-item per (batch, expert) */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_PKM, &a));
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    arg_tensor(&a, &in[2]);
+    arg_tensor(&a, &out[0]);
+    arg_long(&a, d->batch);
+    arg_long(&a, p->experts);
+    arg_long(&a, d->pkm_c);
+    arg_long(&a, d->pkm_m);
+    arg_long(&a, p->mem_topk);
+    arg_long(&a, d->width);
+    return launch(be, &a, d->batch * p->experts, node->name);
+}
+
+/* The kernel keeps the top-t candidates in private arrays of MAX_TOPT. */
+static int cl_pkm_fits(const elastic_backend *be, const elastic_node *node)
+{
+    (void)be;
+    return node->params.mem_topk <= MAX_TOPT;
+}
+
+CL_OP(topk) /* one work-item per row; scratch holds a byte per score (marks) */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_TOPK, &a));
+    ELASTIC_TRY(ensure_scratch(be, (size_t)d->numel));
+    const elastic_tensor_ref *ex = node->n_inputs > 1 && in[1].buffer ? &in[1] : NULL;
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, ex ? ex : &in[0]);
+    arg_long(&a, ex ? d->aux : 0);
+    arg_tensor(&a, &out[0]);
+    arg_tensor(&a, &out[1]);
+    arg(&a, sizeof be->scratch, &be->scratch);
+    arg_long(&a, d->batch);
+    arg_long(&a, d->items);
+    arg_long(&a, p->top_k);
+    return launch(be, &a, d->batch, node->name);
+}
+
+CL_OP(copy) /* the input's own shape and strides, right-aligned to rank 4 */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_COPY, &a));
+    const elastic_tensor_ref *x = &in[0];
+    int64_t shape[4] = {1, 1, 1, 1}, st[4] = {0, 0, 0, 0};
+    for (int i = 0; i < x->ndim; i++) {
+        shape[4 - x->ndim + i] = x->shape[i];
+        st[4 - x->ndim + i] = x->strides[i];
+    }
+    arg_tensor(&a, x);
+    for (int i = 0; i < 4; i++)
+        arg_long(&a, shape[i]);
+    for (int i = 0; i < 4; i++)
+        arg_long(&a, st[i]);
+    arg_tensor(&a, &out[0]);
+    return launch(be, &a, d->numel, node->name);
+}
+
+/* The inference ops of ops.def. The training ops have no row: the planner
+ * runs them on the CPU when fallback is allowed, else refuses the graph. */
+static const elastic_op_kernel cl_op_table[ELASTIC_OP_COUNT] = {
+    [ELASTIC_OP_GATHER] = {cl_gather, NULL},
+    [ELASTIC_OP_ADD] = {cl_add, NULL},
+    [ELASTIC_OP_MASKED_MEAN] = {cl_masked_mean, NULL},
+    [ELASTIC_OP_LAYER_NORM] = {cl_layer_norm, NULL},
+    [ELASTIC_OP_LINEAR] = {cl_linear, NULL},
+    [ELASTIC_OP_GELU] = {cl_gelu, NULL},
+    [ELASTIC_OP_ATTENTION] = {cl_attention, cl_attention_fits},
+    [ELASTIC_OP_PKM] = {cl_pkm, cl_pkm_fits},
+    [ELASTIC_OP_TOPK] = {cl_topk, NULL},
+    [ELASTIC_OP_COPY] = {cl_copy, NULL},
+    [ELASTIC_OP_ATTENTION_PROBS] = {cl_attention_probs, NULL},
+    [ELASTIC_OP_ATTENTION_MIX] = {cl_attention_mix, NULL},
+};
 
 static elastic_status cl_synchronize(elastic_backend *base)
 {
@@ -544,13 +623,12 @@ const elastic_backend_iface elastic_opencl_backend_iface = {
     .init = cl_init,
     .free = cl_free,
     .describe = cl_describe,
-    .supports_op = cl_supports_op,
+    .kernels = cl_op_table,
     .buffer_alloc = cl_buffer_alloc,
     .buffer_wrap_host = NULL,
     .buffer_free = cl_buffer_free,
     .buffer_host_ptr = cl_buffer_host_ptr,
     .upload = cl_upload,
     .download = cl_download,
-    .compute = cl_compute,
     .synchronize = cl_synchronize,
 };
