@@ -2,8 +2,9 @@
  * cuda_backend.c - the CUDA backend's device side: probing and opening a
  * device, the stream every operation is queued on (cuBLAS included), device
  * buffers, transfers through pinned staging buffers, scratch memory, and
- * synchronization with the deferred GATHER index checks. The mapping of
- * nodes to kernels is in cuda_ops.c, the kernels in kernels_cu/.
+ * synchronization with the deferred GATHER index checks. The op table (a
+ * launcher per op, mapping a node to its kernel) is in cuda_ops.c, the
+ * kernels in kernels_cu/.
  *
  * Every CUDA and cuBLAS call is checked and turned into a status with a
  * message naming the call; nothing aborts, and error paths free what they
@@ -30,8 +31,8 @@ elastic_status elastic_cuda_fail(const char *call, cudaError_t err)
 
 elastic_status elastic_cuda_blas_fail(const char *call, cublasStatus_t s)
 {
-    elastic_status st = s == CUBLAS_STATUS_ALLOC_FAILED ? ELASTIC_ERR_NO_MEMORY
-                                                          : ELASTIC_ERR_BACKEND;
+    elastic_status st =
+        s == CUBLAS_STATUS_ALLOC_FAILED ? ELASTIC_ERR_NO_MEMORY : ELASTIC_ERR_BACKEND;
     return elastic_error(st, "cuda backend: %s: %s (%s)", call, cublasGetStatusString(s),
                          cublasGetStatusName(s));
 }
@@ -186,8 +187,8 @@ static elastic_status cuda_buffer_alloc(elastic_backend *base, size_t size, elas
     cudaError_t err = cudaMalloc(&b->ptr, bytes);
     if (err != cudaSuccess) {
         free(b);
-        elastic_status st = err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY
-                                                             : ELASTIC_ERR_BACKEND;
+        elastic_status st =
+            err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY : ELASTIC_ERR_BACKEND;
         (void)cudaGetLastError();
         return elastic_error(st, "cuda backend: cudaMalloc(%zu): %s", bytes,
                              cudaGetErrorString(err));
@@ -227,10 +228,9 @@ static elastic_status staging_get(cuda_backend *be, size_t size, cuda_staging **
         if (err != cudaSuccess) {
             s->host = NULL;
             (void)cudaGetLastError();
-            return elastic_error(err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY
-                                                                  : ELASTIC_ERR_BACKEND,
-                                 "cuda backend: cudaMallocHost(%zu): %s", size,
-                                 cudaGetErrorString(err));
+            return elastic_error(
+                err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY : ELASTIC_ERR_BACKEND,
+                "cuda backend: cudaMallocHost(%zu): %s", size, cudaGetErrorString(err));
         }
         s->cap = size;
     }
@@ -260,8 +260,8 @@ static elastic_status cuda_upload(elastic_backend *base, elastic_buffer *b, size
         cuda_staging *s = NULL;
         ELASTIC_TRY(staging_get(be, chunk_of(size), &s));
         memcpy(s->host, (const char *)src + done, n);
-        CUDA_TRY(cudaMemcpyAsync((char *)b->ptr + offset + done, s->host, n,
-                                 cudaMemcpyHostToDevice, be->stream));
+        CUDA_TRY(cudaMemcpyAsync((char *)b->ptr + offset + done, s->host, n, cudaMemcpyHostToDevice,
+                                 be->stream));
         CUDA_TRY(cudaEventRecord(s->done, be->stream));
         done += n;
     }
@@ -274,7 +274,7 @@ static elastic_status cuda_synchronize(elastic_backend *base);
  * copies out, chunk by chunk, the next chunk's DMA overlapping this one's
  * copy to `dst`. */
 static elastic_status cuda_download(elastic_backend *base, const elastic_buffer *b, size_t offset,
-                                   void *dst, size_t size)
+                                    void *dst, size_t size)
 {
     cuda_backend *be = (cuda_backend *)base;
     if (offset > b->size || size > b->size - offset)
@@ -324,10 +324,9 @@ elastic_status elastic_cuda_scratch(cuda_backend *be, size_t size, void **out)
         if (err != cudaSuccess) {
             be->scratch = NULL;
             (void)cudaGetLastError();
-            return elastic_error(err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY
-                                                                  : ELASTIC_ERR_BACKEND,
-                                 "cuda backend: cudaMalloc(%zu) for scratch: %s", grown,
-                                 cudaGetErrorString(err));
+            return elastic_error(
+                err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY : ELASTIC_ERR_BACKEND,
+                "cuda backend: cudaMalloc(%zu) for scratch: %s", grown, cudaGetErrorString(err));
         }
         be->scratch_size = grown;
     }
@@ -382,13 +381,12 @@ const elastic_backend_iface elastic_cuda_backend_iface = {
     .init = cuda_init,
     .free = cuda_free,
     .describe = cuda_describe,
-    .supports_op = elastic_cuda_supports_op,
+    .kernels = elastic_cuda_op_table,
     .buffer_alloc = cuda_buffer_alloc,
     .buffer_wrap_host = NULL,
     .buffer_free = cuda_buffer_free,
     .buffer_host_ptr = cuda_buffer_host_ptr,
     .upload = cuda_upload,
     .download = cuda_download,
-    .compute = elastic_cuda_compute,
     .synchronize = cuda_synchronize,
 };

@@ -1,8 +1,10 @@
 /*
  * cuda_backend_internal.h - what the two halves of the CUDA backend share:
  * the backend and buffer structures, CUDA/cuBLAS error reporting, scratch
- * memory and the deferred index checks of GATHER. cuda_backend.c owns the
- * device, stream, buffers and transfers; cuda_ops.c maps nodes to kernels.
+ * memory, the deferred index checks of GATHER, and the op table.
+ * cuda_backend.c owns the device, stream, buffers and transfers; cuda_ops.c
+ * holds the op table: a launcher per op (and, where a kernel has limits, a
+ * fits check) mapping a node to a kernel of kernels_cu/ or to cuBLAS.
  */
 #ifndef ELASTIC_CUDA_BACKEND_INTERNAL_H
 #define ELASTIC_CUDA_BACKEND_INTERNAL_H
@@ -55,10 +57,10 @@ typedef struct cuda_backend {
 elastic_status elastic_cuda_fail(const char *call, cudaError_t err);
 elastic_status elastic_cuda_blas_fail(const char *call, cublasStatus_t st);
 
-#define CUDA_TRY(call)                                                                   \
-    do {                                                                                 \
-        cudaError_t cuda_err_ = (call);                                                  \
-        if (cuda_err_ != cudaSuccess) return elastic_cuda_fail(#call, cuda_err_);        \
+#define CUDA_TRY(call)                                                                             \
+    do {                                                                                           \
+        cudaError_t cuda_err_ = (call);                                                            \
+        if (cuda_err_ != cudaSuccess) return elastic_cuda_fail(#call, cuda_err_);                  \
     } while (0)
 
 /* Device scratch of at least `size` bytes (grown, after a synchronize, when
@@ -70,11 +72,8 @@ elastic_status elastic_cuda_scratch(cuda_backend *be, size_t size, void **out);
 elastic_status elastic_cuda_gather_slot(cuda_backend *be, const char *node, int64_t rows,
                                         unsigned long long **slot);
 
-/* The op table (cuda_ops.c). */
-int elastic_cuda_supports_op(const elastic_backend *backend, const elastic_graph *graph,
-                             const elastic_node *node);
-elastic_status elastic_cuda_compute(elastic_backend *backend, const elastic_node *node,
-                                    const elastic_tensor_ref *inputs,
-                                    const elastic_tensor_ref *outputs);
+/* The op table (cuda_ops.c), indexed by op; the ops it has no row for are
+ * unsupported. Its fits checks read only the node, never the device. */
+extern const elastic_op_kernel elastic_cuda_op_table[ELASTIC_OP_COUNT];
 
 #endif

@@ -1,8 +1,12 @@
 /*
- * cuda_ops.c - the CUDA backend's op table: which nodes it runs
- * (supports_op) and how each node maps to a kernel of kernels_cu/ or to
- * cuBLAS (compute). Mirrors backends/cpu/cpu_backend.c node for node; every
- * launch is queued on the backend's stream and its status checked.
+ * cuda_ops.c - the CUDA backend's op table (elastic_cuda_op_table): one
+ * launcher per op it runs, cuda_<op>, mapping a node to a kernel of
+ * kernels_cu/ or to cuBLAS, and, where a kernel has limits, cuda_<op>_fits
+ * saying which nodes are within them (the planner sends the others to the
+ * CPU or refuses). Launchers read their sizes from node->dims and
+ * node->params (derived once by core/graph/ops.c), queue the work on the
+ * backend's stream and return the launch's status; nothing asserts. Ops
+ * without a row (the training ops, for now) are unsupported.
  */
 #include "cuda_backend_internal.h"
 #include "elastic_cuda_kernels.h"
@@ -10,68 +14,16 @@
 
 #include <limits.h>
 
-static const elastic_tensor *node_input(const elastic_graph *g, const elastic_node *n, int i)
-{
-    return i < n->n_inputs && n->inputs[i] >= 0 ? &g->tensors[n->inputs[i]] : NULL;
-}
-
-int elastic_cuda_supports_op(const elastic_backend *backend, const elastic_graph *g,
-                             const elastic_node *node)
-{
-    (void)backend;
-    const elastic_tensor *a = node_input(g, node, 0), *b = node_input(g, node, 1);
-    if (!a) return 0;
-    switch (node->op) {
-    case ELASTIC_OP_GATHER:
-    case ELASTIC_OP_ADD:
-    case ELASTIC_OP_MASKED_MEAN:
-    case ELASTIC_OP_LAYER_NORM:
-    case ELASTIC_OP_GELU:
-        return 1;
-    case ELASTIC_OP_LINEAR: { /* cuBLAS takes int sizes */
-        int64_t k = a->shape[a->ndim - 1], m = k ? elastic_tensor_numel(a) / k : 0;
-        return b && m <= INT_MAX && k <= INT_MAX && b->shape[0] <= INT_MAX;
-    }
-    case ELASTIC_OP_ATTENTION:
-        return node->params.heads >= 1 &&
-               a->shape[2] / node->params.heads <= ELASTIC_CU_ATTENTION_MAX_HEAD;
-    case ELASTIC_OP_ATTENTION_PROBS: /* any head size */
-        return b && node->params.heads >= 1;
-    case ELASTIC_OP_ATTENTION_MIX: /* cuBLAS takes int sizes (the strides are 64-bit) */
-        return b && a->ndim == 4 && b->ndim == 3 && a->shape[1] >= 1 && a->shape[0] <= INT_MAX &&
-               a->shape[2] <= INT_MAX && a->shape[3] <= INT_MAX && b->shape[2] <= INT_MAX;
-    case ELASTIC_OP_PKM: {
-        const elastic_tensor *values = node_input(g, node, 2);
-        return b && values && elastic_cu_pkm_supported(2 * b->shape[2], b->shape[1],
-                                                       node->params.mem_topk);
-    }
-    case ELASTIC_OP_TOPK:
-        return elastic_cu_topk_supported(a->shape[1], node->params.top_k);
-    case ELASTIC_OP_COPY:
-        return elastic_dtype_size(a->dtype) == 4 && a->ndim <= 4;
-    default: break; /* no training ops yet */
-    }
-    return 0;
-}
-
 /* The device address of a bound tensor, or NULL for an absent input. */
 static void *dptr(const elastic_tensor_ref *r)
 {
     return r->buffer ? (char *)r->buffer->ptr + r->offset : NULL;
 }
 
-/* Input i if the node has it (an absent optional input has no buffer). */
-static const elastic_tensor_ref *optional(const elastic_node *node, const elastic_tensor_ref *in,
-                                          int i)
+/* Input i's address, NULL when the node leaves that optional input out. */
+static void *opt(const elastic_node *node, const elastic_tensor_ref *in, int i)
 {
-    return i < node->n_inputs && in[i].buffer ? &in[i] : NULL;
-}
-
-static int64_t numel(const elastic_tensor_ref *r)
-{
-    int64_t n = 1;
-    for (int i = 0; i < r->ndim; i++) n *= r->shape[i];
-    return n;
+    return i < node->n_inputs ? dptr(&in[i]) : NULL;
 }
 
 static elastic_status launched(const elastic_node *node, const char *kernel, cudaError_t err)
@@ -80,32 +32,137 @@ static elastic_status launched(const elastic_node *node, const char *kernel, cud
     (void)cudaGetLastError();
     return elastic_error(err == cudaErrorMemoryAllocation ? ELASTIC_ERR_NO_MEMORY
                                                           : ELASTIC_ERR_BACKEND,
-                         "cuda backend: %s for %s '%s': %s (%s)", kernel,
-                         elastic_op_name(node->op), node->name, cudaGetErrorString(err),
-                         cudaGetErrorName(err));
+                         "cuda backend: %s for %s '%s': %s (%s)", kernel, elastic_op_name(node->op),
+                         node->name, cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+static elastic_status too_large(const elastic_node *node)
+{
+    return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cuda backend: %s '%s': too large for cuBLAS",
+                         elastic_op_name(node->op), node->name);
+}
+
+/* A launcher's signature, and what every launcher starts with: its sizes,
+ * and the backend's device made current (runtime calls act on it). */
+#define CUDA_OP(name)                                                                              \
+    static elastic_status cuda_##name(elastic_backend *base, const elastic_node *node,             \
+                                      const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+#define CUDA_FITS(name)                                                                            \
+    static int cuda_##name##_fits(const elastic_backend *base, const elastic_node *node)
+#define CUDA_ARGS                                                                                  \
+    cuda_backend *be = (cuda_backend *)base;                                                       \
+    const elastic_node_dims *d = &node->dims;                                                      \
+    const elastic_op_params *p = &node->params;                                                    \
+    cudaStream_t s = be->stream;                                                                   \
+    (void)d, (void)p, (void)s, (void)in, (void)out;                                                \
+    CUDA_TRY(cudaSetDevice(be->device))
+
+/* Indices are checked on the device; a bad one is reported at the next
+ * synchronize (elastic_cuda_gather_slot). */
+CUDA_OP(gather)
+{
+    CUDA_ARGS;
+    unsigned long long *report;
+    ELASTIC_TRY(elastic_cuda_gather_slot(be, node->name, d->rows, &report));
+    return launched(node, "elastic_cu_gather",
+                    elastic_cu_gather(dptr(&in[0]), d->rows, d->cols, dptr(&in[1]), d->aux,
+                                      dptr(&out[0]), report, s));
+}
+
+CUDA_OP(add)
+{
+    CUDA_ARGS;
+    return launched(node, "elastic_cu_add",
+                    elastic_cu_add(dptr(&in[0]), dptr(&in[1]), dptr(&out[0]), d->numel, d->aux, s));
+}
+
+CUDA_OP(masked_mean)
+{
+    CUDA_ARGS;
+    return launched(node, "elastic_cu_masked_mean",
+                    elastic_cu_masked_mean(dptr(&in[0]), dptr(&in[1]), dptr(&out[0]), d->batch,
+                                           d->steps, d->width, s));
+}
+
+CUDA_OP(layer_norm)
+{
+    CUDA_ARGS;
+    return launched(node, "elastic_cu_layer_norm",
+                    elastic_cu_layer_norm(dptr(&in[0]), dptr(&in[1]), dptr(&in[2]), dptr(&out[0]),
+                                          d->rows, d->cols, p->eps, s));
+}
+
+/* cuBLAS takes int sizes. */
+CUDA_FITS(linear)
+{
+    (void)base;
+    const elastic_node_dims *d = &node->dims;
+    return d->m <= INT_MAX && d->n <= INT_MAX && d->k <= INT_MAX;
 }
 
 /* out[M,N] = x[M,K] W[N,K]^T (+ bias). cuBLAS is column-major: there the
  * row-major out is out^T [N,M] = W x^T, i.e. op(A) = W^T of the col-major
  * [K,N] view of W (lda K) times the col-major [K,M] view of x (ldb K). */
-static elastic_status linear(cuda_backend *be, const elastic_node *node,
-                             const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+CUDA_OP(linear)
 {
-    const elastic_tensor_ref *x = &in[0], *w = &in[1], *bias = optional(node, in, 2);
-    int64_t k = x->shape[x->ndim - 1], n = w->shape[0], m = k ? numel(x) / k : 0;
-    if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
-        return elastic_error(ELASTIC_ERR_UNSUPPORTED, "linear '%s': too large for cuBLAS",
-                             node->name);
-    if (!m || !n) return ELASTIC_OK;
+    CUDA_ARGS;
+    if (!cuda_linear_fits(base, node)) return too_large(node);
+    if (!d->m || !d->n) return ELASTIC_OK;
     const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t st =
-        cublasSgemm(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, dptr(w),
-                    (int)k, dptr(x), (int)k, &zero, dptr(&out[0]), (int)n);
+    cublasStatus_t st = cublasSgemm(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)d->n, (int)d->m,
+                                    (int)d->k, &one, dptr(&in[1]), (int)d->k, dptr(&in[0]),
+                                    (int)d->k, &zero, dptr(&out[0]), (int)d->n);
     if (st != CUBLAS_STATUS_SUCCESS) return elastic_cuda_blas_fail("cublasSgemm", st);
+    const void *bias = opt(node, in, 2);
     if (bias)
         return launched(node, "elastic_cu_bias",
-                        elastic_cu_bias(dptr(&out[0]), dptr(bias), m, n, be->stream));
+                        elastic_cu_bias(dptr(&out[0]), bias, d->m, d->n, s));
     return ELASTIC_OK;
+}
+
+CUDA_OP(gelu)
+{
+    CUDA_ARGS;
+    return launched(node, "elastic_cu_gelu",
+                    elastic_cu_gelu(dptr(&in[0]), dptr(&out[0]), d->numel, s));
+}
+
+/* The streaming kernel keeps a head's query and accumulator in registers. */
+CUDA_FITS(attention)
+{
+    (void)base;
+    return node->params.heads >= 1 && node->dims.head_size <= ELASTIC_CU_ATTENTION_MAX_HEAD;
+}
+
+CUDA_OP(attention)
+{
+    CUDA_ARGS;
+    size_t bytes = elastic_cu_attention_workspace(d->batch, d->nq, d->nk, d->width, p->heads,
+                                                  p->causal, be->sm_count);
+    void *ws;
+    ELASTIC_TRY(elastic_cuda_scratch(be, bytes, &ws));
+    return launched(node, "elastic_cu_attention",
+                    elastic_cu_attention(dptr(&in[0]), dptr(&in[1]), dptr(&in[2]), opt(node, in, 3),
+                                         dptr(&out[0]), d->batch, d->nq, d->nk, d->width, p->heads,
+                                         p->causal, ws, bytes, be->sm_count, s));
+}
+
+/* Any head size: one block per row of P. */
+CUDA_OP(attention_probs)
+{
+    CUDA_ARGS;
+    return launched(node, "elastic_cu_attention_probs",
+                    elastic_cu_attention_probs(dptr(&in[0]), dptr(&in[1]), opt(node, in, 2),
+                                               dptr(&out[0]), d->batch, d->nq, d->nk, d->width,
+                                               p->heads, p->causal, s));
+}
+
+/* cuBLAS takes int sizes (the batch strides are 64-bit). */
+CUDA_FITS(attention_mix)
+{
+    (void)base;
+    const elastic_node_dims *d = &node->dims;
+    return d->batch <= INT_MAX && d->nq <= INT_MAX && d->nk <= INT_MAX && d->width <= INT_MAX;
 }
 
 /* ATTENTION_MIX: out[b,i,head] = P[b,head,i,:] v[b,:,head] (head = the dh
@@ -115,116 +172,91 @@ static elastic_status linear(cuda_backend *be, const elastic_node *node,
  * col-major view of v[b]'s head columns (at v + head*dh, lda d) and B
  * [nk, nq] that of the row-major P[b, head] [nq, nk] (ldb nk): C(c, i) =
  * sum_j v[b,j,head*dh+c] P[b,head,i,j]. Every key is summed, zeros too. */
-static elastic_status attention_mix(cuda_backend *be, const elastic_node *node,
-                                    const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+CUDA_OP(attention_mix)
 {
-    const elastic_tensor_ref *pr = &in[0], *v = &in[1];
-    int64_t batch = pr->shape[0], heads = pr->shape[1], nq = pr->shape[2], nk = pr->shape[3];
-    int64_t d = v->shape[2], dh = heads > 0 ? d / heads : 0;
-    if (heads < 1 || d % heads)
-        return elastic_error(ELASTIC_ERR_SHAPE, "attention_mix '%s': width %lld over %lld heads",
-                             node->name, (long long)d, (long long)heads);
-    if (batch > INT_MAX || nq > INT_MAX || nk > INT_MAX || d > INT_MAX)
-        return elastic_error(ELASTIC_ERR_UNSUPPORTED, "attention_mix '%s': too large for cuBLAS",
-                             node->name);
-    if (!batch || !nq || !d) return ELASTIC_OK;
+    CUDA_ARGS;
+    if (!cuda_attention_mix_fits(base, node)) return too_large(node);
+    int64_t batch = d->batch, nq = d->nq, nk = d->nk, w = d->width;
+    if (!batch || !nq || !w) return ELASTIC_OK;
+    int64_t dh = d->head_size, heads = w / dh; /* w > 0, so dh >= 1 */
     float *y = dptr(&out[0]);
     if (!nk) /* no keys: sums of nothing */
         return launched(node, "cudaMemsetAsync",
-                        cudaMemsetAsync(y, 0, (size_t)(batch * nq * d) * sizeof(float),
-                                        be->stream));
+                        cudaMemsetAsync(y, 0, (size_t)(batch * nq * w) * sizeof(float), s));
     const float one = 1.0f, zero = 0.0f;
-    const float *p = dptr(pr), *vv = dptr(v);
+    const float *pr = dptr(&in[0]), *v = dptr(&in[1]);
     for (int64_t h = 0; h < heads; h++) {
         cublasStatus_t st = cublasSgemmStridedBatched(
-            be->cublas, CUBLAS_OP_N, CUBLAS_OP_N, (int)dh, (int)nq, (int)nk, &one, vv + h * dh,
-            (int)d, (long long)(nk * d), p + h * nq * nk, (int)nk, (long long)(heads * nq * nk),
-            &zero, y + h * dh, (int)d, (long long)(nq * d), (int)batch);
+            be->cublas, CUBLAS_OP_N, CUBLAS_OP_N, (int)dh, (int)nq, (int)nk, &one, v + h * dh,
+            (int)w, (long long)(nk * w), pr + h * nq * nk, (int)nk, (long long)(heads * nq * nk),
+            &zero, y + h * dh, (int)w, (long long)(nq * w), (int)batch);
         if (st != CUBLAS_STATUS_SUCCESS)
             return elastic_cuda_blas_fail("cublasSgemmStridedBatched", st);
     }
     return ELASTIC_OK;
 }
 
-elastic_status elastic_cuda_compute(elastic_backend *base, const elastic_node *node,
-                                    const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+/* The sub-key scores and the kept candidates live in shared memory. */
+CUDA_FITS(pkm)
 {
-    cuda_backend *be = (cuda_backend *)base;
-    cudaStream_t s = be->stream;
-    const elastic_tensor_ref *a = &in[0];
-    float *y = dptr(&out[0]);
-    int64_t last = a->shape[a->ndim - 1];
-    CUDA_TRY(cudaSetDevice(be->device));
-    switch (node->op) {
-    case ELASTIC_OP_GATHER: {
-        unsigned long long *report;
-        ELASTIC_TRY(elastic_cuda_gather_slot(be, node->name, a->shape[0], &report));
-        return launched(node, "elastic_cu_gather",
-                        elastic_cu_gather(dptr(a), a->shape[0], a->shape[1], dptr(&in[1]),
-                                          numel(&in[1]), y, report, s));
-    }
-    case ELASTIC_OP_ADD:
-        return launched(node, "elastic_cu_add",
-                        elastic_cu_add(dptr(a), dptr(&in[1]), y, numel(a), numel(&in[1]), s));
-    case ELASTIC_OP_MASKED_MEAN:
-        return launched(node, "elastic_cu_masked_mean",
-                        elastic_cu_masked_mean(dptr(a), dptr(&in[1]), y, a->shape[0], a->shape[1],
-                                               a->shape[2], s));
-    case ELASTIC_OP_LAYER_NORM:
-        return launched(node, "elastic_cu_layer_norm",
-                        elastic_cu_layer_norm(dptr(a), dptr(&in[1]), dptr(&in[2]), y,
-                                              last ? numel(a) / last : 0, last, node->params.eps,
-                                              s));
-    case ELASTIC_OP_LINEAR:
-        return linear(be, node, in, out);
-    case ELASTIC_OP_GELU:
-        return launched(node, "elastic_cu_gelu", elastic_cu_gelu(dptr(a), y, numel(a), s));
-    case ELASTIC_OP_ATTENTION: {
-        const elastic_tensor_ref *key_len = optional(node, in, 3);
-        int64_t batch = a->shape[0], nq = a->shape[1], nk = in[1].shape[1], d = a->shape[2];
-        int heads = node->params.heads, causal = node->params.causal;
-        size_t bytes =
-            elastic_cu_attention_workspace(batch, nq, nk, d, heads, causal, be->sm_count);
-        void *ws;
-        ELASTIC_TRY(elastic_cuda_scratch(be, bytes, &ws));
-        return launched(node, "elastic_cu_attention",
-                        elastic_cu_attention(dptr(a), dptr(&in[1]), dptr(&in[2]),
-                                             key_len ? dptr(key_len) : NULL, y, batch, nq, nk, d,
-                                             heads, causal, ws, bytes, be->sm_count, s));
-    }
-    case ELASTIC_OP_ATTENTION_PROBS: {
-        const elastic_tensor_ref *key_len = optional(node, in, 2);
-        return launched(node, "elastic_cu_attention_probs",
-                        elastic_cu_attention_probs(dptr(a), dptr(&in[1]),
-                                                   key_len ? dptr(key_len) : NULL, y, a->shape[0],
-                                                   a->shape[1], in[1].shape[1], a->shape[2],
-                                                   node->params.heads, node->params.causal, s));
-    }
-    case ELASTIC_OP_ATTENTION_MIX:
-        return attention_mix(be, node, in, out);
-    case ELASTIC_OP_PKM:
-        return launched(node, "elastic_cu_pkm",
-                        elastic_cu_pkm(dptr(a), dptr(&in[1]), dptr(&in[2]), y, a->shape[0],
-                                       node->params.experts, 2 * in[1].shape[2], in[1].shape[1],
-                                       node->params.mem_topk, in[2].shape[1], s));
-    case ELASTIC_OP_TOPK: {
-        const elastic_tensor_ref *ex = optional(node, in, 1);
-        int64_t batch = a->shape[0], items = a->shape[1];
-        size_t bytes = ex ? elastic_cu_topk_workspace(batch, items) : 0;
-        void *ws;
-        ELASTIC_TRY(elastic_cuda_scratch(be, bytes, &ws));
-        return launched(node, "elastic_cu_topk",
-                        elastic_cu_topk(dptr(a), ex ? dptr(ex) : NULL, ex ? ex->shape[1] : 0,
-                                        dptr(&out[0]), dptr(&out[1]), batch, items,
-                                        node->params.top_k, ws, bytes, s));
-    }
-    case ELASTIC_OP_COPY:
-        if (elastic_dtype_size(a->dtype) != 4)
-            return elastic_error(ELASTIC_ERR_UNSUPPORTED, "copy '%s': element size %zu",
-                                 node->name, elastic_dtype_size(a->dtype));
-        return launched(node, "elastic_cu_copy",
-                        elastic_cu_copy(dptr(a), a->shape, a->strides, a->ndim, dptr(&out[0]), s));
-    default: break;
-    }
-    return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cuda backend: unknown op %d", (int)node->op);
+    (void)base;
+    return elastic_cu_pkm_supported(node->dims.pkm_c, node->dims.pkm_m, node->params.mem_topk);
 }
+
+CUDA_OP(pkm)
+{
+    CUDA_ARGS;
+    return launched(node, "elastic_cu_pkm",
+                    elastic_cu_pkm(dptr(&in[0]), dptr(&in[1]), dptr(&in[2]), dptr(&out[0]),
+                                   d->batch, p->experts, d->pkm_c, d->pkm_m, p->mem_topk, d->width,
+                                   s));
+}
+
+/* K up to ELASTIC_CU_TOPK_MAX_K, or any K when the row fits the block. */
+CUDA_FITS(topk)
+{
+    (void)base;
+    return elastic_cu_topk_supported(node->dims.items, node->params.top_k);
+}
+
+/* Exclusions (d->aux per row, 0 = none) become bitmaps in scratch memory. */
+CUDA_OP(topk)
+{
+    CUDA_ARGS;
+    const int32_t *ex = d->aux ? opt(node, in, 1) : NULL;
+    size_t bytes = ex ? elastic_cu_topk_workspace(d->batch, d->items) : 0;
+    void *ws;
+    ELASTIC_TRY(elastic_cuda_scratch(be, bytes, &ws));
+    return launched(node, "elastic_cu_topk",
+                    elastic_cu_topk(dptr(&in[0]), ex, d->aux, dptr(&out[0]), dptr(&out[1]),
+                                    d->batch, d->items, p->top_k, ws, bytes, s));
+}
+
+/* Any view of up to 4 dims; the strides are the bound input's. */
+CUDA_OP(copy)
+{
+    CUDA_ARGS;
+    const elastic_tensor_ref *a = &in[0];
+    if (elastic_dtype_size(a->dtype) != 4)
+        return elastic_error(ELASTIC_ERR_UNSUPPORTED, "cuda backend: copy '%s': element size %zu",
+                             node->name, elastic_dtype_size(a->dtype));
+    return launched(node, "elastic_cu_copy",
+                    elastic_cu_copy(dptr(a), a->shape, a->strides, a->ndim, dptr(&out[0]), s));
+}
+
+/* The inference ops; the training ops have no row (the CPU runs them when
+ * fallback is allowed). */
+const elastic_op_kernel elastic_cuda_op_table[ELASTIC_OP_COUNT] = {
+    [ELASTIC_OP_GATHER] = {cuda_gather, NULL},
+    [ELASTIC_OP_ADD] = {cuda_add, NULL},
+    [ELASTIC_OP_MASKED_MEAN] = {cuda_masked_mean, NULL},
+    [ELASTIC_OP_LAYER_NORM] = {cuda_layer_norm, NULL},
+    [ELASTIC_OP_LINEAR] = {cuda_linear, cuda_linear_fits},
+    [ELASTIC_OP_GELU] = {cuda_gelu, NULL},
+    [ELASTIC_OP_ATTENTION] = {cuda_attention, cuda_attention_fits},
+    [ELASTIC_OP_ATTENTION_PROBS] = {cuda_attention_probs, NULL},
+    [ELASTIC_OP_ATTENTION_MIX] = {cuda_attention_mix, cuda_attention_mix_fits},
+    [ELASTIC_OP_PKM] = {cuda_pkm, cuda_pkm_fits},
+    [ELASTIC_OP_TOPK] = {cuda_topk, cuda_topk_fits},
+    [ELASTIC_OP_COPY] = {cuda_copy, NULL},
+};
