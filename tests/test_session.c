@@ -18,7 +18,9 @@
 #include <cmocka.h>
 #include <math.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "elastic.h"
 #include "test_util.h"
@@ -190,6 +192,59 @@ static void test_missing_backends(void **state)
     }
     elastic_backend_info info;
     assert_int_equal(elastic_backend_get_info(99, &info), ELASTIC_ERR_INVALID_ARG);
+    elastic_model_free(m);
+}
+
+/* OpenCL's backend options, where an OpenCL device exists: an unknown key,
+ * a device name that matches nothing, and a device and cache chosen by name
+ * (the cache directory gets the compiled program). */
+static void test_opencl_options(void **state)
+{
+    (void)state;
+    elastic_backend_info info = {0};
+    for (int i = 0; i < elastic_backend_count(); i++) {
+        assert_int_equal(elastic_backend_get_info(i, &info), ELASTIC_OK);
+        if (!strcmp(info.name, "opencl")) break;
+    }
+    if (!info.available) {
+        printf("# skipped: no OpenCL device (%s)\n", info.description);
+        return;
+    }
+    elastic_model *m = make_model(ELASTIC_MODEL_KIND_ELASTIC, 1);
+    elastic_session_options o;
+    elastic_session_options_default(&o);
+    o.backend = "opencl";
+    elastic_session *s = NULL;
+    o.backend_options = "opencl.colour=blue";
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
+    assert_non_null(strstr(elastic_last_error(), "opencl.device, opencl.cache_dir"));
+    o.backend_options = "opencl.device=no such device anywhere";
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_BACKEND);
+    assert_non_null(strstr(elastic_last_error(), "matches no device"));
+    assert_null(s);
+    char dir[] = "/tmp/elastic-test-cache-XXXXXX", opts[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(opts, sizeof opts, "opencl.device=0,opencl.cache_dir=%s,cpu.isa=reference", dir);
+    o.backend_options = opts;
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);
+    int32_t items[3] = {1, 2, 3};
+    int64_t offsets[2] = {0, 3};
+    float hu[D];
+    assert_int_equal(elastic_session_user_vectors(s, items, offsets, 1, hu), ELASTIC_OK);
+    elastic_session_free(s);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int files = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') {
+            char path[512];
+            snprintf(path, sizeof path, "%s/%.256s", dir, e->d_name);
+            remove(path);
+            files++;
+        }
+    closedir(d);
+    rmdir(dir);
+    assert_int_equal(files, 1); /* the program, cached where asked */
     elastic_model_free(m);
 }
 
@@ -432,6 +487,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_misuse),
         cmocka_unit_test(test_missing_backends),
+        cmocka_unit_test(test_opencl_options),
         cmocka_unit_test(test_batch_equals_single),
         cmocka_unit_test(test_reads_last_n_excludes_all),
         cmocka_unit_test(test_scores_and_topk),

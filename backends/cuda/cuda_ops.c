@@ -178,7 +178,7 @@ CUDA_OP(attention_mix)
     if (!cuda_attention_mix_fits(base, node)) return too_large(node);
     int64_t batch = d->batch, nq = d->nq, nk = d->nk, w = d->width;
     if (!batch || !nq || !w) return ELASTIC_OK;
-    int64_t dh = d->head_size, heads = w / dh; /* w > 0, so dh >= 1 */
+    int64_t dh = d->head_size, heads = d->heads;
     float *y = dptr(&out[0]);
     if (!nk) /* no keys: sums of nothing */
         return launched(node, "cudaMemsetAsync",

@@ -23,6 +23,7 @@
 #include "runtime/backend.h"
 #include "base/error.h"
 #include "opencl_program.h"
+#include "runtime/backend_options.h"
 
 #define MAX_HEAD 256 /* ELASTIC_MAX_HEAD in elastic_common.cl */
 #define MAX_TOPT 64  /* ELASTIC_MAX_TOPT */
@@ -64,6 +65,7 @@ typedef struct cl_backend {
     cl_mem scratch; /* top-K marks, GEMM temp */
     size_t scratch_size;
     int fp64;
+    char cache_dir[1024]; /* opencl.cache_dir; "" = the default place */
     char description[256];
 } cl_backend;
 
@@ -150,18 +152,29 @@ static elastic_status cl_init(elastic_backend **out, const elastic_session_optio
     if (l.n == 0)
         return elastic_error(ELASTIC_ERR_BACKEND, "opencl: no OpenCL platform or device (%s)",
                              l.err != CL_SUCCESS ? elastic_cl_error_name(l.err) : "no devices");
-    int index = o->device;
+    static const char *const keys[] = {"device", "cache_dir", NULL};
+    ELASTIC_TRY(elastic_backend_options_check(o->backend_options, "opencl", keys));
+    /* The device: opencl.device (an index or part of a name), else the
+     * ELASTIC_OPENCL_DEVICE environment variable, else options->device. */
+    char want[256], cache_dir[1024] = "";
+    int found = 0, found_dir = 0;
+    ELASTIC_TRY(
+        elastic_backend_option(o->backend_options, "opencl", "device", want, sizeof want, &found));
+    ELASTIC_TRY(elastic_backend_option(o->backend_options, "opencl", "cache_dir", cache_dir,
+                                       sizeof cache_dir, &found_dir));
     const char *env = getenv("ELASTIC_OPENCL_DEVICE");
-    if (env && *env) {
+    const char *pick = found ? want : env && *env ? env : NULL;
+    int index = o->device;
+    if (pick) {
         char *end;
-        long v = strtol(env, &end, 10);
+        long v = strtol(pick, &end, 10);
         index = -1;
-        if (!*end && end != env) index = (int)v;
+        if (!*end && end != pick) index = (int)v;
         for (int i = 0; index < 0 && i < l.n; i++)
-            if (contains_ci(l.names[i], env)) index = i;
+            if (contains_ci(l.names[i], pick)) index = i;
         if (index < 0)
-            return elastic_error(ELASTIC_ERR_BACKEND,
-                                 "opencl: ELASTIC_OPENCL_DEVICE='%s' matches no device", env);
+            return elastic_error(ELASTIC_ERR_BACKEND, "opencl: %s '%s' matches no device",
+                                 found ? "opencl.device" : "ELASTIC_OPENCL_DEVICE", pick);
     }
     if (index < 0 || index >= l.n)
         return elastic_error(ELASTIC_ERR_BACKEND, "opencl: device %d does not exist (%d found)",
@@ -171,6 +184,7 @@ static elastic_status cl_init(elastic_backend **out, const elastic_session_optio
     be->base.iface = &elastic_opencl_backend_iface;
     be->base.alignment = 64; /* tensors are passed as buffer + element offset */
     be->device = l.ids[index];
+    snprintf(be->cache_dir, sizeof be->cache_dir, "%s", cache_dir);
     cl_int err;
     be->context = clCreateContext(NULL, 1, &be->device, NULL, NULL, &err);
     if (err == CL_SUCCESS) be->queue = clCreateCommandQueue(be->context, be->device, 0, &err);
@@ -258,7 +272,8 @@ static elastic_status ensure_program(cl_backend *be)
     if (be->program) return ELASTIC_OK;
     const char *options = be->fp64 ? "-cl-std=CL1.2 -DELASTIC_FP64" : "-cl-std=CL1.2";
     int cached;
-    ELASTIC_TRY(elastic_cl_program_build(be->context, be->device, options, &be->program, &cached));
+    ELASTIC_TRY(elastic_cl_program_build(be->context, be->device, options, be->cache_dir,
+                                         &be->program, &cached));
     for (int k = 0; k < K_COUNT; k++) {
         cl_int err;
         be->kernels[k] = clCreateKernel(be->program, kernel_names[k], &err);
@@ -520,7 +535,7 @@ CL_OP(attention_mix) /* one work-item per output element */
     arg_tensor(&a, &in[1]);
     arg_tensor(&a, &out[0]);
     arg_long(&a, d->batch);
-    arg_long(&a, d->head_size ? d->width / d->head_size : 0); /* heads; width 0: no work */
+    arg_long(&a, d->heads);
     arg_long(&a, d->nq);
     arg_long(&a, d->nk);
     arg_long(&a, d->width);

@@ -62,13 +62,16 @@ static void device_string(cl_device_id dev, cl_device_info what, char *buf, size
 }
 
 /* The cache file for this build, or "" when no cache directory is usable. */
-static void cache_path(cl_device_id dev, const char *options, char *path, size_t size)
+static void cache_path(cl_device_id dev, const char *options, const char *cache_dir, char *path,
+                       size_t size)
 {
     char dir[1024];
     const char *env = getenv("ELASTIC_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"),
                *home = getenv("HOME");
     path[0] = '\0';
-    if (env && *env)
+    if (cache_dir && *cache_dir)
+        snprintf(dir, sizeof dir, "%s", cache_dir);
+    else if (env && *env)
         snprintf(dir, sizeof dir, "%s", env);
     else if (xdg && *xdg)
         snprintf(dir, sizeof dir, "%s/elastic", xdg);
@@ -160,10 +163,11 @@ static void store_cached(cl_program p, const char *path)
 }
 
 elastic_status elastic_cl_program_build(cl_context ctx, cl_device_id dev, const char *options,
+                                        const char *cache_dir,
                                         cl_program *program, int *cached)
 {
     char path[1100];
-    cache_path(dev, options, path, sizeof path);
+    cache_path(dev, options, cache_dir, path, sizeof path);
     *cached = 0;
     if (load_cached(ctx, dev, path, options, program) == 0) {
         *cached = 1;

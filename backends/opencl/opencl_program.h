@@ -16,10 +16,12 @@
 extern const char *const elastic_cl_sources[];
 extern const int elastic_cl_source_count;
 
-/* Builds (or loads from the disk cache) the program for one device. *cached
- * tells whether the binary came from the cache. */
+/* Builds (or loads from the disk cache) the program for one device. The
+ * cache lives in cache_dir when it is not empty, else in $ELASTIC_CACHE_DIR,
+ * $XDG_CACHE_HOME/elastic or ~/.cache/elastic. *cached tells whether the
+ * binary came from the cache. */
 elastic_status elastic_cl_program_build(cl_context context, cl_device_id device,
-                                        const char *options, cl_program *program, int *cached);
+                                        const char *options, const char *cache_dir, cl_program *program, int *cached);
 
 /* A short name for an OpenCL error code. */
 const char *elastic_cl_error_name(cl_int err);
