@@ -34,7 +34,8 @@ static elastic_op_kernel plan_ops[ELASTIC_OP_COUNT];
 
 static void plan_ops_init(void)
 {
-    for (int op = 0; op < ELASTIC_OP_COUNT; op++) plan_ops[op].run = plan_run;
+    for (int op = 0; op < ELASTIC_OP_COUNT; op++)
+        plan_ops[op].run = plan_run;
 }
 
 static const char *describe(const elastic_backend *be)

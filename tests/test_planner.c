@@ -62,8 +62,8 @@ static elastic_model *small_model(elastic_model_kind kind)
 
 static void build(const elastic_model *m, elastic_graph *g, elastic_build_io *io)
 {
-    elastic_build_shape shape = {.batch = 3, .len = 16, .n_exclude = 20, .top_k = 5,
-                                 .output = ELASTIC_BUILD_OUTPUT_TOPK};
+    elastic_build_shape shape = {
+        .batch = 3, .len = 16, .n_exclude = 20, .top_k = 5, .output = ELASTIC_BUILD_OUTPUT_TOPK};
     elastic_graph_init(g);
     assert_int_equal(elastic_build_forward(m, &shape, g, io), ELASTIC_OK);
 }
@@ -202,7 +202,8 @@ static void test_fallback(void **state)
     elastic_plan_print(&g, &p, f);
     fclose(f);
     int marks = 0;
-    for (const char *s = text; (s = strstr(s, "[fallback to cpu]")); s++) marks++;
+    for (const char *s = text; (s = strstr(s, "[fallback to cpu]")); s++)
+        marks++;
     assert_int_equal(marks, expected);
     free(text);
     elastic_plan_free(&p);

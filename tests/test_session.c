@@ -77,7 +77,8 @@ static const int lens[B] = {1, 2, 5, N, N + 7, 3 * N};
 static void make_batch(int32_t **items, int64_t *offsets, uint64_t seed)
 {
     offsets[0] = 0;
-    for (int b = 0; b < B; b++) offsets[b + 1] = offsets[b] + lens[b];
+    for (int b = 0; b < B; b++)
+        offsets[b + 1] = offsets[b] + lens[b];
     *items = malloc(sizeof **items * (size_t)offsets[B]);
     tu_fill_int(*items, (size_t)offsets[B], seed, 7, 1, I);
 }
@@ -105,9 +106,9 @@ static void test_misuse(void **state)
     o.num_threads = 0;
     /* Backend options: unknown values and keys, malformed pairs, unknown
      * backends, a trailing comma, and a struct of another size. */
-    static const char *const bad_options[] = {
-        "cpu.isa=sse9", "cpu.colour=blue", "cpu.isa", "isa=avx2", "gpu.isa=avx2", "cpu.isa=generic,",
-        "cpu.=1", ".isa=1", "cpu.isa="};
+    static const char *const bad_options[] = {"cpu.isa=sse9", "cpu.colour=blue", "cpu.isa",
+                                              "isa=avx2",     "gpu.isa=avx2",    "cpu.isa=generic,",
+                                              "cpu.=1",       ".isa=1",          "cpu.isa="};
     for (size_t i = 0; i < sizeof bad_options / sizeof *bad_options; i++) {
         o.backend_options = bad_options[i];
         assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_ERR_INVALID_ARG);
@@ -296,9 +297,11 @@ static void test_reads_last_n_excludes_all(void **state)
     float vals[I];
     assert_int_equal(elastic_session_recommend(s, h, full, 1, I, 1, ids, vals), ELASTIC_OK);
     int seen[I + 1] = {0};
-    for (int i = 0; i < 3 * N; i++) seen[h[i]] = 1;
+    for (int i = 0; i < 3 * N; i++)
+        seen[h[i]] = 1;
     int distinct = 0;
-    for (int v = 1; v <= I; v++) distinct += seen[v];
+    for (int v = 1; v <= I; v++)
+        distinct += seen[v];
     for (int r = 0; r < I; r++) {
         if (r < I - distinct) {
             assert_true(ids[r] >= 1 && ids[r] <= I);
@@ -310,7 +313,8 @@ static void test_reads_last_n_excludes_all(void **state)
     }
     /* Without exclusion every item is ranked. */
     assert_int_equal(elastic_session_recommend(s, h, full, 1, I, 0, ids, vals), ELASTIC_OK);
-    for (int r = 0; r < I; r++) assert_true(ids[r] >= 1);
+    for (int r = 0; r < I; r++)
+        assert_true(ids[r] >= 1);
     elastic_session_free(s);
     elastic_model_free(m);
 }
@@ -347,14 +351,17 @@ static void test_scores_and_topk(void **state)
             int id = ids[b * K + r];
             assert_true(id >= 1 && id <= I);
             assert_true(vals[b * K + r] == sc[b * I + id - 1]);
-            for (int64_t i = offsets[b]; i < offsets[b + 1]; i++) assert_int_not_equal(id, items[i]);
+            for (int64_t i = offsets[b]; i < offsets[b + 1]; i++)
+                assert_int_not_equal(id, items[i]);
             if (r > 0) assert_true(vals[b * K + r - 1] >= vals[b * K + r]);
         }
         /* Nothing left out of the list scores higher than its last entry. */
         for (int v = 1; v <= I; v++) {
             int listed = 0, in_history = 0;
-            for (int r = 0; r < K; r++) listed |= ids[b * K + r] == v;
-            for (int64_t i = offsets[b]; i < offsets[b + 1]; i++) in_history |= items[i] == v;
+            for (int r = 0; r < K; r++)
+                listed |= ids[b * K + r] == v;
+            for (int64_t i = offsets[b]; i < offsets[b + 1]; i++)
+                in_history |= items[i] == v;
             if (!listed && !in_history) assert_true(sc[b * I + v - 1] <= vals[b * K + K - 1]);
         }
     }

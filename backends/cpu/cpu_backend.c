@@ -57,7 +57,8 @@ static elastic_status cpu_init(elastic_backend **out, const elastic_session_opti
     } else {
         static const char *const names[] = {"best", "generic", "avx2", "avx512"};
         int i = 0;
-        while (i < 4 && strcmp(isa, names[i])) i++;
+        while (i < 4 && strcmp(isa, names[i]))
+            i++;
         if (i == 4)
             return elastic_error(ELASTIC_ERR_INVALID_ARG,
                                  "cpu backend: unknown cpu.isa '%s' (best, generic, avx2, avx512, "
@@ -74,8 +75,7 @@ static elastic_status cpu_init(elastic_backend **out, const elastic_session_opti
     be->base.alignment = 64;
     be->k = k;
     be->threads = o->num_threads > 0 ? o->num_threads : omp_get_max_threads();
-    snprintf(be->description, sizeof be->description, "cpu (%s, %d threads)", k->isa,
-             be->threads);
+    snprintf(be->description, sizeof be->description, "cpu (%s, %d threads)", k->isa, be->threads);
     *out = &be->base;
     return ELASTIC_OK;
 }
@@ -161,7 +161,8 @@ static void *ptr(const elastic_tensor_ref *r)
 static int64_t numel(const elastic_tensor_ref *r)
 {
     int64_t n = 1;
-    for (int i = 0; i < r->ndim; i++) n *= r->shape[i];
+    for (int i = 0; i < r->ndim; i++)
+        n *= r->shape[i];
     return n;
 }
 
@@ -197,16 +198,15 @@ static elastic_status check_indices(const elastic_node *node, const int32_t *idx
 /* One function per op, named cpu_<op> after ops.def: the table below is
  * generated from that list, so an op without a CPU kernel does not build.
  * Each reads its sizes from node->dims (ops.c). */
-#define CPU_OP(name)                                                                           \
-    static elastic_status cpu_##name(elastic_backend *base, const elastic_node *node,        \
-                                     const elastic_tensor_ref *in,                             \
-                                     const elastic_tensor_ref *out)
-#define CPU_ARGS                                                                               \
-    cpu_backend *be = (cpu_backend *)base;                                                     \
-    const elastic_cpu_kernels *k = be->k;                                                      \
-    const elastic_node_dims *d = &node->dims;                                                  \
-    const elastic_op_params *p = &node->params;                                                \
-    int th = be->threads;                                                                      \
+#define CPU_OP(name)                                                                               \
+    static elastic_status cpu_##name(elastic_backend *base, const elastic_node *node,              \
+                                     const elastic_tensor_ref *in, const elastic_tensor_ref *out)
+#define CPU_ARGS                                                                                   \
+    cpu_backend *be = (cpu_backend *)base;                                                         \
+    const elastic_cpu_kernels *k = be->k;                                                          \
+    const elastic_node_dims *d = &node->dims;                                                      \
+    const elastic_op_params *p = &node->params;                                                    \
+    int th = be->threads;                                                                          \
     (void)k, (void)d, (void)p, (void)th, (void)in, (void)out
 
 /* An optional input: NULL when absent. */
@@ -399,7 +399,8 @@ CPU_OP(view_grad)
 
 /* Every op of ops.def, in its order: the CPU runs them all. */
 static const elastic_op_kernel cpu_op_table[] = {
-#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary) [ELASTIC_OP_##ENUM] = {cpu_##name, NULL},
+#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary)                                     \
+    [ELASTIC_OP_##ENUM] = {cpu_##name, NULL},
 #include "graph/ops.def"
 #undef ELASTIC_OP
 };

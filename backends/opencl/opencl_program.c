@@ -45,7 +45,8 @@ const char *elastic_cl_error_name(cl_int err)
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
     return h;
 }
 
@@ -89,7 +90,8 @@ static void cache_path(cl_device_id dev, const char *options, const char *cache_
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return;
     uint64_t h = 0xcbf29ce484222325ULL;
-    for (int i = 0; i < elastic_cl_source_count; i++) h = hash_str(h, elastic_cl_sources[i]);
+    for (int i = 0; i < elastic_cl_source_count; i++)
+        h = hash_str(h, elastic_cl_sources[i]);
     h = hash_str(h, options);
     char s[256];
     cl_device_info infos[] = {CL_DEVICE_NAME, CL_DEVICE_VENDOR, CL_DRIVER_VERSION,
@@ -143,8 +145,8 @@ static int load_cached(cl_context ctx, cl_device_id dev, const char *path, const
 static void store_cached(cl_program p, const char *path)
 {
     size_t size = 0;
-    if (!path[0] || clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) !=
-                         CL_SUCCESS ||
+    if (!path[0] ||
+        clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS ||
         size == 0)
         return;
     unsigned char *bin = malloc(size);
@@ -163,8 +165,7 @@ static void store_cached(cl_program p, const char *path)
 }
 
 elastic_status elastic_cl_program_build(cl_context ctx, cl_device_id dev, const char *options,
-                                        const char *cache_dir,
-                                        cl_program *program, int *cached)
+                                        const char *cache_dir, cl_program *program, int *cached)
 {
     char path[1100];
     cache_path(dev, options, cache_dir, path, sizeof path);

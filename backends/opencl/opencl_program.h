@@ -21,7 +21,8 @@ extern const int elastic_cl_source_count;
  * $XDG_CACHE_HOME/elastic or ~/.cache/elastic. *cached tells whether the
  * binary came from the cache. */
 elastic_status elastic_cl_program_build(cl_context context, cl_device_id device,
-                                        const char *options, const char *cache_dir, cl_program *program, int *cached);
+                                        const char *options, const char *cache_dir,
+                                        cl_program *program, int *cached);
 
 /* A short name for an OpenCL error code. */
 const char *elastic_cl_error_name(cl_int err);

@@ -32,7 +32,8 @@ size_t elastic_dtype_size(elastic_dtype dtype)
 int64_t elastic_tensor_numel(const elastic_tensor *t)
 {
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
     return n;
 }
 
@@ -77,8 +78,8 @@ static int new_tensor(elastic_graph *g, const char *name, elastic_dtype dtype,
 {
     if (g->status != ELASTIC_OK) return -1;
     if (ndim < 1 || ndim > ELASTIC_MAX_DIMS)
-        return fail(g, elastic_error(ELASTIC_ERR_SHAPE, "tensor '%s': rank %d outside 1..%d",
-                                     name, ndim, ELASTIC_MAX_DIMS));
+        return fail(g, elastic_error(ELASTIC_ERR_SHAPE, "tensor '%s': rank %d outside 1..%d", name,
+                                     ndim, ELASTIC_MAX_DIMS));
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 1)
             return fail(g, elastic_error(ELASTIC_ERR_SHAPE, "tensor '%s': dimension %d is %lld",
@@ -127,8 +128,8 @@ int elastic_graph_view(elastic_graph *g, int src, int ndim, const int64_t *shape
     const elastic_tensor *s = &g->tensors[src];
     if (s->kind == ELASTIC_TENSOR_KIND_VIEW) {
         if (!elastic_tensor_is_contiguous(s))
-            return fail(g, elastic_error(ELASTIC_ERR_INTERNAL,
-                                         "view of non-contiguous view '%s'", s->name));
+            return fail(g, elastic_error(ELASTIC_ERR_INTERNAL, "view of non-contiguous view '%s'",
+                                         s->name));
         offset += s->view_offset;
         src = s->view_src;
     }
@@ -143,10 +144,11 @@ int elastic_graph_view(elastic_graph *g, int src, int ndim, const int64_t *shape
     t->view_offset = offset;
     /* The furthest element must lie inside the viewed tensor. */
     int64_t last = offset;
-    for (int i = 0; i < ndim; i++) last += (shape[i] - 1) * t->strides[i];
+    for (int i = 0; i < ndim; i++)
+        last += (shape[i] - 1) * t->strides[i];
     if (offset < 0 || last >= elastic_tensor_numel(base))
-        return fail(g, elastic_error(ELASTIC_ERR_SHAPE, "view of '%s' reaches outside it",
-                                     base->name));
+        return fail(
+            g, elastic_error(ELASTIC_ERR_SHAPE, "view of '%s' reaches outside it", base->name));
     t->host_data = base->host_data;
     return id;
 }
@@ -159,8 +161,8 @@ int elastic_graph_node(elastic_graph *g, elastic_op op, const int *inputs, int n
         return fail(g, elastic_error(ELASTIC_ERR_INTERNAL, "%s: %d inputs", name, n_inputs));
     for (int i = 0; i < n_inputs; i++)
         if (inputs[i] < -1 || inputs[i] >= g->n_tensors)
-            return fail(g, elastic_error(ELASTIC_ERR_INTERNAL, "%s: input %d is not a tensor",
-                                         name, i));
+            return fail(
+                g, elastic_error(ELASTIC_ERR_INTERNAL, "%s: input %d is not a tensor", name, i));
     elastic_node node;
     memset(&node, 0, sizeof node);
     node.op = op;
@@ -185,8 +187,8 @@ int elastic_graph_node(elastic_graph *g, elastic_op op, const int *inputs, int n
     for (int o = 0; o < n_outputs; o++) {
         char oname[64];
         snprintf(oname, sizeof oname, n_outputs > 1 ? "%.56s.%d" : "%.56s", name, o);
-        int id = new_tensor(g, oname, outs[o].dtype, ELASTIC_TENSOR_KIND_INTERMEDIATE,
-                            outs[o].ndim, outs[o].shape);
+        int id = new_tensor(g, oname, outs[o].dtype, ELASTIC_TENSOR_KIND_INTERMEDIATE, outs[o].ndim,
+                            outs[o].shape);
         if (id < 0) return -1;
         g->tensors[id].producer = g->n_nodes;
         node.outputs[o] = id;

@@ -63,16 +63,16 @@ typedef enum elastic_op_phase {
 } elastic_op_phase;
 
 typedef struct elastic_op_params {
-    float eps;      /* LAYER_NORM */
-    int heads;      /* ATTENTION, ATTENTION_PROBS */
-    int causal;     /* ATTENTION, ATTENTION_PROBS: query r sees keys r' >= r only (recency order) */
-    int experts;    /* PKM: k */
-    int mem_topk;   /* PKM: t */
-    int top_k;      /* TOPK: K */
-    float dropout;  /* DROPOUT: probability p of zeroing an element */
-    uint64_t seed;  /* DROPOUT: the mask is a function of (seed, element index) */
-    int keep;       /* SUM_ROWS: trailing dims kept */
-    int64_t rows;   /* GATHER_GRAD: rows of the table; MASKED_MEAN_GRAD: n */
+    float eps;     /* LAYER_NORM */
+    int heads;     /* ATTENTION, ATTENTION_PROBS */
+    int causal;    /* ATTENTION, ATTENTION_PROBS: query r sees keys r' >= r only (recency order) */
+    int experts;   /* PKM: k */
+    int mem_topk;  /* PKM: t */
+    int top_k;     /* TOPK: K */
+    float dropout; /* DROPOUT: probability p of zeroing an element */
+    uint64_t seed; /* DROPOUT: the mask is a function of (seed, element index) */
+    int keep;      /* SUM_ROWS: trailing dims kept */
+    int64_t rows;  /* GATHER_GRAD: rows of the table; MASKED_MEAN_GRAD: n */
     /* VIEW_GRAD: the source's shape, and the view's strides and offset in it */
     int src_ndim;
     int64_t src_shape[ELASTIC_MAX_DIMS];

@@ -20,7 +20,7 @@ typedef struct op_args {
 
 typedef elastic_status (*op_infer_fn)(op_args *a);
 
-#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary)                                 \
+#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary)                                     \
     static elastic_status infer_##name(op_args *a);
 #include "graph/ops.def"
 #undef ELASTIC_OP
@@ -31,7 +31,7 @@ static const struct op_rule {
     elastic_op_phase phase;
     op_infer_fn infer;
 } rules[] = {
-#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary)                                 \
+#define ELASTIC_OP(ENUM, name, min_in, max_in, phase, summary)                                     \
     [ELASTIC_OP_##ENUM] = {#name, min_in, max_in, ELASTIC_OP_PHASE_##phase, infer_##name},
 #include "graph/ops.def"
 #undef ELASTIC_OP
@@ -344,8 +344,7 @@ static elastic_status infer_sum_rows(op_args *a)
 static elastic_status infer_masked_mean_grad(op_args *a) /* dy [B, d], len [B] -> [B, n, d] */
 {
     const elastic_tensor *dy = a->x[0];
-    if (!is_f32(dy) || dy->ndim != 2 || !lengths_ok(a->x[1], dy->shape[0]) ||
-        a->n->params.rows < 1)
+    if (!is_f32(dy) || dy->ndim != 2 || !lengths_ok(a->x[1], dy->shape[0]) || a->n->params.rows < 1)
         return bad(a, "needs dy [B,d], int32 lengths [B] and n >= 1");
     int64_t shape[3] = {dy->shape[0], a->n->params.rows, dy->shape[1]};
     set_out(&a->out[0], F, 3, shape);
@@ -433,8 +432,10 @@ static elastic_status infer_view_grad(op_args *a)
     if (!is_f32(dv) || p->src_ndim < 1 || p->src_ndim > ELASTIC_MAX_DIMS)
         return bad(a, "needs a float tensor and the source's shape");
     int64_t src_numel = 1, hi = p->view_offset;
-    for (int i = 0; i < p->src_ndim; i++) src_numel *= p->src_shape[i];
-    for (int i = 0; i < dv->ndim; i++) hi += (dv->shape[i] - 1) * p->view_strides[i];
+    for (int i = 0; i < p->src_ndim; i++)
+        src_numel *= p->src_shape[i];
+    for (int i = 0; i < dv->ndim; i++)
+        hi += (dv->shape[i] - 1) * p->view_strides[i];
     if (p->view_offset < 0 || hi >= src_numel) return bad(a, "the view leaves its source");
     set_out(&a->out[0], F, p->src_ndim, p->src_shape);
     return ELASTIC_OK;

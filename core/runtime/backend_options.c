@@ -58,9 +58,10 @@ static elastic_status walk(const char *text, pair_visitor visit, void *ctx)
         for (size_t i = 0; i < sizeof backend_names / sizeof *backend_names; i++)
             known |= is(p.backend, p.backend_len, backend_names[i]);
         if (!known)
-            return elastic_error(ELASTIC_ERR_INVALID_ARG,
-                                 "backend option '%.*s': unknown backend '%.*s' (cpu, opencl, cuda)",
-                                 (int)len, s, (int)p.backend_len, p.backend);
+            return elastic_error(
+                ELASTIC_ERR_INVALID_ARG,
+                "backend option '%.*s': unknown backend '%.*s' (cpu, opencl, cuda)", (int)len, s,
+                (int)p.backend_len, p.backend);
         if (visit) ELASTIC_TRY(visit(&p, ctx));
         s += len;
         if (*s == ',') {
@@ -111,7 +112,8 @@ elastic_status elastic_backend_option(const char *text, const char *backend, con
     ELASTIC_TRY(walk(text, find_visit, &f));
     if (!f.found) return ELASTIC_OK;
     if (f.found->value_len >= size)
-        return elastic_error(ELASTIC_ERR_INVALID_ARG, "backend option %s.%s: value too long (%zu bytes, at most %zu)",
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "backend option %s.%s: value too long (%zu bytes, at most %zu)",
                              backend, key, f.found->value_len, size - 1);
     memcpy(value, f.found->value, f.found->value_len);
     value[f.found->value_len] = '\0';

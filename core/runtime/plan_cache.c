@@ -24,7 +24,8 @@ void elastic_plan_cache_drop(elastic_cached_plan *e)
 
 void elastic_plan_cache_free(elastic_plan_cache *c)
 {
-    for (int i = 0; i < ELASTIC_PLAN_CACHE_SIZE; i++) elastic_plan_cache_drop(&c->entries[i]);
+    for (int i = 0; i < ELASTIC_PLAN_CACHE_SIZE; i++)
+        elastic_plan_cache_drop(&c->entries[i]);
     c->uses = 0;
 }
 
@@ -34,8 +35,8 @@ elastic_status elastic_plan_cache_get(elastic_plan_cache *c, const void *key, si
     *hit = 0;
     *entry = NULL;
     if (key_size > ELASTIC_PLAN_KEY_BYTES)
-        return elastic_error(ELASTIC_ERR_INTERNAL, "plan key of %zu bytes (at most %d)",
-                             key_size, ELASTIC_PLAN_KEY_BYTES);
+        return elastic_error(ELASTIC_ERR_INTERNAL, "plan key of %zu bytes (at most %d)", key_size,
+                             ELASTIC_PLAN_KEY_BYTES);
     elastic_cached_plan *victim = &c->entries[0];
     for (int i = 0; i < ELASTIC_PLAN_CACHE_SIZE; i++) {
         elastic_cached_plan *e = &c->entries[i];

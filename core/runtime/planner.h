@@ -51,7 +51,7 @@ typedef struct elastic_plan {
     elastic_placement *place; /* per tensor id of the (grown) graph */
     int n_place;
     size_t arena_size[ELASTIC_PLAN_MAX_BACKENDS];
-    size_t naive_bytes; /* arena bytes without liveness reuse */
+    size_t naive_bytes;      /* arena bytes without liveness reuse */
     size_t max_tensor_bytes; /* the largest arena tensor (unaligned bytes) */
     int n_fallback;
     int n_transfers;

@@ -21,7 +21,7 @@ struct elastic_session {
 
     elastic_plan_cache plans; /* by batch shape */
 
-    int32_t *host_in;  /* staging for items, lengths, exclusions */
+    int32_t *host_in; /* staging for items, lengths, exclusions */
     size_t host_in_cap;
     elastic_run_stats stats;
 };
@@ -60,8 +60,8 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
     s->model = model;
     /* Backends only read the parameter block; the executor's pointer is
      * non-const because trainers update theirs. */
-    elastic_status st = elastic_executor_init(&s->exec, &o, model->data,
-                                              (size_t)model->data_numel * sizeof(float));
+    elastic_status st =
+        elastic_executor_init(&s->exec, &o, model->data, (size_t)model->data_numel * sizeof(float));
     if (st != ELASTIC_OK) {
         free(s);
         return st;
@@ -124,8 +124,8 @@ static elastic_build_shape shape_key(const elastic_session *s, int64_t batch, in
 
 /* Validates, plans and runs one batch; outputs are downloaded to out/out2. */
 static elastic_status run(elastic_session *s, const int32_t *items, const int64_t *offsets,
-                          int batch, elastic_build_output output, int top_k, int exclude,
-                          void *out, void *out2)
+                          int batch, elastic_build_output output, int top_k, int exclude, void *out,
+                          void *out2)
 {
     elastic_error_clear();
     if (!s || !out || (output == ELASTIC_BUILD_OUTPUT_TOPK && !out2))

@@ -47,9 +47,9 @@ struct elastic_trainer {
     elastic_model *model;
     elastic_train_options o;
     elastic_executor exec;
-    elastic_plan_cache plans;  /* by batch shape */
+    elastic_plan_cache plans; /* by batch shape */
     elastic_cached_plan *cur; /* the current batch's graph and plan */
-    float *grad; /* [numel]: the summed gradient */
+    float *grad;              /* [numel]: the summed gradient */
     float *adam_m, *adam_v;
     float *host_grad; /* staging for one grad tensor */
     int64_t host_grad_cap;
