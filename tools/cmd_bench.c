@@ -34,16 +34,13 @@
  *     if it still does at B=1. Predictions only choose B and what is
  *     skipped; they are never reported.
  */
+#include "cli_util.h"
 #include "commands.h"
-#include "elastic.h"
 
-#include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -54,7 +51,7 @@
 #define BENCH_MAX_LIST 16
 #define BENCH_MODELS 3
 
-static const char *bench_usage =
+const char cmd_bench_usage[] =
     "usage: elastic bench [options]\n"
     "Times the forward pass (user vectors) of ELASTIC and SASRec against the\n"
     "history length n on each backend; B = max(1, 65536/n) users per batch,\n"
@@ -67,7 +64,10 @@ static const char *bench_usage =
     "  --lengths L       comma list of n (default 64,256,1024,4096,8192,16384,65536)\n"
     "  --max-seconds S   time budget per configuration (default 30)\n"
     "  --max-memory M    MiB that sasrec-std's weights may take (default: half the RAM)\n"
+    "  --device D        device index within each backend (default 0)\n"
     "  --threads T       CPU threads (default: all)\n"
+    "  --allow-fallback  run ops a backend lacks on the CPU (reported)\n"
+    "  --backend-options TEXT  backend.key=value,... (README: cpu.isa, opencl.device, ...)\n"
     "  --seed S          seed of the weights and histories (default 1)\n"
     "  --no-throughput   leave out the B=256, n=200 throughput lines\n"
     "  --json            JSON on stdout (the tables then go to stderr)\n"
@@ -98,13 +98,6 @@ typedef struct bench_result {
 
 enum { MODEL_ELASTIC = 0, MODEL_SASREC = 1, MODEL_SASREC_STD = 2 };
 static const char *model_names[BENCH_MODELS] = {"elastic", "sasrec", "sasrec-std"};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -157,21 +150,25 @@ static uint64_t splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-/* Parses a comma list of positive integers. */
+/* Parses a comma list of lengths n. */
 static int parse_lengths(const char *s, int64_t *out, int *count)
 {
     *count = 0;
-    while (*s) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || errno || v < 1 || v > (1 << 24) || (*end && *end != ',') ||
-            *count == BENCH_MAX_LIST)
+    for (const char *p = s;; p++) {
+        size_t len = strcspn(p, ",");
+        if (*count == BENCH_MAX_LIST) {
+            cli_error("--lengths takes at most %d lengths", BENCH_MAX_LIST);
             return -1;
+        }
+        char *tok = strndup(p, len);
+        long long v;
+        int bad = !tok || cli_int(tok, "--lengths: each length", 1, 1 << 24, &v);
+        free(tok);
+        if (bad) return -1;
         out[(*count)++] = v;
-        s = *end ? end + 1 : end;
+        p += len;
+        if (!*p) return 0;
     }
-    return *count ? 0 : -1;
 }
 
 /* Parses a comma list of names out of `known`; sets want[i]. */
@@ -188,10 +185,11 @@ static int parse_names(const char *s, const char *const *known, int n_known, int
         for (int i = 0; i < n_known; i++)
             if (!strcmp(tok, known[i])) want[i] = found = any = 1;
         if (!found) {
-            fprintf(stderr, "elastic: bench: unknown name '%s'\n", tok);
+            cli_error("unknown name '%s'", tok);
             return -1;
         }
     }
+    if (!any) cli_error("an empty list of names");
     return any ? 0 : -1;
 }
 
@@ -218,7 +216,7 @@ typedef struct bench_ctx {
     const int32_t *items;                      /* BENCH_TOKENS or more random ids */
     int64_t *offsets;
     float *out;
-    int threads;
+    elastic_session_options session; /* --device --threads --allow-fallback */
     double budget;
 } bench_ctx;
 
@@ -241,10 +239,8 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
     int n_live = 0;
     for (int i = 0; i < count; i++) {
         bench_result *r = &rs[i];
-        elastic_session_options so;
-        elastic_session_options_default(&so);
+        elastic_session_options so = c->session;
         so.backend = r->backend;
-        so.num_threads = c->threads;
         so.attention = r->model == MODEL_SASREC_STD ? ELASTIC_ATTENTION_MATERIALIZED
                                                     : ELASTIC_ATTENTION_STREAMING;
         const elastic_model *m = c->models[r->model];
@@ -263,10 +259,10 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         bench_result *r = &rs[i];
         if (!sess[i]) continue;
         long long rss0 = rss_reset();
-        double t0 = now_s();
+        double t0 = cli_now();
         elastic_status st =
             elastic_session_user_vectors(sess[i], c->items, c->offsets, r->batch, c->out);
-        r->warmup_s = now_s() - t0;
+        r->warmup_s = cli_now() - t0;
         spent += r->warmup_s;
         last_round += r->warmup_s;
         if (st != ELASTIC_OK) {
@@ -291,10 +287,10 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         for (int i = 0; i < count; i++) {
             bench_result *r = &rs[i];
             if (!sess[i]) continue;
-            double t0 = now_s();
+            double t0 = cli_now();
             elastic_status st =
                 elastic_session_user_vectors(sess[i], c->items, c->offsets, r->batch, c->out);
-            double dt = now_s() - t0;
+            double dt = cli_now() - t0;
             if (st != ELASTIC_OK) {
                 set_failed(r);
                 elastic_session_free(sess[i]);
@@ -406,29 +402,17 @@ static double predict(const bench_result *prev, int model, int batch, int64_t n)
     return per_user * batch * (model == MODEL_ELASTIC ? grow : grow * grow);
 }
 
-int elastic_cmd_bench(int argc, char **argv)
+int cmd_bench(int argc, char **argv)
 {
-    enum {
-        O_BACKENDS = 256,
-        O_MODELS,
-        O_LENGTHS,
-        O_MAXS,
-        O_MAXM,
-        O_THREADS,
-        O_SEED,
-        O_JSON,
-        O_NOTP
-    };
+    enum { O_BACKENDS = 300, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_SEED, O_JSON, O_NOTP };
     static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
                                          {"models", required_argument, 0, O_MODELS},
                                          {"lengths", required_argument, 0, O_LENGTHS},
                                          {"max-seconds", required_argument, 0, O_MAXS},
                                          {"max-memory", required_argument, 0, O_MAXM},
-                                         {"threads", required_argument, 0, O_THREADS},
                                          {"seed", required_argument, 0, O_SEED},
                                          {"json", no_argument, 0, O_JSON},
                                          {"no-throughput", no_argument, 0, O_NOTP},
-                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     static const char *const backend_names[3] = {"cpu", "opencl", "cuda"};
     int want_backend[3] = {0, 0, 0}, want_model[BENCH_MODELS] = {1, 1, 1}, backends_given = 0;
@@ -436,12 +420,12 @@ int elastic_cmd_bench(int argc, char **argv)
     int n_lengths = 7, json = 0, throughput = 1;
     double budget = 30;
     double max_memory = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE) / 2;
-    long threads = 0;
     uint64_t seed = 1;
+    /* the run options but --backend: the backends are --backends */
+    elastic_session_options so;
+    cli_run_defaults(&so);
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end;
+    while ((c = cli_getopt(argc, argv, "", opts, CLI_RUN & ~CLI_RUN_BACKEND, &so)) != -1) {
         switch (c) {
         case O_BACKENDS:
             if (parse_names(optarg, backend_names, 3, want_backend)) goto usage;
@@ -451,56 +435,25 @@ int elastic_cmd_bench(int argc, char **argv)
             if (parse_names(optarg, model_names, BENCH_MODELS, want_model)) goto usage;
             break;
         case O_LENGTHS:
-            if (parse_lengths(optarg, lengths, &n_lengths)) {
-                fprintf(stderr,
-                        "elastic: bench: --lengths wants up to %d integers in "
-                        "1..16777216, comma separated\n",
-                        BENCH_MAX_LIST);
-                return 2;
-            }
+            if (parse_lengths(optarg, lengths, &n_lengths)) return 2;
             break;
         case O_MAXS:
-            errno = 0;
-            budget = strtod(optarg, &end);
-            if (end == optarg || *end || errno || !(budget > 0)) {
-                fprintf(stderr, "elastic: bench: --max-seconds must be a positive number\n");
-                return 2;
-            }
+            if (cli_number(optarg, "--max-seconds", 0, INFINITY, 1, &budget)) return 2;
             break;
         case O_MAXM:
-            errno = 0;
-            max_memory = strtod(optarg, &end) * 1048576.0;
-            if (end == optarg || *end || errno || !(max_memory > 0)) {
-                fprintf(stderr, "elastic: bench: --max-memory must be a positive number of MiB\n");
-                return 2;
-            }
-            break;
-        case O_THREADS:
-            errno = 0;
-            threads = strtol(optarg, &end, 10);
-            if (end == optarg || *end || errno || threads < 0 || threads > 4096) {
-                fprintf(stderr, "elastic: bench: --threads must be an integer in 0..4096\n");
-                return 2;
-            }
+            if (cli_number(optarg, "--max-memory", 0, INFINITY, 1, &max_memory)) return 2;
+            max_memory *= 1048576.0;
             break;
         case O_SEED:
-            errno = 0;
-            seed = strtoull(optarg, &end, 10);
-            if (end == optarg || *end || errno) {
-                fprintf(stderr, "elastic: bench: --seed must be a non-negative integer\n");
-                return 2;
-            }
+            if (cli_u64(optarg, "--seed", &seed)) return 2;
             break;
         case O_JSON: json = 1; break;
         case O_NOTP: throughput = 0; break;
-        case 'h': fputs(bench_usage, stdout); return 0;
-        default: goto usage;
+        default: return cli_stop(c);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "elastic: bench: unexpected argument '%s'\n", argv[optind]);
-        goto usage;
-    }
+    if (optind < argc) return cli_usage_error("unexpected argument '%s'", argv[optind]);
+    long threads = so.num_threads;
 
     /* Backends: the requested ones must be available; by default all that are. */
     for (int i = 0; i < elastic_backend_count(); i++) {
@@ -511,8 +464,7 @@ int elastic_cmd_bench(int argc, char **argv)
             if (!backends_given)
                 want_backend[k] = info.compiled && info.available;
             else if (want_backend[k] && !(info.compiled && info.available)) {
-                fprintf(stderr, "elastic: bench: backend '%s' is not available: %s\n", info.name,
-                        info.description);
+                cli_error("backend '%s' is not available: %s", info.name, info.description);
                 return 1;
             }
         }
@@ -532,8 +484,7 @@ int elastic_cmd_bench(int argc, char **argv)
         config.model = m ? ELASTIC_MODEL_KIND_SASREC : ELASTIC_MODEL_KIND_ELASTIC;
         elastic_status st = elastic_model_init_random(&models[m], &config, seed + (uint64_t)m);
         if (st != ELASTIC_OK) {
-            fprintf(stderr, "elastic: bench: model: %s (%s)\n", elastic_last_error(),
-                    elastic_status_name(st));
+            cli_fail(st, "model");
             elastic_model_free(models[0]);
             return 1;
         }
@@ -553,7 +504,7 @@ int elastic_cmd_bench(int argc, char **argv)
     bench_result *res = calloc((size_t)n_results_cap, sizeof *res);
     int rc = 0;
     if (!items || !offsets || !out || !res) {
-        fprintf(stderr, "elastic: bench: out of memory\n");
+        cli_error("out of memory");
         rc = 1;
         goto done;
     }
@@ -568,7 +519,7 @@ int elastic_cmd_bench(int argc, char **argv)
                      .items = items,
                      .offsets = offsets,
                      .out = out,
-                     .threads = (int)threads,
+                     .session = so,
                      .budget = budget};
     int n_res = 0;
 
@@ -690,6 +641,6 @@ done:
     elastic_model_free(models[1]);
     return rc;
 usage:
-    fputs(bench_usage, stderr);
+    fputs(cmd_bench_usage, stderr);
     return 2;
 }

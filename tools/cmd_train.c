@@ -4,19 +4,15 @@
  * HR@10 beside the popularity ranking after every epoch, early stopping,
  * checkpoints that `--resume` continues, and a final test evaluation.
  */
+#include "cli_util.h"
 #include "commands.h"
-#include "elastic.h"
 
-#include <errno.h>
-#include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-static const char *usage =
+const char cmd_train_usage[] =
     "usage: elastic train -o MODEL [--data FILE] [options] [key=value ...]\n"
     "Trains ELASTIC (or SASRec: model=sasrec) as spec section 5 says and writes\n"
     "the model with the best validation HR@10 to MODEL (with the item-id map).\n"
@@ -31,7 +27,11 @@ static const char *usage =
     "  --lr X --batch B --dropout P --samples-per-user S   (spec defaults)\n"
     "  --seed S             initialisation, sampling and dropout (default 1)\n"
     "  --eval-users N       validate on N users each epoch (default all)\n"
-    "  --backend B --threads T --allow-fallback\n"
+    "  -b, --backend B      cpu, opencl, cuda or auto (default cpu)\n"
+    "  --device D           device index within the backend (default 0)\n"
+    "  --threads T          CPU threads (default: all)\n"
+    "  --allow-fallback     run ops the backend lacks on the CPU (reported)\n"
+    "  --backend-options TEXT  backend.key=value,... (README: cpu.isa, opencl.device, ...)\n"
     "  --checkpoint         after every epoch write MODEL.ckpt and MODEL.ckpt.state\n"
     "  --resume             continue from MODEL.ckpt and MODEL.ckpt.state\n"
     "  --quiet              no progress line\n";
@@ -48,63 +48,22 @@ enum {
     OPT_SPU,
     OPT_SEED,
     OPT_EVAL_USERS,
-    OPT_BACKEND,
-    OPT_THREADS,
-    OPT_FALLBACK,
     OPT_CHECKPOINT,
     OPT_RESUME,
     OPT_QUIET
 };
 
 typedef struct train_args {
-    const char *out, *data, *format;
-    long epochs, patience, batch, spu, eval_users, threads;
+    const char *out, *data;
+    elastic_data_format format;
+    long long epochs, patience, batch, spu, eval_users;
     double minutes, lr, dropout;
-    unsigned long long seed;
-    const char *backend;
-    int fallback, checkpoint, resume, quiet;
+    uint64_t seed;
+    elastic_session_options session; /* --backend --device --threads --allow-fallback */
+    int checkpoint, resume, quiet;
 } train_args;
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int fail(elastic_status st, const char *what)
-{
-    fprintf(stderr, "elastic train: %s: %s (%s)\n", what, elastic_last_error(),
-            elastic_status_name(st));
-    return 1;
-}
-
-static int number(const char *s, const char *what, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || *end || errno || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "elastic train: %s must be a number in [%g, %g], got '%s'\n", what, lo, hi,
-                s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int integer(const char *s, const char *what, long lo, long hi, long *out)
-{
-    double v = 0;
-    if (number(s, what, (double)lo, (double)hi, &v)) return -1;
-    if (v != floor(v)) {
-        fprintf(stderr, "elastic train: %s must be an integer, got '%s'\n", what, s);
-        return -1;
-    }
-    *out = (long)v;
-    return 0;
-}
-
+/* Returns 0, -1 after --help, or 2 (bad usage, reported). */
 static int parse(int argc, char **argv, train_args *a, elastic_config *config)
 {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
@@ -119,107 +78,71 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
                                          {"samples-per-user", required_argument, 0, OPT_SPU},
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"eval-users", required_argument, 0, OPT_EVAL_USERS},
-                                         {"backend", required_argument, 0, OPT_BACKEND},
-                                         {"threads", required_argument, 0, OPT_THREADS},
-                                         {"allow-fallback", no_argument, 0, OPT_FALLBACK},
                                          {"checkpoint", no_argument, 0, OPT_CHECKPOINT},
                                          {"resume", no_argument, 0, OPT_RESUME},
                                          {"quiet", no_argument, 0, OPT_QUIET},
-                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     elastic_train_options d;
     elastic_train_options_default(&d);
-    *a = (train_args){.epochs = 30,
+    *a = (train_args){.format = ELASTIC_DATA_FORMAT_AUTO,
+                      .epochs = 30,
                       .patience = 5,
                       .batch = d.batch_size,
                       .spu = d.samples_per_user,
                       .lr = d.lr,
                       .dropout = d.dropout,
-                      .seed = 1,
-                      .backend = "cpu"};
+                      .seed = 1};
+    cli_run_defaults(&a->session);
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        double v;
+    while ((c = cli_getopt(argc, argv, "o:", opts, CLI_RUN, &a->session)) != -1) {
         switch (c) {
         case 'o': a->out = optarg; break;
         case OPT_DATA: a->data = optarg; break;
-        case OPT_FORMAT: a->format = optarg; break;
+        case OPT_FORMAT:
+            if (cli_data_format(optarg, &a->format)) return 2;
+            break;
         case OPT_EPOCHS:
-            if (integer(optarg, "--epochs", 1, 100000, &a->epochs)) return 2;
+            if (cli_int(optarg, "--epochs", 1, 100000, &a->epochs)) return 2;
             break;
         case OPT_PATIENCE:
-            if (integer(optarg, "--patience", 1, 100000, &a->patience)) return 2;
+            if (cli_int(optarg, "--patience", 1, 100000, &a->patience)) return 2;
             break;
         case OPT_MINUTES:
-            if (number(optarg, "--max-minutes", 0, 1e6, &a->minutes)) return 2;
+            if (cli_number(optarg, "--max-minutes", 0, 1e6, 0, &a->minutes)) return 2;
             break;
         case OPT_LR:
-            if (number(optarg, "--lr", 1e-12, 10, &a->lr)) return 2;
+            if (cli_number(optarg, "--lr", 0, 10, 1, &a->lr)) return 2;
             break;
         case OPT_BATCH:
-            if (integer(optarg, "--batch", 1, 1 << 20, &a->batch)) return 2;
+            if (cli_int(optarg, "--batch", 1, 1 << 20, &a->batch)) return 2;
             break;
         case OPT_DROPOUT:
-            if (number(optarg, "--dropout", 0, 0.99, &a->dropout)) return 2;
+            if (cli_number(optarg, "--dropout", 0, 0.99, 0, &a->dropout)) return 2;
             break;
         case OPT_SPU:
-            if (integer(optarg, "--samples-per-user", 1, 100000, &a->spu)) return 2;
+            if (cli_int(optarg, "--samples-per-user", 1, 100000, &a->spu)) return 2;
             break;
         case OPT_SEED:
-            if (number(optarg, "--seed", 0, 1e18, &v)) return 2;
-            a->seed = (unsigned long long)v;
+            if (cli_u64(optarg, "--seed", &a->seed)) return 2;
             break;
         case OPT_EVAL_USERS:
-            if (integer(optarg, "--eval-users", 1, 1L << 40, &a->eval_users)) return 2;
+            if (cli_int(optarg, "--eval-users", 1, 1LL << 40, &a->eval_users)) return 2;
             break;
-        case OPT_BACKEND: a->backend = optarg; break;
-        case OPT_THREADS:
-            if (integer(optarg, "--threads", 1, 1024, &a->threads)) return 2;
-            break;
-        case OPT_FALLBACK: a->fallback = 1; break;
         case OPT_CHECKPOINT: a->checkpoint = 1; break;
         case OPT_RESUME: a->resume = 1; break;
         case OPT_QUIET: a->quiet = 1; break;
-        case 'h': fputs(usage, stdout); return 1;
-        default: fputs(usage, stderr); return 2;
+        default: return cli_stop(c) ? 2 : -1;
         }
     }
     for (int i = optind; i < argc; i++) {
-        char key[64];
-        const char *eq = strchr(argv[i], '=');
-        if (!eq || eq == argv[i] || (size_t)(eq - argv[i]) >= sizeof key) {
-            fprintf(stderr, "elastic train: expected key=value, got '%s'\n", argv[i]);
+        if (!strncmp(argv[i], "num_items=", 10)) {
+            cli_error("num_items comes from the data");
             return 2;
         }
-        memcpy(key, argv[i], (size_t)(eq - argv[i]));
-        key[eq - argv[i]] = '\0';
-        if (!strcmp(key, "num_items")) {
-            fprintf(stderr, "elastic train: num_items comes from the data\n");
-            return 2;
-        }
-        if (elastic_config_set(config, key, eq + 1) != ELASTIC_OK) {
-            fprintf(stderr, "elastic train: %s\n", elastic_last_error());
-            return 2;
-        }
+        if (cli_config_pair(config, argv[i], "argument")) return 2;
     }
-    if (!a->out) {
-        fprintf(stderr, "elastic train: -o MODEL is required\n%s", usage);
-        return 2;
-    }
+    if (!a->out) return cli_usage_error("-o MODEL is required");
     return 0;
-}
-
-static int parse_format(const char *s, elastic_data_format *f)
-{
-    static const char *names[] = {"auto", "pairs", "movielens", "csv"};
-    for (int i = 0; i < 4; i++)
-        if (!s || !strcmp(s, names[i])) {
-            *f = (elastic_data_format)(s ? i : 0);
-            return 0;
-        }
-    fprintf(stderr, "elastic train: --format must be auto, pairs, movielens or csv\n");
-    return -1;
 }
 
 typedef struct bar {
@@ -251,13 +174,8 @@ static elastic_status evaluate(const elastic_model *m, const train_args *a,
                                const elastic_dataset *ds, elastic_split split, int64_t users,
                                elastic_metrics *out)
 {
-    elastic_session_options so;
-    elastic_session_options_default(&so);
-    so.backend = a->backend;
-    so.num_threads = (int)a->threads;
-    so.allow_cpu_fallback = a->fallback;
     elastic_session *s = NULL;
-    elastic_status st = elastic_session_init(&s, m, &so);
+    elastic_status st = elastic_session_init(&s, m, &a->session);
     if (st == ELASTIC_OK) st = elastic_evaluate(s, ds, split, users, out);
     elastic_session_free(s);
     return st;
@@ -283,34 +201,32 @@ static elastic_status set_meta_number(elastic_model *m, const char *key, double 
     return elastic_model_set_metadata(m, key, buf);
 }
 
-int elastic_cmd_train(int argc, char **argv)
+int cmd_train(int argc, char **argv)
 {
     train_args a;
     elastic_config config;
     elastic_config_default(&config);
     int rc = parse(argc, argv, &a, &config);
-    if (rc) return rc == 1 ? 0 : rc;
-    elastic_data_format format;
-    if (parse_format(a.format, &format)) return 2;
+    if (rc) return rc < 0 ? 0 : rc;
 
     /* data */
     elastic_dataset *ds = NULL;
     elastic_status st;
-    double t0 = now_seconds();
+    double t0 = cli_now();
     if (a.data) {
-        st = elastic_dataset_load(&ds, a.data, format);
-        if (st != ELASTIC_OK) return fail(st, a.data);
+        st = elastic_dataset_load(&ds, a.data, a.format);
+        if (st != ELASTIC_OK) return cli_fail(st, a.data);
     } else {
         elastic_synth_options so;
         elastic_synth_options_default(&so);
         so.seed = a.seed;
         st = elastic_dataset_synth(&ds, &so);
-        if (st != ELASTIC_OK) return fail(st, "synthetic data");
+        if (st != ELASTIC_OK) return cli_fail(st, "synthetic data");
     }
     printf("data: %s: %lld users, %lld items, %lld events (%.2f s)\n",
            a.data ? a.data : "synthetic (elastic synth defaults)",
            (long long)elastic_dataset_num_users(ds), (long long)elastic_dataset_num_items(ds),
-           (long long)elastic_dataset_num_events(ds), now_seconds() - t0);
+           (long long)elastic_dataset_num_events(ds), cli_now() - t0);
 
     char ckpt[4096], ckpt_state[4200];
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", a.out);
@@ -323,9 +239,9 @@ int elastic_cmd_train(int argc, char **argv)
         st = elastic_model_load(&model, ckpt);
         if (st == ELASTIC_OK &&
             elastic_model_config(model)->num_items != elastic_dataset_num_items(ds)) {
-            fprintf(stderr, "elastic train: %s has %lld items, the data %lld: other data\n", ckpt,
-                    (long long)elastic_model_config(model)->num_items,
-                    (long long)elastic_dataset_num_items(ds));
+            cli_error("%s has %lld items, the data %lld: other data", ckpt,
+                      (long long)elastic_model_config(model)->num_items,
+                      (long long)elastic_dataset_num_items(ds));
             elastic_model_free(model);
             elastic_dataset_free(ds);
             return 1;
@@ -340,7 +256,7 @@ int elastic_cmd_train(int argc, char **argv)
     if (st != ELASTIC_OK) {
         elastic_model_free(model);
         elastic_dataset_free(ds);
-        return fail(st, a.resume ? ckpt : "model");
+        return cli_fail(st, a.resume ? ckpt : "model");
     }
     const elastic_config *c = elastic_model_config(model);
     printf("model: %s, d=%lld, heads=%lld, layers=%lld, N=%lld",
@@ -358,16 +274,14 @@ int elastic_cmd_train(int argc, char **argv)
     to.batch_size = (int)a.batch;
     to.samples_per_user = (int)a.spu;
     to.seed = a.seed;
-    to.session.backend = a.backend;
-    to.session.num_threads = (int)a.threads;
-    to.session.allow_cpu_fallback = a.fallback;
+    to.session = a.session;
     elastic_trainer *tr = NULL;
     st = elastic_trainer_init(&tr, model, &to);
     if (st == ELASTIC_OK && a.resume) st = elastic_trainer_load_state(tr, ckpt_state);
     if (st != ELASTIC_OK) {
         elastic_model_free(model);
         elastic_dataset_free(ds);
-        return fail(st, a.resume ? ckpt_state : "trainer");
+        return cli_fail(st, a.resume ? ckpt_state : "trainer");
     }
 
     elastic_metrics pop;
@@ -379,7 +293,7 @@ int elastic_cmd_train(int argc, char **argv)
     double best = meta_number(model, "train.best_valid_hr10", -1);
     long bad = (long)meta_number(model, "train.bad_epochs", 0);
     bar b = {.quiet = a.quiet, .tty = isatty(2)};
-    double start = now_seconds();
+    double start = cli_now();
     for (long e = elastic_trainer_epochs(tr); e < a.epochs; e++) {
         b.epoch = e + 1;
         b.last_print = -1;
@@ -388,14 +302,14 @@ int elastic_cmd_train(int argc, char **argv)
         if (st != ELASTIC_OK) break;
         if (b.tty && !b.quiet) fputc('\n', stderr);
         elastic_metrics v;
-        double te = now_seconds();
+        double te = cli_now();
         st = evaluate(model, &a, ds, ELASTIC_SPLIT_VALID, a.eval_users, &v);
         if (st != ELASTIC_OK) break;
         int improved = v.hr10 > best;
         printf("epoch %ld: loss %.4f, %.1f s (%.0f examples/s), validation HR@10 %.4f NDCG@10 "
                "%.4f (%.1f s)%s\n",
                e + 1, p.loss, p.seconds, (double)p.examples / p.seconds, v.hr10, v.ndcg10,
-               now_seconds() - te, improved ? ", best so far: saved" : "");
+               cli_now() - te, improved ? ", best so far: saved" : "");
         fflush(stdout);
         if (improved) {
             best = v.hr10;
@@ -416,7 +330,7 @@ int elastic_cmd_train(int argc, char **argv)
             printf("early stop: no better validation HR@10 for %ld epochs\n", bad);
             break;
         }
-        if (a.minutes > 0 && now_seconds() - start > 60 * a.minutes) {
+        if (a.minutes > 0 && cli_now() - start > 60 * a.minutes) {
             printf("time budget of %g minutes reached\n", a.minutes);
             break;
         }
@@ -435,7 +349,7 @@ int elastic_cmd_train(int argc, char **argv)
             printf("test (%lld users, full ranking, history left out):\n", (long long)test.users);
             print_metrics("model", &test);
             print_metrics("popularity", &test_pop);
-            printf("wrote %s (%.1f minutes)\n", a.out, (now_seconds() - t0) / 60);
+            printf("wrote %s (%.1f minutes)\n", a.out, (cli_now() - t0) / 60);
         }
         elastic_model_free(best_model);
     }
@@ -443,5 +357,5 @@ out:
     elastic_trainer_free(tr);
     elastic_model_free(model);
     elastic_dataset_free(ds);
-    return st == ELASTIC_OK ? 0 : fail(st, "training");
+    return st == ELASTIC_OK ? 0 : cli_fail(st, "training");
 }

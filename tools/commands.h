@@ -1,14 +1,15 @@
 /*
- * commands.h - the subcommands of the `elastic` program that live in their
- * own source files (tools/cmd_*.c). Each takes argv starting at the command
- * name and returns the process exit status (0 ok, 1 failure, 2 usage error).
+ * commands.h - the commands of the `elastic` program, declared from the
+ * command table (commands.def): each takes argv starting at the command's
+ * name and returns the exit status (0 ok, 1 failure, 2 bad usage).
  */
 #ifndef ELASTIC_TOOLS_COMMANDS_H
 #define ELASTIC_TOOLS_COMMANDS_H
 
-int elastic_cmd_synth(int argc, char **argv);
-int elastic_cmd_train(int argc, char **argv);
-int elastic_cmd_eval(int argc, char **argv);
-int elastic_cmd_bench(int argc, char **argv);
+#define ELASTIC_COMMAND(name, summary)                                                             \
+    int cmd_##name(int argc, char **argv);                                                         \
+    extern const char cmd_##name##_usage[];
+#include "commands.def"
+#undef ELASTIC_COMMAND
 
 #endif

@@ -1,31 +1,34 @@
 /*
- * bench_cpu.c - forward throughput of ELASTIC on the CPU backend, with
- * OpenBLAS cblas_sgemm on the model's main GEMM shape measured in the same
- * run as the yardstick.
+ * kernels_bench.c - the `elastic-kernels-bench` program: forward throughput
+ * of ELASTIC on the CPU backend's kernels, with OpenBLAS cblas_sgemm on the
+ * model's main GEMM shape measured in the same run as the yardstick. (Not
+ * `elastic bench`, which compares ELASTIC with SASRec across lengths.)
  *
- *   elastic_bench [--batch B] [--len N] [--reps R] [--threads T] [--isa NAME]
+ *   elastic-kernels-bench [--batch B] [--len N] [--reps R] [--threads T] [--isa NAME]
  *
  * Defaults: B=256 histories of length 200, d=64, L=2, k=16, I=3706. Prints
  * users per second, the GFLOP/s reached (flops counted from the plan), and
  * the sgemm GFLOP/s for [B*n, d] x [d, 4d] (the FFN's first GEMM).
  */
-#include "elastic.h"
+#include "cli_util.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #if defined(ELASTIC_HAVE_CBLAS)
 #include <cblas.h>
 #endif
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+static const char usage[] =
+    "usage: elastic-kernels-bench [options]\n"
+    "Forward throughput of ELASTIC on the CPU backend (top-10 recommendations,\n"
+    "d=64 L=2 k=16 I=3706), beside OpenBLAS sgemm on [B*n x 64] x [64 x 256].\n"
+    "  -b, --batch B      histories per batch (default 256)\n"
+    "  -n, --len N        history length (default 200)\n"
+    "  -r, --reps R       timed runs after two warm-ups; the median is shown (default 10)\n"
+    "  -t, --threads T    CPU threads, also OpenBLAS's (default: all)\n"
+    "  -i, --isa NAME     kernels: best, generic, avx2 or avx512 (default best)\n"
+    "  -h, --help         this text\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -45,14 +48,16 @@ static double sgemm_gflops(int m, int n, int k, int reps)
     float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k),
           *c = malloc(sizeof(float) * (size_t)m * n);
     if (!a || !b || !c) return 0;
-    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
-    for (size_t i = 0; i < (size_t)n * k; i++) b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
     double *t = malloc(sizeof(double) * (size_t)reps);
     for (int r = -2; r < reps; r++) { /* two warm-up runs */
-        double t0 = now();
+        double t0 = cli_now();
         /* C[m,n] = A[m,k] * B[n,k]^T: the library's Linear layout */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = cli_now() - t0;
     }
     double g = 2.0 * m * n * k / median(t, reps) * 1e-9;
     free(a);
@@ -65,33 +70,45 @@ static double sgemm_gflops(int m, int n, int k, int reps)
 
 int main(int argc, char **argv)
 {
-    int batch = 256, len = 200, reps = 10, threads = 0, isa = 0;
+    static const char *const isas[] = {"best", "generic", "avx2", "avx512"};
     static const struct option opts[] = {
         {"batch", required_argument, 0, 'b'}, {"len", required_argument, 0, 'n'},
         {"reps", required_argument, 0, 'r'},  {"threads", required_argument, 0, 't'},
-        {"isa", required_argument, 0, 'i'},   {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"isa", required_argument, 0, 'i'},   {0, 0, 0, 0}};
+    int batch = 256, len = 200, reps = 10, threads = 0, isa = 0;
+    long long v;
+    cli_begin("elastic-kernels-bench", NULL, usage);
     int c;
-    while ((c = getopt_long(argc, argv, "b:n:r:t:i:h", opts, NULL)) != -1) {
+    while ((c = cli_getopt(argc, argv, "b:n:r:t:i:", opts, 0, NULL)) != -1) {
         switch (c) {
-        case 'b': batch = atoi(optarg); break;
-        case 'n': len = atoi(optarg); break;
-        case 'r': reps = atoi(optarg); break;
-        case 't': threads = atoi(optarg); break;
-        case 'i':
-            isa = !strcmp(optarg, "generic") ? 1 : !strcmp(optarg, "avx2") ? 2
-                  : !strcmp(optarg, "avx512") ? 3 : 0;
+        case 'b':
+            if (cli_int(optarg, "--batch", 1, 1 << 20, &v)) return 2;
+            batch = (int)v;
             break;
-        default:
-            printf("usage: elastic_bench [--batch B] [--len N] [--reps R] [--threads T] "
-                   "[--isa generic|avx2|avx512]\n");
-            return c == 'h' ? 0 : 2;
+        case 'n':
+            if (cli_int(optarg, "--len", 1, 1 << 24, &v)) return 2;
+            len = (int)v;
+            break;
+        case 'r':
+            if (cli_int(optarg, "--reps", 1, 1000000, &v)) return 2;
+            reps = (int)v;
+            break;
+        case 't':
+            if (cli_int(optarg, "--threads", 0, 4096, &v)) return 2;
+            threads = (int)v;
+            break;
+        case 'i':
+            for (isa = 3; isa >= 0 && strcmp(optarg, isas[isa]); isa--)
+                ;
+            if (isa < 0) {
+                cli_error("--isa must be best, generic, avx2 or avx512, got '%s'", optarg);
+                return 2;
+            }
+            break;
+        default: return cli_stop(c);
         }
     }
-    if (batch < 1 || len < 1 || reps < 1) {
-        fprintf(stderr, "elastic_bench: batch, len and reps must be >= 1\n");
-        return 2;
-    }
+    if (optind < argc) return cli_usage_error("unexpected argument '%s'", argv[optind]);
     elastic_config config;
     elastic_config_default(&config);
     config.num_items = 3706;
@@ -99,15 +116,14 @@ int main(int argc, char **argv)
     elastic_model *model;
     elastic_session *session;
     elastic_session_options so;
-    elastic_session_options_default(&so);
-    so.backend = "cpu";
+    cli_run_defaults(&so);
     so.num_threads = threads;
-    static const char *const isas[] = {"cpu.isa=best", "cpu.isa=generic", "cpu.isa=avx2",
-                                       "cpu.isa=avx512"};
-    so.backend_options = isa >= 0 && isa <= 3 ? isas[isa] : "cpu.isa=?";
+    char isa_option[32];
+    snprintf(isa_option, sizeof isa_option, "cpu.isa=%s", isas[isa]);
+    so.backend_options = isa_option;
     if (elastic_model_init_random(&model, &config, 7) != ELASTIC_OK ||
         elastic_session_init(&session, model, &so) != ELASTIC_OK) {
-        fprintf(stderr, "elastic_bench: %s\n", elastic_last_error());
+        cli_error("%s", elastic_last_error());
         return 1;
     }
     int32_t *items = malloc(sizeof *items * (size_t)batch * len);
@@ -116,18 +132,20 @@ int main(int argc, char **argv)
     float *scores = malloc(sizeof *scores * (size_t)batch * 10);
     double *t = malloc(sizeof *t * (size_t)reps);
     if (!items || !offsets || !ids || !scores || !t) return 1;
-    for (size_t i = 0; i < (size_t)batch * len; i++) items[i] = 1 + (int32_t)((i * 2654435761u) % 3706);
-    for (int b = 0; b <= batch; b++) offsets[b] = (int64_t)b * len;
+    for (size_t i = 0; i < (size_t)batch * len; i++)
+        items[i] = 1 + (int32_t)((i * 2654435761u) % 3706);
+    for (int b = 0; b <= batch; b++)
+        offsets[b] = (int64_t)b * len;
 
     elastic_run_stats stats = {0};
     for (int r = -2; r < reps; r++) {
-        double t0 = now();
+        double t0 = cli_now();
         if (elastic_session_recommend(session, items, offsets, batch, 10, 1, ids, scores) !=
             ELASTIC_OK) {
-            fprintf(stderr, "elastic_bench: %s\n", elastic_last_error());
+            cli_error("%s", elastic_last_error());
             return 1;
         }
-        if (r >= 0) t[r] = now() - t0;
+        if (r >= 0) t[r] = cli_now() - t0;
     }
     elastic_session_last_stats(session, &stats);
     double sec = median(t, reps);
