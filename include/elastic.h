@@ -236,36 +236,12 @@ typedef struct elastic_run_stats {
 ELASTIC_API elastic_status elastic_session_last_stats(const elastic_session *session,
                                                       elastic_run_stats *stats);
 
-/* ------------------------------------------------------------- conformance */
-
-/* The cross-backend conformance suite: every op over edge-case shapes on every
- * chosen backend against the CPU's float64 reference, with per-op tolerances,
- * canaries after every output, a NaN policy, run-twice determinism, and whole
- * ELASTIC and SASRec models. */
-typedef struct elastic_conformance_options {
-    const char *backends; /* comma list: "cpu", "cpu:avx2", "opencl", "opencl:1", ...;
-                             NULL = every available backend and CPU instruction set */
-    const char *ops;      /* comma list of op names; NULL = all */
-    uint64_t seed;        /* base seed; each case's seed is printed */
-    int case_index;       /* -1 = all cases, else only this case of each op */
-    int json;             /* JSON report instead of text */
-    int perf;             /* also time each op and shape (GFLOP/s, GB/s) */
-    int whole_model;      /* also run whole models (default 1) */
-    int verbose;          /* a line for every case, not only failures */
-} elastic_conformance_options;
-
-ELASTIC_API void elastic_conformance_options_default(elastic_conformance_options *options);
-
-/* Runs the suite and writes the report to out; *failures counts failed
- * checks. Returns ELASTIC_OK when the suite ran (even with failures). */
-ELASTIC_API elastic_status elastic_conformance_run(const elastic_conformance_options *options,
-                                                   FILE *out, int *failures);
-
 #ifdef __cplusplus
 }
 #endif
 
-#include "elastic_data.h"  /* interaction logs, splits, synthetic data, metrics */
-#include "elastic_train.h" /* training */
+#include "elastic_data.h"        /* interaction logs, splits, synthetic data, metrics */
+#include "elastic_train.h"       /* training */
+#include "elastic_conformance.h" /* the cross-backend conformance suite */
 
 #endif /* ELASTIC_H */

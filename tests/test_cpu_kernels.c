@@ -6,38 +6,12 @@
  * causal attention. Plus a few values derived by hand, and the thread-count
  * determinism of linear.
  *
- * Tolerances. u = 2^-24 is the unit roundoff of float32. The reference is
- * taken as exact (it accumulates in double and rounds once, adding <= u
- * relative). Per op:
- *   - linear: the fast path computes bias + sum_p x_p w_p as a chain of K
- *     fused (or, in the generic table, unfused: two roundings per step)
- *     multiply-adds in float. The standard bound for recursive summation
- *     gives |got - exact| <= gamma_{2K+1} * (|b| + sum_p |x_p w_p|) with
- *     gamma_n = n u / (1 - n u); we check |got - ref| <= (2K + 3) u * T / (1 - (2K+3)u)
- *     + u |ref| per element, T the sum of absolute terms. This is a worst
- *     case bound, so it is checked without any fudge factor.
- *   - add: one correctly rounded float addition: 1 ulp (2u |ref|).
- *   - masked_mean: double sums, one division, one rounding: 2u |ref| plus
- *     2u mean|x| for the cancellation case.
- *   - layer_norm: float sums of d terms: the mean carries <= d u max|x|,
- *     the variance a relative (2d + 4) u, so 1/sigma (1/2 of it plus the
- *     sqrt and division) about (d + 4) u. The output error is then
- *     <= (d + 4) u (|xhat| + max|x| / sigma) |w| + 3u (|xhat w| + |b|). We
- *     check twice that (c = 2) to absorb the second-order terms.
- *   - gelu: erfcf is within a few ulps (glibc: <= 4); the argument x / sqrt2
- *     is rounded (relative u), which moves erfc(z) by 2/sqrt(pi) e^{-z^2}
- *     |z| u; with 0.5 x and the products: 16u |ref| + 2u x^2 e^{-x^2/2}.
- *   - attention: a score s carries (dh + 2) u * scale * sum|q_c k_c| of
- *     rounding (dot product + scale) and exp adds ~2 ulp, so each weight p_j
- *     has relative error e_p <= max_j (dh + 2) u S_j + 4u; the normalised
- *     output then moves by <= 2 e_p max|v|, and the float accumulation of
- *     n_vis weighted values (plus the rescalings) adds <= (n_vis + 4) u *
- *     2 max|v|. Checked as is (worst-case bound).
- *   - pkm: the fast path computes sub-key and pair scores in double exactly
- *     as the reference does, so the selected slots are identical; the
- *     output is a float sum of t weighted values: (t + 8) 2u max|values|.
- *   - gather, topk: exact (topk ids and values identical; random floats do
- *     not tie, and the test with forced ties checks the tie rule itself).
+ * Tolerances and canaries are the conformance suite's, from
+ * core/conformance/tolerance.h (where every bound is derived): each output
+ * is allocated with CONF_CANARY_BYTES after it, poisoned before the kernel
+ * runs (an element it does not write is a NaN and fails), and the canary
+ * must survive; each element must satisfy |got - ref| <= tol. gather and
+ * topk must match the reference bit for bit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,12 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conformance/tolerance.h"
 #include "cpu_kernels.h"
 #include "test_util.h"
 
-#define U32 (0x1.0p-24)
-
-static const elastic_cpu_kernels *ref(void) { return &elastic_cpu_kernels_reference; }
+static const elastic_cpu_kernels *ref(void)
+{
+    return &elastic_cpu_kernels_reference;
+}
 
 /* The fast tables this CPU can run; prints the ones skipped. */
 static int fast_tables(const elastic_cpu_kernels **out)
@@ -95,32 +71,50 @@ static int32_t *imalloc(size_t n)
 static uint64_t stream_id(const char *op, int caseno, int which)
 {
     uint64_t h = 1469598103934665603ULL;
-    for (const char *c = op; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    for (const char *c = op; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
     return h ^ ((uint64_t)caseno << 8) ^ (uint64_t)which;
 }
 
-/* Element-wise |got - want| <= tol[i]; prints the first failure. With
- * ELASTIC_TEST_VERBOSE set, prints how much of the tolerance was used. */
+/* An output of n floats with a canary after it (see poison/canary_ok). */
+static float *out_alloc(size_t n)
+{
+    float *p = malloc(n * sizeof(float) + CONF_CANARY_BYTES);
+    assert_non_null(p);
+    return p;
+}
+
+/* Poisons an output and its canary before a kernel writes it. */
+static void poison(void *out, size_t bytes)
+{
+    conf_poison(out, bytes + CONF_CANARY_BYTES);
+}
+
+/* The canary after an output of `bytes` survived the kernel. */
+static void canary_ok(const char *what, const char *isa, const void *out, size_t bytes)
+{
+    if (!conf_canary_intact((const char *)out + bytes, CONF_CANARY_BYTES)) {
+        printf("# %s [%s]: wrote past the end of its output (canary changed)\n", what, isa);
+        fail();
+    }
+}
+
+/* Element-wise |got - want| <= tol[i] (tolerance.h), and the canary after
+ * got; prints the first failure. With ELASTIC_TEST_VERBOSE set, prints how
+ * much of the tolerance was used. */
 static void check_tol(const char *what, const char *isa, const float *got, const float *want,
                       const double *tol, size_t n)
 {
-    if (getenv("ELASTIC_TEST_VERBOSE")) {
-        double worst = 0;
-        for (size_t i = 0; i < n; i++) {
-            double r = fabs((double)got[i] - (double)want[i]) / tol[i];
-            if (r > worst) worst = r;
-        }
-        printf("# %s [%s]: n %zu, max |diff|/tol %.3g, rel L2 %.3g\n", what, isa, n, worst,
+    conf_compare_result res = {.ok = 1};
+    conf_compare(0, ELASTIC_DTYPE_F32, got, want, tol, (int64_t)n, &res);
+    if (getenv("ELASTIC_TEST_VERBOSE"))
+        printf("# %s [%s]: n %zu, max |diff|/tol %.3g, rel L2 %.3g\n", what, isa, n, res.worst,
                tu_rel_l2(got, want, n));
+    if (!res.ok) {
+        printf("# %s [%s]: %s\n", what, isa, res.why);
+        fail();
     }
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)want[i]);
-        if (!(e <= tol[i])) {
-            printf("# %s [%s]: element %zu: got %.9g, reference %.9g, |diff| %.3g > tol %.3g\n",
-                   what, isa, i, (double)got[i], (double)want[i], e, tol[i]);
-            fail();
-        }
-    }
+    canary_ok(what, isa, got, n * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ gather */
@@ -136,15 +130,16 @@ static void test_gather(void **state)
         int64_t rows = shapes[s][0], d = shapes[s][1], n = shapes[s][2];
         float *table = fmalloc((size_t)(rows * d));
         int32_t *idx = imalloc((size_t)n);
-        float *want = fmalloc((size_t)(n * d)), *got = fmalloc((size_t)(n * d));
+        float *want = fmalloc((size_t)(n * d)), *got = out_alloc((size_t)(n * d));
         tu_fill_uniform(table, (size_t)(rows * d), seed, stream_id("gather", (int)s, 0), -1, 1);
         tu_fill_int(idx, (size_t)n, seed, stream_id("gather", (int)s, 1), 0, (int32_t)rows - 1);
         ref()->gather(table, d, idx, n, want, 1);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
-                memset(got, 0xff, (size_t)(n * d) * sizeof(float));
+                poison(got, (size_t)(n * d) * sizeof(float));
                 tabs[t]->gather(table, d, idx, n, got, th);
                 assert_memory_equal(got, want, (size_t)(n * d) * sizeof(float));
+                canary_ok("gather", tabs[t]->isa, got, (size_t)(n * d) * sizeof(float));
             }
         free(table);
         free(idx);
@@ -161,20 +156,21 @@ static void test_add(void **state)
     uint64_t seed = tu_seed();
     const elastic_cpu_kernels *tabs[3];
     int nt = fast_tables(tabs);
-    static const int64_t shapes[][2] = {{1, 1},     {1000, 1},   {64 * 7, 64}, {17, 17},
+    static const int64_t shapes[][2] = {{1, 1},      {1000, 1},        {64 * 7, 64},   {17, 17},
                                         {50000, 37}, {100003, 100003}, {51200 * 3, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t n = shapes[s][0], nb = shapes[s][1];
         float *a = fmalloc((size_t)n), *b = fmalloc((size_t)nb);
-        float *want = fmalloc((size_t)n), *got = fmalloc((size_t)n);
+        float *want = fmalloc((size_t)n), *got = out_alloc((size_t)n);
         double *tol = malloc((size_t)n * sizeof(double));
         assert_non_null(tol);
         tu_fill_uniform(a, (size_t)n, seed, stream_id("add", (int)s, 0), -100, 100);
         tu_fill_uniform(b, (size_t)nb, seed, stream_id("add", (int)s, 1), -1, 1);
         ref()->add(a, b, want, n, nb, 1);
-        for (int64_t i = 0; i < n; i++) tol[i] = 2 * U32 * fabs((double)want[i]) + 1e-37;
+        conf_tol_add(a, b, n, nb, tol);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
+                poison(got, (size_t)n * sizeof(float));
                 tabs[t]->add(a, b, got, n, nb, th);
                 check_tol("add", tabs[t]->isa, got, want, tol, (size_t)n);
             }
@@ -199,16 +195,17 @@ static void test_masked_mean(void **state)
         int64_t batch = shapes[s][0], n = shapes[s][1], d = shapes[s][2];
         float *x = fmalloc((size_t)(batch * n * d));
         int32_t *len = imalloc((size_t)batch);
-        float *want = fmalloc((size_t)(batch * d)), *got = fmalloc((size_t)(batch * d));
+        float *want = fmalloc((size_t)(batch * d)), *got = out_alloc((size_t)(batch * d));
         double *tol = malloc((size_t)(batch * d) * sizeof(double));
         assert_non_null(tol);
         tu_fill_uniform(x, (size_t)(batch * n * d), seed, stream_id("mean", (int)s, 0), -3, 5);
         tu_fill_int(len, (size_t)batch, seed, stream_id("mean", (int)s, 1), 0, (int32_t)n + 3);
         len[0] = (int32_t)n; /* full, and the others: empty, partial or clamped */
         ref()->masked_mean(x, len, want, batch, n, d, 1);
-        for (int64_t i = 0; i < batch * d; i++) tol[i] = 2 * U32 * (fabs((double)want[i]) + 5.0);
+        conf_tol_masked_mean(x, len, batch, n, d, tol);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
+                poison(got, (size_t)(batch * d) * sizeof(float));
                 tabs[t]->masked_mean(x, len, got, batch, n, d, th);
                 check_tol("masked_mean", tabs[t]->isa, got, want, tol, (size_t)(batch * d));
             }
@@ -233,7 +230,7 @@ static void test_layer_norm(void **state)
         int64_t rows = shapes[s][0], d = shapes[s][1];
         size_t n = (size_t)(rows * d);
         float *x = fmalloc(n), *w = fmalloc((size_t)d), *b = fmalloc((size_t)d);
-        float *want = fmalloc(n), *got = fmalloc(n);
+        float *want = fmalloc(n), *got = out_alloc(n);
         double *tol = malloc(n * sizeof(double));
         assert_non_null(tol);
         /* an offset mean makes the centring matter */
@@ -242,25 +239,10 @@ static void test_layer_norm(void **state)
         tu_fill_uniform(b, (size_t)d, seed, stream_id("ln", (int)s, 2), -1, 1);
         float eps = 1e-5f;
         ref()->layer_norm(x, w, b, want, rows, d, eps, 1);
-        for (int64_t r = 0; r < rows; r++) {
-            double mean = 0, var = 0, maxabs = 0;
-            for (int64_t j = 0; j < d; j++) mean += x[r * d + j];
-            mean /= (double)d;
-            for (int64_t j = 0; j < d; j++) {
-                var += (x[r * d + j] - mean) * (x[r * d + j] - mean);
-                if (fabs(x[r * d + j]) > maxabs) maxabs = fabs(x[r * d + j]);
-            }
-            double inv = 1.0 / sqrt(var / (double)d + eps);
-            for (int64_t j = 0; j < d; j++) {
-                double xhat = (x[r * d + j] - mean) * inv;
-                tol[r * d + j] = 2.0 * ((double)(d + 4) * U32 * (fabs(xhat) + maxabs * inv) *
-                                            fabs((double)w[j]) +
-                                        3 * U32 * (fabs(xhat * w[j]) + fabs((double)b[j]))) +
-                                 1e-30;
-            }
-        }
+        conf_tol_layer_norm(x, w, b, rows, d, eps, tol);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
+                poison(got, n * sizeof(float));
                 tabs[t]->layer_norm(x, w, b, got, rows, d, eps, th);
                 check_tol("layer_norm", tabs[t]->isa, got, want, tol, n);
             }
@@ -283,16 +265,15 @@ static void test_linear(void **state)
     int nt = fast_tables(tabs);
     /* m, n, k, with bias */
     static const int64_t shapes[][4] = {
-        {1, 1, 1, 1},    {2, 3, 5, 0},    {7, 13, 1, 1},    {5, 1, 17, 1},  {6, 64, 64, 1},
-        {13, 17, 1037, 1}, {97, 100, 33, 0}, {200, 64, 64, 1}, {100, 256, 64, 1},
-        {20, 3706, 64, 1}, {51, 64, 256, 1}, {1, 1024, 64, 1}, {300, 70, 64, 0},
-        {193, 129, 31, 1}};
+        {1, 1, 1, 1},      {2, 3, 5, 0},     {7, 13, 1, 1},    {5, 1, 17, 1},     {6, 64, 64, 1},
+        {13, 17, 1037, 1}, {97, 100, 33, 0}, {200, 64, 64, 1}, {100, 256, 64, 1}, {20, 3706, 64, 1},
+        {51, 64, 256, 1},  {1, 1024, 64, 1}, {300, 70, 64, 0}, {193, 129, 31, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
         int has_bias = (int)shapes[s][3];
         float *x = fmalloc((size_t)(m * k)), *w = fmalloc((size_t)(n * k));
         float *b = fmalloc((size_t)n);
-        float *want = fmalloc((size_t)(m * n)), *got = fmalloc((size_t)(m * n));
+        float *want = fmalloc((size_t)(m * n)), *got = out_alloc((size_t)(m * n));
         double *tol = malloc((size_t)(m * n) * sizeof(double));
         assert_non_null(tol);
         tu_fill_uniform(x, (size_t)(m * k), seed, stream_id("linear", (int)s, 0), -1, 1);
@@ -300,17 +281,10 @@ static void test_linear(void **state)
         tu_fill_uniform(b, (size_t)n, seed, stream_id("linear", (int)s, 2), -1, 1);
         const float *bias = has_bias ? b : NULL;
         ref()->linear(x, w, bias, want, m, n, k, 1);
-        double g = (double)(2 * k + 3) * U32;
-        g = g / (1 - g);
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                double T = bias ? fabs((double)bias[j]) : 0.0;
-                for (int64_t p = 0; p < k; p++) T += fabs((double)x[i * k + p] * w[j * k + p]);
-                tol[i * n + j] = g * T + U32 * fabs((double)want[i * n + j]) + 1e-37;
-            }
+        conf_tol_linear(x, w, bias, m, n, k, tol);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
-                memset(got, 0xff, (size_t)(m * n) * sizeof(float));
+                poison(got, (size_t)(m * n) * sizeof(float));
                 tabs[t]->linear(x, w, bias, got, m, n, k, th);
                 check_tol("linear", tabs[t]->isa, got, want, tol, (size_t)(m * n));
             }
@@ -331,8 +305,8 @@ static void test_linear_threads_deterministic(void **state)
     uint64_t seed = tu_seed();
     const elastic_cpu_kernels *tabs[3];
     int nt = fast_tables(tabs);
-    static const int64_t shapes[][3] = {{2000, 600, 64}, {1001, 64, 256}, {256, 3706, 64},
-                                        {777, 13, 1000}};
+    static const int64_t shapes[][3] = {
+        {2000, 600, 64}, {1001, 64, 256}, {256, 3706, 64}, {777, 13, 1000}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
         float *x = fmalloc((size_t)(m * k)), *w = fmalloc((size_t)(n * k));
@@ -367,18 +341,15 @@ static void test_gelu(void **state)
     static const int64_t sizes[] = {1, 7, 1000, 100003};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         int64_t n = sizes[s];
-        float *x = fmalloc((size_t)n), *want = fmalloc((size_t)n), *got = fmalloc((size_t)n);
+        float *x = fmalloc((size_t)n), *want = fmalloc((size_t)n), *got = out_alloc((size_t)n);
         double *tol = malloc((size_t)n * sizeof(double));
         assert_non_null(tol);
         tu_fill_uniform(x, (size_t)n, seed, stream_id("gelu", (int)s, 0), -8, 8);
         ref()->gelu(x, want, n, 1);
-        for (int64_t i = 0; i < n; i++) {
-            double xi = x[i];
-            tol[i] = 16 * U32 * fabs((double)want[i]) + 2 * U32 * xi * xi * exp(-xi * xi / 2) +
-                     1e-37;
-        }
+        conf_tol_gelu(x, want, n, tol);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
+                poison(got, (size_t)n * sizeof(float));
                 tabs[t]->gelu(x, got, n, th);
                 check_tol("gelu", tabs[t]->isa, got, want, tol, (size_t)n);
             }
@@ -405,25 +376,25 @@ static void test_attention(void **state)
     const elastic_cpu_kernels *tabs[3];
     int nt = fast_tables(tabs);
     static const att_case cases[] = {
-        {3, 16, 200, 64, 2, 0, {200, 37, 1}, 1.5f},    /* aggregation, padded */
-        {1, 16, 2100, 64, 2, 0, {-1, 0, 0}, 1.5f},     /* long aggregation */
-        {2, 203, 16, 64, 2, 0, {-1, 0, 0}, 1.5f},      /* dispatch */
-        {2, 77, 77, 64, 2, 1, {77, 30, 0}, 1.5f},      /* SASRec causal + padding */
-        {1, 130, 130, 32, 1, 1, {-1, 0, 0}, 2.0f},     /* causal, several blocks */
-        {2, 5, 9, 12, 3, 0, {0, 9, 0}, 1.0f},          /* dh = 4, an empty history */
-        {2, 3, 5, 3, 3, 1, {5, 2, 0}, 1.0f},           /* dh = 1 */
-        {2, 19, 33, 80, 2, 0, {33, 17, 0}, 1.0f},      /* dh = 40, off the width */
-        {3, 16, 500, 64, 2, 0, {3, 500, 250}, 1.5f},   /* heavy padding */
-        {1, 4, 7, 300, 1, 1, {-1, 0, 0}, 0.3f},        /* wide head: scalar path */
-        {1, 1, 1, 1, 1, 0, {-1, 0, 0}, 1.0f},          /* all size 1 */
-        {2, 40, 70, 16, 1, 0, {70, 65, 0}, 4.0f},      /* sharp softmax */
+        {3, 16, 200, 64, 2, 0, {200, 37, 1}, 1.5f},  /* aggregation, padded */
+        {1, 16, 2100, 64, 2, 0, {-1, 0, 0}, 1.5f},   /* long aggregation */
+        {2, 203, 16, 64, 2, 0, {-1, 0, 0}, 1.5f},    /* dispatch */
+        {2, 77, 77, 64, 2, 1, {77, 30, 0}, 1.5f},    /* SASRec causal + padding */
+        {1, 130, 130, 32, 1, 1, {-1, 0, 0}, 2.0f},   /* causal, several blocks */
+        {2, 5, 9, 12, 3, 0, {0, 9, 0}, 1.0f},        /* dh = 4, an empty history */
+        {2, 3, 5, 3, 3, 1, {5, 2, 0}, 1.0f},         /* dh = 1 */
+        {2, 19, 33, 80, 2, 0, {33, 17, 0}, 1.0f},    /* dh = 40, off the width */
+        {3, 16, 500, 64, 2, 0, {3, 500, 250}, 1.5f}, /* heavy padding */
+        {1, 4, 7, 300, 1, 1, {-1, 0, 0}, 0.3f},      /* wide head: scalar path */
+        {1, 1, 1, 1, 1, 0, {-1, 0, 0}, 1.0f},        /* all size 1 */
+        {2, 40, 70, 16, 1, 0, {70, 65, 0}, 4.0f},    /* sharp softmax */
     };
     for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
         const att_case *c = &cases[s];
-        int64_t B = c->batch, nq = c->nq, nk = c->nk, d = c->d, dh = d / c->heads;
+        int64_t B = c->batch, nq = c->nq, nk = c->nk, d = c->d;
         float *q = fmalloc((size_t)(B * nq * d)), *k = fmalloc((size_t)(B * nk * d));
         float *v = fmalloc((size_t)(B * nk * d));
-        float *want = fmalloc((size_t)(B * nq * d)), *got = fmalloc((size_t)(B * nq * d));
+        float *want = fmalloc((size_t)(B * nq * d)), *got = out_alloc((size_t)(B * nq * d));
         double *tol = malloc((size_t)(B * nq * d) * sizeof(double));
         assert_non_null(tol);
         tu_fill_uniform(q, (size_t)(B * nq * d), seed, stream_id("att", (int)s, 0), -c->range,
@@ -433,32 +404,10 @@ static void test_attention(void **state)
         tu_fill_uniform(v, (size_t)(B * nk * d), seed, stream_id("att", (int)s, 2), -1, 1);
         const int32_t *key_len = c->key_len[0] < 0 ? NULL : c->key_len;
         ref()->attention(q, k, v, key_len, want, B, nq, nk, d, c->heads, c->causal, 1);
-        double scale = 1.0 / sqrt((double)dh);
-        for (int64_t b = 0; b < B; b++) {
-            int64_t valid = key_len ? (key_len[b] < nk ? key_len[b] : nk) : nk;
-            for (int64_t i = 0; i < nq; i++)
-                for (int h = 0; h < c->heads; h++) {
-                    int64_t first = c->causal ? i : 0;
-                    double smax = 0, vmax = 0;
-                    for (int64_t j = first; j < valid; j++) {
-                        double sj = 0;
-                        for (int64_t cc = 0; cc < dh; cc++) {
-                            sj += fabs((double)q[(b * nq + i) * d + h * dh + cc] *
-                                       k[(b * nk + j) * d + h * dh + cc]);
-                            double vv = fabs((double)v[(b * nk + j) * d + h * dh + cc]);
-                            if (vv > vmax) vmax = vv;
-                        }
-                        if (sj * scale > smax) smax = sj * scale;
-                    }
-                    int64_t nvis = valid > first ? valid - first : 0;
-                    double ep = (double)(dh + 2) * U32 * smax + 4 * U32;
-                    double t = vmax * (2 * ep + 2 * (double)(nvis + 4) * U32) + 1e-30;
-                    for (int64_t cc = 0; cc < dh; cc++) tol[(b * nq + i) * d + h * dh + cc] = t;
-                }
-        }
+        conf_tol_attention(q, k, v, B, nq, nk, d, c->heads, tol);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
-                memset(got, 0xff, (size_t)(B * nq * d) * sizeof(float));
+                poison(got, (size_t)(B * nq * d) * sizeof(float));
                 tabs[t]->attention(q, k, v, key_len, got, B, nq, nk, d, c->heads, c->causal, th);
                 check_tol("attention", tabs[t]->isa, got, want, tol, (size_t)(B * nq * d));
             }
@@ -480,17 +429,17 @@ static void test_pkm(void **state)
     const elastic_cpu_kernels *tabs[3];
     int nt = fast_tables(tabs);
     /* batch, experts, c, m, t, d, tied (all sub-keys equal) */
-    static const int64_t cases[][7] = {
-        {3, 4, 8, 16, 4, 10, 0},  {2, 16, 64, 128, 8, 64, 0}, {1, 1, 2, 3, 3, 1, 0},
-        {2, 3, 6, 100, 70, 7, 0}, {1, 2, 2, 1, 1, 5, 0},      {2, 3, 8, 16, 4, 9, 1},
-        {4, 16, 64, 128, 8, 64, 0}};
+    static const int64_t cases[][7] = {{3, 4, 8, 16, 4, 10, 0},   {2, 16, 64, 128, 8, 64, 0},
+                                       {1, 1, 2, 3, 3, 1, 0},     {2, 3, 6, 100, 70, 7, 0},
+                                       {1, 2, 2, 1, 1, 5, 0},     {2, 3, 8, 16, 4, 9, 1},
+                                       {4, 16, 64, 128, 8, 64, 0}};
     for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
         int64_t B = cases[s][0], E = cases[s][1], c = cases[s][2], m = cases[s][3];
         int64_t t = cases[s][4], d = cases[s][5];
         int tied = (int)cases[s][6];
         float *query = fmalloc((size_t)(B * E * c)), *sub = fmalloc((size_t)(2 * m * (c / 2)));
         float *values = fmalloc((size_t)(m * m * d));
-        float *want = fmalloc((size_t)(B * E * d)), *got = fmalloc((size_t)(B * E * d));
+        float *want = fmalloc((size_t)(B * E * d)), *got = out_alloc((size_t)(B * E * d));
         double *tol = malloc((size_t)(B * E * d) * sizeof(double));
         assert_non_null(tol);
         tu_fill_uniform(query, (size_t)(B * E * c), seed, stream_id("pkm", (int)s, 0), -1, 1);
@@ -500,9 +449,10 @@ static void test_pkm(void **state)
             for (int64_t r = 1; r < 2 * m; r++)
                 memcpy(sub + r * (c / 2), sub, (size_t)(c / 2) * sizeof(float));
         ref()->pkm(query, sub, values, want, B, E, c, m, t, d, 1);
-        for (int64_t i = 0; i < B * E * d; i++) tol[i] = (double)(t + 8) * 2 * U32 + 1e-37;
+        conf_tol_pkm(query, sub, values, B, E, c, m, t, d, tol);
         for (int tb = 0; tb < nt; tb++)
             for (int th = 1; th <= 2; th++) {
+                poison(got, (size_t)(B * E * d) * sizeof(float));
                 tabs[tb]->pkm(query, sub, values, got, B, E, c, m, t, d, th);
                 check_tol("pkm", tabs[tb]->isa, got, want, tol, (size_t)(B * E * d));
             }
@@ -526,8 +476,8 @@ static void topk_compare(const char *isa, const int32_t *ids, const float *vals,
                          const int32_t *rids, const float *rvals, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        int same_val = (isnan(vals[i]) && isnan(rvals[i])) ||
-                       memcmp(&vals[i], &rvals[i], sizeof(float)) == 0;
+        int same_val =
+            (isnan(vals[i]) && isnan(rvals[i])) || memcmp(&vals[i], &rvals[i], sizeof(float)) == 0;
         if (ids[i] != rids[i] || !same_val) {
             printf("# topk [%s]: place %zu: got id %d (%.9g), reference id %d (%.9g)\n", isa, i,
                    ids[i], (double)vals[i], rids[i], (double)rvals[i]);
@@ -543,19 +493,20 @@ static void test_topk(void **state)
     const elastic_cpu_kernels *tabs[3];
     int nt = fast_tables(tabs);
     static const topk_case cases[] = {
-        {4, 3706, 10, 50, 0}, {1, 1, 1, 0, 0},     {2, 1, 3, 1, 0},    {3, 37, 37, 5, 0},
-        {3, 37, 40, 30, 0},   {5, 1001, 50, 0, 1}, {5, 1001, 20, 9, 2}, {40, 3706, 100, 200, 0},
+        {4, 3706, 10, 50, 0}, {1, 1, 1, 0, 0},     {2, 1, 3, 1, 0},      {3, 37, 37, 5, 0},
+        {3, 37, 40, 30, 0},   {5, 1001, 50, 0, 1}, {5, 1001, 20, 9, 2},  {40, 3706, 100, 200, 0},
         {2, 20, 5, 3, 1},     {3, 64, 10, 4, 2},   {2, 50000, 200, 0, 0}};
     for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
         const topk_case *c = &cases[s];
         int64_t B = c->batch, I = c->items, K = c->k, E = c->n_exclude;
         float *scores = fmalloc((size_t)(B * I));
         int32_t *ex = E ? imalloc((size_t)(B * E)) : NULL;
-        int32_t *rids = imalloc((size_t)(B * K)), *ids = imalloc((size_t)(B * K));
-        float *rvals = fmalloc((size_t)(B * K)), *vals = fmalloc((size_t)(B * K));
+        int32_t *rids = imalloc((size_t)(B * K)), *ids = (int32_t *)out_alloc((size_t)(B * K));
+        float *rvals = fmalloc((size_t)(B * K)), *vals = out_alloc((size_t)(B * K));
         tu_fill_uniform(scores, (size_t)(B * I), seed, stream_id("topk", (int)s, 0), -10, 10);
         if (c->kind == 1)
-            for (int64_t i = 0; i < B * I; i++) scores[i] = floorf(scores[i] / 4);
+            for (int64_t i = 0; i < B * I; i++)
+                scores[i] = floorf(scores[i] / 4);
         if (c->kind == 2)
             for (int64_t i = 0; i < B * I; i++) {
                 uint64_t r = tu_hash(seed, stream_id("topk", (int)s, 2), (uint64_t)i) % 8;
@@ -568,8 +519,11 @@ static void test_topk(void **state)
         ref()->topk(scores, ex, E, rids, rvals, B, I, K, 1);
         for (int t = 0; t < nt; t++)
             for (int th = 1; th <= 2; th++) {
-                memset(ids, 0x55, (size_t)(B * K) * sizeof(int32_t));
+                poison(ids, (size_t)(B * K) * sizeof(int32_t));
+                poison(vals, (size_t)(B * K) * sizeof(float));
                 tabs[t]->topk(scores, ex, E, ids, vals, B, I, K, th);
+                canary_ok("topk ids", tabs[t]->isa, ids, (size_t)(B * K) * sizeof(int32_t));
+                canary_ok("topk vals", tabs[t]->isa, vals, (size_t)(B * K) * sizeof(float));
                 topk_compare(tabs[t]->isa, ids, vals, rids, rvals, (size_t)(B * K));
             }
         free(scores);
@@ -604,8 +558,8 @@ static void test_hand_values(void **state)
         float go[3];
         kt->gelu(gx, go, 3, 1);
         assert_true(go[0] == 0.0f);
-        assert_true(fabs(go[1] - 0.8413447460685429) <= 2 * U32 * 0.85);
-        assert_true(fabs(go[2] + 0.15865525393145707) <= 4 * U32 * 0.16);
+        assert_true(fabs(go[1] - 0.8413447460685429) <= 2 * CONF_U * 0.85);
+        assert_true(fabs(go[2] + 0.15865525393145707) <= 4 * CONF_U * 0.16);
 
         /* layer_norm of [1,2,3,4], eps 0: mean 2.5, var 1.25 */
         const float lx[4] = {1, 2, 3, 4}, lw[4] = {1, 1, 1, 1}, lb[4] = {0, 0, 0, 0};
@@ -613,15 +567,16 @@ static void test_hand_values(void **state)
         kt->layer_norm(lx, lw, lb, lo, 1, 4, 0.0f, 1);
         const double le[4] = {-1.5 / sqrt(1.25), -0.5 / sqrt(1.25), 0.5 / sqrt(1.25),
                               1.5 / sqrt(1.25)};
-        for (int j = 0; j < 4; j++) assert_true(fabs(lo[j] - le[j]) <= 8 * U32 * fabs(le[j]));
+        for (int j = 0; j < 4; j++)
+            assert_true(fabs(lo[j] - le[j]) <= 8 * CONF_U * fabs(le[j]));
 
         /* attention: a zero query weighs keys equally; causal query 1 sees key 1 only */
         const float aq[2] = {0, 0}, ak[2] = {3, -7}, av[2] = {1, 3};
         float ao[2];
         kt->attention(aq, ak, av, NULL, ao, 1, 2, 2, 1, 1, 0, 1);
-        assert_true(fabs(ao[0] - 2.0) <= 4 * U32 && fabs(ao[1] - 2.0) <= 4 * U32);
+        assert_true(fabs(ao[0] - 2.0) <= 4 * CONF_U && fabs(ao[1] - 2.0) <= 4 * CONF_U);
         kt->attention(aq, ak, av, NULL, ao, 1, 2, 2, 1, 1, 1, 1);
-        assert_true(fabs(ao[0] - 2.0) <= 4 * U32 && ao[1] == 3.0f);
+        assert_true(fabs(ao[0] - 2.0) <= 4 * CONF_U && ao[1] == 3.0f);
         const int32_t one = 1;
         kt->attention(aq, ak, av, &one, ao, 1, 2, 2, 1, 1, 1, 1);
         assert_true(ao[0] == 1.0f && ao[1] == 0.0f); /* query 1 sees nothing */

@@ -1,7 +1,9 @@
 /*
  * test_grad.c - the CPU training kernels (backends/cpu/cpu_grad.h) against
  * central finite differences of small, independent float64 forwards written
- * from the model specification (sections 3 and 5) and cpu_kernels.h.
+ * from the model specification (sections 3 and 5) and cpu_kernels.h. The
+ * forwards and the differences are core/conformance/gradcheck.h's, the same
+ * the conformance suite uses to check its gradient oracle.
  *
  * Method, per gradient op: a fixed random R (seeded; every case prints its
  * stream) defines L = sum(R .* f(inputs)). The kernel under test gets
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conformance/gradcheck.h"
 #include "cpu_grad.h"
 #include "test_util.h"
 
@@ -65,8 +68,14 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-static float *fnew(int64_t n) { return xcalloc((size_t)n, sizeof(float)); }
-static double *dnew(int64_t n) { return xcalloc((size_t)n, sizeof(double)); }
+static float *fnew(int64_t n)
+{
+    return xcalloc((size_t)n, sizeof(float));
+}
+static double *dnew(int64_t n)
+{
+    return xcalloc((size_t)n, sizeof(double));
+}
 
 static float *frand(int64_t n, uint64_t stream, float lo, float hi)
 {
@@ -79,7 +88,8 @@ static float *frand(int64_t n, uint64_t stream, float lo, float hi)
 static double *widen(const float *x, int64_t n)
 {
     double *y = dnew(n);
-    for (int64_t i = 0; i < n; i++) y[i] = x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i];
     return y;
 }
 
@@ -107,7 +117,8 @@ static int n_worst;
 static void record(const char *op, double err)
 {
     int i = 0;
-    while (i < n_worst && strcmp(worst_by_op[i].op, op) != 0) i++;
+    while (i < n_worst && strcmp(worst_by_op[i].op, op) != 0)
+        i++;
     if (i == n_worst) {
         assert_true(n_worst < 16);
         worst_by_op[n_worst++] = (op_worst){op, 0.0, 0};
@@ -116,42 +127,20 @@ static void record(const char *op, double err)
     worst_by_op[i].cases++;
 }
 
-/* One input of the forward: the double array perturbed in place and the
- * kernel's gradient for it. */
-typedef struct fd_tensor {
-    const char *name;
-    double *x;
-    const float *g;
-    int64_t n;
-} fd_tensor;
-
-typedef double (*loss_fn)(const void *ctx);
-
 /* Central differences of loss for every element of every tensor, compared
  * with the kernel's gradients; prints the worst error and fails the test if
  * any element is out of tolerance. */
-static void fd_check(const char *op, const char *tag, uint64_t stream, loss_fn loss,
-                     const void *ctx, const fd_tensor *ts, int nt, fd_tol tol)
+static void fd_check(const char *op, const char *tag, uint64_t stream, conf_fd_loss loss,
+                     const void *ctx, const conf_fd_tensor *ts, int nt, fd_tol tol)
 {
     int64_t total = 0, k = 0;
-    for (int t = 0; t < nt; t++) total += ts[t].n;
-    double *fd = dnew(total), scale = 0;
     for (int t = 0; t < nt; t++)
-        for (int64_t i = 0; i < ts[t].n; i++, k++) {
-            double *xi = &ts[t].x[i], x0 = *xi, h = tol.h * fmax(1.0, fabs(x0));
-            double xp = x0 + h, xm = x0 - h;
-            *xi = xp;
-            double lp = loss(ctx);
-            *xi = xm;
-            double lm = loss(ctx);
-            *xi = x0;
-            fd[k] = (lp - lm) / (xp - xm);
-            scale = fmax(scale, fabs(fd[k]));
-        }
+        total += ts[t].n;
+    double *fd = dnew(total);
+    double scale = conf_fd_gradient(loss, ctx, ts, nt, tol.h, fd);
     double worst = 0, wg = 0, wfd = 0;
     const char *wname = ts[0].name;
     int64_t wi = 0, fails = 0;
-    k = 0;
     for (int t = 0; t < nt; t++)
         for (int64_t i = 0; i < ts[t].n; i++, k++) {
             double g = ts[t].g[i], err = fabs(g - fd[k]);
@@ -172,8 +161,8 @@ static void fd_check(const char *op, const char *tag, uint64_t stream, loss_fn l
                 wfd = fd[k];
             }
         }
-    printf("  %-20s %-34s stream %-6llu max|g-fd|/max|fd| %.2e  (%s[%lld] %.7g vs %.7g)\n", op,
-           tag, (unsigned long long)stream, worst, wname, (long long)wi, wg, wfd);
+    printf("  %-20s %-34s stream %-6llu max|g-fd|/max|fd| %.2e  (%s[%lld] %.7g vs %.7g)\n", op, tag,
+           (unsigned long long)stream, worst, wname, (long long)wi, wg, wfd);
     record(op, worst);
     free(fd);
     assert_int_equal(fails, 0);
@@ -189,7 +178,8 @@ static void test_dropout(void **state)
     const uint64_t stream = 100;
     /* x away from zero, both signs, so y == 0 means "dropped" */
     float *x = frand(n, stream, 0.5f, 1.5f);
-    for (int64_t i = 0; i < n; i += 2) x[i] = -x[i];
+    for (int64_t i = 0; i < n; i += 2)
+        x[i] = -x[i];
     float *y = fnew(n), *y2 = fnew(n), *y3 = fnew(n), *dy = frand(n, stream + 1, -1, 1);
     float *dx = fnew(n);
     const float ps[3] = {0.3f, 0.5f, 0.05f};
@@ -218,13 +208,14 @@ static void test_dropout(void **state)
         }
         /* the kept fraction is Binomial(n, 1-p)/n: within 5 standard deviations */
         double frac = (double)kept / (double)n, sd = sqrt((double)p * (1 - (double)p) / (double)n);
-        printf("  dropout p %.2f: kept %.5f (want %.5f +- %.5f)\n", (double)p, frac,
-               1 - (double)p, 5 * sd);
+        printf("  dropout p %.2f: kept %.5f (want %.5f +- %.5f)\n", (double)p, frac, 1 - (double)p,
+               5 * sd);
         assert_true(fabs(frac - (1 - (double)p)) <= 5 * sd);
         /* another seed draws another mask (the masks agree on about p^2 + (1-p)^2) */
         elastic_cpu_dropout(x, y3, n, p, seed + 1, 1);
         int64_t differ = 0;
-        for (int64_t i = 0; i < n; i++) differ += (y[i] == 0.0f) != (y3[i] == 0.0f);
+        for (int64_t i = 0; i < n; i++)
+            differ += (y[i] == 0.0f) != (y3[i] == 0.0f);
         double want_differ = 2 * (double)p * (1 - (double)p);
         assert_true(fabs((double)differ / (double)n - want_differ) <= 0.01);
         /* the gradient: dropout is linear, so dropout(dy) with the same seed is
@@ -252,27 +243,6 @@ static void test_dropout(void **state)
 
 /* ------------------------------------------------------------------------ */
 /* Cross-entropy                                                            */
-
-typedef struct ce_ctx {
-    double *s;
-    const int32_t *target;
-    int64_t batch, items;
-} ce_ctx;
-
-/* The batch-mean loss, spec section 5: logsumexp(s) - s[target-1]. */
-static double ce_loss(const void *p)
-{
-    const ce_ctx *c = p;
-    double total = 0;
-    for (int64_t b = 0; b < c->batch; b++) {
-        const double *s = c->s + b * c->items;
-        double mx = s[0], z = 0;
-        for (int64_t j = 1; j < c->items; j++) mx = fmax(mx, s[j]);
-        for (int64_t j = 0; j < c->items; j++) z += exp(s[j] - mx);
-        total += mx + log(z) - s[c->target[b] - 1];
-    }
-    return total / (double)c->batch;
-}
 
 static void test_cross_entropy_hand(void **state)
 {
@@ -302,7 +272,8 @@ static void test_cross_entropy_hand(void **state)
     double z2 = 1 + 2 * exp(-1.0) + exp(-2.0); /* sum exp(s - 1001) */
     assert_float_equal(loss[0], log(4.0), 1e-6);
     assert_float_equal(loss[1], 1 + log(z2), 1e-6);
-    for (int j = 0; j < 3; j++) assert_float_equal(g[j], 0.125, 1e-8);
+    for (int j = 0; j < 3; j++)
+        assert_float_equal(g[j], 0.125, 1e-8);
     assert_float_equal(g[3], (0.25 - 1) / 2, 1e-8);
     assert_float_equal(g[4], (exp(-1.0) / z2 - 1) / 2, 1e-7);
     assert_float_equal(g[5], (1 / z2) / 2, 1e-7);
@@ -324,15 +295,15 @@ static void ce_case(const char *tag, uint64_t stream, int64_t batch, int64_t ite
     elastic_cpu_cross_entropy(s, target, loss, g, batch, items, 1);
     elastic_cpu_cross_entropy(s, target, loss, g2, batch, items, THREADS);
     same_bits(g, g2, n);
-    ce_ctx c = {widen(s, n), target, batch, items};
+    conf_fd_ce c = {widen(s, n), target, batch, items};
     /* the per-user losses against the double forward */
     for (int64_t b = 0; b < batch; b++) {
-        ce_ctx one = {c.s + b * items, target + b, 1, items};
-        double want = ce_loss(&one);
+        conf_fd_ce one = {c.s + b * items, target + b, 1, items};
+        double want = conf_fd_ce_loss(&one);
         assert_float_equal(loss[b], want, 1e-6 * fmax(1.0, fabs(want)));
     }
-    fd_tensor ts[1] = {{"dscores", c.s, g, n}};
-    fd_check("cross_entropy", tag, stream, ce_loss, &c, ts, 1, TOL_ONE);
+    conf_fd_tensor ts[1] = {{"dscores", c.s, g, n}};
+    fd_check("cross_entropy", tag, stream, conf_fd_ce_loss, &c, ts, 1, TOL_ONE);
     free(c.s);
     free(s);
     free(loss);
@@ -352,28 +323,13 @@ static void test_cross_entropy_fd(void **state)
 /* ------------------------------------------------------------------------ */
 /* Gather (gather_grad)                                                     */
 
-typedef struct gather_ctx {
-    double *table, *r;
-    const int32_t *idx;
-    int64_t n, d;
-} gather_ctx;
-
-/* out[i,:] = table[idx[i],:] */
-static double gather_loss(const void *p)
-{
-    const gather_ctx *c = p;
-    double l = 0;
-    for (int64_t i = 0; i < c->n; i++)
-        for (int64_t j = 0; j < c->d; j++) l += c->r[i * c->d + j] * c->table[c->idx[i] * c->d + j];
-    return l;
-}
-
 static void gather_case(const char *tag, uint64_t stream, int64_t n, int64_t d, int64_t rows,
                         const int32_t *idx)
 {
     float *table = frand(rows * d, stream, -1, 1), *r = frand(n * d, stream + 1, -1, 1);
     float *g = fnew(rows * d);
-    for (int64_t i = 0; i < rows * d; i++) g[i] = 12345.0f; /* must be overwritten */
+    for (int64_t i = 0; i < rows * d; i++)
+        g[i] = 12345.0f; /* must be overwritten */
     elastic_cpu_gather_grad(r, idx, n, d, g, rows);
     /* by hand: row q gets the sum of dy over the i with idx[i] = q (duplicates
      * accumulate); rows never gathered are exactly zero */
@@ -392,9 +348,9 @@ static void gather_case(const char *tag, uint64_t stream, int64_t n, int64_t d, 
         }
         if (!hits) assert_true(all_zero(g + q * d, d));
     }
-    gather_ctx c = {widen(table, rows * d), widen(r, n * d), idx, n, d};
-    fd_tensor ts[1] = {{"dtable", c.table, g, rows * d}};
-    fd_check("gather_grad", tag, stream, gather_loss, &c, ts, 1, TOL_ACC);
+    conf_fd_gather c = {widen(table, rows * d), widen(r, n * d), idx, n, d};
+    conf_fd_tensor ts[1] = {{"dtable", c.table, g, rows * d}};
+    fd_check("gather_grad", tag, stream, conf_fd_gather_loss, &c, ts, 1, TOL_ACC);
     free(c.table);
     free(c.r);
     free(table);
@@ -414,38 +370,26 @@ static void test_gather_grad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Sum of rows: the gradient of the broadcast operand of ADD                 */
 
-typedef struct add_ctx {
-    double *a, *b, *r;
-    int64_t rows, cols;
-} add_ctx;
-
-/* out[i] = a[i] + b[i % cols] (ADD with b's shape a suffix of a's) */
-static double add_loss(const void *p)
-{
-    const add_ctx *c = p;
-    double l = 0;
-    for (int64_t i = 0; i < c->rows * c->cols; i++) l += c->r[i] * (c->a[i] + c->b[i % c->cols]);
-    return l;
-}
-
 static void sum_rows_case(const char *tag, uint64_t stream, int64_t rows, int64_t cols)
 {
     int64_t n = rows * cols;
     float *a = frand(n, stream, -1, 1), *b = frand(cols, stream + 1, -1, 1);
     float *r = frand(n, stream + 2, -1, 1), *g = fnew(cols), *g2 = fnew(cols);
-    for (int64_t j = 0; j < cols; j++) g[j] = 12345.0f;
+    for (int64_t j = 0; j < cols; j++)
+        g[j] = 12345.0f;
     elastic_cpu_sum_rows(r, rows, cols, g, 1);
     elastic_cpu_sum_rows(r, rows, cols, g2, THREADS);
     same_bits(g, g2, cols);
     /* by hand: a double sum rounded once */
     for (int64_t j = 0; j < cols; j++) {
         double want = 0;
-        for (int64_t i = 0; i < rows; i++) want += r[i * cols + j];
+        for (int64_t i = 0; i < rows; i++)
+            want += r[i * cols + j];
         assert_true(fabs(g[j] - want) <= 0x1p-24 * fabs(want) + 1e-12);
     }
-    add_ctx c = {widen(a, n), widen(b, cols), widen(r, n), rows, cols};
-    fd_tensor ts[1] = {{"db", c.b, g, cols}};
-    fd_check("sum_rows", tag, stream, add_loss, &c, ts, 1, TOL_ONE);
+    conf_fd_add c = {widen(a, n), widen(b, cols), widen(r, n), rows, cols};
+    conf_fd_tensor ts[1] = {{"db", c.b, g, cols}};
+    fd_check("sum_rows", tag, stream, conf_fd_add_loss, &c, ts, 1, TOL_ONE);
     free(c.a);
     free(c.b);
     free(c.r);
@@ -470,36 +414,14 @@ static void test_sum_rows(void **state)
 /* ------------------------------------------------------------------------ */
 /* Masked mean                                                              */
 
-typedef struct mm_ctx {
-    double *x, *r;
-    const int32_t *len;
-    int64_t batch, n, d;
-} mm_ctx;
-
-/* out[b,:] = mean of x[b,r,:] over r < min(len[b], n); zero when no row */
-static double mm_loss(const void *p)
-{
-    const mm_ctx *c = p;
-    double l = 0;
-    for (int64_t b = 0; b < c->batch; b++) {
-        int64_t valid = c->len[b] < c->n ? c->len[b] : c->n;
-        if (valid <= 0) continue;
-        for (int64_t j = 0; j < c->d; j++) {
-            double s = 0;
-            for (int64_t r = 0; r < valid; r++) s += c->x[(b * c->n + r) * c->d + j];
-            l += c->r[b * c->d + j] * s / (double)valid;
-        }
-    }
-    return l;
-}
-
 static void mm_case(const char *tag, uint64_t stream, int64_t batch, int64_t n, int64_t d,
                     const int32_t *len)
 {
     int64_t nx = batch * n * d;
     float *x = frand(nx, stream, -1, 1), *r = frand(batch * d, stream + 1, -1, 1);
     float *g = fnew(nx), *g2 = fnew(nx);
-    for (int64_t i = 0; i < nx; i++) g[i] = 12345.0f;
+    for (int64_t i = 0; i < nx; i++)
+        g[i] = 12345.0f;
     elastic_cpu_masked_mean_grad(r, len, g, batch, n, d, 1);
     elastic_cpu_masked_mean_grad(r, len, g2, batch, n, d, THREADS);
     same_bits(g, g2, nx);
@@ -507,9 +429,9 @@ static void mm_case(const char *tag, uint64_t stream, int64_t batch, int64_t n, 
     for (int64_t b = 0; b < batch; b++)
         for (int64_t row = len[b] < 0 ? 0 : len[b]; row < n; row++)
             assert_true(all_zero(g + (b * n + row) * d, d));
-    mm_ctx c = {widen(x, nx), widen(r, batch * d), len, batch, n, d};
-    fd_tensor ts[1] = {{"dx", c.x, g, nx}};
-    fd_check("masked_mean_grad", tag, stream, mm_loss, &c, ts, 1, TOL_ONE);
+    conf_fd_masked_mean c = {widen(x, nx), widen(r, batch * d), len, batch, n, d};
+    conf_fd_tensor ts[1] = {{"dx", c.x, g, nx}};
+    fd_check("masked_mean_grad", tag, stream, conf_fd_masked_mean_loss, &c, ts, 1, TOL_ONE);
     free(c.x);
     free(c.r);
     free(x);
@@ -530,31 +452,6 @@ static void test_masked_mean_grad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Layer norm                                                               */
 
-typedef struct ln_ctx {
-    double *x, *w, *b, *r;
-    int64_t rows, d;
-    double eps;
-} ln_ctx;
-
-/* LN(z) = (z - mean) / sqrt(var + eps) * w + b, var biased (spec section 3) */
-static double ln_loss(const void *p)
-{
-    const ln_ctx *c = p;
-    double l = 0;
-    for (int64_t row = 0; row < c->rows; row++) {
-        const double *x = c->x + row * c->d;
-        double mean = 0, var = 0;
-        for (int64_t j = 0; j < c->d; j++) mean += x[j];
-        mean /= (double)c->d;
-        for (int64_t j = 0; j < c->d; j++) var += (x[j] - mean) * (x[j] - mean);
-        var /= (double)c->d;
-        double sd = sqrt(var + c->eps);
-        for (int64_t j = 0; j < c->d; j++)
-            l += c->r[row * c->d + j] * ((x[j] - mean) / sd * c->w[j] + c->b[j]);
-    }
-    return l;
-}
-
 static void ln_case(const char *tag, uint64_t stream, int64_t rows, int64_t d, float eps,
                     float center, float spread)
 {
@@ -570,9 +467,10 @@ static void ln_case(const char *tag, uint64_t stream, int64_t rows, int64_t d, f
     same_bits(dx, dx2, n);
     same_bits(dw, dw2, d);
     same_bits(db, db2, d);
-    ln_ctx c = {widen(x, n), widen(w, d), widen(b, d), widen(r, n), rows, d, (double)eps};
-    fd_tensor ts[3] = {{"dx", c.x, dx, n}, {"dweight", c.w, dw, d}, {"dbias", c.b, db, d}};
-    fd_check("layer_norm_grad", tag, stream, ln_loss, &c, ts, 3, TOL_ONE);
+    conf_fd_layer_norm c = {widen(x, n), widen(w, d), widen(b, d), widen(r, n),
+                            rows,        d,           (double)eps};
+    conf_fd_tensor ts[3] = {{"dx", c.x, dx, n}, {"dweight", c.w, dw, d}, {"dbias", c.b, db, d}};
+    fd_check("layer_norm_grad", tag, stream, conf_fd_layer_norm_loss, &c, ts, 3, TOL_ONE);
     free(c.x);
     free(c.w);
     free(c.b);
@@ -602,25 +500,6 @@ static void test_layer_norm_grad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Linear                                                                   */
 
-typedef struct lin_ctx {
-    double *x, *w, *b, *r;
-    int64_t m, n, k;
-} lin_ctx;
-
-/* y = x W^T + b, x [M,K], W [N,K] */
-static double lin_loss(const void *p)
-{
-    const lin_ctx *c = p;
-    double l = 0;
-    for (int64_t i = 0; i < c->m; i++)
-        for (int64_t j = 0; j < c->n; j++) {
-            double y = c->b[j];
-            for (int64_t q = 0; q < c->k; q++) y += c->x[i * c->k + q] * c->w[j * c->k + q];
-            l += c->r[i * c->n + j] * y;
-        }
-    return l;
-}
-
 static void lin_case(const elastic_cpu_kernels *table, uint64_t stream, int64_t m, int64_t n,
                      int64_t k)
 {
@@ -637,12 +516,11 @@ static void lin_case(const elastic_cpu_kernels *table, uint64_t stream, int64_t 
     same_bits(dx, dx2, m * k);
     same_bits(dw, dw2, n * k);
     same_bits(db, db2, n);
-    lin_ctx c = {widen(x, m * k), widen(w, n * k), widen(b, n), widen(r, m * n), m, n, k};
-    fd_tensor ts[3] = {
-        {"dx", c.x, dx, m * k}, {"dW", c.w, dw, n * k}, {"dbias", c.b, db, n}};
+    conf_fd_linear c = {widen(x, m * k), widen(w, n * k), widen(b, n), widen(r, m * n), m, n, k};
+    conf_fd_tensor ts[3] = {{"dx", c.x, dx, m * k}, {"dW", c.w, dw, n * k}, {"dbias", c.b, db, n}};
     /* the reference table accumulates in double: one rounding; the fast
      * tables run float32 dot products */
-    fd_check("linear_grad", tag, stream, lin_loss, &c, ts, 3,
+    fd_check("linear_grad", tag, stream, conf_fd_linear_loss, &c, ts, 3,
              table == &elastic_cpu_kernels_reference ? TOL_ONE : TOL_ACC);
     free(c.x);
     free(c.w);
@@ -685,32 +563,19 @@ static void test_linear_grad(void **state)
 /* ------------------------------------------------------------------------ */
 /* GELU                                                                     */
 
-typedef struct gelu_ctx {
-    double *x, *r;
-    int64_t n;
-} gelu_ctx;
-
-/* GELU(z) = 0.5 z (1 + erf(z / sqrt 2)) = 0.5 z erfc(-z / sqrt 2) */
-static double gelu_loss(const void *p)
-{
-    const gelu_ctx *c = p;
-    double l = 0;
-    for (int64_t i = 0; i < c->n; i++) l += c->r[i] * 0.5 * c->x[i] * erfc(-c->x[i] / sqrt(2.0));
-    return l;
-}
-
 static void gelu_case(const char *tag, uint64_t stream, int64_t n, const float *fixed,
                       int64_t n_fixed)
 {
     float *x = frand(n, stream, -5, 5), *r = frand(n, stream + 1, -1, 1);
-    for (int64_t i = 0; i < n_fixed; i++) x[i] = fixed[i];
+    for (int64_t i = 0; i < n_fixed; i++)
+        x[i] = fixed[i];
     float *g = fnew(n), *g2 = fnew(n);
     elastic_cpu_gelu_grad(x, r, g, n, 1);
     elastic_cpu_gelu_grad(x, r, g2, n, THREADS);
     same_bits(g, g2, n);
-    gelu_ctx c = {widen(x, n), widen(r, n), n};
-    fd_tensor ts[1] = {{"dx", c.x, g, n}};
-    fd_check("gelu_grad", tag, stream, gelu_loss, &c, ts, 1, TOL_ONE);
+    conf_fd_gelu c = {widen(x, n), widen(r, n), n};
+    conf_fd_tensor ts[1] = {{"dx", c.x, g, n}};
+    fd_check("gelu_grad", tag, stream, conf_fd_gelu_loss, &c, ts, 1, TOL_ONE);
     free(c.x);
     free(c.r);
     free(x);
@@ -730,50 +595,6 @@ static void test_gelu_grad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Attention                                                                */
 
-typedef struct attn_ctx {
-    double *q, *k, *v, *r;
-    const int32_t *key_len;
-    int64_t batch, nq, nk, d;
-    int heads, causal;
-    double *logit; /* scratch [nk] */
-} attn_ctx;
-
-/* Per user b and head: query i attends to the keys j < key_len[b] (all when
- * none) with, if causal, j >= i (recency order: query r sees r' >= r);
- * softmax(q.k / sqrt(d/heads)) weights the values; no visible key: zero row. */
-static double attn_loss(const void *p)
-{
-    const attn_ctx *c = p;
-    int64_t dh = c->d / c->heads;
-    double l = 0;
-    for (int64_t b = 0; b < c->batch; b++) {
-        int64_t valid = c->nk;
-        if (c->key_len && c->key_len[b] < valid) valid = c->key_len[b] < 0 ? 0 : c->key_len[b];
-        for (int h = 0; h < c->heads; h++)
-            for (int64_t i = 0; i < c->nq; i++) {
-                int64_t first = c->causal ? i : 0;
-                if (first >= valid) continue;
-                const double *qi = c->q + (b * c->nq + i) * c->d + h * dh;
-                double mx = -INFINITY, z = 0;
-                for (int64_t j = first; j < valid; j++) {
-                    const double *kj = c->k + (b * c->nk + j) * c->d + h * dh;
-                    double s = 0;
-                    for (int64_t e = 0; e < dh; e++) s += qi[e] * kj[e];
-                    c->logit[j] = s / sqrt((double)dh);
-                    mx = fmax(mx, c->logit[j]);
-                }
-                for (int64_t j = first; j < valid; j++) z += exp(c->logit[j] - mx);
-                for (int64_t e = 0; e < dh; e++) {
-                    double o = 0;
-                    for (int64_t j = first; j < valid; j++)
-                        o += exp(c->logit[j] - mx) / z * c->v[(b * c->nk + j) * c->d + h * dh + e];
-                    l += c->r[(b * c->nq + i) * c->d + h * dh + e] * o;
-                }
-            }
-    }
-    return l;
-}
-
 static void attn_case(const char *tag, uint64_t stream, int64_t batch, int64_t nq, int64_t nk,
                       int64_t d, int heads, int causal, const int32_t *key_len)
 {
@@ -782,8 +603,10 @@ static void attn_case(const char *tag, uint64_t stream, int64_t batch, int64_t n
     float *v = frand(sk, stream + 2, -1, 1), *r = frand(sq, stream + 3, -1, 1);
     float *dq = fnew(sq), *dk = fnew(sk), *dv = fnew(sk);
     float *dq2 = fnew(sq), *dk2 = fnew(sk), *dv2 = fnew(sk);
-    for (int64_t i = 0; i < sq; i++) dq[i] = 12345.0f;
-    for (int64_t i = 0; i < sk; i++) dk[i] = dv[i] = 12345.0f;
+    for (int64_t i = 0; i < sq; i++)
+        dq[i] = 12345.0f;
+    for (int64_t i = 0; i < sk; i++)
+        dk[i] = dv[i] = 12345.0f;
     assert_int_equal(elastic_cpu_attention_grad(q, k, v, r, key_len, dq, dk, dv, batch, nq, nk, d,
                                                 heads, causal, 1),
                      ELASTIC_OK);
@@ -804,12 +627,13 @@ static void attn_case(const char *tag, uint64_t stream, int64_t batch, int64_t n
         for (int64_t i = causal ? valid : (valid > 0 ? nq : 0); i < nq; i++)
             assert_true(all_zero(dq + (b * nq + i) * d, d));
     }
-    attn_ctx c = {widen(q, sq), widen(k, sk), widen(v, sk), widen(r, sq), key_len, batch,
-                  nq,           nk,           d,            heads,        causal,  dnew(nk)};
-    fd_tensor ts[3] = {{"dq", c.q, dq, sq}, {"dk", c.k, dk, sk}, {"dv", c.v, dv, sk}};
+    conf_fd_attention c = {
+        widen(q, sq), widen(k, sk), widen(v, sk), widen(r, sq), key_len, batch, nq, nk, d,
+        heads,        causal,       dnew(nk)};
+    conf_fd_tensor ts[3] = {{"dq", c.q, dq, sq}, {"dk", c.k, dk, sk}, {"dv", c.v, dv, sk}};
     /* dq is one rounding of a double sum; dk and dv add float32 contributions
      * over the queries */
-    fd_check("attention_grad", tag, stream, attn_loss, &c, ts, 3, TOL_ACC);
+    fd_check("attention_grad", tag, stream, conf_fd_attention_loss, &c, ts, 3, TOL_ACC);
     free(c.q);
     free(c.k);
     free(c.v);
@@ -846,84 +670,20 @@ static void test_attention_grad(void **state)
 /* ------------------------------------------------------------------------ */
 /* Product-key memory                                                       */
 
-typedef struct scored {
-    double s;
-    int64_t i;
-} scored;
-
-/* descending score, ties by the smaller index */
-static int by_score(const void *pa, const void *pb)
-{
-    const scored *a = pa, *b = pb;
-    if (a->s != b->s) return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-typedef struct pkm_ctx {
-    double *q, *sk, *val, *r;
-    int64_t batch, experts, c, m, t, d;
-    scored *sa, *sb, *pair; /* scratch [m], [m], [t*t] */
-} pkm_ctx;
-
-/* Spec section 3 step 2 for row `row` (user, expert): the kept slots and
- * their softmax weights; *margin is the smallest gap at a selection
- * boundary (t-th vs (t+1)-th of sa, of sb, and of the pairs). */
-static void pkm_row(const pkm_ctx *c, int64_t row, int64_t *slot, double *w, double *margin)
-{
-    int64_t half = c->c / 2, t = c->t, m = c->m;
-    const double *qa = c->q + row * c->c, *qb = qa + half;
-    for (int64_t x = 0; x < m; x++) {
-        double s0 = 0, s1 = 0;
-        for (int64_t e = 0; e < half; e++) {
-            s0 += qa[e] * c->sk[x * half + e];
-            s1 += qb[e] * c->sk[(m + x) * half + e];
-        }
-        c->sa[x] = (scored){s0, x};
-        c->sb[x] = (scored){s1, x};
-    }
-    qsort(c->sa, (size_t)m, sizeof(scored), by_score);
-    qsort(c->sb, (size_t)m, sizeof(scored), by_score);
-    double gap = INFINITY;
-    if (t < m) gap = fmin(c->sa[t - 1].s - c->sa[t].s, c->sb[t - 1].s - c->sb[t].s);
-    for (int64_t i = 0; i < t; i++)
-        for (int64_t j = 0; j < t; j++)
-            c->pair[i * t + j] = (scored){c->sa[i].s + c->sb[j].s, c->sa[i].i * m + c->sb[j].i};
-    qsort(c->pair, (size_t)(t * t), sizeof(scored), by_score);
-    if (t > 1) gap = fmin(gap, c->pair[t - 1].s - c->pair[t].s);
-    double mx = c->pair[0].s, z = 0;
-    for (int64_t i = 0; i < t; i++) z += exp(c->pair[i].s - mx);
-    for (int64_t i = 0; i < t; i++) {
-        slot[i] = c->pair[i].i;
-        w[i] = exp(c->pair[i].s - mx) / z;
-    }
-    if (margin) *margin = gap;
-}
-
-static double pkm_loss(const void *p)
-{
-    const pkm_ctx *c = p;
-    int64_t slot[16];
-    double w[16], l = 0;
-    for (int64_t row = 0; row < c->batch * c->experts; row++) {
-        pkm_row(c, row, slot, w, NULL);
-        for (int64_t i = 0; i < c->t; i++)
-            for (int64_t j = 0; j < c->d; j++)
-                l += c->r[row * c->d + j] * w[i] * c->val[slot[i] * c->d + j];
-    }
-    return l;
-}
-
 /* Runs the kernel with 1 and THREADS threads (same bits) and checks that
  * exactly the selected slots and sub-key rows get gradients. */
-static void pkm_run(const char *tag, pkm_ctx *c, const float *q, const float *sk, const float *val,
-                    const float *r, float *dq, float *dsk, float *dval)
+static void pkm_run(const char *tag, conf_fd_pkm *c, const float *q, const float *sk,
+                    const float *val, const float *r, float *dq, float *dsk, float *dval)
 {
     int64_t rows = c->batch * c->experts, half = c->c / 2, m = c->m, d = c->d;
     int64_t nq = rows * c->c, nsk = 2 * m * half, nval = m * m * d;
     float *dq2 = fnew(nq), *dsk2 = fnew(nsk), *dval2 = fnew(nval);
-    for (int64_t i = 0; i < nq; i++) dq[i] = 12345.0f;
-    for (int64_t i = 0; i < nsk; i++) dsk[i] = 12345.0f;
-    for (int64_t i = 0; i < nval; i++) dval[i] = 12345.0f;
+    for (int64_t i = 0; i < nq; i++)
+        dq[i] = 12345.0f;
+    for (int64_t i = 0; i < nsk; i++)
+        dsk[i] = 12345.0f;
+    for (int64_t i = 0; i < nval; i++)
+        dval[i] = 12345.0f;
     assert_int_equal(elastic_cpu_pkm_grad(q, sk, val, r, dq, dsk, dval, c->batch, c->experts, c->c,
                                           m, c->t, d, 1),
                      ELASTIC_OK);
@@ -938,7 +698,7 @@ static void pkm_run(const char *tag, pkm_ctx *c, const float *q, const float *sk
     int64_t slot[16];
     double w[16];
     for (int64_t row = 0; row < rows; row++) {
-        pkm_row(c, row, slot, w, NULL);
+        conf_fd_pkm_row(c, row, slot, w, NULL);
         for (int64_t i = 0; i < c->t; i++) {
             used_val[slot[i]] = 1;
             used_sk[slot[i] / m] = 1;
@@ -959,8 +719,8 @@ static void pkm_run(const char *tag, pkm_ctx *c, const float *q, const float *sk
     for (int64_t s = 0; s < 2 * m; s++) {
         int zero = all_zero(dsk + s * half, half);
         if (!used_sk[s] && !zero) {
-            printf("  FAIL pkm_grad %s: unselected sub-key %lld of half %lld has a gradient\n",
-                   tag, (long long)(s % m), (long long)(s / m));
+            printf("  FAIL pkm_grad %s: unselected sub-key %lld of half %lld has a gradient\n", tag,
+                   (long long)(s % m), (long long)(s / m));
             bad++;
         }
         sk_reached |= used_sk[s] && !zero;
@@ -994,7 +754,7 @@ static void pkm_case(const char *tag, uint64_t stream, int64_t batch, int64_t ex
      * finite-difference step moves a score by <= 1e-6 * |input| ~ 2e-6, so no
      * selection flips. */
     float *q = NULL, *sk = NULL;
-    pkm_ctx ctx = {0};
+    conf_fd_pkm ctx = {0};
     double margin = 0;
     int attempt;
     for (attempt = 0; attempt < 200; attempt++) {
@@ -1005,16 +765,16 @@ static void pkm_case(const char *tag, uint64_t stream, int64_t batch, int64_t ex
         uint64_t s = stream + 1000 * (uint64_t)attempt;
         q = frand(nq, s, -1, 1);
         sk = frand(nsk, s + 1, -1, 1);
-        ctx = (pkm_ctx){widen(q, nq), widen(sk, nsk), NULL, NULL, batch, experts, c, m, t, d,
-                        NULL, NULL, NULL};
-        ctx.sa = xcalloc((size_t)(2 * m + t * t), sizeof(scored));
+        ctx = (conf_fd_pkm){widen(q, nq), widen(sk, nsk), NULL, NULL, batch, experts, c, m, t, d,
+                            NULL,         NULL,           NULL};
+        ctx.sa = xcalloc((size_t)(2 * m + t * t), sizeof(conf_fd_scored));
         ctx.sb = ctx.sa + m;
         ctx.pair = ctx.sb + m;
         margin = INFINITY;
         int64_t slot[16];
         double w[16], g;
         for (int64_t row = 0; row < rows; row++) {
-            pkm_row(&ctx, row, slot, w, &g);
+            conf_fd_pkm_row(&ctx, row, slot, w, &g);
             margin = fmin(margin, g);
         }
         free(ctx.sa);
@@ -1025,17 +785,17 @@ static void pkm_case(const char *tag, uint64_t stream, int64_t batch, int64_t ex
     float *val = frand(nval, used + 2, -1, 1), *r = frand(rows * d, used + 3, -1, 1);
     ctx.val = widen(val, nval);
     ctx.r = widen(r, rows * d);
-    ctx.sa = xcalloc((size_t)(2 * m + t * t), sizeof(scored));
+    ctx.sa = xcalloc((size_t)(2 * m + t * t), sizeof(conf_fd_scored));
     ctx.sb = ctx.sa + m;
     ctx.pair = ctx.sb + m;
     float *dq = fnew(nq), *dsk = fnew(nsk), *dval = fnew(nval);
     pkm_run(tag, &ctx, q, sk, val, r, dq, dsk, dval);
     char full[96];
     snprintf(full, sizeof full, "%s (margin %.1e)", tag, margin);
-    fd_tensor ts[3] = {{"dquery", ctx.q, dq, nq},
-                       {"dsubkeys", ctx.sk, dsk, nsk},
-                       {"dvalues", ctx.val, dval, nval}};
-    fd_check("pkm_grad", full, used, pkm_loss, &ctx, ts, 3, TOL_ACC);
+    conf_fd_tensor ts[3] = {{"dquery", ctx.q, dq, nq},
+                            {"dsubkeys", ctx.sk, dsk, nsk},
+                            {"dvalues", ctx.val, dval, nval}};
+    fd_check("pkm_grad", full, used, conf_fd_pkm_loss, &ctx, ts, 3, TOL_ACC);
     free(ctx.q);
     free(ctx.sk);
     free(ctx.val);
@@ -1075,18 +835,19 @@ static void test_pkm_grad_ties(void **state)
     (void)state;
     const int64_t m = 4, d = 3, t = 2, c = 4;
     const float q[4] = {1, 0, 1, 0};
-    const float sk[16] = {2, 0.7f, 0.5f, -0.2f, 2, -0.4f, 2, 0.9f, /* half 0, rows 0..3 */
-                          1, 0.3f, 3, -0.6f, -1, 0.1f, 3, 0.8f};  /* half 1 */
+    const float sk[16] = {2, 0.7f, 0.5f, -0.2f, 2,  -0.4f, 2, 0.9f,  /* half 0, rows 0..3 */
+                          1, 0.3f, 3,    -0.6f, -1, 0.1f,  3, 0.8f}; /* half 1 */
     float *val = frand(m * m * d, 1200, -1, 1), *r = frand(d, 1201, -1, 1);
     float dq[4], dsk[16], *dval = fnew(m * m * d);
-    pkm_ctx ctx = {widen(q, 4), widen(sk, 16), widen(val, m * m * d), widen(r, d), 1, 1, c, m, t,
-                   d, NULL, NULL, NULL};
-    ctx.sa = xcalloc((size_t)(2 * m + t * t), sizeof(scored));
+    conf_fd_pkm ctx = {
+        widen(q, 4), widen(sk, 16), widen(val, m * m * d), widen(r, d), 1, 1, c, m, t, d, NULL,
+        NULL,        NULL};
+    ctx.sa = xcalloc((size_t)(2 * m + t * t), sizeof(conf_fd_scored));
     ctx.sb = ctx.sa + m;
     ctx.pair = ctx.sb + m;
     int64_t slot[2];
     double w[2];
-    pkm_row(&ctx, 0, slot, w, NULL);
+    conf_fd_pkm_row(&ctx, 0, slot, w, NULL);
     assert_true(slot[0] == 1 && slot[1] == 3); /* the forward here agrees with the comment */
     pkm_run("ties", &ctx, q, sk, val, r, dq, dsk, dval);
     for (int64_t s = 0; s < m * m; s++)
@@ -1100,13 +861,17 @@ static void test_pkm_grad_ties(void **state)
     double ds1 = (dw1 - dw3) / 4;
     const double want_dsk[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ds1, 0, 0, 0, -ds1, 0};
     const double want_dq[4] = {0, 0, 0, ds1 * (-0.6 - 0.8)};
-    for (int i = 0; i < 16; i++) assert_float_equal(dsk[i], want_dsk[i], 1e-6);
-    for (int i = 0; i < 4; i++) assert_float_equal(dq[i], want_dq[i], 1e-6);
-    for (int i = 2; i < 8; i++) assert_true(dsk[i] == 0.0f); /* half 0, rows 1..3 */
-    for (int i = 8; i < 10; i++) assert_true(dsk[i] == 0.0f && dsk[i + 4] == 0.0f);
+    for (int i = 0; i < 16; i++)
+        assert_float_equal(dsk[i], want_dsk[i], 1e-6);
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(dq[i], want_dq[i], 1e-6);
+    for (int i = 2; i < 8; i++)
+        assert_true(dsk[i] == 0.0f); /* half 0, rows 1..3 */
+    for (int i = 8; i < 10; i++)
+        assert_true(dsk[i] == 0.0f && dsk[i + 4] == 0.0f);
     /* values do not move the selection: finite differences are valid there */
-    fd_tensor ts[1] = {{"dvalues", ctx.val, dval, m * m * d}};
-    fd_check("pkm_grad", "ties: dvalues only", 1200, pkm_loss, &ctx, ts, 1, TOL_ACC);
+    conf_fd_tensor ts[1] = {{"dvalues", ctx.val, dval, m * m * d}};
+    fd_check("pkm_grad", "ties: dvalues only", 1200, conf_fd_pkm_loss, &ctx, ts, 1, TOL_ACC);
     free(ctx.q);
     free(ctx.sk);
     free(ctx.val);
@@ -1120,48 +885,26 @@ static void test_pkm_grad_ties(void **state)
 /* ------------------------------------------------------------------------ */
 /* View                                                                     */
 
-typedef struct view_ctx {
-    double *src, *r;
-    int ndim;
-    const int64_t *shape, *strides;
-    int64_t offset, numel;
-} view_ctx;
-
-/* v[idx] = src[offset + sum idx_i strides_i], idx in row-major order */
-static double view_loss(const void *p)
-{
-    const view_ctx *c = p;
-    int64_t idx[4] = {0, 0, 0, 0};
-    double l = 0;
-    for (int64_t e = 0; e < c->numel; e++) {
-        int64_t at = c->offset;
-        for (int i = 0; i < c->ndim; i++) at += idx[i] * c->strides[i];
-        l += c->r[e] * c->src[at];
-        for (int i = c->ndim - 1; i >= 0; i--) { /* odometer */
-            if (++idx[i] < c->shape[i]) break;
-            idx[i] = 0;
-        }
-    }
-    return l;
-}
-
 static void view_case(const char *tag, uint64_t stream, int64_t src_numel, int ndim,
                       const int64_t *shape, const int64_t *strides, int64_t offset, int overlaps)
 {
     int64_t numel = 1;
-    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        numel *= shape[i];
     float *src = frand(src_numel, stream, -1, 1), *r = frand(numel, stream + 1, -1, 1);
     float *g = fnew(src_numel);
-    for (int64_t i = 0; i < src_numel; i++) g[i] = 12345.0f;
+    for (int64_t i = 0; i < src_numel; i++)
+        g[i] = 12345.0f;
     elastic_cpu_view_grad(r, ndim, shape, strides, offset, g, src_numel);
-    view_ctx c = {widen(src, src_numel), widen(r, numel), ndim, shape, strides, offset, numel};
+    conf_fd_view c = {widen(src, src_numel), widen(r, numel), ndim, shape, strides, offset, numel};
     if (!overlaps) {
         /* each view element lands on its own source element: exact copy, zeros elsewhere */
         float *want = fnew(src_numel);
         int64_t idx[4] = {0, 0, 0, 0};
         for (int64_t e = 0; e < numel; e++) {
             int64_t at = offset;
-            for (int i = 0; i < ndim; i++) at += idx[i] * strides[i];
+            for (int i = 0; i < ndim; i++)
+                at += idx[i] * strides[i];
             want[at] = r[e];
             for (int i = ndim - 1; i >= 0; i--) {
                 if (++idx[i] < shape[i]) break;
@@ -1171,8 +914,8 @@ static void view_case(const char *tag, uint64_t stream, int64_t src_numel, int n
         same_bits(g, want, src_numel);
         free(want);
     }
-    fd_tensor ts[1] = {{"dsrc", c.src, g, src_numel}};
-    fd_check("view_grad", tag, stream, view_loss, &c, ts, 1, overlaps ? TOL_ACC : TOL_ONE);
+    conf_fd_tensor ts[1] = {{"dsrc", c.src, g, src_numel}};
+    fd_check("view_grad", tag, stream, conf_fd_view_loss, &c, ts, 1, overlaps ? TOL_ACC : TOL_ONE);
     free(c.src);
     free(c.r);
     free(src);
@@ -1222,18 +965,12 @@ int main(void)
 {
     tu_seed();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dropout),
-        cmocka_unit_test(test_cross_entropy_hand),
-        cmocka_unit_test(test_cross_entropy_fd),
-        cmocka_unit_test(test_gather_grad),
-        cmocka_unit_test(test_sum_rows),
-        cmocka_unit_test(test_masked_mean_grad),
-        cmocka_unit_test(test_layer_norm_grad),
-        cmocka_unit_test(test_linear_grad),
-        cmocka_unit_test(test_gelu_grad),
-        cmocka_unit_test(test_attention_grad),
-        cmocka_unit_test(test_pkm_grad),
-        cmocka_unit_test(test_pkm_grad_ties),
+        cmocka_unit_test(test_dropout),          cmocka_unit_test(test_cross_entropy_hand),
+        cmocka_unit_test(test_cross_entropy_fd), cmocka_unit_test(test_gather_grad),
+        cmocka_unit_test(test_sum_rows),         cmocka_unit_test(test_masked_mean_grad),
+        cmocka_unit_test(test_layer_norm_grad),  cmocka_unit_test(test_linear_grad),
+        cmocka_unit_test(test_gelu_grad),        cmocka_unit_test(test_attention_grad),
+        cmocka_unit_test(test_pkm_grad),         cmocka_unit_test(test_pkm_grad_ties),
         cmocka_unit_test(test_view_grad),
     };
     return cmocka_run_group_tests(tests, NULL, print_summary);

@@ -6,7 +6,10 @@
  * Every pointer is to contiguous row-major float32 (or int32) data whose
  * shapes and index ranges the backend has checked. Reductions accumulate in
  * double, in an order that does not depend on the thread count, so a
- * training step gives the same gradients with 1 or 16 threads.
+ * training step gives the same gradients with 1 or 16 threads. These kernels
+ * are the conformance suite's oracle for the training ops, themselves checked
+ * against finite differences of float64 forwards (core/conformance/gradcheck.h,
+ * tests/test_grad.c).
  */
 #ifndef ELASTIC_CPU_GRAD_H
 #define ELASTIC_CPU_GRAD_H

@@ -1,32 +1,40 @@
 /*
  * conformance.c - the cross-backend conformance suite behind
- * `elastic conformance` (see elastic.h and docs/spec/conformance.md).
+ * `elastic conformance` (see elastic_conformance.h and
+ * docs/spec/conformance.md).
  *
- * For every op case (conformance_cases.c) the inputs are drawn from a
- * counter-based generator with a printed seed, the CPU backend's float64
- * reference computes the expected outputs, and every chosen backend runs the
- * same node through its compute() entry with canaries after each output and
- * outputs poisoned beforehand. Each element must satisfy
- * |got - ref| <= tol (per-op, per-element tolerances); NaN and Inf must
- * appear exactly where the reference has them; a second run must give the
- * same bits. Whole ELASTIC and SASRec models then run through sessions and
- * are compared on user vectors, scores and top-K.
+ * Every op of ops.def, inference and training alike, has cases
+ * (conformance_cases.c). For each case the inputs are drawn from a
+ * counter-based generator with a printed seed, and the CPU backend with
+ * cpu.isa=reference computes the expected outputs: the float64 reference
+ * kernels (cpu_ref.c) for inference ops, the double-accumulating training
+ * kernels (cpu_grad.c) for the training ops. A reference that is mostly zeros
+ * fails the case unless the case says why (the guard). Every chosen backend
+ * then runs the same node through its compute() entry, outputs poisoned
+ * beforehand and canaries after each; every element of every output must
+ * satisfy |got - ref| <= tol (tolerance.c, per op and element); NaN and Inf
+ * must appear exactly where the reference has them; a second run must give
+ * the same bits. A backend without a kernel for an op shows "not impl.: CPU
+ * fallback" (the CPU runs such ops when fallback is allowed): coverage, not a
+ * failure. The training ops' oracle is itself checked once per op against
+ * finite differences of float64 forwards (gradcheck.c, the self-check). Whole
+ * ELASTIC and SASRec models then run through sessions and are compared on
+ * user vectors, scores and top-K.
  */
-#include "elastic.h"
+#include "elastic_conformance.h"
 
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "runtime/backend.h"
-#include "conformance/conformance_cases.h"
 #include "base/error.h"
 #include "base/rng.h"
+#include "conformance/conformance_cases.h"
+#include "conformance/gradcheck.h"
+#include "conformance/tolerance.h"
+#include "runtime/backend.h"
 
-#define CANARY_BYTES 512
-#define POISON 0x7FA5A5A5u /* a NaN: outputs nobody wrote never pass */
 #define MAX_BACKENDS 8
 
 typedef struct conf_backend {
@@ -41,7 +49,7 @@ typedef struct conf_backend {
 /* What one backend did on one op, over all its cases. */
 typedef struct conf_cell {
     int cases, passed, unsupported;
-    double worst;   /* largest |err| / tol (0 = exact) */
+    double worst; /* largest |err| / tol (0 = exact) */
     double max_abs, max_rel, nmse;
     uint64_t max_ulp;
 } conf_cell;
@@ -54,8 +62,10 @@ typedef struct conf_run {
     int n_backends;
     elastic_backend *reference;
     conf_cell cells[ELASTIC_OP_COUNT][MAX_BACKENDS];
+    int self_ok[ELASTIC_OP_COUNT]; /* training ops: 1 passed, -1 failed, 0 not run */
+    double self_worst[ELASTIC_OP_COUNT];
     int failures, checks;
-    json_t *json_cases, *json_models, *json_perf;
+    json_t *json_cases, *json_self, *json_models, *json_perf;
 } conf_run;
 
 void elastic_conformance_options_default(elastic_conformance_options *o)
@@ -65,13 +75,6 @@ void elastic_conformance_options_default(elastic_conformance_options *o)
     o->seed = 20261122;
     o->case_index = -1;
     o->whole_model = 1;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int listed(const char *list, const char *name)
@@ -97,7 +100,8 @@ static elastic_status add_backend(conf_run *r, const char *spec)
     memset(b, 0, sizeof *b);
     size_t len = strlen(spec);
     if (len >= sizeof b->spec)
-        return elastic_error(ELASTIC_ERR_INVALID_ARG, "conformance: backend '%s' is too long", spec);
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "conformance: backend '%s' is too long",
+                             spec);
     memcpy(b->spec, spec, len + 1);
     char name[32];
     memcpy(name, spec, len + 1);
@@ -160,217 +164,8 @@ static elastic_status default_backends(conf_run *r)
 
 /* ---------------------------------------------------------- one op case */
 
-typedef struct case_data {
-    elastic_graph g;
-    elastic_node node;
-    int64_t in_numel[ELASTIC_MAX_INPUTS]; /* storage elements (COPY: base) */
-    void *in_host[ELASTIC_MAX_INPUTS];
-    int64_t out_numel[ELASTIC_MAX_OUTPUTS];
-    void *ref_out[ELASTIC_MAX_OUTPUTS];
-    double *tol;
-} case_data;
-
-static void case_free(case_data *cd)
-{
-    for (int i = 0; i < ELASTIC_MAX_INPUTS; i++) free(cd->in_host[i]);
-    for (int i = 0; i < ELASTIC_MAX_OUTPUTS; i++) free(cd->ref_out[i]);
-    free(cd->tol);
-    elastic_graph_free(&cd->g);
-}
-
-static elastic_status case_build(const conf_case *c, uint64_t seed, case_data *cd)
-{
-    memset(cd, 0, sizeof *cd);
-    elastic_graph_init(&cd->g);
-    int ids[ELASTIC_MAX_INPUTS];
-    for (int i = 0; i < c->n_inputs; i++) {
-        const conf_input *in = &c->in[i];
-        ids[i] = -1;
-        if (in->absent) continue;
-        char name[16];
-        snprintf(name, sizeof name, "in%d", i);
-        if (c->op == ELASTIC_OP_COPY) {
-            int base = elastic_graph_input(&cd->g, name, in->dtype, 1, &in->base_numel);
-            ids[i] = elastic_graph_view(&cd->g, base, in->ndim, in->shape, in->strides,
-                                        in->view_offset);
-            cd->in_numel[i] = in->base_numel;
-        } else {
-            ids[i] = elastic_graph_input(&cd->g, name, in->dtype, in->ndim, in->shape);
-            cd->in_numel[i] = ids[i] >= 0 ? elastic_tensor_numel(&cd->g.tensors[ids[i]]) : 0;
-        }
-        cd->in_host[i] = malloc((size_t)cd->in_numel[i] * 4);
-        if (!cd->in_host[i]) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
-        conf_fill_input(c, i, cd->in_host[i], cd->in_numel[i], seed);
-    }
-    if (elastic_graph_node(&cd->g, c->op, ids, c->n_inputs, &c->params, c->label) < 0)
-        return cd->g.status;
-    cd->node = cd->g.nodes[0];
-    for (int o = 0; o < cd->node.n_outputs; o++) {
-        cd->out_numel[o] = elastic_tensor_numel(&cd->g.tensors[cd->node.outputs[o]]);
-        cd->ref_out[o] = malloc((size_t)cd->out_numel[o] * 4);
-        if (!cd->ref_out[o]) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
-    }
-    return ELASTIC_OK;
-}
-
-static elastic_tensor_ref ref_of(const elastic_graph *g, int id, elastic_buffer *buf)
-{
-    elastic_tensor_ref r;
-    memset(&r, 0, sizeof r);
-    if (id < 0) return r;
-    const elastic_tensor *t = &g->tensors[id];
-    r.dtype = t->dtype;
-    r.ndim = t->ndim;
-    memcpy(r.shape, t->shape, sizeof r.shape);
-    memcpy(r.strides, t->strides, sizeof r.strides);
-    r.buffer = buf;
-    r.offset = t->kind == ELASTIC_TENSOR_KIND_VIEW ? (size_t)t->view_offset * 4 : 0;
-    return r;
-}
-
-/* Runs the case's node on a backend: uploads inputs, poisons outputs and
- * canaries, computes, downloads. *canary_ok tells whether the guard bytes
- * after every output survived; *seconds is the median of `reps` timed runs
- * (0 = no timing). */
-static elastic_status run_on(elastic_backend *be, case_data *cd, void **outs, int *canary_ok,
-                             int reps, double *seconds)
-{
-    const elastic_backend_iface *f = be->iface;
-    elastic_buffer *ib[ELASTIC_MAX_INPUTS] = {0}, *ob[ELASTIC_MAX_OUTPUTS] = {0};
-    elastic_tensor_ref in[ELASTIC_MAX_INPUTS], out[ELASTIC_MAX_OUTPUTS];
-    unsigned char *guard = NULL;
-    elastic_status st = ELASTIC_OK;
-    *canary_ok = 1;
-    for (int i = 0; st == ELASTIC_OK && i < cd->node.n_inputs; i++) {
-        in[i] = ref_of(&cd->g, cd->node.inputs[i], NULL);
-        if (cd->node.inputs[i] < 0) continue;
-        size_t bytes = (size_t)cd->in_numel[i] * 4;
-        st = f->buffer_alloc(be, bytes, &ib[i]);
-        if (st == ELASTIC_OK) st = f->upload(be, ib[i], 0, cd->in_host[i], bytes);
-        in[i].buffer = ib[i];
-    }
-    size_t max_out = 0;
-    for (int o = 0; o < cd->node.n_outputs; o++)
-        if ((size_t)cd->out_numel[o] * 4 > max_out) max_out = (size_t)cd->out_numel[o] * 4;
-    guard = malloc(max_out + CANARY_BYTES);
-    if (!guard && st == ELASTIC_OK) st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
-    for (int o = 0; st == ELASTIC_OK && o < cd->node.n_outputs; o++) {
-        size_t bytes = (size_t)cd->out_numel[o] * 4 + CANARY_BYTES;
-        uint32_t poison = POISON;
-        for (size_t k = 0; k + 4 <= bytes; k += 4) memcpy(guard + k, &poison, 4);
-        st = f->buffer_alloc(be, bytes, &ob[o]);
-        if (st == ELASTIC_OK) st = f->upload(be, ob[o], 0, guard, bytes);
-        out[o] = ref_of(&cd->g, cd->node.outputs[o], ob[o]);
-    }
-    double *times = reps > 0 ? calloc((size_t)reps, sizeof *times) : NULL;
-    for (int rep = 0; st == ELASTIC_OK && rep < (reps > 0 ? reps + 1 : 1); rep++) {
-        double t0 = now();
-        st = elastic_backend_compute(be, &cd->node, in, out);
-        if (st == ELASTIC_OK) st = f->synchronize(be);
-        if (rep > 0 && times) times[rep - 1] = now() - t0; /* rep 0 warms up */
-    }
-    if (seconds) {
-        *seconds = 0;
-        if (times && st == ELASTIC_OK) {
-            for (int a = 0; a < reps; a++) /* insertion sort; reps is small */
-                for (int b = a; b > 0 && times[b] < times[b - 1]; b--) {
-                    double t = times[b];
-                    times[b] = times[b - 1];
-                    times[b - 1] = t;
-                }
-            *seconds = times[reps / 2];
-        }
-    }
-    free(times);
-    for (int o = 0; st == ELASTIC_OK && o < cd->node.n_outputs; o++) {
-        size_t bytes = (size_t)cd->out_numel[o] * 4;
-        st = f->download(be, ob[o], 0, guard, bytes + CANARY_BYTES);
-        if (st != ELASTIC_OK) break;
-        memcpy(outs[o], guard, bytes);
-        for (size_t k = 0; k < CANARY_BYTES; k += 4) {
-            uint32_t v;
-            memcpy(&v, guard + bytes + k, 4);
-            if (v != POISON) *canary_ok = 0;
-        }
-    }
-    for (int i = 0; i < ELASTIC_MAX_INPUTS; i++)
-        if (ib[i]) f->buffer_free(be, ib[i]);
-    for (int o = 0; o < ELASTIC_MAX_OUTPUTS; o++)
-        if (ob[o]) f->buffer_free(be, ob[o]);
-    free(guard);
-    return st;
-}
-
-static uint64_t ulp_distance(float a, float b)
-{
-    int32_t x, y;
-    memcpy(&x, &a, 4);
-    memcpy(&y, &b, 4);
-    int64_t ox = x < 0 ? (int64_t)INT32_MIN - x : x, oy = y < 0 ? (int64_t)INT32_MIN - y : y;
-    return (uint64_t)(ox > oy ? ox - oy : oy - ox);
-}
-
-typedef struct compare_result {
-    int ok;
-    double worst, max_abs, max_rel, nmse;
-    uint64_t max_ulp;
-    int64_t at; /* the worst element */
-    float got, want;
-    char why[96];
-} compare_result;
-
-/* Output o of the case against the reference, with the NaN/Inf policy. */
-static void compare(const case_data *cd, int o, const void *got_v, compare_result *res)
-{
-    const elastic_tensor *t = &cd->g.tensors[cd->node.outputs[o]];
-    int64_t n = cd->out_numel[o];
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == ELASTIC_DTYPE_I32) {
-            int32_t g = ((const int32_t *)got_v)[i], w = ((const int32_t *)cd->ref_out[o])[i];
-            if (g != w && res->ok) {
-                res->ok = 0;
-                res->at = i;
-                res->got = (float)g;
-                res->want = (float)w;
-                res->worst = INFINITY;
-                snprintf(res->why, sizeof res->why, "element %lld is %d, reference %d",
-                         (long long)i, (int)g, (int)w);
-            }
-            continue;
-        }
-        float g = ((const float *)got_v)[i], w = ((const float *)cd->ref_out[o])[i];
-        double tol = o == 0 ? cd->tol[i] : 0.0; /* second outputs (top-K values) are exact */
-        int special = isnan(w) || isinf(w) || isnan(g) || isinf(g);
-        double err = special ? 0 : fabs((double)g - (double)w);
-        double v = special ? ((isnan(w) && isnan(g)) || g == w ? 0 : INFINITY)
-                   : err == 0 ? 0 : tol > 0 ? err / tol : INFINITY;
-        if (!special) {
-            num += err * err;
-            den += (double)w * w;
-            if (err > res->max_abs) res->max_abs = err;
-            if (w != 0 && err / fabs((double)w) > res->max_rel) res->max_rel = err / fabs((double)w);
-            uint64_t u = ulp_distance(g, w);
-            if (u > res->max_ulp) res->max_ulp = u;
-        }
-        if (v > res->worst || (v == INFINITY && res->ok)) {
-            res->worst = v;
-            res->at = i;
-            res->got = g;
-            res->want = w;
-        }
-        if (v > 1 && res->ok) {
-            res->ok = 0;
-            snprintf(res->why, sizeof res->why, "element %lld is %.9g, reference %.9g (tol %.3g)",
-                     (long long)i, (double)g, (double)w, tol);
-        }
-    }
-    double nmse = den > 0 ? num / den : num;
-    if (nmse > res->nmse) res->nmse = nmse;
-}
-
 static void report_case(conf_run *r, const conf_case *c, int index, uint64_t seed,
-                        const conf_backend *b, const compare_result *res, int canary_ok,
+                        const conf_backend *b, const conf_compare_result *res, int canary_ok,
                         int deterministic, elastic_status st)
 {
     int ok = st == ELASTIC_OK && res->ok && canary_ok && deterministic;
@@ -389,95 +184,183 @@ static void report_case(conf_run *r, const conf_case *c, int index, uint64_t see
         else if (!deterministic)
             fprintf(r->out, "a second run gave different bits\n");
         else
-            fprintf(r->out, "worst err/tol %.3g, max abs %.3g, max ulp %llu, nmse %.3g\n",
-                    res->worst, res->max_abs, (unsigned long long)res->max_ulp, res->nmse);
+            fprintf(r->out,
+                    "worst err/tol %.3g (output %d), max abs %.3g, max ulp %llu, "
+                    "nmse %.3g\n",
+                    res->worst, res->output, res->max_abs, (unsigned long long)res->max_ulp,
+                    res->nmse);
         if (!ok)
-            fprintf(r->out, "     replay: elastic conformance --backends %s --ops %s --case %d "
-                            "--seed %llu\n",
+            fprintf(r->out,
+                    "     replay: elastic conformance --backends %s --ops %s --case %d "
+                    "--seed %llu\n",
                     b->spec, elastic_op_name(c->op), index, (unsigned long long)r->o->seed);
     }
     if (r->json_cases) {
         char seed_str[24]; /* a string: JSON readers lose 64-bit integers */
         snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)seed);
-        json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:s, s:b, s:f, s:f, s:f, s:I, s:f}", "op",
-                              elastic_op_name(c->op), "case", index, "label", c->label, "backend",
-                              b->spec, "seed", seed_str, "pass", ok, "worst_err_over_tol",
-                              isfinite(res->worst) ? res->worst : -1.0, "max_abs", res->max_abs,
-                              "max_rel", res->max_rel, "max_ulp", (json_int_t)res->max_ulp, "nmse",
-                              res->nmse);
+        json_t *j = json_pack(
+            "{s:s, s:i, s:s, s:s, s:s, s:b, s:f, s:f, s:f, s:I, s:f}", "op", elastic_op_name(c->op),
+            "case", index, "label", c->label, "backend", b->spec, "seed", seed_str, "pass", ok,
+            "worst_err_over_tol", isfinite(res->worst) ? res->worst : -1.0, "max_abs", res->max_abs,
+            "max_rel", res->max_rel, "max_ulp", (json_int_t)res->max_ulp, "nmse", res->nmse);
         if (j) json_array_append_new(r->json_cases, j);
+    }
+}
+
+/* A case whose reference fails the guard (mostly zeros): one failed check,
+ * and a failed case in every backend's cell. */
+static void report_guard(conf_run *r, const conf_case *c, int index, uint64_t seed, const char *why)
+{
+    r->checks++;
+    r->failures++;
+    fprintf(r->out, "FAIL op=%s case=%d (%s) seed=%llu: %s\n", elastic_op_name(c->op), index,
+            c->label, (unsigned long long)seed, why);
+    for (int bi = 0; bi < r->n_backends; bi++)
+        r->cells[c->op][bi].cases++;
+    if (r->json_cases) {
+        json_t *j =
+            json_pack("{s:s, s:i, s:s, s:s, s:b, s:s}", "op", elastic_op_name(c->op), "case", index,
+                      "label", c->label, "backend", "reference", "pass", 0, "error", why);
+        if (j) json_array_append_new(r->json_cases, j);
+    }
+}
+
+static void perf_line(conf_run *r, const conf_case *c, const conf_case_data *cd,
+                      const conf_backend *b, double sec)
+{
+    double bytes = 0;
+    for (int i = 0; i < cd->node.n_inputs; i++)
+        bytes += 4.0 * (double)cd->in_numel[i];
+    for (int o = 0; o < cd->node.n_outputs; o++)
+        bytes += 4.0 * (double)cd->out_numel[o];
+    double flops = elastic_node_flops(&cd->g, &cd->node);
+    fprintf(r->out, "perf %-16s %-36s %-12s %10.3f ms %9.2f GFLOP/s %8.2f GB/s\n",
+            elastic_op_name(c->op), c->label, b->spec, sec * 1e3, flops / sec * 1e-9,
+            bytes / sec * 1e-9);
+    if (r->json_perf) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:f, s:f, s:f}", "op", elastic_op_name(c->op),
+                              "label", c->label, "backend", b->spec, "ms", sec * 1e3, "gflops",
+                              flops / sec * 1e-9, "gbs", bytes / sec * 1e-9);
+        if (j) json_array_append_new(r->json_perf, j);
     }
 }
 
 static elastic_status run_case(conf_run *r, const conf_case *c, int index)
 {
     uint64_t seed = elastic_rng_u64(r->o->seed, (uint64_t)c->op, (uint64_t)index);
-    case_data cd;
-    elastic_status st = case_build(c, seed, &cd);
-    int canary_ok = 1;
-    if (st == ELASTIC_OK) st = run_on(r->reference, &cd, cd.ref_out, &canary_ok, 0, NULL);
-    if (st == ELASTIC_OK && !(cd.tol = malloc((size_t)cd.out_numel[0] * sizeof *cd.tol)))
-        st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
+    conf_case_data cd;
+    elastic_status st = conf_case_build(c, seed, &cd);
+    if (st == ELASTIC_OK) st = conf_case_reference(r->reference, c, &cd);
     if (st != ELASTIC_OK) {
-        case_free(&cd);
+        conf_case_free(&cd);
         return st;
     }
-    conf_tolerances(c, (const void *const *)cd.in_host, cd.ref_out[0], cd.out_numel[0], cd.tol);
+    char why[192];
+    if (!conf_case_sparse_guard(c, &cd, why, sizeof why)) {
+        report_guard(r, c, index, seed, why);
+        conf_case_free(&cd);
+        return ELASTIC_OK;
+    }
     void *got[ELASTIC_MAX_OUTPUTS] = {0}, *again[ELASTIC_MAX_OUTPUTS] = {0};
     for (int o = 0; o < cd.node.n_outputs; o++) {
-        got[o] = malloc((size_t)cd.out_numel[o] * 4);
-        again[o] = malloc((size_t)cd.out_numel[o] * 4);
+        got[o] = malloc((size_t)(cd.out_numel[o] > 0 ? cd.out_numel[o] : 1) * 4);
+        again[o] = malloc((size_t)(cd.out_numel[o] > 0 ? cd.out_numel[o] : 1) * 4);
         if (!got[o] || !again[o]) st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
     }
     for (int bi = 0; st == ELASTIC_OK && bi < r->n_backends; bi++) {
         conf_backend *b = &r->backends[bi];
         conf_cell *cell = &r->cells[c->op][bi];
         cell->cases++;
-        if (!elastic_backend_supports(b->be, &cd.node)) {
+        if (!elastic_backend_supports(b->be, &cd.node)) { /* reported, never a failure */
             cell->unsupported++;
             continue;
         }
-        int reps = r->o->perf ? 5 : 0, canary2 = 1, det = 1;
+        int reps = r->o->perf ? 5 : 0, canary1 = 1, canary2 = 1, det = 1;
         double sec = 0;
-        compare_result res = {.ok = 1};
-        elastic_status bst = run_on(b->be, &cd, got, &canary_ok, reps, &sec);
-        if (bst == ELASTIC_OK) bst = run_on(b->be, &cd, again, &canary2, 0, NULL);
+        conf_compare_result res = {.ok = 1};
+        elastic_status bst = conf_case_run(b->be, &cd, got, &canary1, reps, &sec);
+        if (bst == ELASTIC_OK) bst = conf_case_run(b->be, &cd, again, &canary2, 0, NULL);
         if (bst == ELASTIC_OK) {
             for (int o = 0; o < cd.node.n_outputs; o++) {
-                compare(&cd, o, got[o], &res);
+                elastic_dtype dt = cd.g.tensors[cd.node.outputs[o]].dtype;
+                conf_compare(o, dt, got[o], cd.ref_out[o], cd.tol[o], cd.out_numel[o], &res);
                 det &= !memcmp(got[o], again[o], (size_t)cd.out_numel[o] * 4);
             }
         }
-        report_case(r, c, index, seed, b, &res, canary_ok && canary2, det, bst);
-        if (bst == ELASTIC_OK && res.ok && canary_ok && canary2 && det) cell->passed++;
+        report_case(r, c, index, seed, b, &res, canary1 && canary2, det, bst);
+        if (bst == ELASTIC_OK && res.ok && canary1 && canary2 && det) cell->passed++;
         if (res.worst > cell->worst) cell->worst = res.worst;
         if (res.max_abs > cell->max_abs) cell->max_abs = res.max_abs;
         if (res.max_rel > cell->max_rel) cell->max_rel = res.max_rel;
         if (res.nmse > cell->nmse) cell->nmse = res.nmse;
         if (res.max_ulp > cell->max_ulp) cell->max_ulp = res.max_ulp;
-        if (r->o->perf && bst == ELASTIC_OK && sec > 0) {
-            double bytes = 0;
-            for (int i = 0; i < cd.node.n_inputs; i++) bytes += 4.0 * (double)cd.in_numel[i];
-            for (int o = 0; o < cd.node.n_outputs; o++) bytes += 4.0 * (double)cd.out_numel[o];
-            double flops = elastic_node_flops(&cd.g, &cd.node);
-            fprintf(r->out, "perf %-11s %-36s %-12s %10.3f ms %9.2f GFLOP/s %8.2f GB/s\n",
-                    elastic_op_name(c->op), c->label, b->spec, sec * 1e3, flops / sec * 1e-9,
-                    bytes / sec * 1e-9);
-            if (r->json_perf) {
-                json_t *j = json_pack("{s:s, s:s, s:s, s:f, s:f, s:f}", "op",
-                                      elastic_op_name(c->op), "label", c->label, "backend",
-                                      b->spec, "ms", sec * 1e3, "gflops", flops / sec * 1e-9,
-                                      "gbs", bytes / sec * 1e-9);
-                if (j) json_array_append_new(r->json_perf, j);
-            }
-        }
+        if (r->o->perf && bst == ELASTIC_OK && sec > 0) perf_line(r, c, &cd, b, sec);
     }
     for (int o = 0; o < ELASTIC_MAX_OUTPUTS; o++) {
         free(got[o]);
         free(again[o]);
     }
-    case_free(&cd);
+    conf_case_free(&cd);
     return st;
+}
+
+/* ------------------------------------------------------ oracle self-check */
+
+/* The oracle of a training op (the CPU reference backend's cpu_grad.c
+ * kernel) against finite differences of a float64 forward, on the op's
+ * self-check case (gradcheck.h). Inputs that put a discrete choice within
+ * reach of a step (PKM's selections) are redrawn from the next seed. */
+static elastic_status run_self_check(conf_run *r, elastic_op op)
+{
+    const conf_case *cases;
+    conf_cases_for(op, &cases);
+    int index = conf_self_check_case(op);
+    if (index < 0 || !conf_self_check_supported(op))
+        return elastic_error(ELASTIC_ERR_INTERNAL, "conformance: %s has no self-check",
+                             elastic_op_name(op));
+    if (r->o->case_index >= 0 && r->o->case_index != index) return ELASTIC_OK;
+    const conf_case *c = &cases[index];
+    uint64_t seed = elastic_rng_u64(r->o->seed, (uint64_t)op, (uint64_t)index);
+    conf_case_data cd;
+    elastic_status st = ELASTIC_OK;
+    int attempt = 0;
+    for (;; attempt++) {
+        st = conf_case_build(c, seed, &cd);
+        if (st != ELASTIC_OK || conf_self_check_inputs_ok(c, &cd) || attempt == 200) break;
+        conf_case_free(&cd);
+        seed = elastic_rng_u64(seed, 1, (uint64_t)attempt);
+    }
+    if (st == ELASTIC_OK) st = conf_case_reference(r->reference, c, &cd);
+    conf_self_check_result res;
+    memset(&res, 0, sizeof res);
+    if (st == ELASTIC_OK) st = conf_self_check(c, &cd, seed, &res);
+    conf_case_free(&cd);
+    if (st != ELASTIC_OK) return st;
+    r->checks++;
+    if (!res.ok) r->failures++;
+    double worst = 0;
+    for (int o = 0; o < res.n_outputs; o++)
+        worst = fmax(worst, res.worst[o]);
+    r->self_worst[op] = worst;
+    r->self_ok[op] = res.ok ? 1 : -1;
+    if (!res.ok || r->o->verbose) {
+        fprintf(r->out, "%s self-check op=%s case=%d (%s) seed=%llu: ", res.ok ? "ok  " : "FAIL",
+                elastic_op_name(op), index, c->label, (unsigned long long)seed);
+        if (!res.ok)
+            fprintf(r->out,
+                    "the reference is wrong: %s\n     replay: elastic conformance --backends "
+                    "cpu:reference --ops %s --case %d --seed %llu\n",
+                    res.why, elastic_op_name(op), index, (unsigned long long)r->o->seed);
+        else
+            fprintf(r->out, "worst |ref - float64| / allowed %.3g\n", worst);
+    }
+    if (r->json_self) {
+        json_t *j = json_pack("{s:s, s:i, s:s, s:b, s:f}", "op", elastic_op_name(op), "case", index,
+                              "label", c->label, "pass", res.ok, "worst_err_over_allowed",
+                              isfinite(worst) ? worst : -1.0);
+        if (j) json_array_append_new(r->json_self, j);
+    }
+    return ELASTIC_OK;
 }
 
 /* --------------------------------------------------------- whole models */
@@ -487,8 +370,9 @@ static elastic_status random_histories(int batch, int64_t max_len, int64_t items
 {
     offsets[0] = 0;
     for (int b = 0; b < batch; b++) {
-        int64_t len = b == 0 ? 1 : 1 + (int64_t)(elastic_rng_u64(seed, 1, (uint64_t)b) %
-                                                 (uint64_t)(max_len * 3 / 2));
+        int64_t len = b == 0 ? 1
+                             : 1 + (int64_t)(elastic_rng_u64(seed, 1, (uint64_t)b) %
+                                             (uint64_t)(max_len * 3 / 2));
         offsets[b + 1] = offsets[b] + len;
     }
     *h = malloc((size_t)offsets[batch] * sizeof **h);
@@ -612,11 +496,11 @@ static elastic_status run_model(conf_run *r, const char *label, const elastic_co
                     ok ? "ok  " : "FAIL", label, b->spec, eu, es, K,
                     topk_ok ? "identical" : "DIFFERENT", ties, stats.fallback_nodes);
         if (r->json_models) {
-            json_t *j = json_pack("{s:s, s:s, s:b, s:f, s:f, s:i, s:i}", "model", label,
-                                  "backend", b->spec, "pass", ok, "user_vectors_rel_l2",
-                                  isfinite(eu) ? eu : -1.0, "scores_rel_l2",
-                                  isfinite(es) ? es : -1.0, "topk_ties", ties, "fallback_nodes",
-                                  stats.fallback_nodes);
+            json_t *j =
+                json_pack("{s:s, s:s, s:b, s:f, s:f, s:i, s:i}", "model", label, "backend", b->spec,
+                          "pass", ok, "user_vectors_rel_l2", isfinite(eu) ? eu : -1.0,
+                          "scores_rel_l2", isfinite(es) ? es : -1.0, "topk_ties", ties,
+                          "fallback_nodes", stats.fallback_nodes);
             if (j) json_array_append_new(r->json_models, j);
         }
         elastic_session_free(s);
@@ -659,44 +543,68 @@ static elastic_status run_models(conf_run *r)
 
 /* ---------------------------------------------------------------- report */
 
+static const char *phase_name(elastic_op op)
+{
+    return elastic_op_is_training(op) ? "training" : "inference";
+}
+
 static void print_table(conf_run *r)
 {
-    fprintf(r->out, "\n%-16s", "op");
-    for (int b = 0; b < r->n_backends; b++) fprintf(r->out, " %-22s", r->backends[b].spec);
-    fprintf(r->out, "\n");
+    fprintf(r->out, "\n%-17s %-9s", "op", "phase");
+    for (int b = 0; b < r->n_backends; b++)
+        fprintf(r->out, " %-23s", r->backends[b].spec);
+    fprintf(r->out, " %s\n", "oracle self-check");
+    int lacking = 0;
     for (int op = 0; op < ELASTIC_OP_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
-        if (elastic_op_is_training((elastic_op)op)) continue; /* no cases yet */
-        fprintf(r->out, "%-16s", elastic_op_name((elastic_op)op));
+        fprintf(r->out, "%-17s %-9s", elastic_op_name((elastic_op)op), phase_name((elastic_op)op));
         for (int b = 0; b < r->n_backends; b++) {
             const conf_cell *c = &r->cells[op][b];
             char cell[64];
             if (c->cases == 0)
                 snprintf(cell, sizeof cell, "-");
             else if (c->unsupported == c->cases)
-                snprintf(cell, sizeof cell, "not implemented");
+                snprintf(cell, sizeof cell, "not impl.: CPU fallback");
             else
-                snprintf(cell, sizeof cell, "%s %d/%d %.2f", c->passed + c->unsupported == c->cases ? "ok" : "FAIL",
-                         c->passed, c->cases - c->unsupported, c->worst);
-            fprintf(r->out, " %-22s", cell);
+                snprintf(cell, sizeof cell, "%s %d/%d %.2f",
+                         c->passed + c->unsupported == c->cases ? "ok" : "FAIL", c->passed,
+                         c->cases - c->unsupported, c->worst);
+            lacking += c->cases && c->unsupported == c->cases;
+            fprintf(r->out, " %-23s", cell);
         }
-        fprintf(r->out, "\n");
+        if (!elastic_op_is_training((elastic_op)op))
+            fprintf(r->out, " float64 kernel\n");
+        else if (r->self_ok[op])
+            fprintf(r->out, " %s %.2f\n", r->self_ok[op] > 0 ? "ok" : "FAIL", r->self_worst[op]);
+        else
+            fprintf(r->out, " -\n");
     }
-    fprintf(r->out, "(cells: passed/run and the worst error as a fraction of its tolerance)\n\n");
-    fprintf(r->out, "coverage:\n");
+    fprintf(r->out, "(cells: passed/run and the worst error as a fraction of its tolerance, over "
+                    "every output;\n \"not impl.: CPU fallback\": the backend has no kernel for "
+                    "the op, which is not a failure:\n sessions and trainers run it on the CPU "
+                    "when fallback is allowed, else refuse;\n oracle self-check: the training "
+                    "ops' reference against float64 finite differences,\n the worst error as a "
+                    "fraction of what is allowed)\n");
+    if (lacking)
+        fprintf(r->out, "(%d op cells not implemented: coverage, not failures)\n", lacking);
+    fprintf(r->out, "\ncoverage:\n");
     for (int b = 0; b < r->n_backends; b++) {
         fprintf(r->out, "  %-12s %s; implements:", r->backends[b].spec, r->backends[b].describe);
-        int missing = 0;
+        int missing[2] = {0, 0};
         for (int op = 0; op < ELASTIC_OP_COUNT; op++) {
             const conf_cell *c = &r->cells[op][b];
             if (c->cases && c->unsupported < c->cases)
                 fprintf(r->out, " %s", elastic_op_name((elastic_op)op));
-            missing += c->cases && c->unsupported == c->cases;
+            missing[elastic_op_is_training((elastic_op)op)] +=
+                c->cases && c->unsupported == c->cases;
         }
-        if (missing) {
-            fprintf(r->out, "; falls back to the CPU for:");
+        for (int phase = 0; phase < 2; phase++) {
+            if (!missing[phase]) continue;
+            fprintf(r->out,
+                    "; falls back to the CPU for %s ops:", phase ? "training" : "inference");
             for (int op = 0; op < ELASTIC_OP_COUNT; op++)
-                if (r->cells[op][b].cases && r->cells[op][b].unsupported == r->cells[op][b].cases)
+                if (elastic_op_is_training((elastic_op)op) == phase && r->cells[op][b].cases &&
+                    r->cells[op][b].unsupported == r->cells[op][b].cases)
                     fprintf(r->out, " %s", elastic_op_name((elastic_op)op));
         }
         fprintf(r->out, "\n");
@@ -720,13 +628,13 @@ static void print_json(conf_run *r)
             const conf_cell *c = &r->cells[op][b];
             if (!c->cases) continue;
             json_array_append_new(
-                ops, json_pack("{s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:f}", "op",
-                               elastic_op_name((elastic_op)op), "backend", r->backends[b].spec,
-                               "cases", c->cases, "passed", c->passed, "not_implemented",
-                               c->unsupported, "worst_err_over_tol",
-                               isfinite(c->worst) ? c->worst : -1.0, "max_abs", c->max_abs,
-                               "max_rel", c->max_rel, "max_ulp", (json_int_t)c->max_ulp, "nmse",
-                               c->nmse));
+                ops,
+                json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:I, s:f}", "op",
+                          elastic_op_name((elastic_op)op), "phase", phase_name((elastic_op)op),
+                          "backend", r->backends[b].spec, "cases", c->cases, "passed", c->passed,
+                          "not_implemented", c->unsupported, "worst_err_over_tol",
+                          isfinite(c->worst) ? c->worst : -1.0, "max_abs", c->max_abs, "max_rel",
+                          c->max_rel, "max_ulp", (json_int_t)c->max_ulp, "nmse", c->nmse));
         }
     char seed_str[24];
     snprintf(seed_str, sizeof seed_str, "%llu", (unsigned long long)r->o->seed);
@@ -735,12 +643,28 @@ static void print_json(conf_run *r)
     json_object_set_new(root, "backends", backends);
     json_object_set_new(root, "ops", ops);
     json_object_set(root, "cases", r->json_cases);
+    json_object_set(root, "self_checks", r->json_self);
     json_object_set(root, "models", r->json_models);
     if (r->json_perf) json_object_set(root, "perf", r->json_perf);
     json_dumpf(root, r->json_out, JSON_INDENT(1));
     fputc('\n', r->json_out);
     fputc('\n', r->out);
     json_decref(root);
+}
+
+/* Every name in a comma list is an op's. */
+static elastic_status check_op_names(const char *list)
+{
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, ",");
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), p);
+        if (len && elastic_op_by_name(name) == ELASTIC_OP_COUNT)
+            return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                                 "conformance: unknown op '%s' (see core/graph/ops.def)", name);
+        p += len + (p[len] == ',');
+    }
+    return ELASTIC_OK;
 }
 
 elastic_status elastic_conformance_run(const elastic_conformance_options *options, FILE *out,
@@ -751,14 +675,17 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_conformance_run: NULL argument");
     elastic_conformance_options defaults;
     elastic_conformance_options_default(&defaults);
+    const elastic_conformance_options *o = options ? options : &defaults;
+    ELASTIC_TRY(check_op_names(o->ops));
     conf_run *r = calloc(1, sizeof *r);
     if (!r) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
-    r->o = options ? options : &defaults;
+    r->o = o;
     /* JSON goes to `out`; the human-readable lines then go to stderr. */
     r->out = r->o->json ? stderr : out;
     r->json_out = out;
     if (r->o->json) {
         r->json_cases = json_array();
+        r->json_self = json_array();
         r->json_models = json_array();
         r->json_perf = r->o->perf ? json_array() : NULL;
     }
@@ -782,12 +709,15 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
     elastic_session_options_default(&ro);
     ro.backend_options = "cpu.isa=reference";
     if (st == ELASTIC_OK) st = elastic_cpu_backend_iface.init(&r->reference, &ro);
+    /* Every op of ops.def, inference and training alike. */
     for (int op = 0; st == ELASTIC_OK && op < ELASTIC_OP_COUNT; op++) {
         if (!listed(r->o->ops, elastic_op_name((elastic_op)op))) continue;
         const conf_case *cases;
         int n = conf_cases_for((elastic_op)op, &cases);
         for (int i = 0; st == ELASTIC_OK && i < n; i++)
             if (r->o->case_index < 0 || r->o->case_index == i) st = run_case(r, &cases[i], i);
+        if (st == ELASTIC_OK && elastic_op_is_training((elastic_op)op))
+            st = run_self_check(r, (elastic_op)op);
     }
     if (st == ELASTIC_OK) print_table(r);
     if (st == ELASTIC_OK && r->o->whole_model) st = run_models(r);
@@ -798,8 +728,10 @@ elastic_status elastic_conformance_run(const elastic_conformance_options *option
     }
     *failures = r->failures;
     if (r->reference) r->reference->iface->free(r->reference);
-    for (int b = 0; b < r->n_backends; b++) r->backends[b].iface->free(r->backends[b].be);
+    for (int b = 0; b < r->n_backends; b++)
+        r->backends[b].iface->free(r->backends[b].be);
     json_decref(r->json_cases);
+    json_decref(r->json_self);
     json_decref(r->json_models);
     json_decref(r->json_perf);
     free(r);

@@ -58,8 +58,8 @@ typedef enum elastic_op {
 } elastic_op;
 
 typedef enum elastic_op_phase {
-    ELASTIC_OP_PHASE_INFERENCE = 0, /* serving; the conformance suite's forward cases */
-    ELASTIC_OP_PHASE_TRAINING = 1   /* dropout, loss and gradients */
+    ELASTIC_OP_PHASE_INFERENCE = 0, /* serving */
+    ELASTIC_OP_PHASE_TRAINING = 1   /* dropout, loss and gradients (conformance: all ops) */
 } elastic_op_phase;
 
 typedef struct elastic_op_params {
