@@ -396,7 +396,12 @@ int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound
 void serve_http_quiesce(serve_http *h)
 {
     atomic_store(&h->draining, 1);
-    if (h->quiesced == MHD_INVALID_SOCKET) h->quiesced = MHD_quiesce_daemon(h->daemon);
+    if (h->quiesced != MHD_INVALID_SOCKET) return;
+    h->quiesced = MHD_quiesce_daemon(h->daemon);
+    /* The socket stays open until MHD stops (its threads may still hold it),
+     * but shut down: connections not yet accepted are refused or reset now
+     * instead of waiting in the backlog for the drain to end (Linux). */
+    if (h->quiesced != MHD_INVALID_SOCKET) shutdown(h->quiesced, SHUT_RDWR);
 }
 
 long serve_http_in_flight(serve_http *h)
