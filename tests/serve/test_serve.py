@@ -27,7 +27,7 @@ What is checked:
   - SIGTERM under load: /readyz turns 503, every request the server accepted
     is answered (access log lines = responses received), exit status 0.
   (POST /admin/reload from a non-loopback client (403) cannot be made from
-  this machine's loopback; the address check is in serve_http.c.)
+  this machine's loopback: ctest serve_unit checks the address test.)
 
 Run: python3 tests/serve/test_serve.py --elastic build/elastic --lib build/libelastic.so
 Servers run with ELASTIC_SERVE_ASAN_OPTIONS as their ASAN_OPTIONS when set

@@ -101,7 +101,7 @@ static enum MHD_Result send_reply(serve_http *h, serve_exchange *x)
 
 /* ---------------------------------------------------------------- exchanges */
 
-static int is_loopback(const struct sockaddr *sa)
+int serve_http_is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
@@ -132,7 +132,7 @@ static serve_exchange *exchange_new(serve_http *h, struct MHD_Connection *c, con
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci && ci->client_addr) {
         const struct sockaddr *sa = ci->client_addr;
-        x->loopback = is_loopback(sa);
+        x->loopback = serve_http_is_loopback(sa);
         const void *addr = sa->sa_family == AF_INET6
                                ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
                                : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;

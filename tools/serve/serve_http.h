@@ -69,6 +69,10 @@ void serve_reply_header(serve_exchange *x, const char *name, const char *value);
 void serve_suspend(serve_exchange *x, void (*finish)(serve_exchange *x));
 void serve_resume(serve_exchange *x);
 
+/* 127.0.0.0/8, ::1 or ::ffff:127.x.y.z (who may POST /admin/reload). */
+struct sockaddr;
+int serve_http_is_loopback(const struct sockaddr *address);
+
 /* Binds options->listen and starts the threads; *port gets the bound port
  * (for port 0) and `bound` the address text. -1 with a message in err. */
 int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound_size, char *err,

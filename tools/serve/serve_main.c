@@ -181,22 +181,6 @@ static int parse(int argc, char **argv, serve_options *o)
 
 static sigset_t control_signals;
 
-int serve_app_request_reload(serve_app *app, serve_reload_waiter *waiter)
-{
-    pthread_mutex_lock(&app->control_lock);
-    int stopping = app->stop_requested;
-    if (!stopping) {
-        app->reload_requested = 1;
-        if (waiter) {
-            waiter->next = app->waiters;
-            app->waiters = waiter;
-        }
-        pthread_cond_broadcast(&app->control_cond);
-    }
-    pthread_mutex_unlock(&app->control_lock);
-    return stopping ? -1 : 0;
-}
-
 /* sigwait for SIGHUP, SIGTERM and SIGINT; a second SIGTERM/SIGINT during
  * the drain ends the process at once. */
 static void *signal_main(void *arg)
@@ -401,10 +385,12 @@ int cmd_serve(int argc, char **argv)
         app_free(&app);
         return 1;
     }
-    serve_log("batching: %d workers x %d threads, up to %d users per batch, %d us delay, "
+    char threads[32] = "the backend's threads";
+    if (o.session.num_threads > 0)
+        snprintf(threads, sizeof threads, "%d threads", o.session.num_threads);
+    serve_log("batching: %d workers x %s, up to %d users per batch, %d us delay, "
               "queue %d requests, timeout %d ms",
-              o.workers, o.session.num_threads, o.max_batch, o.max_delay_us, o.max_queue,
-              o.timeout_ms);
+              o.workers, threads, o.max_batch, o.max_delay_us, o.max_queue, o.timeout_ms);
     atomic_store(&app.state, SERVE_STATE_READY);
     serve_log("ready");
 
