@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(cmake make gcc g++ pkg-config
       libjansson-dev libcmocka-dev libopenblas-dev
       ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo libclblast-dev
-      python3 python3-pip valgrind)
+      python3 python3-pip valgrind
+      libmicrohttpd-dev curl)   # elastic serve: HTTP server library; curl for ci/main.sh
 
 missing=()
 for p in "${pkgs[@]}"; do

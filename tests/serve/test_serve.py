@@ -1,0 +1,977 @@
+#!/usr/bin/env python3
+"""test_serve.py - integration tests of `elastic serve` through a real HTTP
+client (the standard library's http.client and raw sockets) against servers
+started on ephemeral loopback ports (--listen 127.0.0.1:0; the port is read
+from the "listening on" log line).
+
+What is checked:
+  - every endpoint: /healthz, /readyz, /v1/model, /metrics, /v1/recommend
+    (full ranking and candidates), /v1/user_vectors, /admin/reload;
+  - results equal the library's for each user alone, bitwise (ids, and
+    float32 scores and vectors read back from the JSON), through the ctypes
+    binding of tests/golden/test_golden.py: single requests, batches, and
+    64 concurrent clients with dynamic batching on (batches must hold
+    users of several requests);
+  - models from `elastic train`: the data's own ids in and out (numbers and
+    names);
+  - every error status: 400 (a corpus of over 200 malformed requests, all
+    4xx with an error body), 404, 405 with Allow, 408 (slow body), 413
+    (declared and streamed bodies over --max-body), 503 + Retry-After (full
+    queue), 503 from /readyz while draining, 504 (deadline passed
+    in the queue, not computed), and a stalled connection closed after
+    --idle-timeout; the server stays up and correct;
+  - SIGHUP reload under load: no failed request, each response equal to the
+    model named by its X-Model-Checksum header, results switching to the new
+    model; a file that fails to load leaves the old model serving and counts
+    in /metrics; POST /admin/reload;
+  - SIGTERM under load: /readyz turns 503, every request the server accepted
+    is answered (access log lines = responses received), exit status 0.
+  (POST /admin/reload from a non-loopback client (403) cannot be made from
+  this machine's loopback: ctest serve_unit checks the address test.)
+
+Run: python3 tests/serve/test_serve.py --elastic build/elastic --lib build/libelastic.so
+Servers run with ELASTIC_SERVE_ASAN_OPTIONS as their ASAN_OPTIONS when set
+(the sanitized build: leak checks in the server, not in Python).
+Ends with "N passed, M failed"; exits non-zero on any failure.
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+
+try:
+    import numpy as np
+    import test_golden as tg  # the ctypes binding of include/elastic.h
+except ImportError as exc:  # CI installs numpy and safetensors: a failure, not a skip
+    print(f"FAIL: cannot import numpy / the golden tests' binding ({exc})")
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
+SMALL = ["hidden=32", "max_len=20", "experts=2", "mem_subkeys=8", "mem_topk=2", "layers=2"]
+ARGS = None
+LIB = None
+
+
+# ==========================================================================
+# the server process
+# ==========================================================================
+
+def child_env():
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)  # Python's ASan runtime preload; the server links its own
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if os.environ.get("ELASTIC_SERVE_ASAN_OPTIONS"):
+        env["ASAN_OPTIONS"] = os.environ["ELASTIC_SERVE_ASAN_OPTIONS"]
+    return env
+
+
+def run_cli(*args):
+    r = subprocess.run([ARGS.elastic, *args], env=child_env(), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"elastic {' '.join(args)}: {r.returncode}\n{r.stderr}")
+    return r.stdout
+
+
+class Server:
+    """An `elastic serve` child; its log is collected line by line."""
+
+    def __init__(self, model, *flags, workers=2, max_delay_us=2000):
+        self.lines = []
+        self.lock = threading.Lock()
+        cmd = [ARGS.elastic, "serve", "--model", model, "--listen", "127.0.0.1:0",
+               "--workers", str(workers), "--threads", "1", "--max-delay-us", str(max_delay_us),
+               "--access-log", *flags]
+        self.proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.port = None
+        deadline = time.time() + 60
+        while self.port is None and time.time() < deadline and self.proc.poll() is None:
+            for line in self.log():
+                if " listening on 127.0.0.1:" in line:
+                    self.port = int(line.rsplit(":", 1)[1])
+            time.sleep(0.02)
+        if self.port is None:
+            self.proc.kill()
+            raise RuntimeError("the server did not start:\n" + "\n".join(self.log()))
+        self.wait_ready()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def log(self):
+        with self.lock:
+            return list(self.lines)
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if request(self.port, "GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the server did not become ready:\n" + "\n".join(self.log()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Signals the server and returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.reader.join(5)
+        return rc
+
+    def sanitizer_reports(self):
+        return [l for l in self.log() if "Sanitizer" in l or "runtime error" in l]
+
+
+def request(port, method, path, body=None, headers=None, conn=None, timeout=60):
+    """One request: (status, headers {lowercase: value}, raw body)."""
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    try:
+        c.request(method, path, body=data, headers=headers or {})
+        r = c.getresponse()
+        payload = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, payload
+    finally:
+        if conn is None:
+            c.close()
+
+
+def post(port, path, body, conn=None):
+    status, headers, payload = request(port, "POST", path, body,
+                                       {"Content-Type": "application/json"}, conn)
+    return status, headers, json.loads(payload) if payload else None
+
+
+def metric(text, name):
+    """The value of an unlabelled sample in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def metrics(port):
+    return request(port, "GET", "/metrics")[2].decode()
+
+
+def fnv1a64(path):
+    h = 0xcbf29ce484222325
+    for b in open(path, "rb").read():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"fnv1a64:{h:016x}"
+
+
+def raw_exchange(port, data, pause=None, read_timeout=30):
+    """Sends bytes (a list of pieces, `pause` seconds apart) on a raw socket
+    and returns what comes back until the server closes or times out."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
+    try:
+        for piece in data:
+            s.sendall(piece)
+            if pause:
+                time.sleep(pause)
+        out = b""
+        while True:
+            try:
+                got = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not got:
+                break
+            out += got
+            if b"\r\n\r\n" in out:
+                head, _, rest = out.partition(b"\r\n\r\n")
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        if len(rest) >= int(line.split(b":")[1]):
+                            return out
+        return out
+    finally:
+        s.close()
+
+
+# ==========================================================================
+# the oracle: the library through ctypes, one user at a time
+# ==========================================================================
+
+def f32_bits(values):
+    return np.asarray(values, dtype=np.float32).view(np.uint32).tolist()
+
+
+class Oracle:
+    """A session is used by one thread at a time: calls take a lock."""
+
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.model = LIB.load_model(path)
+        self.session = LIB.session(self.model)
+        cfg = LIB.model_config(self.model)
+        self.num_items, self.dim = cfg.num_items, cfg.hidden
+        with open(path, "rb") as f:  # safetensors: 8-byte length, JSON header
+            n = struct.unpack("<Q", f.read(8))[0]
+            meta = json.loads(f.read(n)).get("__metadata__", {})
+        self.names = json.loads(meta["item_ids"]) if "item_ids" in meta else None
+        self.index = {n: i + 1 for i, n in enumerate(self.names or [])}
+        self.checksum = fnv1a64(path)
+
+    def ids(self, items):
+        """Request items (names, or numbers for a map's numeric names) to model ids."""
+        return [self.index[str(v)] for v in items] if self.names else list(items)
+
+    def recommend(self, history, k, exclude):
+        with self.lock:
+            ids, sc = LIB.recommend(self.session, [self.ids(history)], k, exclude)
+        n = int(np.count_nonzero(ids[0]))
+        return ids[0][:n].tolist(), f32_bits(sc[0][:n])
+
+    def rank(self, history, cands, k, exclude):
+        with self.lock:
+            scores = LIB.scores(self.session, [self.ids(history)], self.num_items)[0]
+        hist = set(self.ids(history))
+        pool = {c for c in self.ids(cands) if not (exclude and c in hist)}
+        key = lambda c: (bool(np.isnan(scores[c - 1])), -float(scores[c - 1]), c)
+        best = sorted(pool, key=key)[:k]
+        return best, f32_bits([scores[c - 1] for c in best])
+
+    def vector(self, history):
+        with self.lock:
+            return f32_bits(LIB.user_vectors(self.session, [self.ids(history)], self.dim)[0])
+
+    def free(self):
+        LIB.dll.elastic_session_free(self.session)
+        LIB.dll.elastic_model_free(self.model)
+
+
+def got_ids(oracle, items):
+    """The model ids of the items of a response (names back to ids)."""
+    if oracle.names is None:
+        return list(items)
+    return [oracle.index[str(v)] for v in items]
+
+
+def check_result(oracle, req, res, where):
+    """One user's result against the oracle; raises AssertionError."""
+    k = req.get("top_k", 10)
+    exclude = req.get("exclude_history", True)
+    if "candidates" in req:
+        want = oracle.rank(req["history"], req["candidates"], k, exclude)
+    else:
+        want = oracle.recommend(req["history"], k, exclude)
+    got = (got_ids(oracle, res["items"]), f32_bits(res["scores"]))
+    assert got == want, f"{where}: got {got}, want {want} for {req}"
+
+
+def random_user(rng, num_items, max_len=45):
+    return [rng.randint(1, num_items) for _ in range(rng.randint(1, max_len))]
+
+
+def random_request(rng, num_items, users=None):
+    """A recommend request of 1..4 users (mixed top_k, exclusion, candidates)."""
+    n = users or rng.randint(1, 4)
+    hs = [random_user(rng, num_items) for _ in range(n)]
+    req = {"histories": hs, "top_k": rng.choice([1, 5, 10, 17]),
+           "exclude_history": rng.random() < 0.7}
+    if rng.random() < 0.3:
+        req["candidates"] = [[rng.randint(1, num_items) for _ in range(rng.randint(0, 30))] +
+                             h[:2] for h in hs]
+    return req
+
+
+def per_user(req):
+    """The request split into one-user requests (for the oracle)."""
+    out = []
+    for u, h in enumerate(req["histories"]):
+        r = {"history": h, "top_k": req.get("top_k", 10),
+             "exclude_history": req.get("exclude_history", True)}
+        if "candidates" in req:
+            r["candidates"] = req["candidates"][u]
+        out.append(r)
+    return out
+
+
+def check_response(oracle, req, body, where):
+    assert len(body["results"]) == len(req["histories"]), f"{where}: {body}"
+    for u, (r, res) in enumerate(zip(per_user(req), body["results"])):
+        check_result(oracle, r, res, f"{where} user {u}")
+
+
+# ==========================================================================
+# tests
+# ==========================================================================
+
+class Env:
+    """Models and a long-lived server shared by the tests."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.model_a = os.path.join(tmp, "a.st")
+        self.model_b = os.path.join(tmp, "b.st")
+        run_cli("init", "num_items=300", *SMALL, "--seed", "1", "-o", self.model_a)
+        run_cli("init", "num_items=300", *SMALL, "--seed", "2", "-o", self.model_b)
+        # trained models: numeric ids (synth) and names (csv)
+        small = ["hidden=16", "max_len=16", "experts=4", "mem_subkeys=8", "mem_topk=2",
+                 "layers=1"]
+        synth = os.path.join(tmp, "s.txt")
+        run_cli("synth", "--users", "60", "--items", "40", "--clusters", "4", "--min-len", "5",
+                "--max-len", "12", "--seed", "3", "-o", synth)
+        self.model_t = os.path.join(tmp, "t.st")
+        run_cli("train", "--data", synth, "-o", self.model_t, "--epochs", "1", "--quiet", *small)
+        csv = os.path.join(tmp, "n.csv")
+        with open(csv, "w") as f:
+            f.write("user,item,timestamp\n")
+            for u in range(1, 13):
+                for t in range(1, 7):
+                    f.write(f"u{u},film-{(u * 7 + t * 3) % 23},{t}\n")
+        self.model_n = os.path.join(tmp, "n.st")
+        run_cli("train", "--data", csv, "-o", self.model_n, "--epochs", "1", "--quiet", *small)
+        self.oracle_a = Oracle(self.model_a)
+        self.oracle_b = Oracle(self.model_b)
+        self.server = Server(self.model_a, "--max-body", "262144", "--max-users", "16",
+                             "--max-history", "64", "--max-top-k", "50", "--max-candidates", "40",
+                             "--read-timeout-ms", "800",
+                             "--max-batch", "32")
+
+    def close(self):
+        return self.server.stop()
+
+
+def test_probes(env):
+    port = env.server.port
+    st, _, body = request(port, "GET", "/healthz")
+    assert st == 200 and json.loads(body)["status"] == "alive", body
+    st, _, body = request(port, "GET", "/readyz")
+    assert st == 200 and json.loads(body)["status"] == "ready", body
+    st, hdr, body = request(port, "HEAD", "/healthz")
+    assert st == 200 and body == b"", (st, body)
+    st, hdr, body = request(port, "GET", "/v1/model")
+    info = json.loads(body)
+    assert st == 200, body
+    assert info["model"]["checksum"] == env.oracle_a.checksum, info
+    assert hdr["x-model-checksum"] == env.oracle_a.checksum
+    assert info["model"]["config"]["num_items"] == 300 and info["model"]["item_map"] is False
+    assert info["model"]["parameters"] > 0 and info["model"]["load_seconds"] >= 0
+    assert info["backend"]["name"] == "cpu" and info["backend"]["description"].startswith("cpu")
+    assert "steps" in info["plan"]["summary"] and info["plan"]["fallback_nodes"] == []
+    assert info["plan"]["fallback_count"] == 0 and info["batching"]["max_batch"] == 32
+    st, hdr, body = request(port, "GET", "/metrics")
+    text = body.decode()
+    assert st == 200 and hdr["content-type"].startswith("text/plain"), hdr
+    for name in ["elastic_serve_requests_total{", "elastic_serve_request_duration_seconds_bucket{",
+                 "elastic_serve_batch_users_bucket{", "elastic_serve_queue_depth ",
+                 "elastic_serve_in_flight_requests ", "elastic_serve_users_scored_total ",
+                 "elastic_serve_model_reloads_total ", "elastic_serve_model_reload_failures_total ",
+                 "elastic_serve_fallback_nodes ", 'elastic_serve_model_info{backend="cpu']:
+        assert name in text, f"{name} missing from /metrics"
+    assert metric(text, "elastic_serve_model_reloads_total") == 1
+    log = "\n".join(env.server.log())
+    for want in ["listening on 127.0.0.1:", "backend cpu", "fallback nodes: none", "plan for 32",
+                 "ready"]:
+        assert want in log, f"startup log lacks {want!r}:\n{log}"
+
+
+def test_recommend_exact(env):
+    rng = random.Random(11)
+    port = env.server.port
+    for i in range(25):
+        req = random_request(rng, 300, users=rng.randint(1, 16))
+        st, hdr, body = post(port, "/v1/recommend", req)
+        assert st == 200, body
+        assert hdr["x-model-checksum"] == env.oracle_a.checksum
+        check_response(env.oracle_a, req, body, f"request {i}")
+    # the one-user form, top_k over what is left, histories longer than max_len
+    h = list(range(1, 61))
+    st, _, body = post(port, "/v1/recommend", {"history": h, "top_k": 50})
+    assert st == 200, body
+    check_result(env.oracle_a, {"history": h, "top_k": 50}, body["results"][0], "history")
+    st, _, body = post(port, "/v1/recommend", {"history": [5], "candidates": [5, 7, 7, 9],
+                                               "top_k": 10, "exclude_history": True})
+    assert st == 200 and len(body["results"][0]["items"]) == 2, body  # 5 left out, 7 once
+    st, _, body = post(port, "/v1/recommend", {"history": [5], "candidates": []})
+    assert st == 200 and body["results"][0]["items"] == [], body
+
+
+def test_user_vectors_exact(env):
+    rng = random.Random(12)
+    hs = [random_user(rng, 300) for _ in range(9)]
+    st, _, body = post(env.server.port, "/v1/user_vectors", {"histories": hs})
+    assert st == 200, body
+    for u, h in enumerate(hs):
+        got = f32_bits(body["results"][u]["vector"])
+        assert got == env.oracle_a.vector(h), f"user {u} vector differs"
+    st, _, body = post(env.server.port, "/v1/user_vectors", {"history": hs[0]})
+    assert st == 200 and f32_bits(body["results"][0]["vector"]) == env.oracle_a.vector(hs[0])
+
+
+def test_concurrent_clients(env):
+    """64 clients on keep-alive connections; batches must mix requests."""
+    port = env.server.port
+    before = metrics(port)
+    batches0 = metric(before, "elastic_serve_batches_total")
+    log0 = len(env.server.log())
+    rng = random.Random(13)
+    plans = [[random_request(rng, 300) for _ in range(4)] for _ in range(64)]
+    vec_users = [random_user(rng, 300) for _ in range(64)]
+    errors = []
+    start = threading.Barrier(64)
+
+    def client(c):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            start.wait()
+            for i, req in enumerate(plans[c]):
+                st, _, body = post(port, "/v1/recommend", req, conn)
+                if st != 200:
+                    errors.append(f"client {c} request {i}: {st} {body}")
+                    continue
+                try:
+                    check_response(env.oracle_a, req, body, f"client {c} request {i}")
+                except AssertionError as e:
+                    errors.append(str(e))
+            st, _, body = post(port, "/v1/user_vectors", {"history": vec_users[c]}, conn)
+            if st != 200 or f32_bits(body["results"][0]["vector"]) != env.oracle_a.vector(
+                    vec_users[c]):
+                errors.append(f"client {c}: user vector differs ({st})")
+        except Exception as e:  # noqa: BLE001 - reported as a failure
+            errors.append(f"client {c}: {e!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, f"{len(errors)} failures, first: {errors[:3]}"
+    after = metrics(port)
+    n_requests = 64 * 5
+    batches = metric(after, "elastic_serve_batches_total") - batches0
+    assert batches < n_requests, f"{batches} batches for {n_requests} requests: no batching"
+    # batches mixed users of different requests (the access log names each one's batch)
+    per_batch = {}
+    for line in env.server.log()[log0:]:
+        if " access " in line and " batch=" in line and "batch=-" not in line:
+            b = line.rsplit("batch=", 1)[1].split("/")[0]
+            per_batch[b] = per_batch.get(b, 0) + 1
+    shared = sum(1 for n in per_batch.values() if n > 1)
+    assert shared > 0, "no batch held users of two requests"
+    print(f"    {n_requests} requests from 64 clients in {batches:.0f} batches, "
+          f"{shared} of them shared by several requests")
+
+
+def test_item_maps(env):
+    for path, numeric in [(env.model_t, True), (env.model_n, False)]:
+        oracle = Oracle(path)
+        server = Server(path)
+        try:
+            names = oracle.names
+            rng = random.Random(14)
+            for i in range(6):
+                hs = [[rng.choice(names) for _ in range(rng.randint(1, 20))] for _ in range(3)]
+                if numeric:  # numeric names may be sent as numbers or as strings
+                    hs = [[int(n) if rng.random() < 0.5 else n for n in h] for h in hs]
+                req = {"histories": hs, "top_k": 5}
+                if i % 2:
+                    req["candidates"] = [[rng.choice(names) for _ in range(8)] for _ in hs]
+                st, _, body = post(server.port, "/v1/recommend", req)
+                assert st == 200, body
+                for res in body["results"]:
+                    assert all(isinstance(v, int) if numeric else isinstance(v, str)
+                               for v in res["items"]), res
+                check_response(oracle, req, body, f"{os.path.basename(path)} request {i}")
+            st, _, body = post(server.port, "/v1/recommend", {"history": [names[0], "no-such"]})
+            assert st == 400 and body["error"]["code"] == "unknown_item", body
+            assert "no-such" in body["error"]["message"], body
+            info = json.loads(request(server.port, "GET", "/v1/model")[2])
+            assert info["model"]["item_map"] is True, info
+        finally:
+            rc = server.stop()
+            oracle.free()
+        assert rc == 0, f"exit status {rc}"
+        assert not server.sanitizer_reports(), server.sanitizer_reports()
+
+
+def test_http_errors(env):
+    port = env.server.port
+    st, _, body = request(port, "GET", "/nope")
+    assert st == 404 and json.loads(body)["error"]["code"] == "not_found", body
+    st, hdr, body = request(port, "GET", "/v1/recommend")
+    assert st == 405 and hdr.get("allow") == "POST", (st, hdr)
+    assert json.loads(body)["error"]["code"] == "method_not_allowed"
+    st, hdr, body = request(port, "DELETE", "/healthz")
+    assert st == 405 and hdr.get("allow") == "GET, HEAD", (st, hdr)
+    # 413: a declared 100 MB body is refused at once, before it is sent
+    head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n")
+    out = raw_exchange(port, [head, b"[" * 65536])
+    assert out.startswith(b"HTTP/1.1 413"), out[:200]
+    assert b"body_too_large" in out and b"--max-body" in out, out
+    # 413: a chunked body that grows past the limit is read, discarded, refused
+    piece = b"[" * 65536
+    chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+    head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n")
+    out = raw_exchange(port, [head] + [chunk] * 8 + [b"0\r\n\r\n"])
+    assert out.startswith(b"HTTP/1.1 413"), out[:200]
+    # 408: a body that trickles in slower than --read-timeout-ms (800)
+    body = json.dumps({"history": [1, 2, 3]}).encode()
+    head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    pieces = [head] + [body[i:i + 2] for i in range(0, len(body), 2)]
+    # 1.15 s in all: over the limit, under twice it (cut off there)
+    out = raw_exchange(port, pieces, pause=1.15 / (len(pieces) - 1))
+    assert out.startswith(b"HTTP/1.1 408"), out[:300]
+    assert b"--read-timeout-ms" in out, out
+
+
+def test_idle_client(env):
+    """A stalled client is disconnected after --idle-timeout; others are
+    served meanwhile. (A server of its own: keep-alive clients of the other
+    tests may pause longer than this under the sanitizers.)"""
+    server = Server(env.model_a, "--idle-timeout", "1")
+    try:
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            s.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.time()
+            st, _, _ = post(server.port, "/v1/recommend", {"history": [1]})
+            assert st == 200
+            got = s.recv(100)
+            waited = time.time() - t0
+            assert got == b"" and waited < 8, (got, waited)
+        finally:
+            s.close()
+        st, _, _ = post(server.port, "/v1/recommend", {"history": [1]})
+        assert st == 200
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
+def malformed_corpus(num_items):
+    """Over 200 bodies for POST /v1/recommend that must all get a 4xx."""
+    raw = [b"", b" ", b"{", b"}", b"[", b"]", b"null", b"true", b"1", b"\"x\"", b"[]", b"{}",
+           b"{\"histories\":", b"{\"histories\": [[1, 2]]", b"{\"histories\": [[1, 2]]}}",
+           b"{histories: [[1]]}", b"{'histories': [[1]]}", b"\x00\x01\x02", b"\xff\xfe\xfd",
+           b"{\"histories\": [[\"\xff\"]]}", b"{\"history\": [1], \"history\": [2]}",
+           b"[" * 100000, b"{\"a\":" * 30000, b"{\"histories\": [[1e999999]]}",
+           b"{\"histories\": [[123456789012345678901234567890]]}",
+           b"{\"histories\": [[1]], \"top_k\": 99999999999999999999999}",
+           b"{\"histories\": [[1]]} trailing", b"{\"histories\": [[1,]]}",
+           b"{\"histories\": [[01]]}", b"{\"histories\": [[-]]}", b"{\"histories\": [[NaN]]}",
+           b"{\"histories\": [[Infinity]]}", b"{\"histories\" [[1]]}", b"\"\\ud800\"",
+           b"{\"histories\": [[\"\\u0000\"]]}"]
+    bad_items = [None, True, False, "1", "", 1.5, 0, -1, num_items + 1, 2 ** 31, 2 ** 63 - 1,
+                 -2 ** 63, [], [1], {}, {"id": 1}, 1e10]
+    bad_histories = [None, 1, "1 2 3", {}, [], [[]], [1, 2], [[1], []], [[1], "x"], [[[1]]],
+                     [[1]] * 17, [[1] * 65]]
+    bad_top_k = [0, -1, -2 ** 63, 1.5, "10", None, True, [], {}, 51, 301, 10 ** 6, 2 ** 40]
+    bad_exclude = [1, 0, "true", None, [], {}, "yes"]
+    bad_candidates = [None, 1, "x", {}, [[1], [2]], [1, 2], [[0]], [[num_items + 1]], [["x"]],
+                      [[1.5]], [[None]], [[1] * 41], [[[1]]]]
+    valid = b'{"histories": [[1, 2, 3]], "top_k": 5}'
+    raw += [valid[:i] for i in range(1, len(valid), 2)]  # every other truncation
+    bodies = list(raw)
+    for v in bad_items:
+        bodies.append({"histories": [[1, v]]})
+        bodies.append({"history": [v]})
+        bodies.append({"histories": [[1]], "candidates": [[v]]})
+        bodies.append({"history": [1], "candidates": [2, v]})
+    for v in bad_histories:
+        bodies.append({"histories": v})
+        if v != [1, 2]:  # a good "history"
+            bodies.append({"history": v})
+    for v in bad_top_k:
+        bodies.append({"histories": [[1]], "top_k": v})
+        bodies.append({"history": [1, 2], "top_k": v, "candidates": [3, 4]})
+    for v in bad_exclude:
+        bodies.append({"histories": [[1]], "exclude_history": v})
+        bodies.append({"history": [1], "exclude_history": v, "top_k": 3})
+    for v in bad_items[:10]:  # a bad id after good users and items
+        bodies.append({"histories": [[1, 2], [3], [4, 5, v]], "top_k": 3})
+    for v in bad_candidates:
+        bodies.append({"histories": [[1]], "candidates": v})
+    bodies += [{"histories": [[1]], "history": [1]}, {"top_k": 5}, {"histories": [[1]], "k": 5},
+               {"histories": [[1]], "topk": 5}, {"histories": [[1]], "": 1},
+               {"history": [1], "candidates": [[1]]}, {"history": [1] * 65},
+               {"histories": [[1]] * 16, "candidates": [[1]] * 15}]
+    return [b if isinstance(b, bytes) else json.dumps(b).encode() for b in bodies]
+
+
+def test_malformed_corpus(env):
+    port = env.server.port
+    corpus = malformed_corpus(300)
+    vectors_extra = [b"{\"histories\": [[1]], \"top_k\": 5}", b"{\"history\": [1],"
+                     b" \"candidates\": [1]}", b"{}", b"[[1]]", b"{\"history\": []}"]
+    cases = [("/v1/recommend", b) for b in corpus] + [("/v1/user_vectors", b) for b in
+                                                       corpus[:40] + vectors_extra]
+    assert len(corpus) >= 200, len(corpus)
+    bad = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for path, body in cases:
+        try:
+            st, hdr, payload = request(port, "POST", path, body, conn=conn)
+        except (http.client.HTTPException, OSError):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            st, hdr, payload = request(port, "POST", path, body, conn=conn)
+        try:
+            err = json.loads(payload)["error"]
+            ok = 400 <= st < 500 and err["code"] and len(err["message"]) > 5
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            bad.append((path, body[:80], st, payload[:200]))
+        if hdr.get("connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.close()
+    assert not bad, f"{len(bad)} of {len(cases)} not a 4xx error: {bad[:5]}"
+    # a few messages name the problem
+    msgs = {}
+    for body, want in [({"histories": [[1, 301]]}, "histories[0][1]"),
+                       ({"histories": [[1]], "top_k": 51}, "--max-top-k"),
+                       ({"histories": [[1]] * 17}, "--max-users"),
+                       ({"history": [1] * 65}, "--max-history"),
+                       ({"histories": [[1]], "candidates": [[1] * 41]}, "--max-candidates"),
+                       ({"histories": [[1]], "topk": 5}, "unknown field 'topk'"),
+                       ({"histories": [[]]}, "histories[0] is empty")]:
+        st, _, out = post(port, "/v1/recommend", body)
+        msgs[want] = out["error"]["message"]
+        assert st == 400 and want in out["error"]["message"], (body, st, out)
+    print(f"    {len(cases)} malformed requests, all 4xx")
+    # alive and still exact
+    rng = random.Random(15)
+    for _ in range(3):
+        req = random_request(rng, 300)
+        st, _, body = post(port, "/v1/recommend", req)
+        assert st == 200, body
+        check_response(env.oracle_a, req, body, "after the corpus")
+
+
+def wait_metric(port, name, want, timeout=30):
+    """Polls /metrics until the sample `name` equals `want`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metric(metrics(port), name) == want:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{name} never reached {want}")
+
+
+def test_queue_full_and_deadline(env):
+    """One worker busy for 2.5 s (--debug-delay-ms): queued requests expire
+    at their deadline (504, not computed) and a full queue answers 503 at
+    once, with Retry-After."""
+    server = Server(env.model_a, "--debug-delay-ms", "2500", "--timeout-ms", "1200",
+                    "--max-queue", "2", workers=1, max_delay_us=0)
+    try:
+        port = server.port
+        results = {}
+
+        def send(name, users):
+            t0 = time.time()
+            st, hdr, body = post(port, "/v1/recommend", {"histories": [[1, 2]] * users})
+            results[name] = (st, hdr, body, time.time() - t0)
+
+        first = threading.Thread(target=send, args=("first", 3))
+        first.start()
+        deadline = time.time() + 30  # the worker has taken it: in flight, not queued
+        while not (metric(metrics(port), "elastic_serve_in_flight_requests") >= 2 and
+                   metric(metrics(port), "elastic_serve_queue_depth") == 0):
+            assert time.time() < deadline, "the first request never reached the worker"
+            time.sleep(0.01)
+        queued = [threading.Thread(target=send, args=(f"q{i}", 2)) for i in range(2)]
+        for t in queued:
+            t.start()
+        wait_metric(port, "elastic_serve_queue_depth", 2)
+        send("full", 1)
+        for t in queued + [first]:
+            t.join(30)
+        st, hdr, body, took = results["full"]
+        assert st == 503 and body["error"]["code"] == "queue_full", body
+        assert hdr.get("retry-after") == "1", hdr
+        assert took < 1.0, f"503 after {took:.2f} s: not at once"
+        for q in ("q0", "q1"):
+            st, _, body, took = results[q]
+            assert st == 504 and body["error"]["code"] == "deadline_exceeded", body
+            assert took < 2.3, f"504 after {took:.2f} s: not at the deadline"
+        assert results["first"][0] == 200, results["first"]
+        text = metrics(port)
+        assert metric(text, "elastic_serve_users_scored_total") == 3, text  # 503, 504: no compute
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
+def test_reload_under_load(env):
+    path = os.path.join(env.tmp, "live.st")
+    shutil.copy(env.model_a, path)
+    server = Server(path, "--max-batch", "16")
+    port = server.port
+    oracles = {env.oracle_a.checksum: env.oracle_a, env.oracle_b.checksum: env.oracle_b}
+    rng = random.Random(16)
+    reqs = [random_request(rng, 300) for _ in range(12)]
+    stop = threading.Event()
+    switched = threading.Event()
+    seen, errors = [], []
+
+    def client(c):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = 0
+        while not stop.is_set():
+            req = reqs[(c + i) % len(reqs)]
+            i += 1
+            after_switch = switched.is_set()
+            try:
+                st, hdr, body = post(port, "/v1/recommend", req, conn)
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"client {c}: {e!r}")
+                return
+            if st != 200:
+                errors.append(f"client {c}: {st} {body}")
+                continue
+            sum_ = hdr.get("x-model-checksum")
+            seen.append(sum_)
+            if after_switch and sum_ != env.oracle_b.checksum:
+                errors.append(f"client {c}: the old model answered after the switch")
+            try:
+                check_response(oracles[sum_], req, body, f"client {c}")
+            except (AssertionError, KeyError) as e:
+                errors.append(str(e))
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(16)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.7)
+        tmp = path + ".new"
+        shutil.copy(env.model_b, tmp)
+        os.replace(tmp, path)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            info = json.loads(request(port, "GET", "/v1/model")[2])
+            if info["model"]["checksum"] == env.oracle_b.checksum:
+                break
+            time.sleep(0.05)
+        switched.set()
+        time.sleep(0.7)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, f"{len(errors)} failures: {errors[:3]}"
+    n_a = seen.count(env.oracle_a.checksum)
+    n_b = seen.count(env.oracle_b.checksum)
+    assert n_a > 0 and n_b > 0, (n_a, n_b)
+    print(f"    {len(seen)} requests during the reload: {n_a} on the old model, {n_b} on the new")
+    try:
+        # a file that does not load: the old model goes on serving
+        with open(path + ".bad", "wb") as f:
+            f.write(open(env.model_a, "rb").read()[:300])
+        os.replace(path + ".bad", path)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 30
+        while time.time() < deadline and metric(
+                metrics(port), "elastic_serve_model_reload_failures_total") < 1:
+            time.sleep(0.05)
+        text = metrics(port)
+        assert metric(text, "elastic_serve_model_reload_failures_total") == 1, text
+        assert metric(text, "elastic_serve_model_reloads_total") == 2, text
+        assert any("reload failed" in l for l in server.log()), server.log()[-5:]
+        req = reqs[0]
+        st, hdr, body = post(port, "/v1/recommend", req)
+        assert st == 200 and hdr["x-model-checksum"] == env.oracle_b.checksum
+        check_response(env.oracle_b, req, body, "after a failed reload")
+        st, _, body = post(port, "/admin/reload", {})
+        assert st == 500 and body["error"]["code"] == "reload_failed", body
+        # POST /admin/reload with a good file again
+        shutil.copy(env.model_a, path + ".new")
+        os.replace(path + ".new", path)
+        st, _, body = post(port, "/admin/reload", {})
+        assert st == 200 and body["checksum"] == env.oracle_a.checksum, body
+        st, hdr, body = post(port, "/v1/recommend", req)
+        assert st == 200 and hdr["x-model-checksum"] == env.oracle_a.checksum
+        check_response(env.oracle_a, req, body, "after /admin/reload")
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+    assert not server.sanitizer_reports(), server.sanitizer_reports()
+
+
+def test_sigterm_under_load(env):
+    """Clients on fresh connections until refused; a probe on a kept-alive
+    connection sees /readyz turn 503; every accepted request is answered."""
+    server = Server(env.model_a, "--debug-delay-ms", "150", "--drain-seconds", "20",
+                    "--max-batch", "8")
+    port = server.port
+    rng = random.Random(17)
+    reqs = [random_request(rng, 300) for _ in range(8)]
+    answered, refused, errors = [], [], []
+    stop = threading.Event()
+
+    def client(c):
+        i = 0
+        while not stop.is_set():
+            req = reqs[(c + i) % len(reqs)]
+            i += 1
+            try:
+                st, _, body = post(port, "/v1/recommend", req)
+            except ConnectionRefusedError:
+                refused.append(c)
+                return
+            except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError) as e:
+                # the connection was never accepted (shut listening socket)
+                refused.append(c)
+                return
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"client {c}: {e!r}")
+                return
+            if st != 200:
+                errors.append(f"client {c}: {st} {body}")
+                continue
+            answered.append(c)
+            try:
+                check_response(env.oracle_a, req, body, f"client {c}")
+            except AssertionError as e:
+                errors.append(str(e))
+
+    probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    assert request(port, "GET", "/readyz", conn=probe)[0] == 200
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(12)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    t0 = time.time()
+    server.proc.send_signal(signal.SIGTERM)
+    st = 200  # the kept-alive probe asks until the drain shows
+    while st == 200 and time.time() < t0 + 20:
+        st, hdr, body = request(port, "GET", "/readyz", conn=probe)
+        time.sleep(0.01)
+    probe.close()
+    try:
+        rc = server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.time() - t0
+    stop.set()
+    for t in threads:
+        t.join(60)
+    rc = server.stop() if rc is None else rc
+    assert st == 503 and json.loads(body)["error"]["code"] == "draining", (st, body)
+    assert rc == 0, f"exit status {rc}"
+    assert not errors, f"{len(errors)} failures: {errors[:3]}"
+    log = server.log()
+    served = sum(1 for l in log if " access " in l and "/v1/recommend status=" in l)
+    assert served == len(answered), f"server answered {served}, clients received {len(answered)}"
+    assert any("drained: every accepted request was answered" in l for l in log), log[-5:]
+    assert not any("status=aborted" in l for l in log), [l for l in log if "aborted" in l]
+    print(f"    {len(answered)} requests answered, drained and exited in {took:.2f} s")
+    assert not server.sanitizer_reports(), server.sanitizer_reports()
+
+
+def test_access_log(env):
+    log = env.server.log()
+    lines = [l for l in log if " access 127.0.0.1 POST /v1/recommend status=200" in l]
+    assert lines, log[-5:]
+    line = lines[-1]
+    for field in ["users=", "latency_ms=", "batch="]:
+        assert field in line, line
+    assert any("batch=-" not in l for l in lines), lines[:3]
+
+
+def test_cli_errors(env):
+    r = subprocess.run([ARGS.elastic, "serve"], env=child_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "--model is required" in r.stderr, r.stderr
+    r = subprocess.run([ARGS.elastic, "serve", "--model", env.model_a, "--listen", "nonsense"],
+                       env=child_env(), capture_output=True, text=True)
+    assert r.returncode == 1 and "ADDR:PORT" in r.stderr, r.stderr
+    r = subprocess.run([ARGS.elastic, "serve", "--model", os.path.join(env.tmp, "none.st"),
+                        "--listen", "127.0.0.1:0"], env=child_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "none.st" in r.stderr, r.stderr
+    r = subprocess.run([ARGS.elastic, "serve", "--model", env.model_a, "--max-batch", "0"],
+                       env=child_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "--max-batch" in r.stderr, r.stderr
+
+
+TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concurrent_clients,
+         test_item_maps, test_http_errors, test_idle_client, test_malformed_corpus, test_queue_full_and_deadline,
+         test_reload_under_load, test_sigterm_under_load, test_access_log, test_cli_errors]
+
+
+def main():
+    global ARGS, LIB
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--elastic", required=True, help="the elastic program")
+    ap.add_argument("--lib", required=True, help="libelastic.so")
+    ap.add_argument("--test", help="run only the tests whose name contains this")
+    ARGS = ap.parse_args()
+    LIB = tg.Lib(ARGS.lib)
+    passed = failed = 0
+    tmp = tempfile.mkdtemp(prefix="elastic-serve-")
+    env = None
+    t_all = time.time()
+    try:
+        env = Env(tmp)
+        for test in TESTS:
+            if ARGS.test and ARGS.test not in test.__name__:
+                continue
+            t0 = time.time()
+            try:
+                test(env)
+                passed += 1
+                print(f"ok   {test.__name__} ({time.time() - t0:.1f} s)", flush=True)
+            except Exception:  # noqa: BLE001 - every failure is reported
+                failed += 1
+                print(f"FAIL {test.__name__}", flush=True)
+                traceback.print_exc()
+                log = env.server.log()
+                print("  server log tail:\n    " + "\n    ".join(
+                    [l for l in log if " access " not in l][-10:] + log[-5:]))
+    except Exception:  # noqa: BLE001
+        failed += 1
+        print("FAIL setup")
+        traceback.print_exc()
+    finally:
+        if env is not None:
+            rc = env.close()
+            reports = env.server.sanitizer_reports()
+            if rc != 0 or reports:
+                failed += 1
+                print(f"FAIL the shared server exited {rc}: {reports[:5]}")
+                print("    " + "\n    ".join(env.server.log()[-15:]))
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"({time.time() - t_all:.1f} s)")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+/*
+ * test_serve_unit.c - the parts of `elastic serve` that need no socket:
+ * request parsing and its refusals (status, code, message), response
+ * rendering (float32 round trip, NaN, item names as numbers or strings),
+ * candidate ranking (ties, NaN, duplicates, exclusion), batches computed
+ * equal to users alone, the Prometheus text, and the loopback check of
+ * POST /admin/reload.
+ */
+#include "serve_compute.h"
+#include "serve_http.h"
+#include "serve_metrics.h"
+#include "serve_request.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+static serve_limits limits(void)
+{
+    serve_limits l;
+    serve_limits_default(&l);
+    l.max_users = 4;
+    l.max_history = 8;
+    l.max_top_k = 20;
+    l.max_candidates = 6;
+    return l;
+}
+
+static int parse(const char *body, serve_op endpoint, serve_work **w, serve_error *e)
+{
+    serve_vocab v = {50, 8, NULL};
+    serve_limits l = limits();
+    return serve_request_parse(endpoint, body, strlen(body), &v, &l, w, e);
+}
+
+static void parses_requests(void **state)
+{
+    (void)state;
+    serve_work *w;
+    serve_error e;
+    assert_int_equal(
+        parse("{\"histories\": [[1, 2, 3], [4]], \"top_k\": 5}", SERVE_OP_RECOMMEND, &w, &e), 0);
+    assert_int_equal(w->op, SERVE_OP_RECOMMEND);
+    assert_int_equal(w->users, 2);
+    assert_int_equal(w->top_k, 5);
+    assert_int_equal(w->exclude_history, 1);
+    assert_int_equal(w->offsets[2], 4);
+    assert_int_equal(w->items[3], 4);
+    serve_work_free(w);
+    assert_int_equal(parse("{\"history\": [7], \"candidates\": [1, 2, 2], \"exclude_history\": "
+                           "false}",
+                           SERVE_OP_RECOMMEND, &w, &e),
+                     0);
+    assert_int_equal(w->op, SERVE_OP_RANK);
+    assert_int_equal(w->top_k, 10);
+    assert_int_equal(w->exclude_history, 0);
+    assert_int_equal(w->cand_offsets[1], 3);
+    serve_work_free(w);
+    assert_int_equal(parse("{\"histories\": [[50]]}", SERVE_OP_USER_VECTORS, &w, &e), 0);
+    assert_int_equal(w->op, SERVE_OP_USER_VECTORS);
+    serve_work_free(w);
+}
+
+static void refuses_with_reasons(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        int status;
+        const char *code, *message;
+    } cases[] = {
+        {"", 400, "invalid_request", "empty"},
+        {"{", 400, "malformed_json", "line 1"},
+        {"[1]", 400, "invalid_request", "JSON object"},
+        {"{\"histories\": [[1, 51]]}", 400, "unknown_item", "histories[0][1]: item 51"},
+        {"{\"histories\": [[1, 0]]}", 400, "unknown_item", "outside 1..50"},
+        {"{\"histories\": [[1, \"2\"]]}", 400, "invalid_request", "no item map"},
+        {"{\"histories\": [[1.5]]}", 400, "invalid_request", "fraction"},
+        {"{\"histories\": [[]]}", 400, "invalid_request", "histories[0] is empty"},
+        {"{\"histories\": []}", 400, "invalid_request", "histories is empty"},
+        {"{\"histories\": [[1],[1],[1],[1],[1]]}", 400, "limit_exceeded", "--max-users"},
+        {"{\"history\": [1,1,1,1,1,1,1,1,1]}", 400, "limit_exceeded", "--max-history"},
+        {"{\"history\": [1], \"top_k\": 21}", 400, "limit_exceeded", "--max-top-k"},
+        {"{\"history\": [1], \"top_k\": 0}", 400, "invalid_request", "at least 1"},
+        {"{\"history\": [1], \"top_k\": \"5\"}", 400, "invalid_request",
+         "top_k must be an integer"},
+        {"{\"history\": [1], \"exclude_history\": 1}", 400, "invalid_request", "true or false"},
+        {"{\"history\": [1], \"candidates\": [1,2,3,4,5,6,7]}", 400, "limit_exceeded",
+         "--max-candidates"},
+        {"{\"histories\": [[1]], \"candidates\": [[1], [2]]}", 400, "invalid_request",
+         "2 rows for 1 users"},
+        {"{\"history\": [1], \"histories\": [[1]]}", 400, "invalid_request", "not both"},
+        {"{\"top_k\": 3}", 400, "invalid_request", "missing"},
+        {"{\"history\": [1], \"k\": 3}", 400, "invalid_request", "unknown field 'k'"},
+        {"{\"history\": [1], \"history\": [2]}", 400, "malformed_json", "duplicate"},
+        {"{\"history\": [99999999999999999999]}", 400, "malformed_json", "too big"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        serve_work *w = (serve_work *)1;
+        serve_error e;
+        assert_int_equal(parse(cases[i].body, SERVE_OP_RECOMMEND, &w, &e), -1);
+        assert_null(w);
+        if (e.status != cases[i].status || strcmp(e.code, cases[i].code) ||
+            !strstr(e.message, cases[i].message))
+            fail_msg("case %zu (%s): %d %s '%s'", i, cases[i].body, e.status, e.code, e.message);
+    }
+    serve_work *w;
+    serve_error e;
+    assert_int_equal(parse("{\"history\": [1], \"top_k\": 3}", SERVE_OP_USER_VECTORS, &w, &e), -1);
+    assert_string_equal(e.code, "invalid_request");
+    /* a body over the limit, and deep nesting */
+    char *deep = malloc(200001);
+    memset(deep, '[', 200000);
+    deep[200000] = '\0';
+    assert_int_equal(parse(deep, SERVE_OP_RECOMMEND, &w, &e), -1);
+    assert_int_equal(e.status, 400);
+    serve_vocab v = {50, 8, NULL};
+    serve_limits l = limits();
+    l.max_body = 1000;
+    assert_int_equal(serve_request_parse(SERVE_OP_RECOMMEND, deep, 200000, &v, &l, &w, &e), -1);
+    assert_int_equal(e.status, 413);
+    free(deep);
+}
+
+/* A model of `items` items with an item map of the given names. */
+static elastic_model *mapped_model(int items, const char *names_json, elastic_item_map **map)
+{
+    elastic_config c;
+    elastic_config_default(&c);
+    c.num_items = items;
+    assert_int_equal(elastic_config_set(&c, "hidden", "8"), ELASTIC_OK);
+    assert_int_equal(elastic_config_set(&c, "max_len", "4"), ELASTIC_OK);
+    assert_int_equal(elastic_config_set(&c, "experts", "2"), ELASTIC_OK);
+    assert_int_equal(elastic_config_set(&c, "mem_subkeys", "4"), ELASTIC_OK);
+    assert_int_equal(elastic_config_set(&c, "mem_topk", "2"), ELASTIC_OK);
+    assert_int_equal(elastic_config_set(&c, "layers", "1"), ELASTIC_OK);
+    assert_int_equal(elastic_config_validate(&c), ELASTIC_OK);
+    elastic_model *m;
+    assert_int_equal(elastic_model_init_random(&m, &c, 7), ELASTIC_OK);
+    if (names_json) {
+        assert_int_equal(elastic_model_set_metadata(m, "item_ids", names_json), ELASTIC_OK);
+        assert_int_equal(elastic_item_map_init(map, m), ELASTIC_OK);
+    }
+    return m;
+}
+
+static void renders_results(void **state)
+{
+    (void)state;
+    elastic_item_map *map;
+    elastic_model *m = mapped_model(4, "[\"17\", \"film-b\", \"007\", \"-3\"]", &map);
+    serve_vocab v = {4, 8, map};
+    serve_limits l = limits();
+    serve_work *w;
+    serve_error e;
+    const char *body = "{\"history\": [17, \"film-b\", \"007\"], \"top_k\": 4}";
+    assert_int_equal(serve_request_parse(SERVE_OP_RECOMMEND, body, strlen(body), &v, &l, &w, &e),
+                     0);
+    assert_int_equal(w->items[0], 1);
+    assert_int_equal(w->items[1], 2);
+    assert_int_equal(w->items[2], 3);
+    w->ids = malloc(4 * sizeof *w->ids);
+    w->scores = malloc(4 * sizeof *w->scores);
+    int32_t ids[4] = {4, 3, 2, 0};
+    float scores[4] = {0.1f, NAN, 1.0f / 3.0f, -INFINITY};
+    memcpy(w->ids, ids, sizeof ids);
+    memcpy(w->scores, scores, sizeof scores);
+    char *text = serve_response_render(w, &v);
+    assert_non_null(text);
+    /* numeric names as numbers, others as strings; NaN as null; 9 digits; the list ends at id 0 */
+    assert_string_equal(text, "{\"results\":[{\"items\":[-3,\"007\",\"film-b\"],"
+                              "\"scores\":[0.100000001,null,0.333333343]}]}");
+    free(text);
+    serve_work_free(w);
+    body = "{\"history\": [\"nope\"]}";
+    assert_int_equal(serve_request_parse(SERVE_OP_RECOMMEND, body, strlen(body), &v, &l, &w, &e),
+                     -1);
+    assert_string_equal(e.code, "unknown_item");
+    assert_non_null(strstr(e.message, "'nope'"));
+    text = serve_error_render(&e);
+    assert_non_null(strstr(text, "{\"error\":{\"code\":\"unknown_item\",\"message\":"));
+    free(text);
+    elastic_item_map_free(map);
+    elastic_model_free(m);
+}
+
+static void ranks_candidates(void **state)
+{
+    (void)state;
+    /* items 1..6 */
+    float scores[6] = {0.5f, 0.9f, 0.5f, NAN, 0.9f, -1.0f};
+    int32_t cand[] = {6, 4, 3, 1, 5, 2, 5, 3};
+    int32_t history[] = {2};
+    int32_t ids[5];
+    float out[5];
+    serve_scratch s;
+    memset(&s, 0, sizeof s);
+    /* ties by the smaller id, NaN last, duplicates once, the row padded */
+    int n = serve_rank_candidates(scores, cand, 8, history, 1, 0, 5, ids, out, &s);
+    assert_int_equal(n, 5);
+    int32_t want[5] = {2, 5, 1, 3, 6};
+    assert_memory_equal(ids, want, sizeof want);
+    n = serve_rank_candidates(scores, cand, 8, history, 1, 1, 5, ids, out, &s);
+    int32_t want_ex[5] = {5, 1, 3, 6, 4};
+    assert_int_equal(n, 5);
+    assert_memory_equal(ids, want_ex, sizeof want_ex);
+    assert_true(isnan(out[4]));
+    n = serve_rank_candidates(scores, cand, 1, history, 1, 1, 3, ids, out, &s);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[1], 0);
+    assert_true(out[1] == -INFINITY);
+    serve_scratch_free(&s);
+}
+
+/* A batch of works computes what each user gets alone. */
+static void batches_equal_alone(void **state)
+{
+    (void)state;
+    elastic_item_map *map = NULL;
+    elastic_model *m = mapped_model(40, NULL, &map);
+    elastic_session_options o;
+    elastic_session_options_default(&o);
+    o.backend = "cpu";
+    elastic_session *s;
+    assert_int_equal(elastic_session_init(&s, m, &o), ELASTIC_OK);
+    serve_vocab v = {40, 8, NULL};
+    serve_limits l = limits();
+    const char *bodies[] = {"{\"histories\": [[1, 2, 3], [4, 5, 6, 7, 8]], \"top_k\": 3}",
+                            "{\"history\": [9], \"top_k\": 7}",
+                            "{\"histories\": [[10, 11], [12], [1, 2]], \"top_k\": 1}"};
+    serve_work *works[3];
+    serve_error e;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(serve_request_parse(SERVE_OP_RECOMMEND, bodies[i], strlen(bodies[i]), &v,
+                                             &l, &works[i], &e),
+                         0);
+    serve_scratch scratch;
+    memset(&scratch, 0, sizeof scratch);
+    serve_compute(s, works, 3, 4, &scratch); /* 6 users in calls of 4 */
+    for (int i = 0; i < 3; i++) {
+        serve_work *w = works[i];
+        assert_int_equal(w->status, SERVE_WORK_DONE);
+        for (int u = 0; u < w->users; u++) {
+            int32_t ids[8];
+            float sc[8];
+            int64_t offs[2] = {0, w->offsets[u + 1] - w->offsets[u]};
+            assert_int_equal(elastic_session_recommend(s, w->items + w->offsets[u], offs, 1,
+                                                       w->top_k, 1, ids, sc),
+                             ELASTIC_OK);
+            assert_memory_equal(ids, w->ids + u * w->top_k, sizeof *ids * (size_t)w->top_k);
+            assert_memory_equal(sc, w->scores + u * w->top_k, sizeof *sc * (size_t)w->top_k);
+        }
+        serve_work_free(w);
+    }
+    serve_scratch_free(&scratch);
+    elastic_session_free(s);
+    elastic_model_free(m);
+}
+
+static void renders_metrics(void **state)
+{
+    (void)state;
+    const char *paths[] = {"/v1/recommend", "/healthz"};
+    serve_metrics m;
+    assert_int_equal(serve_metrics_init(&m, paths, 2), 0);
+    assert_int_equal(serve_metrics_endpoint(&m, "/healthz"), 1);
+    assert_int_equal(serve_metrics_endpoint(&m, "/nope"), 2);
+    serve_metrics_request(&m, 0, 200, 0.003);
+    serve_metrics_request(&m, 0, 200, 7.0);
+    serve_metrics_request(&m, 2, 404, 0.0001);
+    serve_metrics_batch(&m, 5);
+    serve_metrics_model(&m, 1, "cpu (\"x\"\\)", 0, "fnv1a64:00", 2, 1.5);
+    size_t len;
+    char *t = serve_metrics_render(&m, &len);
+    assert_non_null(t);
+    assert_int_equal(strlen(t), len);
+    assert_non_null(strstr(t, "elastic_serve_requests_total{endpoint=\"/v1/recommend\","
+                              "status=\"200\"} 2\n"));
+    assert_non_null(strstr(t, "elastic_serve_requests_total{endpoint=\"other\",status=\"404\"} 1"));
+    assert_non_null(strstr(t, "elastic_serve_request_duration_seconds_bucket{endpoint=\"/v1/"
+                              "recommend\",le=\"0.005\"} 1\n"));
+    assert_non_null(strstr(t, "elastic_serve_request_duration_seconds_bucket{endpoint=\"/v1/"
+                              "recommend\",le=\"+Inf\"} 2\n"));
+    assert_non_null(strstr(t, "elastic_serve_batch_users_bucket{le=\"4\"} 0\n"));
+    assert_non_null(strstr(t, "elastic_serve_batch_users_bucket{le=\"8\"} 1\n"));
+    assert_non_null(strstr(t, "elastic_serve_users_scored_total 5\n"));
+    assert_non_null(strstr(t, "backend=\"cpu (\\\"x\\\"\\\\)\""));
+    assert_non_null(strstr(t, "elastic_serve_fallback_nodes 2\n"));
+    free(t);
+    serve_metrics_free(&m);
+}
+
+static void checks_loopback(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *address;
+        int loopback;
+    } cases[] = {
+        {"127.0.0.1", 1},  {"127.8.9.10", 1},       {"10.0.0.1", 0}, {"0.0.0.0", 0},
+        {"::1", 1},        {"::ffff:127.0.0.1", 1}, {"::", 0},       {"::ffff:192.168.1.2", 0},
+        {"2001:db8::1", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        if (strchr(cases[i].address, ':')) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            a->sin6_family = AF_INET6;
+            assert_int_equal(inet_pton(AF_INET6, cases[i].address, &a->sin6_addr), 1);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            a->sin_family = AF_INET;
+            assert_int_equal(inet_pton(AF_INET, cases[i].address, &a->sin_addr), 1);
+        }
+        if (serve_http_is_loopback((struct sockaddr *)&ss) != cases[i].loopback)
+            fail_msg("%s: loopback should be %d", cases[i].address, cases[i].loopback);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parses_requests),     cmocka_unit_test(refuses_with_reasons),
+        cmocka_unit_test(renders_results),     cmocka_unit_test(ranks_candidates),
+        cmocka_unit_test(batches_equal_alone), cmocka_unit_test(renders_metrics),
+        cmocka_unit_test(checks_loopback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,17 @@
+/*
+ * serve_log.h - the server's log: one line per event on stderr, each line
+ * whole (never interleaved between threads) and stamped with UTC time,
+ *   2025-01-31T12:00:00.123Z listening on 127.0.0.1:8080
+ */
+#ifndef ELASTIC_SERVE_LOG_H
+#define ELASTIC_SERVE_LOG_H
+
+#if defined(__GNUC__)
+#define SERVE_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define SERVE_PRINTF(f, a)
+#endif
+
+void serve_log(const char *fmt, ...) SERVE_PRINTF(1, 2);
+
+#endif
