@@ -91,6 +91,17 @@ def as_csr(histories: Histories, model: Optional[Model] = None,
     return items, offsets
 
 
+def _out_array(out: Optional[np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
+    """`out` checked (float32, C-contiguous, this shape), or a new array."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or \
+            not out.flags.c_contiguous or not out.flags.writeable or out.shape != shape:
+        raise InvalidArgError(f"out must be a writeable C-contiguous float32 array of shape "
+                              f"{shape}")
+    return out
+
+
 class Session:
     """A model running on one backend; use it from one thread at a time (a lock
     serialises concurrent calls), one session per thread for parallel work.
@@ -186,11 +197,13 @@ class Session:
                                                                int(top_k), f), "plan")
 
     # ------------------------------------------------------------ runs
-    def user_vectors(self, histories: Histories, use_item_map: bool = True) -> np.ndarray:
-        """User vectors hu (spec step 4): float32 [B, d]."""
+    def user_vectors(self, histories: Histories, use_item_map: bool = True,
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
+        """User vectors hu (spec step 4): float32 [B, d] (written into `out` when
+        given: a C-contiguous float32 array of that shape)."""
         items, offsets = as_csr(histories, self.model, use_item_map)
         B = offsets.size - 1
-        out = np.empty((B, self.model.hidden), dtype=np.float32)
+        out = _out_array(out, (B, self.model.hidden))
         if B == 0:
             return out
         with self._lock:
@@ -199,14 +212,17 @@ class Session:
                 B, _capi.ptr(out, _capi.c_float)), "user_vectors")
         return out
 
-    def scores(self, histories: Histories, use_item_map: bool = True) -> np.ndarray:
-        """Scores of every item (spec step 5): float32 [B, I], column v-1 = model item v."""
+    def scores(self, histories: Histories, use_item_map: bool = True,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Scores of every item (spec step 5): float32 [B, I], column v-1 = model
+        item v (written into `out` when given)."""
         items, offsets = as_csr(histories, self.model, use_item_map)
-        return self._scores_csr(items, offsets)
+        return self._scores_csr(items, offsets, out)
 
-    def _scores_csr(self, items: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    def _scores_csr(self, items: np.ndarray, offsets: np.ndarray,
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
         B = offsets.size - 1
-        out = np.empty((B, self.model.num_items), dtype=np.float32)
+        out = _out_array(out, (B, self.model.num_items))
         if B == 0:
             return out
         with self._lock:
