@@ -29,7 +29,10 @@ from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+try:                                   # the installed package, else the source tree's
+    import libelastic  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(ROOT, "python"))
 
 from libelastic import _capi  # noqa: E402
 
@@ -125,6 +128,27 @@ def test_struct_layout_matches_c() -> None:
         pytest.skip("no C compiler and no elastic_struct_layout program")
     problems = compare(run_layout(program))
     assert not problems, "\n".join(problems)
+
+
+def test_a_stale_mirror_is_caught(monkeypatch) -> None:
+    """A mirror that lost a field, or holds one in the wrong place, is reported."""
+    import pytest
+    program = find_program()
+    if program is None:
+        pytest.skip("no C compiler and no elastic_struct_layout program")
+    layout = run_layout(program)
+
+    class Stale(ctypes.Structure):          # elastic_train_options without `seed`
+        _fields_ = [f for f in _capi.TrainOptions._fields_ if f[0] != "seed"]
+
+    class Swapped(ctypes.Structure):        # batch_size and samples_per_user swapped
+        _fields_ = [(n, t) for n, t in _capi.TrainOptions._fields_]
+        _fields_[6], _fields_[7] = _fields_[7], _fields_[6]
+
+    for bad, want in ((Stale, "sizeof"), (Swapped, "ctypes fields")):
+        monkeypatch.setitem(_capi.STRUCTS, "elastic_train_options", bad)
+        problems = compare(layout)
+        assert any(want in p for p in problems), problems
 
 
 def test_header_parser_sees_every_struct() -> None:
