@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
@@ -46,10 +47,22 @@ _local = threading.local()
 _loads = 0
 
 
+_stats = {"partitions": 0, "users": 0, "wall_s": 0.0, "cpu_s": 0.0}
+_stats_lock = threading.Lock()
+
+
 def load_count() -> int:
     """How many times this process has loaded a model file for scoring (a worker
     scoring many partitions with one model reports 1)."""
     return _loads
+
+
+def worker_stats() -> Dict[str, Any]:
+    """This process's scoring so far: model loads, partitions, users, and the wall
+    and CPU seconds of the calling threads inside recommend_partition (CPU well
+    below wall means the process waited for a core)."""
+    with _stats_lock:
+        return dict(_stats, model_loads=_loads)
 
 
 def _model(path: str) -> Model:
@@ -108,6 +121,22 @@ def recommend_partition(events: pd.DataFrame, model_path: str, k: int = 10,
     is already ordered by (user, time)."""
     if unknown_items not in ("error", "drop"):
         raise InvalidArgError("unknown_items must be 'error' or 'drop'")
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    out = _recommend_partition(events, model_path, k, user, item, timestamp, exclude_history,
+                               batch_size, backend, threads, backend_options, unknown_items,
+                               presorted)
+    with _stats_lock:
+        _stats["partitions"] += 1
+        _stats["users"] += int(out["user"].nunique()) if len(out) else 0
+        _stats["wall_s"] += time.perf_counter() - wall0
+        _stats["cpu_s"] += time.thread_time() - cpu0
+    return out
+
+
+def _recommend_partition(events: pd.DataFrame, model_path: str, k: int, user: str, item: str,
+                         timestamp: Optional[str], exclude_history: bool, batch_size: int,
+                         backend: str, threads: Optional[int], backend_options: Optional[str],
+                         unknown_items: str, presorted: bool) -> pd.DataFrame:
     session = _session(model_path, backend, threads, backend_options)
     model = session.model
     if len(events) == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -135,6 +136,7 @@ class Model:
         self._map: Optional[_ItemMap] = None
         self._map_loaded = False
         self._map_lock = threading.Lock()
+        self._users: "weakref.WeakSet[Any]" = weakref.WeakSet()   # open sessions, trainers
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -163,7 +165,10 @@ class Model:
         check(self._lib.elastic_model_save(self._ptr(), encode(p)), p)
 
     def close(self) -> None:
-        """Frees the model now (sessions that use it must be closed first)."""
+        """Frees the model now; sessions and trainers that use it must be closed
+        first (ValueError otherwise)."""
+        if any(u._is_open() for u in list(getattr(self, "_users", ()))):
+            raise ValueError("the model still has open sessions or trainers: close them first")
         h, self._handle = getattr(self, "_handle", None), None
         if h:
             self._lib.elastic_model_free(h)

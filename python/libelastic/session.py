@@ -142,6 +142,10 @@ class Session:
         self._handle_set = False
         check(self._lib.elastic_session_init(self._handle, model._ptr(), o), "session")
         self._handle_set = True
+        model._users.add(self)
+
+    def _is_open(self) -> bool:
+        return bool(getattr(self, "_handle_set", False))
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:

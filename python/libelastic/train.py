@@ -70,6 +70,10 @@ class Trainer:
         self._set = False
         check(self._lib.elastic_trainer_init(self._handle, model._ptr(), o), "trainer")
         self._set = True
+        model._users.add(self)
+
+    def _is_open(self) -> bool:
+        return bool(getattr(self, "_set", False))
 
     def close(self) -> None:
         """Frees the trainer (the model stays)."""

@@ -89,6 +89,14 @@ def test_session_context_and_describe(small_model: libelastic.Model) -> None:
     with pytest.raises(ValueError, match="closed"):
         s.recommend([[1]])
     s.close()  # idempotent
+    m = libelastic.Model.init_random(SMALL, seed=1)
+    s2 = libelastic.Session(m, backend="cpu")
+    with pytest.raises(ValueError, match="open sessions"):
+        m.close()                                 # a session still uses it
+    s2.close()
+    m.close()
+    with pytest.raises(ValueError, match="closed"):
+        libelastic.Session(m)
 
 
 def test_recommend_shapes_and_dtypes(session: libelastic.Session) -> None:
