@@ -4,8 +4,10 @@
  * through the Python package, in the same run). Prints one JSON object: the
  * seconds of every timed call, their median and the backend.
  *   elastic-recommend-timer --model M --histories FILE [--top K] [--threads T]
- *                           [--reps R] [--warmup W]
+ *                           [--reps R] [--warmup W] [--serve]
  * FILE: one user per line, item ids oldest first, separated by spaces.
+ * --serve: after the warm-up, one timed call per line read from stdin, its
+ * seconds printed on a line of stdout (the caller interleaves its own calls).
  */
 #include "elastic.h"
 
@@ -36,8 +38,17 @@ static int fail(const char *what)
 int main(int argc, char **argv)
 {
     const char *model_path = NULL, *hist_path = NULL;
-    int top_k = 10, threads = 0, reps = 20, warmup = 2;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    int top_k = 10, threads = 0, reps = 20, warmup = 2, serve = 0;
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--serve")) {
+            serve = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "elastic-recommend-timer: %s needs a value\n", argv[i]);
+            return 2;
+        }
         if (!strcmp(argv[i], "--model")) model_path = argv[i + 1];
         else if (!strcmp(argv[i], "--histories")) hist_path = argv[i + 1];
         else if (!strcmp(argv[i], "--top")) top_k = atoi(argv[i + 1]);
@@ -96,19 +107,39 @@ int main(int argc, char **argv)
     float *scores = malloc((size_t)batch * (size_t)top_k * sizeof *scores);
     double *t = malloc((size_t)reps * sizeof *t);
     if (!ids || !scores || !t) return 1;
-    for (int r = 0; r < warmup + reps; r++) {
+    if (serve) {
+        for (int r = 0; r < warmup; r++)
+            if (elastic_session_recommend(session, items, offsets, batch, top_k, 1, ids,
+                                          scores) != ELASTIC_OK)
+                return fail("recommend");
+        printf("ready %d %d\n", ids[0], ids[1]);
+        fflush(stdout);
+        char req[64];
+        while (fgets(req, sizeof req, stdin)) {
+            double t0 = now();
+            if (elastic_session_recommend(session, items, offsets, batch, top_k, 1, ids,
+                                          scores) != ELASTIC_OK)
+                return fail("recommend");
+            printf("%.9f\n", now() - t0);
+            fflush(stdout);
+        }
+        reps = 0;
+    }
+    for (int r = 0; r < warmup + reps && !serve; r++) {
         double t0 = now();
         if (elastic_session_recommend(session, items, offsets, batch, top_k, 1, ids, scores) !=
             ELASTIC_OK)
             return fail("recommend");
         if (r >= warmup) t[r - warmup] = now() - t0;
     }
+    if (serve) goto done;
     printf("{\"backend\": \"%s\", \"batch\": %d, \"top_k\": %d, \"first_ids\": [%d, %d], "
            "\"seconds\": [",
            elastic_session_backend(session), batch, top_k, ids[0], ids[1]);
     for (int r = 0; r < reps; r++) printf("%s%.9f", r ? ", " : "", t[r]);
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     printf("], \"median_s\": %.9f}\n", t[reps / 2]);
+done:
     free(t);
     free(ids);
     free(scores);
