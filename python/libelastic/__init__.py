@@ -76,12 +76,12 @@ def conformance(backends: Optional[Union[str, Sequence[str]]] = None,
     o = _capi.ConformanceOptions()
     lib.elastic_conformance_options_default(o)
 
-    def text(v: Optional[Union[str, Sequence[str]]]) -> Optional[bytes]:
+    def as_list(v: Optional[Union[str, Sequence[str]]]) -> Optional[bytes]:
         if v is None:
             return None
         return _capi.encode(v if isinstance(v, str) else ",".join(v))
 
-    keep = (text(backends), text(ops))  # alive for the call
+    keep = (as_list(backends), as_list(ops))  # alive for the call
     o.backends, o.ops = keep
     if seed is not None:
         o.seed = int(seed)

@@ -23,10 +23,10 @@ import os
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ctypes import (c_char_p, c_double, c_float, c_int, c_int32, c_int64, c_size_t,  # noqa: E402
+                    c_uint64, c_void_p)
+
 P = ctypes.POINTER
-c_int, c_int32, c_int64, c_uint64 = ctypes.c_int, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
-c_double, c_float, c_size_t = ctypes.c_double, ctypes.c_float, ctypes.c_size_t
-c_char_p, c_void_p = ctypes.c_char_p, ctypes.c_void_p
 VOIDPP = P(c_void_p)
 
 # --------------------------------------------------------------------- statuses

@@ -38,7 +38,7 @@ class Dataset:
     split of spec section 5 (last item = test target, the one before =
     validation target).  Users are numbered 0..U-1."""
 
-    def __init__(self, handle: _capi.c_void_p, source: str = ""):
+    def __init__(self, handle: Optional[_capi.c_void_p], source: str = ""):
         """Wraps a handle owned from now on (use read_log or synth)."""
         self._lib = _capi.lib()
         self._handle = handle
@@ -163,6 +163,7 @@ class Dataset:
         """The item map as a model's "item_ids" metadata value (a JSON array)."""
         out = _capi.c_void_p()
         check(self._lib.elastic_dataset_item_map_json(self._h(), out), "item map")
+        assert out.value is not None
         try:
             return ctypes.string_at(out.value).decode("utf-8")
         finally:
@@ -221,16 +222,15 @@ def evaluate(model: Any, data: Dataset, split: str = "test", max_users: Optional
     dataset is renumbered by it first (Dataset.apply_item_map), as `elastic
     eval` does.  max_users: only the first N users with that split."""
     from .session import Session
-    session = model if isinstance(model, Session) else None
-    m = session.model if session else model
+    own = not isinstance(model, Session)
+    m = model if own else model.model
     if not isinstance(m, Model):
         raise TypeError("model must be a libelastic.Model or Session")
     ids = m.metadata.get("item_ids")
     if ids is not None and ids != data.item_map_json():
         data.apply_item_map(ids)
-    own = session is None
-    if own:
-        session = Session(m, backend=backend, threads=threads, **session_options)
+    session: Session = Session(m, backend=backend, threads=threads, **session_options) \
+        if own else model
     try:
         out = _capi.Metrics()
         with session._lock:

@@ -128,7 +128,7 @@ class Model:
 
     Create one with Model.load(path) or Model.init_random(config, seed)."""
 
-    def __init__(self, handle: _capi.c_void_p, path: Optional[str] = None):
+    def __init__(self, handle: Optional[_capi.c_void_p], path: Optional[str] = None):
         """Wraps a handle owned from now on by this object (use load or init_random)."""
         self._lib = _capi.lib()
         self._handle = handle

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def as_csr(histories: Histories, model: Optional[Model] = None,
         if isinstance(histories, (str, bytes)) or not hasattr(histories, "__len__"):
             raise TypeError("histories must be a list of sequences, a 2-D array or a tuple "
                             "(items, offsets) of numpy arrays")
-        hs = list(histories)
+        hs: List[Any] = list(histories)
         lengths = np.fromiter((len(h) for h in hs), dtype=np.int64, count=len(hs))
         offsets = np.zeros(len(hs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -182,7 +182,7 @@ class Session:
         naive_bytes, flops, max_tensor_bytes."""
         s = _capi.RunStats()
         check(self._lib.elastic_session_last_stats(self._h(), s), "last_stats")
-        return {name: getattr(s, name) for name, _ in s._fields_}
+        return {f[0]: getattr(s, f[0]) for f in s._fields_}
 
     def describe(self) -> Dict[str, Any]:
         """The session as a dict: the backend in use, the options asked for, the

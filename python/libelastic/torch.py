@@ -50,11 +50,11 @@ INT_KEYS = tuple(k for k in CONFIG_KEYS if k not in ("model", "ln_eps"))
 DEFAULT_DROPOUT = 0.2  # spec 5
 
 
-def resolve_config(config: Dict[str, object]) -> Dict[str, object]:
+def resolve_config(config: Dict[str, Any]) -> Dict[str, Any]:
     """The spec keys of `config` with defaults filled in (ffn = 4d, mem_key = d)
     and the constraints of spec 1 checked; raises ValueError naming the key.
     Keys not in spec 1 (e.g. `dropout`) are dropped."""
-    c = dict(DEFAULTS)
+    c: Dict[str, Any] = dict(DEFAULTS)
     c.update({k: v for k, v in config.items() if k in DEFAULTS})
     if c["num_items"] is None:
         raise ValueError("config key 'num_items' is required")
@@ -87,7 +87,7 @@ def resolve_config(config: Dict[str, object]) -> Dict[str, object]:
     return c
 
 
-def config_from_metadata(meta: Dict[str, str]) -> Dict[str, object]:
+def config_from_metadata(meta: Dict[str, str]) -> Dict[str, Any]:
     """The config dict of a model file's __metadata__ (spec 2); unknown keys ignored,
     except `dropout` (spec 5), which is kept when present."""
     if meta.get("format_version") != FORMAT_VERSION:
@@ -490,7 +490,8 @@ def load(path: str, device="cpu", dropout: Optional[float] = None) -> _Recommend
         if value.dtype != torch.float32:
             raise ValueError(f"tensor '{name}' is {value.dtype}, expected float32")
     module = from_state_dict(config, tensors, dropout)
-    module.file_metadata = meta  # type: ignore[attr-defined]  (item-id map, provenance, ...)
+    # the file's metadata (item-id map, provenance, ...)
+    module.file_metadata = meta  # type: ignore[assignment]
     return module.to(device)
 
 
@@ -523,7 +524,7 @@ def to_torch(model: "Any", device: Any = "cpu", dropout: Optional[float] = None
     module = from_state_dict(config, state, dropout)
     file_meta = config_to_metadata(config)
     file_meta.update({k: v for k, v in meta.items() if k not in file_meta})
-    module.file_metadata = file_meta  # type: ignore[attr-defined]
+    module.file_metadata = file_meta  # type: ignore[assignment]
     return module.to(device)
 
 

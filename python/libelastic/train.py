@@ -180,7 +180,9 @@ class _Bar:
     line on stderr like `elastic train`'s."""
 
     def __init__(self, kind: Any):
-        self.kind, self.bar, self.last = kind, None, -1.0
+        self.kind: Any = kind
+        self.bar: Any = None
+        self.last = -1.0
 
     def __call__(self, p: Dict[str, Any]) -> None:
         if callable(self.kind) and self.kind not in (True, "tqdm"):
@@ -284,7 +286,7 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
                           backend_options=backend_options)
         if resume:
             trainer.load_state(ckpt_state)
-        sess_kw = dict(backend=backend, device=device, threads=threads,
+        sess_kw: Dict[str, Any] = dict(backend=backend, device=device, threads=threads,
                        allow_fallback=allow_fallback, backend_options=backend_options)
 
         def run_eval(m: Model, split: str, users: Optional[int]) -> Dict[str, float]:
