@@ -97,7 +97,8 @@ def _session(path: str, backend: str, threads: Optional[int],
 
 def _output_meta(user_dtype: Any, model: Model) -> pd.DataFrame:
     m = model._item_map()
-    item_dtype = np.int64 if (m is None or m.numeric) else object
+    # named items: pandas' own dtype for a column of strings ("str" in pandas 3, object before)
+    item_dtype = np.int64 if (m is None or m.numeric) else pd.Series(["x"]).dtype
     return pd.DataFrame({"user": pd.Series([], dtype=user_dtype),
                          "rank": pd.Series([], dtype=np.int32),
                          "item": pd.Series([], dtype=item_dtype),
@@ -182,8 +183,13 @@ def _recommend_partition(events: pd.DataFrame, model_path: str, k: int, user: st
     real = out_ids > 0
     rows_user = np.repeat(users[starts], k).reshape(B, k)[real]
     ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), (B, k))[real]
-    items_out = model.from_model_ids(out_ids[real]) if imap else out_ids[real].astype(np.int64)
-    return pd.DataFrame({"user": rows_user, "rank": ranks, "item": items_out,
+    if imap is None:
+        items_out = out_ids[real].astype(np.int64)
+    elif imap.numeric:
+        items_out = model.from_model_ids(out_ids[real])
+    else:      # strings, in pandas' dtype for them, as _output_meta says
+        items_out = model.from_model_ids(out_ids[real])
+    return pd.DataFrame({"user": rows_user, "rank": ranks, "item": pd.Series(items_out),
                          "score": out_sc[real]})
 
 

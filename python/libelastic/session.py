@@ -251,6 +251,8 @@ class Session:
         k = int(k)
         if k < 1:
             raise InvalidArgError(f"k must be >= 1, got {k}")
+        if k > self.model.num_items:           # as the library says it, candidates or not
+            raise OutOfRangeError(f"top_k {k} outside 1..{self.model.num_items}")
         items, offsets = as_csr(histories, self.model, use_item_map)
         B = offsets.size - 1
         if candidates is not None:

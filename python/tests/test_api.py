@@ -176,6 +176,9 @@ def test_candidates(session: libelastic.Session) -> None:
         session.recommend(hs, candidates=[1, 2, 101])
     with pytest.raises(libelastic.InvalidArgError):
         session.recommend(hs, candidates=[[1, 2]] * 4)
+    for cand in (None, all_items):                     # K > I: refused on both paths
+        with pytest.raises(libelastic.OutOfRangeError, match="top_k"):
+            session.recommend(hs, k=101, candidates=cand)
 
 
 def test_ties_by_smaller_id(tmp_path) -> None:

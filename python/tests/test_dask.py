@@ -130,6 +130,14 @@ def test_partition_string_items(tmp_path) -> None:
     assert out["item"].tolist() == ids.ravel().tolist()
     assert out["user"].tolist() == ["a"] * 3 + ["b"] * 3
     np.testing.assert_array_equal(out["score"].to_numpy(), sc.ravel())
+    # through Dask (threads), written to Parquet and read back
+    recs = led.recommend(dd.from_pandas(frame, npartitions=2), path, k=3)
+    assert recs.dtypes["rank"] == np.int32 and recs.dtypes["item"] != np.int64
+    got = recs.compute(scheduler="threads")
+    assert got["item"].dtype == pd.Series(["x"]).dtype and got["score"].dtype == np.float32
+    recs.to_parquet(str(tmp_path / "named.parquet"))
+    back = pd.read_parquet(str(tmp_path / "named.parquet")).sort_values(["user", "rank"])
+    assert back["item"].tolist() == ids.ravel().tolist()
     plain = str(tmp_path / "plain.st")
     libelastic.Model.init_random(dict(MODEL, num_items=50), seed=2).save(plain)
     with pytest.raises(libelastic.InvalidArgError, match="item map"):
