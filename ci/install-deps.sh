@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(cmake make gcc g++ pkg-config
       libjansson-dev libcmocka-dev libopenblas-dev
       ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo libclblast-dev
-      python3 python3-pip valgrind
+      python3 python3-pip python3-venv valgrind
       libmicrohttpd-dev curl)   # elastic serve: HTTP server library; curl for ci/main.sh
 
 missing=()
@@ -20,9 +20,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python tools: the float64 reference needs NumPy (and safetensors to read model files).
+# Python tools: the float64 reference needs NumPy (and safetensors to read model files);
+# the Python package's tests (python/tests) need pytest, and Dask, pandas and pyarrow for
+# libelastic.dask; tqdm for the progress-bar test. (torch is not installed: its tests skip.)
 py=python3
-if ! $py -c 'import numpy, safetensors' 2>/dev/null; then
-  $py -m pip install -q --disable-pip-version-check numpy safetensors 2>/dev/null ||
-    $py -m pip install -q --disable-pip-version-check --break-system-packages numpy safetensors
+if ! $py -c 'import numpy, safetensors, pytest, dask.distributed, pandas, pyarrow, tqdm' 2>/dev/null; then
+  pips=(numpy safetensors pytest "dask[distributed]" pandas pyarrow tqdm)
+  $py -m pip install -q --disable-pip-version-check "${pips[@]}" 2>/dev/null ||
+    $py -m pip install -q --disable-pip-version-check --break-system-packages "${pips[@]}"
 fi

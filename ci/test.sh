@@ -12,6 +12,7 @@ export ELASTIC_CACHE_DIR=${ELASTIC_CACHE_DIR:-$PWD/build-cache/kernels}
 bash ci/build.sh build
 (cd build && ctest --output-on-failure -j2)
 bash ci/smoke.sh build
+bash ci/python.sh build
 bash ci/valgrind.sh build
 
 # The sanitized build: every test again under AddressSanitizer and UBSan.

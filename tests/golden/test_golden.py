@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""test_golden.py - golden tests: the C library (libelastic.so, through ctypes
-and the public API of include/elastic.h) against the independent float64
+"""test_golden.py - golden tests: the C library (libelastic.so, through the
+Python package python/libelastic, the project's one binding of the public API of
+include/elastic.h) against the independent float64
 reference tools/reference/elastic_ref.py, on random models from recorded seeds.
 
 For every case the reference draws a model (spec 5 initialisation, or larger
@@ -27,7 +28,6 @@ Ends with a line "N passed, M failed" and exits non-zero on any failure.
 If numpy or safetensors cannot be imported the run FAILS (it never skips).
 """
 import argparse
-import ctypes
 import dataclasses
 import os
 import sys
@@ -54,146 +54,63 @@ TOL_BATCH = 1e-6    # C batch row against the same user run alone
 TOL_TIE = 1e-5      # top-K: reference scores closer than this (relative) are a tie
 
 # ==========================================================================
-# ctypes binding of include/elastic.h
+# the library, through the Python package (python/libelastic: the one binding)
 # ==========================================================================
 
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+import libelastic  # noqa: E402
+
 MODEL_KINDS = {"elastic": 0, "sasrec": 1}
-
-
-class CConfig(ctypes.Structure):
-    """struct elastic_config"""
-    _fields_ = [("model", ctypes.c_int)] + \
-        [(k, ctypes.c_int64) for k in ref.INT_KEYS] + [("ln_eps", ctypes.c_double)]
-
-
-class CSessionOptions(ctypes.Structure):
-    """struct elastic_session_options"""
-    _fields_ = [("struct_size", ctypes.c_size_t), ("backend", ctypes.c_char_p),
-                ("device", ctypes.c_int), ("allow_cpu_fallback", ctypes.c_int),
-                ("num_threads", ctypes.c_int), ("attention", ctypes.c_int),
-                ("backend_options", ctypes.c_char_p)]
-
-
-class CError(Exception):
-    """A call into libelastic that returned a status other than ELASTIC_OK."""
-
-    def __init__(self, what: str, status: int, name: str, message: str):
-        super().__init__(f"{what}: {name} ({status}): {message}")
-        self.status = status
-
-
-P = ctypes.POINTER
-VOIDPP = P(ctypes.c_void_p)
+CError = libelastic.ElasticError   # a call that returned a status other than ELASTIC_OK
 
 
 class Lib:
-    """The few calls of the public API the golden tests need."""
+    """The calls the golden tests make, on libelastic's Python package."""
 
     def __init__(self, path: str):
-        self.dll = ctypes.CDLL(path)
-        d = self.dll
-        sig = {
-            "elastic_status_name": (ctypes.c_char_p, [ctypes.c_int]),
-            "elastic_last_error": (ctypes.c_char_p, []),
-            "elastic_version": (ctypes.c_char_p, []),
-            "elastic_config_default": (None, [P(CConfig)]),
-            "elastic_config_set": (ctypes.c_int, [P(CConfig), ctypes.c_char_p, ctypes.c_char_p]),
-            "elastic_config_validate": (ctypes.c_int, [P(CConfig)]),
-            "elastic_model_load": (ctypes.c_int, [VOIDPP, ctypes.c_char_p]),
-            "elastic_model_free": (None, [ctypes.c_void_p]),
-            "elastic_model_config": (P(CConfig), [ctypes.c_void_p]),
-            "elastic_session_options_default": (None, [P(CSessionOptions)]),
-            "elastic_session_init": (ctypes.c_int, [VOIDPP, ctypes.c_void_p,
-                                                    P(CSessionOptions)]),
-            "elastic_session_free": (None, [ctypes.c_void_p]),
-            "elastic_session_backend": (ctypes.c_char_p, [ctypes.c_void_p]),
-            "elastic_session_user_vectors": (ctypes.c_int, [ctypes.c_void_p, P(ctypes.c_int32),
-                                                            P(ctypes.c_int64), ctypes.c_int,
-                                                            P(ctypes.c_float)]),
-            "elastic_session_scores": (ctypes.c_int, [ctypes.c_void_p, P(ctypes.c_int32),
-                                                      P(ctypes.c_int64), ctypes.c_int,
-                                                      P(ctypes.c_float)]),
-            "elastic_session_recommend": (ctypes.c_int, [ctypes.c_void_p, P(ctypes.c_int32),
-                                                         P(ctypes.c_int64), ctypes.c_int,
-                                                         ctypes.c_int, ctypes.c_int,
-                                                         P(ctypes.c_int32), P(ctypes.c_float)]),
-        }
-        for name, (restype, argtypes) in sig.items():
-            fn = getattr(d, name)
-            fn.restype, fn.argtypes = restype, argtypes
+        libelastic.load_library(path)   # OSError when it cannot be loaded
 
-    def check(self, status: int, what: str) -> None:
-        if status != 0:
-            raise CError(what, status, self.dll.elastic_status_name(status).decode(),
-                         self.dll.elastic_last_error().decode())
+    @staticmethod
+    def version() -> str:
+        return libelastic.version()
 
     # ------------------------------------------------------------ config
-    def config_from_strings(self, meta: Dict[str, str]) -> CConfig:
+    @staticmethod
+    def config_from_strings(meta: Dict[str, str]) -> Dict[str, object]:
         """elastic_config_default + elastic_config_set per key + validate."""
-        c = CConfig()
-        self.dll.elastic_config_default(ctypes.byref(c))
-        for key in ref.CONFIG_KEYS:
-            if key in meta:
-                self.check(self.dll.elastic_config_set(ctypes.byref(c), key.encode(),
-                                                       meta[key].encode()), f"config_set {key}")
-        self.check(self.dll.elastic_config_validate(ctypes.byref(c)), "config_validate")
-        return c
+        return libelastic.validate_config({k: meta[k] for k in ref.CONFIG_KEYS if k in meta})
 
     # ------------------------------------------------------------ model and session
-    def load_model(self, path: str) -> ctypes.c_void_p:
-        h = ctypes.c_void_p()
-        self.check(self.dll.elastic_model_load(ctypes.byref(h), path.encode()), "model_load")
-        return h
+    @staticmethod
+    def load_model(path: str) -> "libelastic.Model":
+        return libelastic.Model.load(path)
 
-    def model_config(self, model: ctypes.c_void_p) -> CConfig:
-        return self.dll.elastic_model_config(model).contents
+    @staticmethod
+    def model_config(model: "libelastic.Model") -> Dict[str, object]:
+        return model.config
 
-    def session(self, model, cpu_reference: int = 0, cpu_isa: int = 0, attention: int = 0):
-        o = CSessionOptions()
-        self.dll.elastic_session_options_default(ctypes.byref(o))
-        o.backend = b"cpu"
+    @staticmethod
+    def session(model, cpu_reference: int = 0, cpu_isa: int = 0, attention: int = 0):
         isa = "reference" if cpu_reference else ("best", "generic", "avx2", "avx512")[cpu_isa]
-        o.backend_options = f"cpu.isa={isa}".encode()
-        o.attention = attention
-        h = ctypes.c_void_p()
-        self.check(self.dll.elastic_session_init(ctypes.byref(h), model, ctypes.byref(o)),
-                   "session_init")
-        return h
+        return libelastic.Session(model, backend="cpu", backend_options=f"cpu.isa={isa}",
+                                  attention="materialized" if attention else "streaming")
 
     # ------------------------------------------------------------ runs
     @staticmethod
-    def _csr(histories):
-        items, offsets = ref.lists_to_csr(histories)
-        items = np.ascontiguousarray(items, dtype=np.int32)
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-        return (items, offsets, items.ctypes.data_as(P(ctypes.c_int32)),
-                offsets.ctypes.data_as(P(ctypes.c_int64)))
-
-    def user_vectors(self, session, histories, d: int) -> np.ndarray:
-        items, offsets, ip, op = self._csr(histories)
-        out = np.zeros((len(histories), d), dtype=np.float32)
-        self.check(self.dll.elastic_session_user_vectors(
-            session, ip, op, len(histories), out.ctypes.data_as(P(ctypes.c_float))),
-            "session_user_vectors")
+    def user_vectors(session, histories, d: int) -> np.ndarray:
+        out = session.user_vectors(histories)
+        assert out.shape == (len(histories), d) and out.dtype == np.float32
         return out
 
-    def scores(self, session, histories, num_items: int) -> np.ndarray:
-        items, offsets, ip, op = self._csr(histories)
-        out = np.zeros((len(histories), num_items), dtype=np.float32)
-        self.check(self.dll.elastic_session_scores(
-            session, ip, op, len(histories), out.ctypes.data_as(P(ctypes.c_float))),
-            "session_scores")
+    @staticmethod
+    def scores(session, histories, num_items: int) -> np.ndarray:
+        out = session.scores(histories)
+        assert out.shape == (len(histories), num_items) and out.dtype == np.float32
         return out
 
-    def recommend(self, session, histories, k: int, exclude: bool):
-        items, offsets, ip, op = self._csr(histories)
-        ids = np.zeros((len(histories), k), dtype=np.int32)
-        sc = np.zeros((len(histories), k), dtype=np.float32)
-        self.check(self.dll.elastic_session_recommend(
-            session, ip, op, len(histories), k, int(exclude),
-            ids.ctypes.data_as(P(ctypes.c_int32)), sc.ctypes.data_as(P(ctypes.c_float))),
-            "session_recommend")
-        return ids, sc
+    @staticmethod
+    def recommend(session, histories, k: int, exclude: bool):
+        return session.recommend(histories, k, exclude_history=exclude)
 
 
 # ==========================================================================
@@ -363,14 +280,14 @@ def check_config(lib: Lib, cfg: ref.Config, model) -> List[str]:
     meta = cfg.to_metadata()
     for label, c in (("model file", lib.model_config(model)),
                      ("config_set", lib.config_from_strings(meta))):
-        if c.model != MODEL_KINDS[cfg.model]:
-            problems.append(f"{label}: model {c.model}")
+        if c["model"] != cfg.model:
+            problems.append(f"{label}: model {c['model']}")
         keys = [k for k in ref.INT_KEYS if not (cfg.model == "sasrec" and k in ref.MEMORY_KEYS)]
         for key in keys:
-            if getattr(c, key) != getattr(cfg, key):
-                problems.append(f"{label}: {key} = {getattr(c, key)}, want {getattr(cfg, key)}")
-        if c.ln_eps != cfg.ln_eps:
-            problems.append(f"{label}: ln_eps = {c.ln_eps!r}, want {cfg.ln_eps!r}")
+            if c[key] != getattr(cfg, key):
+                problems.append(f"{label}: {key} = {c[key]}, want {getattr(cfg, key)}")
+        if c["ln_eps"] != cfg.ln_eps:
+            problems.append(f"{label}: ln_eps = {c['ln_eps']!r}, want {cfg.ln_eps!r}")
     return problems
 
 
@@ -386,7 +303,7 @@ def run_variant(lib, model, cfg, params, histories, case, variant, ref_hu, ref_s
             return None
         raise
     try:
-        backend = lib.dll.elastic_session_backend(session).decode()
+        backend = session.backend
         d, I, K = cfg.hidden, cfg.num_items, case.top_k
         hu = lib.user_vectors(session, histories, d)
         sc = lib.scores(session, histories, I)
@@ -421,7 +338,7 @@ def run_variant(lib, model, cfg, params, histories, case, variant, ref_hu, ref_s
                                 f"!= in the batch {ids[-1].tolist()}")
         return err
     finally:
-        lib.dll.elastic_session_free(session)
+        session.close()
 
 
 def run_case(lib: Lib, case: Case, seed: int, variants) -> bool:
@@ -467,7 +384,7 @@ def run_case(lib: Lib, case: Case, seed: int, variants) -> bool:
                           f"{err['hu']:.3g}, scores rel L2 {err['scores']:.3g}, "
                           f"batch vs alone {err['batch']:.3g}")
         finally:
-            lib.dll.elastic_model_free(model)
+            model.close()
     for n in notes:
         print(f"    note: {n}")
     for p in problems[:40]:
@@ -507,9 +424,9 @@ def run_config_case(lib: Lib) -> bool:
     c = lib.config_from_strings({"num_items": "10", "hidden": "24"})
     r = ref.Config(num_items=10, hidden=24).resolved()
     for key in ref.INT_KEYS:
-        if getattr(c, key) != getattr(r, key):
+        if c[key] != getattr(r, key):
             ok = False
-            print(f"    FAIL: default {key}: C {getattr(c, key)}, reference {getattr(r, key)}")
+            print(f"    FAIL: default {key}: C {c[key]}, reference {getattr(r, key)}")
     if ok:
         print(f"    {len(bad)} invalid configs rejected by both, naming the key; defaults agree")
     return ok
@@ -549,8 +466,8 @@ def run_errors_case(lib: Lib, seed: int, variant) -> bool:
                 ok = False
                 print(f"    FAIL: after the errors, user vector error {e:.3g}")
         finally:
-            lib.dll.elastic_session_free(session)
-            lib.dll.elastic_model_free(model)
+            session.close()
+            model.close()
     if ok:
         print("    empty history, id 0 and id I+1 rejected by both")
     return ok
@@ -582,7 +499,7 @@ def main() -> int:
         print(f"FAIL: cannot load {args.lib}: {exc}")
         print("0 passed, 1 failed")
         return 1
-    print(f"libelastic {lib.dll.elastic_version().decode()} from {args.lib}")
+    print(f"libelastic {lib.version()} from {libelastic.library_path()}")
     variants = VARIANTS + (EXTRA_ISAS if args.all_isas else [])
     if args.variants:
         known = {v[0]: v for v in VARIANTS + EXTRA_ISAS}

@@ -19,72 +19,27 @@ expert selected) must have an exactly zero C gradient.
 Run: python3 tests/golden/test_grad_model.py --lib build/libelastic.so
 """
 import argparse
-import ctypes
 import os
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import test_golden as tg  # noqa: E402  (the ctypes binding and the reference)
+import test_golden as tg  # noqa: E402  (the library through the package, the reference)
 
-np, ref = tg.np, tg.ref
-P = ctypes.POINTER
-
-
-class CTrainOptions(ctypes.Structure):
-    """elastic_train_options of include/elastic_train.h."""
-    _fields_ = [("struct_size", ctypes.c_size_t), ("lr", ctypes.c_double),
-                ("beta1", ctypes.c_double), ("beta2", ctypes.c_double),
-                ("adam_eps", ctypes.c_double), ("dropout", ctypes.c_float),
-                ("batch_size", ctypes.c_int), ("samples_per_user", ctypes.c_int),
-                ("seed", ctypes.c_uint64), ("session", tg.CSessionOptions)]
-
-
-def bind(lib):
-    d = lib.dll
-    for name, restype, argtypes in [
-        ("elastic_train_options_default", None, [P(CTrainOptions)]),
-        ("elastic_trainer_init", ctypes.c_int, [P(ctypes.c_void_p), ctypes.c_void_p,
-                                                P(CTrainOptions)]),
-        ("elastic_trainer_free", None, [ctypes.c_void_p]),
-        ("elastic_model_parameter_count", ctypes.c_int64, [ctypes.c_void_p]),
-        ("elastic_model_tensor_count", ctypes.c_int, [ctypes.c_void_p]),
-        ("elastic_model_tensor_name", ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int]),
-        ("elastic_trainer_gradient", ctypes.c_int,
-         [ctypes.c_void_p, P(ctypes.c_int32), P(ctypes.c_int64), P(ctypes.c_int32), ctypes.c_int,
-          P(ctypes.c_double), P(ctypes.c_float)]),
-    ]:
-        fn = getattr(d, name)
-        fn.restype, fn.argtypes = restype, argtypes
+np, ref, libelastic = tg.np, tg.ref, tg.libelastic
 
 
 def c_gradient(lib, path, histories, targets):
-    """Loss and gradient {name: array} from the C trainer."""
-    d = lib.dll
+    """Loss, gradient (flat float32) and tensor names from the C trainer, through
+    the Python package (libelastic.Trainer: elastic_trainer_gradient)."""
     model = lib.load_model(path)
-    tr = ctypes.c_void_p()
     try:
-        o = CTrainOptions()
-        d.elastic_train_options_default(ctypes.byref(o))
-        o.dropout = 0.0
-        o.session.backend = b"cpu"
-        lib.check(d.elastic_trainer_init(ctypes.byref(tr), model, ctypes.byref(o)), "trainer_init")
-        n = d.elastic_model_parameter_count(model)
-        grad = np.zeros(n, dtype=np.float32)
-        items, offsets, ip, op = lib._csr(histories)
-        tg_arr = np.ascontiguousarray(targets, dtype=np.int32)
-        loss = ctypes.c_double()
-        lib.check(d.elastic_trainer_gradient(tr, ip, op, tg_arr.ctypes.data_as(P(ctypes.c_int32)),
-                                             len(histories), ctypes.byref(loss),
-                                             grad.ctypes.data_as(P(ctypes.c_float))),
-                  "trainer_gradient")
-        names = [d.elastic_model_tensor_name(model, i).decode()
-                 for i in range(d.elastic_model_tensor_count(model))]
-        return loss.value, grad, names
+        with libelastic.Trainer(model, dropout=0.0, backend="cpu") as tr:
+            loss, grad = tr.gradient(histories, targets)
+        return loss, grad, model.tensor_names
     finally:
-        d.elastic_trainer_free(tr)
-        d.elastic_model_free(model)
+        model.close()
 
 
 def ref_loss(cfg, params, histories, targets):
@@ -191,7 +146,6 @@ def main():
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
     lib = tg.Lib(args.lib)
-    bind(lib)
     passed = failed = 0
     for i, (name, cfg, lengths) in enumerate(CASES):
         ok = run_case(lib, name, cfg, lengths, args.seed + 17 * i)

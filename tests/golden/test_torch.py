@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""test_torch.py - golden tests of the PyTorch port (tools/torch/elastic_torch.py)
-against the independent NumPy float64 reference (tools/reference/elastic_ref.py)
-and, through ctypes, the C library's model files.
+"""test_torch.py - golden tests of the PyTorch port (libelastic.torch,
+python/libelastic/torch.py) against the independent NumPy float64 reference
+(tools/reference/elastic_ref.py) and, through the Python package (the project's
+one binding), the C library's model files.
 
 Models are drawn at test time by the reference from recorded seeds, with the
 case list of test_golden.py (same cases, same seeds: base seed + 10 i), saved
@@ -40,7 +41,7 @@ from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "torch"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
 
 # Before torch loads its OpenMP runtime: idle threads must not spin between the many
 # tiny ops here (on a busy 2-core machine spinning slows the run down ten times).
@@ -52,10 +53,9 @@ except ImportError as exc:
           "python3 -m pip install torch")
     sys.exit(77)
 
-import test_golden as golden  # noqa: E402  (the case list, seeds, ctypes binding, reference)
-import elastic_torch as et  # noqa: E402
-
-import ctypes  # noqa: E402
+import test_golden as golden  # noqa: E402  (the case list, seeds, the library, reference)
+import libelastic  # noqa: E402
+import libelastic.torch as et  # noqa: E402
 
 np = golden.np
 ref = golden.ref
@@ -135,24 +135,13 @@ def check_topk(ids, scores, ref_row, history, k, exclude, problems, notes, where
 class CLib(golden.Lib):
     """golden.Lib plus the calls that create and save models."""
 
-    def __init__(self, path: str):
-        super().__init__(path)
-        d = self.dll
-        d.elastic_model_save.restype = ctypes.c_int
-        d.elastic_model_save.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        d.elastic_model_init_random.restype = ctypes.c_int
-        d.elastic_model_init_random.argtypes = [golden.VOIDPP, golden.P(golden.CConfig),
-                                                ctypes.c_uint64]
+    @staticmethod
+    def save(model, path: str) -> None:
+        model.save(path)
 
-    def save(self, model, path: str) -> None:
-        self.check(self.dll.elastic_model_save(model, path.encode()), "model_save")
-
-    def init_random(self, meta: Dict[str, str], seed: int):
-        c = self.config_from_strings(meta)
-        h = ctypes.c_void_p()
-        self.check(self.dll.elastic_model_init_random(ctypes.byref(h), ctypes.byref(c), seed),
-                   "model_init_random")
-        return h
+    @staticmethod
+    def init_random(meta: Dict[str, str], seed: int):
+        return libelastic.Model.init_random(meta, seed)
 
 
 # ==========================================================================
@@ -224,9 +213,9 @@ def check_files(lib: Optional[CLib], module, cfg, params, histories, ref_hu, tmp
         try:
             hu = lib.user_vectors(session, histories, cfg.hidden)
         finally:
-            lib.dll.elastic_session_free(session)
+            session.close()
     finally:
-        lib.dll.elastic_model_free(model)
+        model.close()
     e = rel_l2(hu, ref_hu)
     if e.max() > TOL_REF:
         problems.append(f"C on torch's file: user vector error {e.max():.3g} > {TOL_REF:g}")
@@ -545,7 +534,7 @@ def job_c_file(lib: Optional[CLib], seed: int) -> bool:
             try:
                 lib.save(model, path)
             finally:
-                lib.dll.elastic_model_free(model)
+                model.close()
             cfg, params, _ = ref.load_model(path)
             module = et.load(path)
             hist = golden.draw_histories(cfg.num_items, [1, 5, 20, 30], seed + 1)
@@ -598,6 +587,35 @@ def job_cli(seed: int) -> bool:
             print(f"    FAIL: {p}")
     if ok:
         print("    recommend = reference's top-5; convert file -> checkpoint -> file bit-identical")
+    return ok
+
+
+def job_bridge(lib: Optional[CLib], seed: int) -> bool:
+    """libelastic.torch.to_torch / from_torch: from_torch(to_torch(m)) equals m bit for
+    bit (tensors, config, metadata) for both models; to_torch's module matches the
+    reference."""
+    if lib is None:
+        print("    skipped: no C library given (--lib or ELASTIC_LIB)")
+        return True
+    ok = True
+    for cfgd in (golden.small(), dict(model="sasrec", num_items=50, max_len=20, hidden=32,
+                                      heads=2, layers=2)):
+        m = libelastic.Model.init_random(cfgd, seed)
+        m.set_item_ids([f"i{v}" for v in range(1, 51)])
+        back = et.from_torch(et.to_torch(m))
+        same = back.config == m.config and back.metadata == m.metadata and all(
+            np.array_equal(back.tensor(n).view(np.uint32), m.tensor(n).view(np.uint32))
+            for n in m.tensor_names)
+        module = et.to_torch(m).eval()
+        cfg = ref.Config(**{k: v for k, v in m.config.items()}).resolved()
+        params = {n: m.tensor(n).astype(np.float64) for n in m.tensor_names}
+        hist = golden.draw_histories(50, [1, 5, 20, 30], seed + 1)
+        with torch.no_grad():
+            got = as_np(module.scores(module(*et.batch(hist, cfg.max_len))))
+        e = float(rel_l2(got, ref.scores(cfg, params, hist)).max())
+        print(f"    {cfgd['model']}: from_torch(to_torch(m)) bit-identical: {same}; "
+              f"to_torch scores vs reference rel L2 {e:.3g}")
+        ok &= same and e <= TOL_REF
     return ok
 
 
@@ -655,10 +673,10 @@ def main() -> int:
             print(f"FAIL: cannot load {args.lib}: {exc}")
             print("0 passed, 1 failed")
             return 1
-        print(f"libelastic {lib.dll.elastic_version().decode()} from {args.lib}")
+        print(f"libelastic {lib.version()} from {libelastic.library_path()}")
     else:
         print("note: no C library (--lib or ELASTIC_LIB): the C checks are skipped")
-    print(f"torch {torch.__version__}, elastic_torch from {et.__file__}; base seed {args.seed}")
+    print(f"torch {torch.__version__}, libelastic.torch from {et.__file__}; base seed {args.seed}")
 
     table: List[Dict] = []
     s = args.seed
@@ -667,7 +685,8 @@ def main() -> int:
             ("dropout", lambda: job_dropout(s + 501)), ("loss", lambda: job_loss(s + 502)),
             ("gradcheck", lambda: job_gradcheck(s + 503)),
             ("c_written_file", lambda: job_c_file(lib, s + 504)),
-            ("cli", lambda: job_cli(s + 505)), ("cuda", lambda: job_cuda(s + 506))]
+            ("cli", lambda: job_cli(s + 505)), ("bridge", lambda: job_bridge(lib, s + 508)),
+            ("cuda", lambda: job_cuda(s + 506))]
     for i, case in enumerate(golden.CASES):
         jobs.append((case.name, lambda c=case, seed=s + 10 * i: run_case(lib, c, seed, table)))
     if args.case:

@@ -1,6 +1,7 @@
 # tests/golden/torch_tests.cmake - ctest entry `golden_torch` for the PyTorch port
-# (tests/golden/test_torch.py): tools/torch/elastic_torch.py against the NumPy float64
-# reference, and model files across torch, the reference and the C library (ctypes).
+# (tests/golden/test_torch.py): libelastic.torch (python/libelastic/torch.py) against the
+# NumPy float64 reference, and model files across torch, the reference and the C library
+# (through the Python package).
 # The test exits 77 and prints "SKIP: torch not importable" when torch is missing;
 # ctest reports that as skipped, not failed.  Included from tests/golden/CMakeLists.txt
 # after the Python 3 interpreter has been found and golden_env set.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """peers.py - libelastic's CPU backend against its peers on the CPU, in one
 run, on the same weights and the same inputs: the PyTorch port
-(tools/torch/elastic_torch.py) in eager mode, under torch.compile, and
+(libelastic.torch, python/libelastic/torch.py) in eager mode, under torch.compile, and
 exported to ONNX and run by ONNX Runtime.  All with the same thread count.
 
 For each shape (default B=256, n=200 and B=8, n=4096) it measures the
@@ -18,7 +18,6 @@ The model is written by `elastic init` (I=3706, d=64, L=2, k=16, otherwise
 the spec's defaults, max_len = the longest n) and loaded by both sides.
 """
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools", "torch"))
+sys.path.insert(0, os.path.join(ROOT, "python"))
 
 
 def log(*args):
@@ -39,62 +38,24 @@ def log(*args):
 
 
 # --------------------------------------------------------------- libelastic
-class CSessionOptions(ctypes.Structure):
-    """struct elastic_session_options (include/elastic.h)"""
-    _fields_ = [("struct_size", ctypes.c_size_t), ("backend", ctypes.c_char_p),
-                ("device", ctypes.c_int), ("allow_cpu_fallback", ctypes.c_int),
-                ("num_threads", ctypes.c_int), ("attention", ctypes.c_int),
-                ("backend_options", ctypes.c_char_p)]
-
-
 class Libelastic:
-    """A session of libelastic on one backend, through ctypes."""
+    """A session of libelastic on one backend, through the Python package
+    (python/libelastic: the project's one binding)."""
 
     def __init__(self, lib_path, model_path, backend, threads):
-        P = ctypes.POINTER
-        d = self.dll = ctypes.CDLL(lib_path)
-        sig = {
-            "elastic_last_error": (ctypes.c_char_p, []),
-            "elastic_model_load": (ctypes.c_int, [P(ctypes.c_void_p), ctypes.c_char_p]),
-            "elastic_model_free": (None, [ctypes.c_void_p]),
-            "elastic_session_options_default": (None, [P(CSessionOptions)]),
-            "elastic_session_init": (ctypes.c_int, [P(ctypes.c_void_p), ctypes.c_void_p,
-                                                    P(CSessionOptions)]),
-            "elastic_session_free": (None, [ctypes.c_void_p]),
-            "elastic_session_backend": (ctypes.c_char_p, [ctypes.c_void_p]),
-            "elastic_session_user_vectors": (ctypes.c_int, [ctypes.c_void_p, P(ctypes.c_int32),
-                                                            P(ctypes.c_int64), ctypes.c_int,
-                                                            P(ctypes.c_float)]),
-        }
-        for name, (res, args) in sig.items():
-            fn = getattr(d, name)
-            fn.restype, fn.argtypes = res, args
-        self.model, self.session = ctypes.c_void_p(), ctypes.c_void_p()
-        self._check(d.elastic_model_load(ctypes.byref(self.model), model_path.encode()), "load")
-        o = CSessionOptions()
-        d.elastic_session_options_default(ctypes.byref(o))
-        o.backend = backend.encode()
-        o.num_threads = threads
-        self._check(d.elastic_session_init(ctypes.byref(self.session), self.model,
-                                           ctypes.byref(o)), "session")
-        self.device = d.elastic_session_backend(self.session).decode()
-
-    def _check(self, st, what):
-        if st != 0:
-            raise RuntimeError(f"libelastic {what}: {self.dll.elastic_last_error().decode()}")
+        import libelastic
+        libelastic.load_library(lib_path)
+        self.model = libelastic.Model.load(model_path)
+        self.session = libelastic.Session(self.model, backend=backend, threads=threads)
+        self.device = self.session.backend
 
     def user_vectors(self, items, offsets, out):
-        """items int32 [total], offsets int64 [B+1], out float32 [B, d] (numpy)."""
-        P = ctypes.POINTER
-        self._check(self.dll.elastic_session_user_vectors(
-            self.session, items.ctypes.data_as(P(ctypes.c_int32)),
-            offsets.ctypes.data_as(P(ctypes.c_int64)), len(offsets) - 1,
-            out.ctypes.data_as(P(ctypes.c_float))), "user_vectors")
-        return out
+        """items int32 [total], offsets int64 [B+1] (numpy); returns float32 [B, d]."""
+        return self.session.user_vectors((items, offsets), out=out)
 
     def close(self):
-        self.dll.elastic_session_free(self.session)
-        self.dll.elastic_model_free(self.model)
+        self.session.close()
+        self.model.close()
 
 
 # ------------------------------------------------------------------ timing
@@ -200,7 +161,7 @@ def main():
     import numpy as np
     import logging
     import torch
-    import elastic_torch as et
+    import libelastic.torch as et
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     torch.set_num_threads(a.threads)

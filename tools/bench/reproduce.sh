@@ -8,6 +8,8 @@
 # tools/bench/requirements.txt.
 #   bash tools/bench/reproduce.sh [STEP ...]   steps: cpu cpu_passive peers
 #                                              peers_passive opencl plot
+#                                              python_overhead python_dask (not run
+#                                              by default; docs/benchmarks/python.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 E=build/elastic
@@ -38,6 +40,15 @@ for step in "${steps[@]}"; do
         # PoCL allocates at most 4 GiB per buffer: sasrec-std's weights must fit in one
         $E bench --backends opencl --threads "$THREADS" --max-seconds 60 --max-memory 3584 \
             --seed 1 --json > "$D/bench_opencl.json" 2> "$D/bench_opencl.txt" ;;
+    python_overhead)
+        # Python Session.recommend against the same call from C (docs/benchmarks/python.md)
+        python3 tools/bench/python_overhead.py --lib build/libelastic.so \
+            --timer build/elastic-recommend-timer --threads "$THREADS" --json \
+            > "$D/python_overhead.json" 2> "$D/python_overhead.txt" ;;
+    python_dask)
+        # libelastic.dask, 1 worker against 2, 1,000,000 users (docs/benchmarks/python.md)
+        python3 tools/bench/dask_scaling.py --elastic $E --lib build/libelastic.so --json \
+            > "$D/python_dask.json" 2> >(grep -v 'distributed.shuffle' > "$D/python_dask.txt") ;;
     plot)
         {
             printf '# Benchmark tables\n\n'

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""elastic_torch.py - the PyTorch port of the ELASTIC model and of the SASRec
-baseline, written from docs/spec/model.md, for training and for
-checking the C library.
+"""torch.py - libelastic.torch: the PyTorch port of the ELASTIC model and of the
+SASRec baseline, written from docs/spec/model.md, for training and for checking
+the C library, and the bridge to the C library's models (to_torch, from_torch).
+Optional: needs torch (and safetensors for load / save).
 
 Comments name the spec section they implement ("spec 3.2" = section 3, step 2).
 Parameter names in the state_dict are exactly the spec's (spec 2 and 7), so a
@@ -11,20 +12,22 @@ out of the aggregation keys and out of SASRec's attention keys, and their rows
 of X are never read.
 
 API (other code depends on these names):
+  to_torch(model) -> module;  from_torch(module) -> libelastic.Model (bit for bit)
   load(path, device) / save(module, path, metadata)   the safetensors model file
   config_from_metadata(meta) -> dict, from_state_dict(config, state_dict)
   batch(histories, max_len) -> (items [B, n], lengths [B]), column 0 = most recent
   module(items, lengths) -> hu [B, d];  module.scores(hu) -> [B, I]
   module.recommend(items, lengths, k, exclude) -> (ids, scores)
   module.loss(items, lengths, targets) -> mean cross-entropy (spec 5)
-CLI: `elastic_torch.py recommend MODEL [FILE|-]`, `elastic_torch.py convert IN OUT`.
+CLI: `python3 -m libelastic.torch recommend MODEL [FILE|-]`,
+     `python3 -m libelastic.torch convert IN OUT`.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -47,11 +50,11 @@ INT_KEYS = tuple(k for k in CONFIG_KEYS if k not in ("model", "ln_eps"))
 DEFAULT_DROPOUT = 0.2  # spec 5
 
 
-def resolve_config(config: Dict[str, object]) -> Dict[str, object]:
+def resolve_config(config: Dict[str, Any]) -> Dict[str, Any]:
     """The spec keys of `config` with defaults filled in (ffn = 4d, mem_key = d)
     and the constraints of spec 1 checked; raises ValueError naming the key.
     Keys not in spec 1 (e.g. `dropout`) are dropped."""
-    c = dict(DEFAULTS)
+    c: Dict[str, Any] = dict(DEFAULTS)
     c.update({k: v for k, v in config.items() if k in DEFAULTS})
     if c["num_items"] is None:
         raise ValueError("config key 'num_items' is required")
@@ -84,7 +87,7 @@ def resolve_config(config: Dict[str, object]) -> Dict[str, object]:
     return c
 
 
-def config_from_metadata(meta: Dict[str, str]) -> Dict[str, object]:
+def config_from_metadata(meta: Dict[str, str]) -> Dict[str, Any]:
     """The config dict of a model file's __metadata__ (spec 2); unknown keys ignored,
     except `dropout` (spec 5), which is kept when present."""
     if meta.get("format_version") != FORMAT_VERSION:
@@ -487,7 +490,8 @@ def load(path: str, device="cpu", dropout: Optional[float] = None) -> _Recommend
         if value.dtype != torch.float32:
             raise ValueError(f"tensor '{name}' is {value.dtype}, expected float32")
     module = from_state_dict(config, tensors, dropout)
-    module.file_metadata = meta  # type: ignore[attr-defined]  (item-id map, provenance, ...)
+    # the file's metadata (item-id map, provenance, ...)
+    module.file_metadata = meta  # type: ignore[assignment]
     return module.to(device)
 
 
@@ -501,6 +505,54 @@ def save(module: _Recommender, path: str, metadata: Optional[Dict[str, str]] = N
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous()
                for name, t in module.state_dict().items()}
     save_file(tensors, path, metadata=meta)
+
+
+# --------------------------------------------------------------------------
+# the bridge to the C library (libelastic.Model)
+# --------------------------------------------------------------------------
+
+def to_torch(model: "Any", device: Any = "cpu", dropout: Optional[float] = None
+             ) -> _Recommender:
+    """A torch module with exactly the weights of a libelastic.Model (float32
+    copies), its config, and its metadata (item map included) in
+    module.file_metadata, as load() gives for the model's file."""
+    meta = dict(model.metadata)
+    config: Dict[str, object] = dict(model.config)
+    if dropout is None and "dropout" in meta:
+        dropout = float(meta["dropout"])
+    state = {name: torch.from_numpy(model.tensor(name)) for name in model.tensor_names}
+    module = from_state_dict(config, state, dropout)
+    file_meta = config_to_metadata(config)
+    file_meta.update({k: v for k, v in meta.items() if k not in file_meta})
+    module.file_metadata = file_meta  # type: ignore[assignment]
+    return module.to(device)
+
+
+def from_torch(module: _Recommender, metadata: Optional[Dict[str, str]] = None) -> "Any":
+    """A libelastic.Model with exactly the module's weights (rounded to float32
+    when the module is float64), its config, and the module's file_metadata plus
+    `metadata` as extra metadata (config keys excepted): from_torch(to_torch(m))
+    equals m bit for bit."""
+    from .model import Model
+    meta = {str(k): str(v) for k, v in dict(getattr(module, "file_metadata", {}) or {}).items()}
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    out = Model.init_random(module.config, seed=0)
+    try:
+        state = module.state_dict()
+        names = out.tensor_names
+        if set(names) != set(state):
+            raise ValueError(f"the module's tensors {sorted(state)} are not the model's "
+                             f"{sorted(names)}")
+        for name in names:
+            out.set_tensor(name, state[name].detach().to("cpu", torch.float32).contiguous()
+                           .numpy())
+        for key, value in meta.items():
+            if key not in CONFIG_KEYS and key != "format_version":
+                out.set_metadata(key, value)
+    except BaseException:
+        out.close()
+        raise
+    return out
 
 
 # --------------------------------------------------------------------------
