@@ -82,6 +82,8 @@ static void refuses_with_reasons(void **state)
         {"[1]", 400, "invalid_request", "JSON object"},
         {"{\"histories\": [[1, 51]]}", 400, "unknown_item", "histories[0][1]: item 51"},
         {"{\"histories\": [[1, 0]]}", 400, "unknown_item", "outside 1..50"},
+        {"{\"history\": [1, 2, 51]}", 400, "unknown_item", "history[2]: item 51"},
+        {"{\"histories\": [[1], [2, 3, true]]}", 400, "invalid_request", "histories[1][2] must"},
         {"{\"histories\": [[1, \"2\"]]}", 400, "invalid_request", "no item map"},
         {"{\"histories\": [[1.5]]}", 400, "invalid_request", "fraction"},
         {"{\"histories\": [[]]}", 400, "invalid_request", "histories[0] is empty"},
@@ -188,6 +190,42 @@ static void renders_results(void **state)
     text = serve_error_render(&e);
     assert_non_null(strstr(text, "{\"error\":{\"code\":\"unknown_item\",\"message\":"));
     free(text);
+    elastic_item_map_free(map);
+    elastic_model_free(m);
+}
+
+/* Numeric names of the whole 64-bit range go in as JSON integers and come
+ * back as JSON numbers; past the range (and non-canonical ones) as strings. */
+static void renders_64_bit_ids(void **state)
+{
+    (void)state;
+    elastic_item_map *map;
+    elastic_model *m = mapped_model(6,
+                                    "[\"1234567890123456789\", \"9223372036854775807\", "
+                                    "\"-9223372036854775808\", \"9223372036854775808\", "
+                                    "\"-0\", \"12345678901234567890\"]",
+                                    &map);
+    serve_vocab v = {6, 8, map};
+    serve_limits l = limits();
+    serve_work *w;
+    serve_error e;
+    const char *body = "{\"history\": [1234567890123456789, 9223372036854775807, "
+                       "-9223372036854775808, \"9223372036854775808\", \"-0\"], \"top_k\": 6}";
+    assert_int_equal(serve_request_parse(SERVE_OP_RECOMMEND, body, strlen(body), &v, &l, &w, &e),
+                     0);
+    int32_t want_items[5] = {1, 2, 3, 4, 5};
+    assert_memory_equal(w->items, want_items, sizeof want_items);
+    w->ids = malloc(6 * sizeof *w->ids);
+    w->scores = calloc(6, sizeof *w->scores);
+    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
+    memcpy(w->ids, ids, sizeof ids);
+    char *text = serve_response_render(w, &v);
+    assert_non_null(text);
+    assert_string_equal(text, "{\"results\":[{\"items\":[1234567890123456789,9223372036854775807,"
+                              "-9223372036854775808,\"9223372036854775808\",\"-0\","
+                              "\"12345678901234567890\"],\"scores\":[0.0,0.0,0.0,0.0,0.0,0.0]}]}");
+    free(text);
+    serve_work_free(w);
     elastic_item_map_free(map);
     elastic_model_free(m);
 }
@@ -328,10 +366,10 @@ static void checks_loopback(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parses_requests),     cmocka_unit_test(refuses_with_reasons),
-        cmocka_unit_test(renders_results),     cmocka_unit_test(ranks_candidates),
-        cmocka_unit_test(batches_equal_alone), cmocka_unit_test(renders_metrics),
-        cmocka_unit_test(checks_loopback),
+        cmocka_unit_test(parses_requests),  cmocka_unit_test(refuses_with_reasons),
+        cmocka_unit_test(renders_results),  cmocka_unit_test(renders_64_bit_ids),
+        cmocka_unit_test(ranks_candidates), cmocka_unit_test(batches_equal_alone),
+        cmocka_unit_test(renders_metrics),  cmocka_unit_test(checks_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
