@@ -332,6 +332,12 @@ static void renders_metrics(void **state)
     assert_non_null(strstr(t, "elastic_serve_users_scored_total 5\n"));
     assert_non_null(strstr(t, "backend=\"cpu (\\\"x\\\"\\\\)\""));
     assert_non_null(strstr(t, "elastic_serve_fallback_nodes 2\n"));
+    /* the generation is a gauge of its own, not a label: a reload makes no new series */
+    assert_non_null(strstr(t, "elastic_serve_model_generation 1\n"));
+    assert_non_null(strstr(t, "elastic_serve_model_info{backend=\"cpu (\\\"x\\\"\\\\)\","
+                              "device=\"0\",checksum=\"fnv1a64:00\"} 1\n"));
+    assert_null(strstr(t, "generation=\""));
+    assert_non_null(strstr(t, "elastic_serve_connections_cut_off_total{phase=\"headers\"} 0\n"));
     free(t);
     serve_metrics_free(&m);
 }
