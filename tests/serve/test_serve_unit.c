@@ -3,12 +3,14 @@
  * request parsing and its refusals (status, code, message), response
  * rendering (float32 round trip, NaN, item names as numbers or strings),
  * candidate ranking (ties, NaN, duplicates, exclusion), batches computed
- * equal to users alone, the Prometheus text, and the loopback check of
- * POST /admin/reload.
+ * equal to users alone, the Prometheus text, the loopback check of
+ * POST /admin/reload, and model generations (retired to the loading
+ * thread, loads abandoned, the checksum of the loaded file).
  */
 #include "serve_compute.h"
 #include "serve_http.h"
 #include "serve_metrics.h"
+#include "serve_model.h"
 #include "serve_request.h"
 
 #include <arpa/inet.h>
@@ -17,9 +19,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -369,13 +373,88 @@ static void checks_loopback(void **state)
     }
 }
 
+static int retired_calls;
+static void count_retired(void *ctx)
+{
+    (void)ctx;
+    retired_calls++;
+}
+
+/* 64-bit FNV-1a of a file, as the server names it. */
+static void fnv_file(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    unsigned long long h = 0xcbf29ce484222325ull;
+    int ch;
+    while ((ch = fgetc(f)) != EOF)
+        h = (h ^ (unsigned char)ch) * 0x100000001b3ull;
+    fclose(f);
+    snprintf(out, size, "fnv1a64:%016llx", h);
+}
+
+/* A reload's old generation is not freed by whoever drops its last
+ * reference: it is retired and freed by serve_models_reap (the control
+ * loop's thread). A load with the cancel flag set is abandoned. */
+static void retires_generations(void **state)
+{
+    (void)state;
+    elastic_item_map *map = NULL;
+    elastic_model *model = mapped_model(30, NULL, &map);
+    char path[] = "/tmp/serve_unit_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(elastic_model_save(model, path), ELASTIC_OK);
+    elastic_model_free(model);
+    char want[40];
+    fnv_file(path, want, sizeof want);
+
+    elastic_session_options o;
+    elastic_session_options_default(&o);
+    o.backend = "cpu";
+    o.num_threads = 1;
+    serve_models ms;
+    atomic_int cancel;
+    atomic_init(&cancel, 0);
+    assert_int_equal(serve_models_init(&ms, path, &o, 2, 4), 0);
+    ms.cancel = &cancel;
+    ms.on_retired = count_retired;
+    retired_calls = 0;
+    char err[512];
+    assert_int_equal(serve_models_load(&ms, err, sizeof err), 0);
+    serve_model *first = serve_models_acquire(&ms);
+    assert_non_null(first);
+    assert_int_equal(first->generation, 1);
+    assert_string_equal(first->checksum, want);
+    assert_int_equal(first->n_sessions, 2);
+    /* a reload: the request's reference keeps generation 1 */
+    assert_int_equal(serve_models_load(&ms, err, sizeof err), 0);
+    assert_int_equal(retired_calls, 0);
+    assert_int_equal(serve_models_reap(&ms), 0);
+    /* the request's thread drops the last reference: retired, not freed */
+    serve_model_release(first);
+    assert_int_equal(retired_calls, 1);
+    assert_int_equal(serve_models_reap(&ms), 1);
+    /* abandoned: the current generation stays */
+    atomic_store(&cancel, 1);
+    assert_int_equal(serve_models_load(&ms, err, sizeof err), SERVE_LOAD_ABANDONED);
+    assert_non_null(strstr(err, "abandoned"));
+    serve_model *m = serve_models_acquire(&ms);
+    assert_int_equal(m->generation, 2);
+    serve_model_release(m);
+    serve_models_free(&ms);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parses_requests),  cmocka_unit_test(refuses_with_reasons),
-        cmocka_unit_test(renders_results),  cmocka_unit_test(renders_64_bit_ids),
-        cmocka_unit_test(ranks_candidates), cmocka_unit_test(batches_equal_alone),
-        cmocka_unit_test(renders_metrics),  cmocka_unit_test(checks_loopback),
+        cmocka_unit_test(parses_requests),     cmocka_unit_test(refuses_with_reasons),
+        cmocka_unit_test(renders_results),     cmocka_unit_test(renders_64_bit_ids),
+        cmocka_unit_test(ranks_candidates),    cmocka_unit_test(batches_equal_alone),
+        cmocka_unit_test(renders_metrics),     cmocka_unit_test(checks_loopback),
+        cmocka_unit_test(retires_generations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
