@@ -4,13 +4,14 @@
  * rendering (float32 round trip, NaN, item names as numbers or strings),
  * candidate ranking (ties, NaN, duplicates, exclusion), batches computed
  * equal to users alone, the Prometheus text, the loopback check of
- * POST /admin/reload, and model generations (retired to the loading
- * thread, loads abandoned, the checksum of the loaded file).
+ * POST /admin/reload, model generations (retired to the loading thread,
+ * loads abandoned, the checksum of the loaded file) and the job pool.
  */
 #include "serve_compute.h"
 #include "serve_http.h"
 #include "serve_metrics.h"
 #include "serve_model.h"
+#include "serve_pool.h"
 #include "serve_request.h"
 
 #include <arpa/inet.h>
@@ -447,6 +448,43 @@ static void retires_generations(void **state)
     unlink(path);
 }
 
+typedef struct counted_job {
+    serve_job job; /* first */
+    int *count;
+    pthread_mutex_t *lock;
+} counted_job;
+
+static void count_job(serve_job *job)
+{
+    counted_job *c = (counted_job *)job;
+    pthread_mutex_lock(c->lock);
+    (*c->count)++;
+    pthread_mutex_unlock(c->lock);
+}
+
+/* Every job runs once; after the stop, on the caller's thread. */
+static void runs_jobs(void **state)
+{
+    (void)state;
+    serve_pool *p;
+    char err[128];
+    assert_int_equal(serve_pool_start(&p, 3, err, sizeof err), 0);
+    int count = 0;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    counted_job jobs[200];
+    for (int i = 0; i < 200; i++) {
+        jobs[i] = (counted_job){{count_job, NULL}, &count, &lock};
+        serve_pool_run(p, &jobs[i].job);
+    }
+    serve_pool_stop(p);
+    assert_int_equal(count, 200);
+    serve_pool_run(p, &jobs[0].job);
+    assert_int_equal(count, 201);
+    serve_pool_free(p);
+    serve_pool_run(NULL, &jobs[1].job);
+    assert_int_equal(count, 202);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,7 +492,7 @@ int main(void)
         cmocka_unit_test(renders_results),     cmocka_unit_test(renders_64_bit_ids),
         cmocka_unit_test(ranks_candidates),    cmocka_unit_test(batches_equal_alone),
         cmocka_unit_test(renders_metrics),     cmocka_unit_test(checks_loopback),
-        cmocka_unit_test(retires_generations),
+        cmocka_unit_test(retires_generations), cmocka_unit_test(runs_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
