@@ -4,9 +4,11 @@
  * rendering (float32 round trip, NaN, item names as numbers or strings),
  * candidate ranking (ties, NaN, duplicates, exclusion), batches computed
  * equal to users alone, the Prometheus text, the loopback check of
- * POST /admin/reload, model generations (retired to the loading thread,
- * loads abandoned, the checksum of the loaded file) and the job pool.
+ * POST /admin/reload, the cgroup cpu.max quota, model generations (retired
+ * to the loading thread, loads abandoned, the checksum of the loaded file)
+ * and the job pool.
  */
+#include "serve_app.h"
 #include "serve_compute.h"
 #include "serve_http.h"
 #include "serve_metrics.h"
@@ -374,6 +376,24 @@ static void checks_loopback(void **state)
     }
 }
 
+static void reads_cpu_quota(void **state)
+{
+    (void)state;
+    assert_int_equal(serve_cpu_max_cpus("max 100000\n"), 0);
+    assert_int_equal(serve_cpu_max_cpus("150000 100000\n"), 2);
+    assert_int_equal(serve_cpu_max_cpus("200000 100000"), 2);
+    assert_int_equal(serve_cpu_max_cpus("50000 100000"), 1);
+    assert_int_equal(serve_cpu_max_cpus("1 100000"), 1);
+    assert_int_equal(serve_cpu_max_cpus(""), 0);
+    assert_int_equal(serve_cpu_max_cpus("garbage"), 0);
+    assert_int_equal(serve_cpu_max_cpus(NULL), 0);
+    serve_cpus c;
+    int n = serve_available_cpus(&c);
+    assert_true(n >= 1);
+    if (c.affinity > 0) assert_true(n <= c.affinity);
+    if (c.quota > 0) assert_true(n <= c.quota);
+}
+
 static int retired_calls;
 static void count_retired(void *ctx)
 {
@@ -488,11 +508,12 @@ static void runs_jobs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parses_requests),     cmocka_unit_test(refuses_with_reasons),
-        cmocka_unit_test(renders_results),     cmocka_unit_test(renders_64_bit_ids),
-        cmocka_unit_test(ranks_candidates),    cmocka_unit_test(batches_equal_alone),
-        cmocka_unit_test(renders_metrics),     cmocka_unit_test(checks_loopback),
-        cmocka_unit_test(retires_generations), cmocka_unit_test(runs_jobs),
+        cmocka_unit_test(parses_requests),  cmocka_unit_test(refuses_with_reasons),
+        cmocka_unit_test(renders_results),  cmocka_unit_test(renders_64_bit_ids),
+        cmocka_unit_test(ranks_candidates), cmocka_unit_test(batches_equal_alone),
+        cmocka_unit_test(renders_metrics),  cmocka_unit_test(checks_loopback),
+        cmocka_unit_test(reads_cpu_quota),  cmocka_unit_test(retires_generations),
+        cmocka_unit_test(runs_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
