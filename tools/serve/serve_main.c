@@ -69,7 +69,7 @@ const char cmd_serve_usage[] =
     "      --access-log         one log line per request\n"
     "      --debug-delay-ms MS  testing: every batch waits MS before computing\n"
     "      --debug-parse-delay-ms MS   testing: every request body waits MS before parsing\n"
-    "      --debug-reload-delay-ms MS  testing: every reload waits MS between summing and\n"
+    "      --debug-reload-delay-ms MS  testing: every reload sleeps MS between summing and\n"
     "                           loading the file\n"
     "  -h, --help               this text\n"
     "Logs go to stderr. OMP_WAIT_POLICY=PASSIVE keeps idle CPU threads from spinning.\n";

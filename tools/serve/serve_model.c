@@ -141,14 +141,12 @@ static int same_file(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-/* Sleeps ms in small steps, returning early when cancelled. */
-static void debug_wait(const serve_models *ms, int ms_total)
+/* The testing delay of a reload: a plain sleep, like a long step (a large
+ * file loading) that cannot be interrupted; the cancel flag is checked after. */
+static void debug_wait(int ms)
 {
-    double until = now_monotonic() + 1e-3 * ms_total;
-    while (!cancelled(ms) && now_monotonic() < until) {
-        struct timespec d = {0, 5000000L};
-        nanosleep(&d, NULL);
-    }
+    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
 }
 
 /* The file summed and loaded, the sum naming what was loaded: the file is
@@ -169,8 +167,7 @@ static int checksum_and_load(const serve_models *ms, serve_model *m, char *err, 
             snprintf(err, err_size, "%s: %s", ms->path, strerror(errno));
         else
             rc = checksum_fd(fd, ms->path, m->checksum, sizeof m->checksum, err, err_size);
-        if (!rc && ms->debug_delay_ms > 0 && ms->generations > 0)
-            debug_wait(ms, ms->debug_delay_ms);
+        if (!rc && ms->debug_delay_ms > 0 && ms->generations > 0) debug_wait(ms->debug_delay_ms);
         if (!rc && cancelled(ms)) rc = abandon(err, err_size);
         elastic_status st;
         if (!rc && (st = elastic_model_load(&m->model, ms->path)) != ELASTIC_OK) {

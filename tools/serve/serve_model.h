@@ -64,8 +64,8 @@ typedef struct serve_models {
     int n_sessions;
     int plan_batch; /* the batch of the reported plan (--max-batch) */
     /* set by the owner after serve_models_init (all optional) */
-    const atomic_int *cancel;      /* non-zero: a load in progress is abandoned */
-    int debug_delay_ms;            /* testing: a reload waits this long between checksum and load */
+    const atomic_int *cancel; /* non-zero: a load in progress is abandoned */
+    int debug_delay_ms;       /* testing: a reload sleeps this long between checksum and load */
     void (*on_retired)(void *ctx); /* a generation was retired (any thread): call reap;
                                       NULL: the last release frees it at once */
     void *on_retired_ctx;
