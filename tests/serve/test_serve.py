@@ -89,21 +89,25 @@ def run_cli(*args):
 class Server:
     """An `elastic serve` child; its log is collected line by line."""
 
-    def __init__(self, model, *flags, workers=2, max_delay_us=2000):
+    def __init__(self, model, *flags, workers=2, max_delay_us=2000, threads="1",
+                 listen="127.0.0.1:0", preexec_fn=None):
         self.lines = []
         self.lock = threading.Lock()
-        cmd = [ARGS.elastic, "serve", "--model", model, "--listen", "127.0.0.1:0",
-               "--workers", str(workers), "--threads", "1", "--max-delay-us", str(max_delay_us),
+        cmd = [ARGS.elastic, "serve", "--model", model, "--listen", listen,
+               "--workers", str(workers), "--max-delay-us", str(max_delay_us),
                "--access-log", *flags]
+        if threads is not None:
+            cmd += ["--threads", threads]
         self.proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.port = None
         deadline = time.time() + 60
         while self.port is None and time.time() < deadline and self.proc.poll() is None:
             for line in self.log():
-                if " listening on 127.0.0.1:" in line:
+                if " listening on " in line:
                     self.port = int(line.rsplit(":", 1)[1])
             time.sleep(0.02)
         if self.port is None:
@@ -146,6 +150,16 @@ class Server:
     def sanitizer_reports(self):
         return [l for l in self.log() if "Sanitizer" in l or "runtime error" in l]
 
+    def wait_log(self, text, timeout=30):
+        """Waits for a log line that contains `text`; returns it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in self.log():
+                if text in line:
+                    return line
+            time.sleep(0.01)
+        raise AssertionError(f"no log line with {text!r}:\n" + "\n".join(self.log()[-10:]))
+
 
 def request(port, method, path, body=None, headers=None, conn=None, timeout=60):
     """One request: (status, headers {lowercase: value}, raw body)."""
@@ -175,6 +189,14 @@ def metric(text, name):
     raise KeyError(name)
 
 
+def metric_labelled(text, name, labels):
+    """The value of the sample name{labels} in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + "{" + labels + "} "):
+            return float(line.split()[-1])
+    raise KeyError(name + "{" + labels + "}")
+
+
 def metrics(port):
     return request(port, "GET", "/metrics")[2].decode()
 
@@ -187,12 +209,20 @@ def fnv1a64(path):
 
 
 def raw_exchange(port, data, pause=None, read_timeout=30):
-    """Sends bytes (a list of pieces, `pause` seconds apart) on a raw socket
-    and returns what comes back until the server closes or times out."""
+    """Sends bytes (a list of pieces, `pause` seconds apart, or a list of
+    (pause, piece)) on a raw socket and returns what comes back until the
+    server closes or times out; a connection cut off returns b"" or what
+    was received before."""
     s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
     try:
         for piece in data:
-            s.sendall(piece)
+            if isinstance(piece, tuple):
+                time.sleep(piece[0])
+                piece = piece[1]
+            try:
+                s.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
             if pause:
                 time.sleep(pause)
         out = b""
@@ -530,22 +560,55 @@ def test_http_errors(env):
     out = raw_exchange(port, [head, b"[" * 65536])
     assert out.startswith(b"HTTP/1.1 413"), out[:200]
     assert b"body_too_large" in out and b"--max-body" in out, out
-    # 413: a chunked body that grows past the limit is read, discarded, refused
+    # 413: a chunked body that grows past the limit (256 KiB) is read, discarded, refused
     piece = b"[" * 65536
     chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
     head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
             b"Connection: close\r\n\r\n")
-    out = raw_exchange(port, [head] + [chunk] * 8 + [b"0\r\n\r\n"])
+    out = raw_exchange(port, [head] + [chunk] * 6 + [b"0\r\n\r\n"])
     assert out.startswith(b"HTTP/1.1 413"), out[:200]
-    # 408: a body that trickles in slower than --read-timeout-ms (800)
+    # ... and cut off once it goes past twice the limit: no answer
+    out = raw_exchange(port, [head] + [chunk] * 12 + [b"0\r\n\r\n"])
+    assert out == b"", out[:200]
+    # routes that take no body: 413 at once for a declared one, after it for a chunked one
+    for method, path in [("GET", "/healthz"), ("POST", "/admin/reload")]:
+        st, _, out = request(port, method, path, b"{}")
+        err = json.loads(out)["error"]
+        assert st == 413 and "takes no request body" in err["message"], (path, st, out)
+    out = raw_exchange(port, [b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                              b"Connection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n"])
+    assert out.startswith(b"HTTP/1.1 413") and b"takes no request body" in out, out[:300]
+    # /admin/* through a local reverse proxy: the peer is loopback, the headers say otherwise
+    for name, value in [("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9"),
+                        ("Via", "1.1 proxy"), ("X-Real-IP", "203.0.113.9")]:
+        st, _, out = request(port, "POST", "/admin/reload", headers={name: value})
+        err = json.loads(out)["error"]
+        assert st == 403 and err["code"] == "forbidden" and name in err["message"], (name, out)
+    # the method is logged printable, like the path
+    out = raw_exchange(port, [b"G\x1bT /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"])
+    assert out.startswith(b"HTTP/1.1 405"), out[:200]
+    line = env.server.wait_log(" G?T /healthz")
+    assert all(0x20 <= ord(c) < 0x7f for c in line), repr(line)
+    # --read-timeout-ms (800) limits the gaps in a body, not its total time:
+    # a body that keeps coming for 2 s is taken ...
     body = json.dumps({"history": [1, 2, 3]}).encode()
     head = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body))
-    pieces = [head] + [body[i:i + 2] for i in range(0, len(body), 2)]
-    # 1.15 s in all: over the limit, under twice it (cut off there)
-    out = raw_exchange(port, pieces, pause=1.15 / (len(pieces) - 1))
+    pieces = [head] + [body[i:i + 3] for i in range(0, len(body), 3)]
+    out = raw_exchange(port, pieces, pause=2.0 / (len(pieces) - 1))
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    # ... one that pauses for over 800 ms is read to its end and answered 408 ...
+    out = raw_exchange(port, [head, body[:5], (1.1, body[5:])])
     assert out.startswith(b"HTTP/1.1 408"), out[:300]
     assert b"--read-timeout-ms" in out, out
+    # ... and one that stops is cut off after twice that
+    cut0 = metric_labelled(metrics(port), "elastic_serve_connections_cut_off_total",
+                           'phase="body"')
+    t0 = time.time()
+    out = raw_exchange(port, [head, body[:5]], read_timeout=10)
+    took = time.time() - t0
+    assert out == b"" and 1.5 < took < 6, (out, took)
+    wait_metric(port, "elastic_serve_connections_cut_off_total", cut0 + 1, label='phase="body"')
 
 
 def test_idle_client(env):
@@ -673,14 +736,17 @@ def test_malformed_corpus(env):
         check_response(env.oracle_a, req, body, "after the corpus")
 
 
-def wait_metric(port, name, want, timeout=30):
-    """Polls /metrics until the sample `name` equals `want`."""
+def wait_metric(port, name, want, timeout=30, label=None):
+    """Polls /metrics until the sample `name` (with `label`) equals `want`."""
     deadline = time.time() + timeout
+    got = None
     while time.time() < deadline:
-        if metric(metrics(port), name) == want:
+        text = metrics(port)
+        got = metric_labelled(text, name, label) if label else metric(text, name)
+        if got == want:
             return
         time.sleep(0.01)
-    raise AssertionError(f"{name} never reached {want}")
+    raise AssertionError(f"{name} never reached {want} (last {got})")
 
 
 def test_queue_full_and_deadline(env):
@@ -792,6 +858,12 @@ def test_reload_under_load(env):
     assert n_a > 0 and n_b > 0, (n_a, n_b)
     print(f"    {len(seen)} requests during the reload: {n_a} on the old model, {n_b} on the new")
     try:
+        # the generation is a gauge of its own (a label would make a series per reload);
+        # the old generation is freed once its last request is answered (by the control loop)
+        text = metrics(port)
+        assert metric(text, "elastic_serve_model_generation") == 2, text
+        assert "generation=" not in text, text
+        server.wait_log("model generation 1 freed")
         # a file that does not load: the old model goes on serving
         with open(path + ".bad", "wb") as f:
             f.write(open(env.model_a, "rb").read()[:300])
@@ -809,13 +881,16 @@ def test_reload_under_load(env):
         st, hdr, body = post(port, "/v1/recommend", req)
         assert st == 200 and hdr["x-model-checksum"] == env.oracle_b.checksum
         check_response(env.oracle_b, req, body, "after a failed reload")
-        st, _, body = post(port, "/admin/reload", {})
+        st, _, body = request(port, "POST", "/admin/reload")
+        body = json.loads(body)
         assert st == 500 and body["error"]["code"] == "reload_failed", body
         # POST /admin/reload with a good file again
         shutil.copy(env.model_a, path + ".new")
         os.replace(path + ".new", path)
-        st, _, body = post(port, "/admin/reload", {})
+        st, _, body = request(port, "POST", "/admin/reload")
+        body = json.loads(body)
         assert st == 200 and body["checksum"] == env.oracle_a.checksum, body
+        assert body["generation"] == 3, body
         st, hdr, body = post(port, "/v1/recommend", req)
         assert st == 200 and hdr["x-model-checksum"] == env.oracle_a.checksum
         check_response(env.oracle_a, req, body, "after /admin/reload")
@@ -896,6 +971,290 @@ def test_sigterm_under_load(env):
     assert not server.sanitizer_reports(), server.sanitizer_reports()
 
 
+def read_response(sock, timeout=10):
+    """One HTTP response from a raw socket: (status line, body); b"" at a close."""
+    sock.settimeout(timeout)
+    out = b""
+    while b"\r\n\r\n" not in out:
+        got = sock.recv(65536)
+        if not got:
+            return out, b""
+        out += got
+    head, _, rest = out.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    while len(rest) < length:
+        got = sock.recv(65536)
+        if not got:
+            break
+        rest += got
+    return head.split(b"\r\n")[0], rest
+
+
+def trickle(sock, data, step=0.05, limit=8.0):
+    """Sends data a byte every `step` seconds; returns the seconds until the
+    server closed the connection, or None if it never did within `limit`."""
+    t0 = time.time()
+    sock.settimeout(step)
+    for b in data:
+        try:
+            sock.send(bytes([b]))
+            if sock.recv(100) == b"":
+                return time.time() - t0
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            return time.time() - t0
+        if time.time() - t0 > limit:
+            return None
+    return None
+
+
+def test_header_deadline(env):
+    """Headers that trickle in a byte at a time (each byte resets MHD's idle
+    timer) are cut off after --read-timeout-ms, on a new connection and on a
+    kept-alive one; a kept-alive connection may still idle between requests;
+    --max-connections-per-ip; SIGHUPs during the shutdown are harmless (the
+    signal thread is joined before the server is freed)."""
+    server = Server(env.model_a, "--read-timeout-ms", "600", "--idle-timeout", "30",
+                    "--max-connections-per-ip", "3")
+    port = server.port
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    slow = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 300 + b"\r\n\r\n"
+    try:
+        # three connections from one address are open; a fourth is closed at once
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        for sock in held:
+            sock.sendall(get)
+            assert read_response(sock)[0].startswith(b"HTTP/1.1 200")
+        try:
+            st = request(port, "GET", "/healthz", timeout=5)[0]
+        except (http.client.HTTPException, OSError) as e:
+            st = repr(e)
+        assert st != 200, "a fourth connection from one address was served"
+        for sock in held:
+            sock.close()
+        deadline = time.time() + 5
+        while True:
+            try:
+                if request(port, "GET", "/healthz", timeout=5)[0] == 200:
+                    break
+            except (http.client.HTTPException, OSError):
+                pass
+            assert time.time() < deadline, "connections are still refused after closing"
+            time.sleep(0.05)
+        # a new connection whose headers trickle: cut off
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            took = trickle(sock, slow)
+        assert took is not None and 0.4 < took < 4, took
+        # kept alive: idle for longer than --read-timeout-ms between requests is fine ...
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(get)
+            assert read_response(sock)[0].startswith(b"HTTP/1.1 200")
+            time.sleep(1.0)
+            sock.sendall(get)
+            assert read_response(sock)[0].startswith(b"HTTP/1.1 200")
+            # ... but the next request's headers must not trickle either
+            took = trickle(sock, slow)
+        assert took is not None and took < 4, took
+        text = metrics(port)
+        assert metric_labelled(text, "elastic_serve_connections_cut_off_total",
+                               'phase="headers"') == 2, text
+        server.wait_log("cut off a connection from 127.0.0.1: a request's headers")
+    finally:
+        # SIGTERM, then SIGHUPs until the process is gone
+        server.proc.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        while server.proc.poll() is None and time.time() < t0 + 30:
+            try:
+                server.proc.send_signal(signal.SIGHUP)
+            except ProcessLookupError:
+                break
+            time.sleep(0.002)
+        rc = server.stop()
+    assert rc == 0, rc
+    assert not server.sanitizer_reports(), server.sanitizer_reports()
+    assert server.log()[-1].endswith(" stopped"), server.log()[-3:]
+
+
+def test_json_off_http_threads(env):
+    """Request bodies are parsed on the job pool, not on the HTTP threads:
+    with one HTTP thread and parsing slowed down (--debug-parse-delay-ms),
+    /healthz still answers at once."""
+    server = Server(env.model_a, "--http-threads", "1", "--json-threads", "2",
+                    "--debug-parse-delay-ms", "1500")
+    port = server.port
+    try:
+        results = []
+        reqs = [{"history": [1, 2, 3], "top_k": 4}, {"histories": [[5], [6, 7]], "top_k": 2}]
+        threads = [threading.Thread(target=lambda r=r: results.append((r, post(port, "/v1/recommend", r))))
+                   for r in reqs]
+        for t in threads:
+            t.start()
+        wait_metric(port, "elastic_serve_in_flight_requests", 3)  # both, and this /metrics
+        t0 = time.time()
+        st, _, _ = request(port, "GET", "/healthz")
+        took = time.time() - t0
+        assert st == 200 and took < 0.7, f"/healthz took {took:.2f} s while bodies were parsed"
+        assert not results, "parsed before the delay"
+        for t in threads:
+            t.join(30)
+        for req, (st, _, body) in results:
+            assert st == 200, body
+            check_response(env.oracle_a, {"histories": req.get("histories", [req.get("history")]),
+                                          "top_k": req["top_k"]}, body, "after a slow parse")
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
+def test_body_memory(env):
+    """--max-body-memory: bodies held at once; one that does not fit gets 503
+    with Retry-After (at once when declared, after it is read when chunked);
+    the memory comes back once a body is parsed."""
+    server = Server(env.model_a, "--max-body", "100000", "--max-body-memory", "150000")
+    port = server.port
+
+    def padded(req, size):
+        text = json.dumps(req).encode()
+        return text + b" " * (size - len(text))
+
+    try:
+        big = padded({"history": [1, 2]}, 100000)
+        holder = socket.create_connection(("127.0.0.1", port), timeout=10)
+        holder.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                       b"\r\n" + big[:1000])
+        wait_metric(port, "elastic_serve_in_flight_requests", 2)  # it, and this /metrics
+        mid = padded({"history": [3]}, 60000)
+        st, hdr, out = request(port, "POST", "/v1/recommend", mid)
+        assert st == 503 and json.loads(out)["error"]["code"] == "server_busy", (st, out)
+        assert hdr.get("retry-after") == "1" and b"--max-body-memory" in out, hdr
+        chunk = b"%x\r\n" % len(mid) + mid + b"\r\n0\r\n\r\n"
+        out = raw_exchange(port, [b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n" + chunk])
+        assert out.startswith(b"HTTP/1.1 503") and b"server_busy" in out, out[:200]
+        holder.sendall(big[1000:])
+        status, body = read_response(holder)
+        holder.close()
+        assert status.startswith(b"HTTP/1.1 200"), (status, body[:200])
+        st, _, out = request(port, "POST", "/v1/recommend", mid)
+        assert st == 200, out
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
+def test_threads_and_dual_stack(env):
+    """--threads by default follows the CPU affinity (here one CPU), not the
+    CPUs online; --listen [::]:P takes IPv4 clients too."""
+    one = {sorted(os.sched_getaffinity(0))[0]}
+    server = Server(env.model_a, workers=1, threads=None, listen="[::]:0",
+                    preexec_fn=lambda: os.sched_setaffinity(0, one))
+    try:
+        line = server.wait_log(" CPUs: ")
+        assert "CPUs: 1 usable" in line and "affinity 1," in line, line
+        assert "--threads 1 per worker" in line, line
+        server.wait_log("batching: 1 workers x 1 threads")
+        st, _, body = request(server.port, "GET", "/healthz")  # to 127.0.0.1
+        assert st == 200, body
+        server.wait_log("access ::ffff:127.0.0.1 GET /healthz status=200")
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
+def test_abort_and_stop_during_reload(env):
+    """A client that hangs up while its request is computed is logged and
+    counted as aborted, not 200. SIGTERM during a reload whose step cannot
+    be interrupted (--debug-reload-delay-ms sleeps 2 s, like a large file
+    loading) drains at once: /readyz 503 and no new connections while the
+    step still runs; then the reload is abandoned at its next step (no new
+    generation; its POST /admin/reload gets 503) and the process exits 0."""
+    path = os.path.join(env.tmp, "stop.st")
+    shutil.copy(env.model_a, path)
+    server = Server(path, "--debug-delay-ms", "400", "--debug-reload-delay-ms", "2000")
+    port = server.port
+    try:
+        body = json.dumps({"history": [1, 2, 3]}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                         % len(body) + body)
+            time.sleep(0.1)
+        wait_metric(port, "elastic_serve_requests_aborted_total", 1)
+        line = server.wait_log("POST /v1/recommend status=")
+        assert "status=aborted" in line, line
+        text = metrics(port)
+        assert 'endpoint="/v1/recommend",status="200"' not in text, text
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        assert request(port, "GET", "/readyz", conn=probe)[0] == 200
+        admin = []
+        waiter = threading.Thread(
+            target=lambda: admin.append(request(port, "POST", "/admin/reload", timeout=60)))
+        waiter.start()
+        server.wait_log("reloading " + path)
+        # a request in flight (400 ms in its batch) keeps the drain open a while
+        slow = []
+        slow_client = threading.Thread(
+            target=lambda: slow.append(post(port, "/v1/recommend", {"history": [4, 5]})))
+        slow_client.start()
+        wait_metric(port, "elastic_serve_in_flight_requests", 3)  # reload, recommend, /metrics
+        t0 = time.time()
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_log("SIGTERM: shutting down")
+        st, _, out = request(port, "GET", "/readyz", conn=probe)
+        probe.close()
+        assert st == 503 and json.loads(out)["error"]["code"] == "draining", (st, out)
+        took = time.time() - t0
+        assert took < 1.2, f"/readyz turned 503 {took:.1f} s after SIGTERM (the reload sleeps 2 s)"
+        try:
+            refused = request(port, "GET", "/healthz", timeout=5)[0] != 200
+        except (http.client.HTTPException, OSError):
+            refused = True
+        assert refused, "a new connection was accepted while draining"
+        assert time.time() - t0 < 1.5, "checked after the reload's step"
+        waiter.join(30)
+        st, _, out = admin[0]
+        assert st == 503 and json.loads(out)["error"]["code"] == "shutting_down", (st, out)
+        slow_client.join(30)
+        assert slow and slow[0][0] == 200, slow  # accepted before the stop: answered
+        rc = server.proc.wait(30)
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+    server.wait_log("reload abandoned")
+    assert not any("reloaded " in l for l in server.log()), server.log()[-8:]
+    assert not server.sanitizer_reports(), server.sanitizer_reports()
+
+
+def test_checksum_names_the_loaded_file(env):
+    """A file replaced between its checksum and its load (held apart by
+    --debug-reload-delay-ms) is loaded again: the checksum served always
+    names the model that computes."""
+    path = os.path.join(env.tmp, "race.st")
+    shutil.copy(env.model_a, path)
+    server = Server(path, "--debug-reload-delay-ms", "500")
+    port = server.port
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_log("reloading " + path)
+        time.sleep(0.1)  # summed, waiting before the load
+        shutil.copy(env.model_b, path + ".new")
+        os.replace(path + ".new", path)
+        server.wait_log("changed while it was loaded: loading it again")
+        server.wait_log("reloaded " + path)
+        req = {"histories": [[1, 2, 3], [40, 50]], "top_k": 5}
+        st, hdr, body = post(port, "/v1/recommend", req)
+        assert st == 200 and hdr["x-model-checksum"] == env.oracle_b.checksum, hdr
+        check_response(env.oracle_b, req, body, "after a racing replacement")
+        info = json.loads(request(port, "GET", "/v1/model")[2])
+        assert info["model"]["checksum"] == env.oracle_b.checksum, info
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
 def test_access_log(env):
     log = env.server.log()
     lines = [l for l in log if " access 127.0.0.1 POST /v1/recommend status=200" in l]
@@ -922,8 +1281,11 @@ def test_cli_errors(env):
 
 
 TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concurrent_clients,
-         test_item_maps, test_http_errors, test_idle_client, test_malformed_corpus, test_queue_full_and_deadline,
-         test_reload_under_load, test_sigterm_under_load, test_access_log, test_cli_errors]
+         test_item_maps, test_http_errors, test_idle_client, test_malformed_corpus,
+         test_queue_full_and_deadline, test_reload_under_load, test_sigterm_under_load,
+         test_header_deadline, test_json_off_http_threads, test_body_memory,
+         test_threads_and_dual_stack, test_abort_and_stop_during_reload,
+         test_checksum_names_the_loaded_file, test_access_log, test_cli_errors]
 
 
 def main():

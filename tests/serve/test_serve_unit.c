@@ -3,12 +3,17 @@
  * request parsing and its refusals (status, code, message), response
  * rendering (float32 round trip, NaN, item names as numbers or strings),
  * candidate ranking (ties, NaN, duplicates, exclusion), batches computed
- * equal to users alone, the Prometheus text, and the loopback check of
- * POST /admin/reload.
+ * equal to users alone, the Prometheus text, the loopback check of
+ * POST /admin/reload, the cgroup cpu.max quota, model generations (retired
+ * to the loading thread, loads abandoned, the checksum of the loaded file)
+ * and the job pool.
  */
+#include "serve_app.h"
 #include "serve_compute.h"
 #include "serve_http.h"
 #include "serve_metrics.h"
+#include "serve_model.h"
+#include "serve_pool.h"
 #include "serve_request.h"
 
 #include <arpa/inet.h>
@@ -17,9 +22,11 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -82,6 +89,8 @@ static void refuses_with_reasons(void **state)
         {"[1]", 400, "invalid_request", "JSON object"},
         {"{\"histories\": [[1, 51]]}", 400, "unknown_item", "histories[0][1]: item 51"},
         {"{\"histories\": [[1, 0]]}", 400, "unknown_item", "outside 1..50"},
+        {"{\"history\": [1, 2, 51]}", 400, "unknown_item", "history[2]: item 51"},
+        {"{\"histories\": [[1], [2, 3, true]]}", 400, "invalid_request", "histories[1][2] must"},
         {"{\"histories\": [[1, \"2\"]]}", 400, "invalid_request", "no item map"},
         {"{\"histories\": [[1.5]]}", 400, "invalid_request", "fraction"},
         {"{\"histories\": [[]]}", 400, "invalid_request", "histories[0] is empty"},
@@ -192,6 +201,42 @@ static void renders_results(void **state)
     elastic_model_free(m);
 }
 
+/* Numeric names of the whole 64-bit range go in as JSON integers and come
+ * back as JSON numbers; past the range (and non-canonical ones) as strings. */
+static void renders_64_bit_ids(void **state)
+{
+    (void)state;
+    elastic_item_map *map;
+    elastic_model *m = mapped_model(6,
+                                    "[\"1234567890123456789\", \"9223372036854775807\", "
+                                    "\"-9223372036854775808\", \"9223372036854775808\", "
+                                    "\"-0\", \"12345678901234567890\"]",
+                                    &map);
+    serve_vocab v = {6, 8, map};
+    serve_limits l = limits();
+    serve_work *w;
+    serve_error e;
+    const char *body = "{\"history\": [1234567890123456789, 9223372036854775807, "
+                       "-9223372036854775808, \"9223372036854775808\", \"-0\"], \"top_k\": 6}";
+    assert_int_equal(serve_request_parse(SERVE_OP_RECOMMEND, body, strlen(body), &v, &l, &w, &e),
+                     0);
+    int32_t want_items[5] = {1, 2, 3, 4, 5};
+    assert_memory_equal(w->items, want_items, sizeof want_items);
+    w->ids = malloc(6 * sizeof *w->ids);
+    w->scores = calloc(6, sizeof *w->scores);
+    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
+    memcpy(w->ids, ids, sizeof ids);
+    char *text = serve_response_render(w, &v);
+    assert_non_null(text);
+    assert_string_equal(text, "{\"results\":[{\"items\":[1234567890123456789,9223372036854775807,"
+                              "-9223372036854775808,\"9223372036854775808\",\"-0\","
+                              "\"12345678901234567890\"],\"scores\":[0.0,0.0,0.0,0.0,0.0,0.0]}]}");
+    free(text);
+    serve_work_free(w);
+    elastic_item_map_free(map);
+    elastic_model_free(m);
+}
+
 static void ranks_candidates(void **state)
 {
     (void)state;
@@ -294,6 +339,12 @@ static void renders_metrics(void **state)
     assert_non_null(strstr(t, "elastic_serve_users_scored_total 5\n"));
     assert_non_null(strstr(t, "backend=\"cpu (\\\"x\\\"\\\\)\""));
     assert_non_null(strstr(t, "elastic_serve_fallback_nodes 2\n"));
+    /* the generation is a gauge of its own, not a label: a reload makes no new series */
+    assert_non_null(strstr(t, "elastic_serve_model_generation 1\n"));
+    assert_non_null(strstr(t, "elastic_serve_model_info{backend=\"cpu (\\\"x\\\"\\\\)\","
+                              "device=\"0\",checksum=\"fnv1a64:00\"} 1\n"));
+    assert_null(strstr(t, "generation=\""));
+    assert_non_null(strstr(t, "elastic_serve_connections_cut_off_total{phase=\"headers\"} 0\n"));
     free(t);
     serve_metrics_free(&m);
 }
@@ -325,13 +376,144 @@ static void checks_loopback(void **state)
     }
 }
 
+static void reads_cpu_quota(void **state)
+{
+    (void)state;
+    assert_int_equal(serve_cpu_max_cpus("max 100000\n"), 0);
+    assert_int_equal(serve_cpu_max_cpus("150000 100000\n"), 2);
+    assert_int_equal(serve_cpu_max_cpus("200000 100000"), 2);
+    assert_int_equal(serve_cpu_max_cpus("50000 100000"), 1);
+    assert_int_equal(serve_cpu_max_cpus("1 100000"), 1);
+    assert_int_equal(serve_cpu_max_cpus(""), 0);
+    assert_int_equal(serve_cpu_max_cpus("garbage"), 0);
+    assert_int_equal(serve_cpu_max_cpus(NULL), 0);
+    serve_cpus c;
+    int n = serve_available_cpus(&c);
+    assert_true(n >= 1);
+    if (c.affinity > 0) assert_true(n <= c.affinity);
+    if (c.quota > 0) assert_true(n <= c.quota);
+}
+
+static int retired_calls;
+static void count_retired(void *ctx)
+{
+    (void)ctx;
+    retired_calls++;
+}
+
+/* 64-bit FNV-1a of a file, as the server names it. */
+static void fnv_file(const char *path, char *out, size_t size)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    unsigned long long h = 0xcbf29ce484222325ull;
+    int ch;
+    while ((ch = fgetc(f)) != EOF)
+        h = (h ^ (unsigned char)ch) * 0x100000001b3ull;
+    fclose(f);
+    snprintf(out, size, "fnv1a64:%016llx", h);
+}
+
+/* A reload's old generation is not freed by whoever drops its last
+ * reference: it is retired and freed by serve_models_reap (the control
+ * loop's thread). A load with the cancel flag set is abandoned. */
+static void retires_generations(void **state)
+{
+    (void)state;
+    elastic_item_map *map = NULL;
+    elastic_model *model = mapped_model(30, NULL, &map);
+    char path[] = "/tmp/serve_unit_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(elastic_model_save(model, path), ELASTIC_OK);
+    elastic_model_free(model);
+    char want[40];
+    fnv_file(path, want, sizeof want);
+
+    elastic_session_options o;
+    elastic_session_options_default(&o);
+    o.backend = "cpu";
+    o.num_threads = 1;
+    serve_models ms;
+    atomic_int cancel;
+    atomic_init(&cancel, 0);
+    assert_int_equal(serve_models_init(&ms, path, &o, 2, 4), 0);
+    ms.cancel = &cancel;
+    ms.on_retired = count_retired;
+    retired_calls = 0;
+    char err[512];
+    assert_int_equal(serve_models_load(&ms, err, sizeof err), 0);
+    serve_model *first = serve_models_acquire(&ms);
+    assert_non_null(first);
+    assert_int_equal(first->generation, 1);
+    assert_string_equal(first->checksum, want);
+    assert_int_equal(first->n_sessions, 2);
+    /* a reload: the request's reference keeps generation 1 */
+    assert_int_equal(serve_models_load(&ms, err, sizeof err), 0);
+    assert_int_equal(retired_calls, 0);
+    assert_int_equal(serve_models_reap(&ms), 0);
+    /* the request's thread drops the last reference: retired, not freed */
+    serve_model_release(first);
+    assert_int_equal(retired_calls, 1);
+    assert_int_equal(serve_models_reap(&ms), 1);
+    /* abandoned: the current generation stays */
+    atomic_store(&cancel, 1);
+    assert_int_equal(serve_models_load(&ms, err, sizeof err), SERVE_LOAD_ABANDONED);
+    assert_non_null(strstr(err, "abandoned"));
+    serve_model *m = serve_models_acquire(&ms);
+    assert_int_equal(m->generation, 2);
+    serve_model_release(m);
+    serve_models_free(&ms);
+    unlink(path);
+}
+
+typedef struct counted_job {
+    serve_job job; /* first */
+    int *count;
+    pthread_mutex_t *lock;
+} counted_job;
+
+static void count_job(serve_job *job)
+{
+    counted_job *c = (counted_job *)job;
+    pthread_mutex_lock(c->lock);
+    (*c->count)++;
+    pthread_mutex_unlock(c->lock);
+}
+
+/* Every job runs once; after the stop, on the caller's thread. */
+static void runs_jobs(void **state)
+{
+    (void)state;
+    serve_pool *p;
+    char err[128];
+    assert_int_equal(serve_pool_start(&p, 3, err, sizeof err), 0);
+    int count = 0;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    counted_job jobs[200];
+    for (int i = 0; i < 200; i++) {
+        jobs[i] = (counted_job){{count_job, NULL}, &count, &lock};
+        serve_pool_run(p, &jobs[i].job);
+    }
+    serve_pool_stop(p);
+    assert_int_equal(count, 200);
+    serve_pool_run(p, &jobs[0].job);
+    assert_int_equal(count, 201);
+    serve_pool_free(p);
+    serve_pool_run(NULL, &jobs[1].job);
+    assert_int_equal(count, 202);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parses_requests),     cmocka_unit_test(refuses_with_reasons),
-        cmocka_unit_test(renders_results),     cmocka_unit_test(ranks_candidates),
-        cmocka_unit_test(batches_equal_alone), cmocka_unit_test(renders_metrics),
-        cmocka_unit_test(checks_loopback),
+        cmocka_unit_test(parses_requests),  cmocka_unit_test(refuses_with_reasons),
+        cmocka_unit_test(renders_results),  cmocka_unit_test(renders_64_bit_ids),
+        cmocka_unit_test(ranks_candidates), cmocka_unit_test(batches_equal_alone),
+        cmocka_unit_test(renders_metrics),  cmocka_unit_test(checks_loopback),
+        cmocka_unit_test(reads_cpu_quota),  cmocka_unit_test(retires_generations),
+        cmocka_unit_test(runs_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,14 +1,28 @@
 /*
  * serve_http.c - libmicrohttpd glue (see serve_http.h): one exchange per
  * request, created when its headers arrive and freed when MHD reports the
- * request completed; bodies read under --max-body and --read-timeout-ms;
- * suspend/resume for requests that wait for a worker or a reload.
+ * request completed; a record per connection for the deadlines; bodies
+ * read under --max-body, --read-timeout-ms and --max-body-memory;
+ * suspend/resume for requests handled off the HTTP threads.
  *
+ * Deadlines (a sweeper thread closes a connection past its deadline; MHD's
+ * --idle-timeout alone would let a client that sends a byte now and then
+ * keep a connection forever):
+ *   - headers: a new connection must deliver a request's headers within
+ *     --read-timeout-ms; on a kept-alive connection, within --read-timeout-ms
+ *     of its request line, and its request line within --idle-timeout +
+ *     --read-timeout-ms of the previous response;
+ *   - body: each piece of a body must follow the previous one (or the
+ *     headers) within --read-timeout-ms, else the body is read to its end,
+ *     discarded and answered 408; a body that stops for twice that is cut
+ *     off. The pace, not the total time, is limited: a large body on a slow
+ *     link is not refused while it keeps coming.
  * What a body over the limits gets: with a Content-Length over --max-body,
  * 413 at once (MHD then closes the connection); a chunked body that grows
- * over it, or one that arrives slower than --read-timeout-ms, is read to
- * its end and discarded, then answered 413 or 408; one that goes on past
- * 16 times the size limit or twice the time limit is cut off.
+ * over it is read to its end and discarded, then answered 413; one that
+ * goes on past twice the limit is cut off. Routes that take no body have a
+ * limit of 0. Bodies held at once (received and not yet parsed) are under
+ * --max-body-memory: a body that does not fit gets 503 + Retry-After.
  */
 #include "serve_http.h"
 #include "serve_log.h"
@@ -19,20 +33,53 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+/* What a connection's deadline waits for. */
+enum { CONN_BUSY = 0, CONN_HEADERS = 1, CONN_BODY = 2 };
+
+/* A connection from accept to close (MHD's socket context). */
+typedef struct serve_conn serve_conn;
+struct serve_conn {
+    serve_conn *prev, *next; /* the registry, under conn_lock */
+    MHD_socket fd;
+    atomic_llong deadline_us; /* monotonic microseconds; 0: none (a request is handled) */
+    atomic_int phase;         /* CONN_HEADERS or CONN_BODY: what the deadline is for */
+    int served;               /* requests completed on it (its HTTP thread's) */
+    int cut;                  /* shut down by the sweeper (under conn_lock) */
+    int loopback;
+    char client[64];
+};
 
 struct serve_http {
     serve_app *app;
     struct MHD_Daemon *daemon;
+    pthread_mutex_t quiesce_lock;
     MHD_socket quiesced; /* the listening socket after quiesce, closed at stop */
     atomic_long in_flight;
     atomic_int draining;
+    atomic_llong body_bytes; /* bodies held (--max-body-memory) */
+    long long read_us, idle_us;
+
+    /* the connections, for the sweeper */
+    pthread_mutex_t conn_lock;
+    pthread_cond_t sweep_cond;
+    serve_conn *conns;
+    pthread_t sweeper;
+    int sweeper_started, sweep_quit;
 };
+
+static long long now_us(void)
+{
+    return (long long)(serve_now() * 1e6);
+}
 
 /* ---------------------------------------------------------------- replies */
 
@@ -99,7 +146,7 @@ static enum MHD_Result send_reply(serve_http *h, serve_exchange *x)
     return ok;
 }
 
-/* ---------------------------------------------------------------- exchanges */
+/* ---------------------------------------------------------------- connections */
 
 int serve_http_is_loopback(const struct sockaddr *sa)
 {
@@ -115,70 +162,281 @@ int serve_http_is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
+/* The client's address as text, and whether it is loopback. */
+static void describe_client(struct MHD_Connection *c, char *text, size_t size, int *loopback)
+{
+    snprintf(text, size, "?");
+    *loopback = 0;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    *loopback = serve_http_is_loopback(sa);
+    const void *addr = sa->sa_family == AF_INET6
+                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
+        inet_ntop(sa->sa_family, addr, text, (socklen_t)size);
+}
+
+static serve_conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* What the connection waits for, and until when (0: nothing; it is busy). */
+static void conn_wait(serve_conn *conn, int phase, long long deadline)
+{
+    if (!conn) return;
+    atomic_store(&conn->phase, phase);
+    atomic_store(&conn->deadline_us, deadline);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    serve_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        serve_conn *conn = calloc(1, sizeof *conn);
+        *socket_context = conn;
+        if (!conn) return; /* served without deadlines */
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn->fd = fd ? fd->connect_fd : MHD_INVALID_SOCKET;
+        describe_client(c, conn->client, sizeof conn->client, &conn->loopback);
+        atomic_init(&conn->phase, CONN_HEADERS);
+        atomic_init(&conn->deadline_us, now_us() + h->read_us);
+        pthread_mutex_lock(&h->conn_lock);
+        conn->next = h->conns;
+        if (h->conns) h->conns->prev = conn;
+        h->conns = conn;
+        pthread_mutex_unlock(&h->conn_lock);
+        return;
+    }
+    /* Closed: MHD closes the socket only after this, so the sweeper, which
+     * holds conn_lock, never shuts down a descriptor reused by another. */
+    serve_conn *conn = *socket_context;
+    *socket_context = NULL;
+    if (!conn) return;
+    pthread_mutex_lock(&h->conn_lock);
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        h->conns = conn->next;
+    if (conn->next) conn->next->prev = conn->prev;
+    pthread_mutex_unlock(&h->conn_lock);
+    free(conn);
+}
+
+/* The request line of a request arrived: on a kept-alive connection its
+ * headers now have --read-timeout-ms. (Returns the exchange, none yet.) */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    serve_http *h = cls;
+    (void)uri;
+    serve_conn *conn = conn_of(c);
+    if (conn && conn->served > 0) {
+        long long d = now_us() + h->read_us;
+        if (d < atomic_load(&conn->deadline_us)) atomic_store(&conn->deadline_us, d);
+    }
+    return NULL;
+}
+
+/* Closes the connections past their deadline, every few milliseconds. */
+static void *sweeper_main(void *arg)
+{
+    serve_http *h = arg;
+    const serve_options *o = h->app->options;
+    long long period = h->read_us / 8;
+    if (period < 10000) period = 10000;
+    if (period > 250000) period = 250000;
+    pthread_mutex_lock(&h->conn_lock);
+    while (!h->sweep_quit) {
+        long long now = now_us();
+        for (serve_conn *c = h->conns; c; c = c->next) {
+            long long d = atomic_load(&c->deadline_us);
+            if (!d || now <= d || c->cut || c->fd == MHD_INVALID_SOCKET) continue;
+            c->cut = 1;
+            int body = atomic_load(&c->phase) == CONN_BODY;
+            /* MHD sees the end of the stream and closes the connection. */
+            shutdown(c->fd, SHUT_RDWR);
+            serve_metrics_cut_off(&h->app->metrics, body);
+            if (body)
+                serve_log("cut off a connection from %s: its body stopped for over %d ms "
+                          "(twice --read-timeout-ms)",
+                          c->client, 2 * o->read_timeout_ms);
+            else
+                serve_log("cut off a connection from %s: a request's headers did not arrive in "
+                          "time (--read-timeout-ms %d)",
+                          c->client, o->read_timeout_ms);
+        }
+        double until = 1e-6 * (double)(now_us() + period);
+        struct timespec ts = {(time_t)until, (long)((until - (double)(time_t)until) * 1e9)};
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->sweep_cond, &h->conn_lock, &ts);
+    }
+    pthread_mutex_unlock(&h->conn_lock);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- body memory */
+
+/* Takes n bytes of --max-body-memory; -1 when they do not fit. */
+static int budget_take(serve_http *h, size_t n)
+{
+    size_t limit = h->app->options->max_body_memory;
+    long long cur = atomic_load(&h->body_bytes);
+    do {
+        if (limit && (size_t)cur + n > limit) return -1;
+    } while (!atomic_compare_exchange_weak(&h->body_bytes, &cur, cur + (long long)n));
+    return 0;
+}
+
+void serve_release_body(serve_exchange *x)
+{
+    free(x->body);
+    x->body = NULL;
+    x->body_len = x->body_cap = 0;
+    if (x->charged) atomic_fetch_sub(&x->http->body_bytes, (long long)x->charged);
+    x->charged = 0;
+}
+
+/* ---------------------------------------------------------------- exchanges */
+
 static serve_exchange *exchange_new(serve_http *h, struct MHD_Connection *c, const char *url,
                                     const char *method)
 {
     serve_exchange *x = calloc(1, sizeof *x);
     if (!x) return NULL;
     x->app = h->app;
+    x->http = h;
     x->connection = c;
-    x->started = serve_now();
+    x->conn = conn_of(c);
+    x->started = x->last_chunk = serve_now();
     snprintf(x->method, sizeof x->method, "%s", method);
     snprintf(x->path, sizeof x->path, "%s", url);
-    for (char *p = x->path; *p; p++) /* the path is logged: printable only */
+    /* both are logged: printable only */
+    for (char *p = x->method; *p; p++)
         if (*p < 0x21 || *p > 0x7e) *p = '?';
-    snprintf(x->client, sizeof x->client, "?");
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        x->loopback = serve_http_is_loopback(sa);
-        const void *addr = sa->sa_family == AF_INET6
-                               ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-                               : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
-        if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)
-            inet_ntop(sa->sa_family, addr, x->client, sizeof x->client);
-    }
+    for (char *p = x->path; *p; p++)
+        if (*p < 0x21 || *p > 0x7e) *p = '?';
+    if (x->conn) {
+        snprintf(x->client, sizeof x->client, "%s", x->conn->client);
+        x->loopback = x->conn->loopback;
+    } else
+        describe_client(c, x->client, sizeof x->client, &x->loopback);
     return x;
 }
 
 static void exchange_free(serve_exchange *x)
 {
     if (x->ctx_free) x->ctx_free(x->ctx);
-    free(x->body);
+    serve_release_body(x);
     free(x->response);
     free(x);
+}
+
+/* The body limit of the exchange's route: 0 for routes that take none. */
+static size_t body_limit(const serve_exchange *x)
+{
+    return x->route->has_body ? x->app->options->limits.max_body : 0;
 }
 
 /* Appends upload data, or counts it as discarded past the limits.
  * Returns -1 to cut the connection off. */
 static int take_body(serve_exchange *x, const char *data, size_t n)
 {
+    serve_http *h = x->http;
     const serve_options *o = x->app->options;
-    double elapsed = serve_now() - x->started, limit = 1e-3 * o->read_timeout_ms;
-    if (elapsed > limit) x->too_slow = 1;
-    if (x->body_len + n > o->limits.max_body) x->too_large = 1;
-    if (x->too_slow || x->too_large) {
-        x->discarded += n;
-        return x->discarded / 16 > o->limits.max_body || elapsed > 2 * limit ? -1 : 0;
-    }
-    if (x->body_len + n + 1 > x->body_cap) {
-        size_t cap = x->body_cap ? x->body_cap : 4096;
+    double now = serve_now(), gap = now - x->last_chunk, limit = 1e-3 * o->read_timeout_ms;
+    x->last_chunk = now;
+    conn_wait(x->conn, CONN_BODY, now_us() + 2 * h->read_us);
+    x->received += n;
+    if (gap > 2 * limit) return -1; /* stalled (the sweeper may be closing it already) */
+    if (gap > limit) x->too_slow = 1;
+    size_t max = body_limit(x);
+    if (x->body_len + n > max) x->too_large = 1;
+    if (!x->too_slow && !x->too_large && !x->too_busy && x->body_len + n + 1 > x->body_cap) {
+        /* a declared length was charged at the headers: allocated at once */
+        size_t cap = x->body_cap ? x->body_cap : x->charged ? x->charged + 1 : 4096;
         while (cap < x->body_len + n + 1)
             cap *= 2;
-        if (cap > o->limits.max_body + 1) cap = o->limits.max_body + 1;
-        char *b = realloc(x->body, cap);
-        if (!b) {
-            x->too_large = 1; /* answered 413: better than nothing */
-            return 0;
+        if (cap > max + 1) cap = max + 1;
+        if (cap - 1 > x->charged) {
+            if (budget_take(h, cap - 1 - x->charged))
+                x->too_busy = 1;
+            else
+                x->charged = cap - 1;
         }
-        x->body = b;
-        x->body_cap = cap;
+        char *b = x->too_busy ? NULL : realloc(x->body, cap);
+        if (b) {
+            x->body = b;
+            x->body_cap = cap;
+        } else if (!x->too_busy)
+            x->too_large = 1; /* out of memory: answered 413, better than nothing */
+    }
+    if (x->too_slow || x->too_large || x->too_busy) {
+        serve_release_body(x); /* read and discarded from now on */
+        return x->received > 2 * o->limits.max_body ? -1 : 0;
     }
     memcpy(x->body + x->body_len, data, n);
     x->body_len += n;
     x->body[x->body_len] = '\0';
     return 0;
+}
+
+/* 503 with Retry-After: the bodies in flight hold --max-body-memory. */
+static void reply_busy(serve_exchange *x)
+{
+    serve_error e;
+    serve_error_set(&e, 503, "server_busy",
+                    "request bodies being received or parsed hold the limit of %zu bytes "
+                    "(--max-body-memory); retry later",
+                    x->app->options->max_body_memory);
+    serve_reply_error(x, &e);
+    serve_reply_header(x, "Retry-After", "1");
+}
+
+/* 413: over the route's body limit. */
+static void reply_too_large(serve_exchange *x, const char *what)
+{
+    serve_error e;
+    if (!x->route->has_body)
+        serve_error_set(&e, 413, "body_too_large", "%s %s takes no request body (%s)", x->method,
+                        x->path, what);
+    else
+        serve_error_set(&e, 413, "body_too_large", "the body has %s; the limit is %zu (--max-body)",
+                        what, x->app->options->limits.max_body);
+    serve_reply_error(x, &e);
+}
+
+/* Paths under /admin/ from a loopback client, not through a proxy: behind a local
+ * reverse proxy every client's connection comes from loopback, and such a
+ * proxy says so in one of these headers. */
+static int admin_refused(serve_exchange *x)
+{
+    static const char *const proxy_headers[] = {"Forwarded", "X-Forwarded-For", "X-Real-IP", "Via"};
+    serve_error e;
+    if (!x->loopback)
+        serve_error_set(&e, 403, "forbidden", "%s is accepted from loopback clients only", x->path);
+    else {
+        const char *found = NULL;
+        for (size_t i = 0; i < sizeof proxy_headers / sizeof proxy_headers[0] && !found; i++)
+            if (MHD_lookup_connection_value(x->connection, MHD_HEADER_KIND, proxy_headers[i]))
+                found = proxy_headers[i];
+        if (!found) return 0;
+        serve_error_set(&e, 403, "forbidden",
+                        "%s is refused through a proxy (the request has a %s header); ask it "
+                        "from the server's own machine",
+                        x->path, found);
+    }
+    serve_reply_error(x, &e);
+    return 1;
 }
 
 /* The headers arrived: the route, and refusals that need no body. Returns
@@ -200,20 +458,26 @@ static int on_headers(serve_exchange *x, const char *method, const char *url)
         if (status == 405) serve_reply_header(x, MHD_HTTP_HEADER_ALLOW, allow);
         return 1;
     }
+    if (!strncmp(x->route->path, "/admin/", 7) && admin_refused(x)) return 1;
     const char *cl =
         MHD_lookup_connection_value(x->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const serve_limits *lim = &x->app->options->limits;
     if (cl) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (!errno && end != cl && n > lim->max_body) {
-            serve_error e;
-            serve_error_set(&e, 413, "body_too_large",
-                            "the body has %llu bytes; the limit is %zu (--max-body)", n,
-                            lim->max_body);
-            serve_reply_error(x, &e);
+        if (!errno && end != cl && n > body_limit(x)) {
+            char what[48];
+            snprintf(what, sizeof what, "%llu bytes", n);
+            reply_too_large(x, what);
             return 1;
+        }
+        /* the declared body is charged now, allocated with its first piece */
+        if (!errno && end != cl && n > 0) {
+            if (budget_take(x->http, (size_t)n)) {
+                reply_busy(x);
+                return 1;
+            }
+            x->charged = (size_t)n;
         }
     }
     return 0;
@@ -224,19 +488,28 @@ static void on_body(serve_exchange *x)
 {
     const serve_options *o = x->app->options;
     if (x->too_large) {
-        serve_error e;
-        serve_error_set(&e, 413, "body_too_large",
-                        "the body has over %zu bytes; the limit is %zu (--max-body)",
-                        o->limits.max_body, o->limits.max_body);
-        serve_reply_error(x, &e);
+        char what[64];
+        snprintf(what, sizeof what, "over %zu bytes", body_limit(x));
+        reply_too_large(x, what);
     } else if (x->too_slow) {
         serve_error e;
         serve_error_set(&e, 408, "request_timeout",
-                        "the body took over %d ms to arrive (--read-timeout-ms)",
+                        "the body stopped for over %d ms between two pieces (--read-timeout-ms)",
                         o->read_timeout_ms);
         serve_reply_error(x, &e);
-    } else
+    } else if (x->too_busy)
+        reply_busy(x);
+    else
         x->route->handle(x);
+}
+
+/* The client closed its side of the connection (or reset it). */
+static int client_gone(const serve_exchange *x)
+{
+    if (!x->conn || x->conn->fd == MHD_INVALID_SOCKET) return 0;
+    char c;
+    ssize_t n = recv(x->conn->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -251,7 +524,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = x;
         atomic_fetch_add(&h->in_flight, 1);
         serve_metrics_in_flight(&h->app->metrics, 1);
-        if (on_headers(x, method, url)) return send_reply(h, x);
+        /* the body, if any, must start coming */
+        conn_wait(x->conn, CONN_BODY, now_us() + 2 * h->read_us);
+        if (on_headers(x, method, url)) {
+            conn_wait(x->conn, CONN_BUSY, 0);
+            return send_reply(h, x);
+        }
         return MHD_YES;
     }
     if (*upload_size) { /* a piece of the body */
@@ -259,9 +537,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return cut ? MHD_NO : MHD_YES;
     }
+    conn_wait(x->conn, CONN_BUSY, 0);
     if (x->pending) { /* resumed */
         x->pending = 0;
-        x->finish(x);
+        if (x->finish) x->finish(x);
+        /* A client that closed its side while the request was handled has
+         * gone (as nginx's 499): the connection is shut down, the reply
+         * fails, and the request counts as aborted. */
+        if (client_gone(x) && x->conn) shutdown(x->conn->fd, SHUT_RDWR);
         return send_reply(h, x);
     }
     on_body(x);
@@ -272,14 +555,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)c;
-    (void)toe;
     serve_http *h = cls;
     serve_exchange *x = *con_cls;
     if (!x) return;
     *con_cls = NULL;
     serve_app *app = h->app;
     double seconds = serve_now() - x->started;
-    if (x->replied) {
+    /* A response queued but not delivered (the client hung up while it was
+     * computed or sent) counts as aborted, not by its status. */
+    int answered = x->replied && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (answered) {
         /* By path: a known path with a wrong method counts under its path. */
         serve_metrics_request(&app->metrics, serve_metrics_endpoint(&app->metrics, x->path),
                               x->status, seconds);
@@ -289,9 +574,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         char batch[48] = "-";
         if (x->batch_id) snprintf(batch, sizeof batch, "%lld/%d", x->batch_id, x->batch_users);
         char status[16] = "aborted";
-        if (x->replied) snprintf(status, sizeof status, "%d", x->status);
+        if (answered) snprintf(status, sizeof status, "%d", x->status);
         serve_log("access %s %s %s status=%s users=%d latency_ms=%.3f batch=%s", x->client,
                   x->method, x->path, status, x->users, seconds * 1e3, batch);
+    }
+    /* A kept-alive connection waits for its next request. */
+    if (x->conn) {
+        x->conn->served++;
+        conn_wait(x->conn, CONN_HEADERS, now_us() + h->idle_us + h->read_us);
     }
     serve_metrics_in_flight(&app->metrics, -1);
     exchange_free(x);
@@ -363,22 +653,45 @@ int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound
     }
     h->app = app;
     h->quiesced = MHD_INVALID_SOCKET;
+    h->read_us = 1000ll * o->read_timeout_ms;
+    h->idle_us = 1000000ll * o->idle_timeout_s;
     atomic_init(&h->in_flight, 0);
     atomic_init(&h->draining, 0);
+    atomic_init(&h->body_bytes, 0);
+    pthread_mutex_init(&h->quiesce_lock, NULL);
+    pthread_mutex_init(&h->conn_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->sweep_cond, &attr);
+    pthread_condattr_destroy(&attr);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->http_threads,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->idle_timeout_s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
-    if (!h->daemon) {
-        snprintf(err, err_size, "cannot listen on %s (in use, or not an address of this machine?)",
-                 o->listen);
-        free(h);
+    if (ss.ss_family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+        /* [::] takes IPv4 clients too (as ::ffff:a.b.c.d) */
+        if (IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr))
+            flags |= MHD_USE_DUAL_STACK;
+    }
+    h->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)o->idle_timeout_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        h, MHD_OPTION_END);
+    int rc = h->daemon ? pthread_create(&h->sweeper, NULL, sweeper_main, h) : -1;
+    if (rc) {
+        if (h->daemon)
+            snprintf(err, err_size, "cannot start the sweeper thread: %s", strerror(rc));
+        else
+            snprintf(err, err_size,
+                     "cannot listen on %s (in use, or not an address of this machine?)", o->listen);
+        h->sweeper_started = 0;
+        serve_http_stop(h);
         return -1;
     }
+    h->sweeper_started = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     unsigned port = di ? di->port : 0;
     char addr[INET6_ADDRSTRLEN] = "?";
@@ -396,12 +709,16 @@ int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound
 void serve_http_quiesce(serve_http *h)
 {
     atomic_store(&h->draining, 1);
-    if (h->quiesced != MHD_INVALID_SOCKET) return;
-    h->quiesced = MHD_quiesce_daemon(h->daemon);
-    /* The socket stays open until MHD stops (its threads may still hold it),
-     * but shut down: connections not yet accepted are refused or reset now
-     * instead of waiting in the backlog for the drain to end (Linux). */
-    if (h->quiesced != MHD_INVALID_SOCKET) shutdown(h->quiesced, SHUT_RDWR);
+    pthread_mutex_lock(&h->quiesce_lock);
+    if (h->quiesced == MHD_INVALID_SOCKET) {
+        h->quiesced = MHD_quiesce_daemon(h->daemon);
+        /* The socket stays open until MHD stops (its threads may still hold
+         * it), but shut down: connections not yet accepted are refused or
+         * reset now instead of waiting in the backlog for the drain to end
+         * (Linux). */
+        if (h->quiesced != MHD_INVALID_SOCKET) shutdown(h->quiesced, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&h->quiesce_lock);
 }
 
 long serve_http_in_flight(serve_http *h)
@@ -412,7 +729,17 @@ long serve_http_in_flight(serve_http *h)
 void serve_http_stop(serve_http *h)
 {
     if (!h) return;
-    MHD_stop_daemon(h->daemon);
+    if (h->sweeper_started) {
+        pthread_mutex_lock(&h->conn_lock);
+        h->sweep_quit = 1;
+        pthread_cond_broadcast(&h->sweep_cond);
+        pthread_mutex_unlock(&h->conn_lock);
+        pthread_join(h->sweeper, NULL);
+    }
+    if (h->daemon) MHD_stop_daemon(h->daemon); /* closes every connection */
     if (h->quiesced != MHD_INVALID_SOCKET) close(h->quiesced);
+    pthread_cond_destroy(&h->sweep_cond);
+    pthread_mutex_destroy(&h->conn_lock);
+    pthread_mutex_destroy(&h->quiesce_lock);
     free(h);
 }

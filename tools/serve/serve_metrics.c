@@ -64,6 +64,16 @@ void serve_metrics_aborted(serve_metrics *m)
     pthread_mutex_unlock(&m->lock);
 }
 
+void serve_metrics_cut_off(serve_metrics *m, int body)
+{
+    pthread_mutex_lock(&m->lock);
+    if (body)
+        m->cut_body++;
+    else
+        m->cut_headers++;
+    pthread_mutex_unlock(&m->lock);
+}
+
 void serve_metrics_batch(serve_metrics *m, int users)
 {
     pthread_mutex_lock(&m->lock);
@@ -199,6 +209,11 @@ char *serve_metrics_render(serve_metrics *m, size_t *len)
     put_header(&t, "elastic_serve_requests_aborted_total", "counter",
                "Requests whose connection closed before they were answered.");
     put(&t, "elastic_serve_requests_aborted_total %llu\n", m->aborted);
+    put_header(&t, "elastic_serve_connections_cut_off_total", "counter",
+               "Connections closed because their headers or body did not arrive in time "
+               "(--read-timeout-ms).");
+    put(&t, "elastic_serve_connections_cut_off_total{phase=\"headers\"} %llu\n", m->cut_headers);
+    put(&t, "elastic_serve_connections_cut_off_total{phase=\"body\"} %llu\n", m->cut_body);
     put_header(&t, "elastic_serve_request_duration_seconds", "histogram",
                "Time from a request's headers to its last byte sent.");
     for (int e = 0; e < m->n_endpoints; e++)
@@ -229,9 +244,11 @@ char *serve_metrics_render(serve_metrics *m, size_t *len)
     if (m->generation) {
         put(&t, "elastic_serve_model_info{backend=\"");
         put_label(&t, m->backend);
-        put(&t, "\",device=\"%s\",checksum=\"%s\",generation=\"%u\"} 1\n", m->device, m->checksum,
-            m->generation);
+        put(&t, "\",device=\"%s\",checksum=\"%s\"} 1\n", m->device, m->checksum);
     }
+    put_header(&t, "elastic_serve_model_generation", "gauge",
+               "Loads of the model file so far: 1 for the first, one more per reload.");
+    put(&t, "elastic_serve_model_generation %u\n", m->generation);
     put_header(&t, "elastic_serve_fallback_nodes", "gauge",
                "Plan nodes of the served model that fell back to the CPU.");
     put(&t, "elastic_serve_fallback_nodes %d\n", m->fallback_nodes);

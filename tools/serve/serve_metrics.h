@@ -30,6 +30,7 @@ typedef struct serve_metrics {
     serve_histogram latency[SERVE_METRICS_ENDPOINTS];
     serve_histogram batch_users;
     unsigned long long users_scored, batches, aborted;
+    unsigned long long cut_headers, cut_body; /* connections cut off: too slow */
     unsigned long long reloads, reload_failures;
     long queue_depth, in_flight;
     /* the model being served */
@@ -51,6 +52,9 @@ int serve_metrics_endpoint(const serve_metrics *m, const char *label);
 void serve_metrics_request(serve_metrics *m, int endpoint, int status, double seconds);
 /* A request whose connection ended before it was answered. */
 void serve_metrics_aborted(serve_metrics *m);
+/* A connection cut off because its headers (body 0) or its body (body 1)
+ * did not arrive in time (--read-timeout-ms). */
+void serve_metrics_cut_off(serve_metrics *m, int body);
 /* A computed batch of `users` users. */
 void serve_metrics_batch(serve_metrics *m, int users);
 void serve_metrics_queue_depth(serve_metrics *m, long depth);

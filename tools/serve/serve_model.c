@@ -1,15 +1,19 @@
 /*
- * serve_model.c - loading, warming up, describing and swapping model
- * generations (see serve_model.h).
+ * serve_model.c - loading, warming up, describing, swapping and retiring
+ * model generations (see serve_model.h).
  */
 #include "serve_model.h"
+#include "serve_log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now_monotonic(void)
 {
@@ -49,10 +53,29 @@ int serve_models_init(serve_models *ms, const char *path, const elastic_session_
 
 void serve_models_free(serve_models *ms)
 {
+    ms->on_retired = NULL; /* reaped right here */
     serve_model_release(ms->current);
     ms->current = NULL;
+    serve_models_reap(ms);
     pthread_mutex_destroy(&ms->lock);
     pthread_mutex_destroy(&ms->reload_lock);
+}
+
+int serve_models_reap(serve_models *ms)
+{
+    pthread_mutex_lock(&ms->lock);
+    serve_model *list = ms->retired;
+    ms->retired = NULL;
+    pthread_mutex_unlock(&ms->lock);
+    int n = 0;
+    while (list) {
+        serve_model *next = list->next_retired;
+        if (list->generation) serve_log("model generation %u freed", list->generation);
+        free_generation(list);
+        list = next;
+        n++;
+    }
+    return n;
 }
 
 serve_model *serve_models_acquire(serve_models *ms)
@@ -66,31 +89,105 @@ serve_model *serve_models_acquire(serve_models *ms)
 
 void serve_model_release(serve_model *m)
 {
-    if (m && atomic_fetch_sub(&m->refs, 1) == 1) free_generation(m);
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
+    serve_models *ms = m->owner;
+    if (!ms || !ms->on_retired) { /* no control loop to hand it to */
+        free_generation(m);
+        return;
+    }
+    pthread_mutex_lock(&ms->lock);
+    m->next_retired = ms->retired;
+    ms->retired = m;
+    pthread_mutex_unlock(&ms->lock);
+    ms->on_retired(ms->on_retired_ctx);
 }
 
-/* 64-bit FNV-1a of the file's bytes, as "fnv1a64:<hex>". */
-static int checksum_file(const char *path, char *out, size_t size, char *err, size_t err_size)
+static int cancelled(const serve_models *ms)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_size, "%s: %s", path, strerror(errno));
-        return -1;
-    }
+    return ms->cancel && atomic_load(ms->cancel);
+}
+
+/* Sets the message of an abandoned load; returns SERVE_LOAD_ABANDONED. */
+static int abandon(char *err, size_t err_size)
+{
+    snprintf(err, err_size, "abandoned: the server is stopping");
+    return SERVE_LOAD_ABANDONED;
+}
+
+/* 64-bit FNV-1a of the bytes of an open file, as "fnv1a64:<hex>". */
+static int checksum_fd(int fd, const char *path, char *out, size_t size, char *err, size_t err_size)
+{
     uint64_t h = 0xcbf29ce484222325ull;
     unsigned char buf[65536];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-        for (size_t i = 0; i < got; i++)
+    for (;;) {
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            snprintf(err, err_size, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (got == 0) break;
+        for (ssize_t i = 0; i < got; i++)
             h = (h ^ buf[i]) * 0x100000001b3ull;
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        snprintf(err, err_size, "%s: read error", path);
-        return -1;
     }
     snprintf(out, size, "fnv1a64:%016llx", (unsigned long long)h);
     return 0;
+}
+
+/* The same file with the same contents, as far as stat can tell. */
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The testing delay of a reload: a plain sleep, like a long step (a large
+ * file loading) that cannot be interrupted; the cancel flag is checked after. */
+static void debug_wait(int ms)
+{
+    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+/* The file summed and loaded, the sum naming what was loaded: the file is
+ * opened and summed, then loaded by its path, then its identity checked
+ * against the open file's; a file replaced or rewritten in between is
+ * loaded again. Returns 0, SERVE_LOAD_FAILED or SERVE_LOAD_ABANDONED. */
+static int checksum_and_load(const serve_models *ms, serve_model *m, char *err, size_t err_size)
+{
+    for (int attempt = 1;; attempt++) {
+        int fd = open(ms->path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            snprintf(err, err_size, "%s: %s", ms->path, strerror(errno));
+            return SERVE_LOAD_FAILED;
+        }
+        struct stat before, after, now_at_path;
+        int rc = fstat(fd, &before) ? SERVE_LOAD_FAILED : 0;
+        if (rc)
+            snprintf(err, err_size, "%s: %s", ms->path, strerror(errno));
+        else
+            rc = checksum_fd(fd, ms->path, m->checksum, sizeof m->checksum, err, err_size);
+        if (!rc && ms->debug_delay_ms > 0 && ms->generations > 0) debug_wait(ms->debug_delay_ms);
+        if (!rc && cancelled(ms)) rc = abandon(err, err_size);
+        elastic_status st;
+        if (!rc && (st = elastic_model_load(&m->model, ms->path)) != ELASTIC_OK) {
+            snprintf(err, err_size, "%s: %s (%s)", ms->path, elastic_last_error(),
+                     elastic_status_name(st));
+            rc = SERVE_LOAD_FAILED;
+        }
+        int same = !rc && !fstat(fd, &after) && !stat(ms->path, &now_at_path) &&
+                   same_file(&before, &after) && same_file(&before, &now_at_path);
+        close(fd);
+        if (rc || same) return rc;
+        elastic_model_free(m->model);
+        m->model = NULL;
+        if (attempt == 3) {
+            snprintf(err, err_size, "%s: the file kept changing while it was loaded (%d tries)",
+                     ms->path, attempt);
+            return SERVE_LOAD_FAILED;
+        }
+        serve_log("%s changed while it was loaded: loading it again", ms->path);
+    }
 }
 
 static int fail(char *err, size_t err_size, const char *what, elastic_status st)
@@ -145,7 +242,7 @@ static int describe_plan(serve_model *m, int batch, char *err, size_t err_size)
 }
 
 /* One batch on each session: plans built, kernels compiled, memory touched. */
-static int warm_up(serve_model *m, char *err, size_t err_size)
+static int warm_up(const serve_models *ms, serve_model *m, char *err, size_t err_size)
 {
     const elastic_config *c = elastic_model_config(m->model);
     int32_t item = 1, ids[10];
@@ -156,23 +253,24 @@ static int warm_up(serve_model *m, char *err, size_t err_size)
         elastic_status st =
             elastic_session_recommend(m->sessions[i], &item, offsets, 1, top_k, 1, ids, scores);
         if (st != ELASTIC_OK) return fail(err, err_size, "warm-up", st);
+        if (cancelled(ms)) return abandon(err, err_size);
     }
     return 0;
 }
 
-static serve_model *load_generation(const serve_models *ms, char *err, size_t err_size)
+/* A new generation in *out, or SERVE_LOAD_FAILED / SERVE_LOAD_ABANDONED. */
+static int load_generation(serve_models *ms, serve_model **out, char *err, size_t err_size)
 {
+    *out = NULL;
     double t0 = now_monotonic();
     serve_model *m = calloc(1, sizeof *m);
     if (!m) {
         snprintf(err, err_size, "out of memory (model)");
-        return NULL;
+        return SERVE_LOAD_FAILED;
     }
     atomic_init(&m->refs, 1); /* the holder's */
     elastic_status st;
-    int rc = checksum_file(ms->path, m->checksum, sizeof m->checksum, err, err_size);
-    if (!rc && (st = elastic_model_load(&m->model, ms->path)) != ELASTIC_OK)
-        rc = fail(err, err_size, ms->path, st);
+    int rc = checksum_and_load(ms, m, err, err_size);
     if (!rc && elastic_model_metadata(m->model, "item_ids") &&
         (st = elastic_item_map_init(&m->map, m->model)) != ELASTIC_OK)
         rc = fail(err, err_size, ms->path, st);
@@ -186,12 +284,14 @@ static serve_model *load_generation(const serve_models *ms, char *err, size_t er
             rc = fail(err, err_size, "session", st);
         else
             m->n_sessions++;
+        if (!rc && cancelled(ms)) rc = abandon(err, err_size);
     }
-    if (!rc) rc = warm_up(m, err, err_size);
+    if (!rc) rc = warm_up(ms, m, err, err_size);
     if (!rc) rc = describe_plan(m, ms->plan_batch, err, err_size);
+    if (!rc && cancelled(ms)) rc = abandon(err, err_size);
     if (rc) {
         free_generation(m);
-        return NULL;
+        return rc == SERVE_LOAD_ABANDONED ? rc : SERVE_LOAD_FAILED;
     }
     snprintf(m->backend, sizeof m->backend, "%s", elastic_session_backend(m->sessions[0]));
     for (int i = 0; i < elastic_model_tensor_count(m->model); i++) {
@@ -206,14 +306,17 @@ static serve_model *load_generation(const serve_models *ms, char *err, size_t er
     clock_gettime(CLOCK_REALTIME, &wall);
     m->loaded_at = (double)wall.tv_sec + 1e-9 * (double)wall.tv_nsec;
     m->load_seconds = now_monotonic() - t0;
-    return m;
+    m->owner = ms;
+    *out = m;
+    return 0;
 }
 
 int serve_models_load(serve_models *ms, char *err, size_t err_size)
 {
     pthread_mutex_lock(&ms->reload_lock);
-    serve_model *m = load_generation(ms, err, err_size);
-    if (m) {
+    serve_model *m;
+    int rc = load_generation(ms, &m, err, err_size);
+    if (!rc) {
         m->generation = ++ms->generations;
         pthread_mutex_lock(&ms->lock);
         serve_model *old = ms->current;
@@ -222,5 +325,5 @@ int serve_models_load(serve_models *ms, char *err, size_t err_size)
         serve_model_release(old);
     }
     pthread_mutex_unlock(&ms->reload_lock);
-    return m ? 0 : -1;
+    return rc;
 }

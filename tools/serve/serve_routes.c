@@ -1,12 +1,16 @@
 /*
  * serve_routes.c - the route table and its handlers (see serve_routes.h).
- * Handlers read the exchange's body, reply through serve_reply*, or queue
- * a work with the batcher and suspend until a worker is done with it.
+ * Handlers reply through serve_reply*, or suspend the exchange until its
+ * reply is made elsewhere: POST /v1/recommend and /v1/user_vectors are
+ * parsed on the job pool (app->pool), queued with the batcher, computed by
+ * a worker and rendered on the job pool again, so that no HTTP thread
+ * spends time on JSON; POST /admin/reload waits for the control loop.
  */
 #include "serve_routes.h"
 #include "serve_log.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,19 +93,16 @@ static serve_vocab vocab_of(const serve_model *m)
     return (serve_vocab){c->num_items, c->hidden, m->map};
 }
 
-/* A worker finished the work: wake its connection (any thread). */
-static void work_done(serve_work *w, void *ctx)
+static serve_exchange *exchange_of(serve_job *job)
 {
-    (void)w;
-    serve_resume(ctx);
+    return (serve_exchange *)((char *)job - offsetof(serve_exchange, job));
 }
 
-/* Runs under the batcher's lock, inside the handler: the connection waits. */
-static void work_accepted(void *ctx);
-
-/* After the worker: the response (an HTTP thread). */
-static void work_finish(serve_exchange *x)
+/* After the worker: the response, on the job pool; then the connection
+ * wakes up and sends it. */
+static void render_job(serve_job *job)
 {
+    serve_exchange *x = exchange_of(job);
     serve_work *w = x->ctx;
     x->batch_id = w->batch_id;
     x->batch_users = w->batch_users;
@@ -131,11 +132,16 @@ static void work_finish(serve_exchange *x)
         serve_reply_error(x, &e);
     }
     }
+    serve_resume(x);
 }
 
-static void work_accepted(void *ctx)
+/* A worker (or the reaper, or the batcher's stop) is done with the work. */
+static void work_done(serve_work *w, void *ctx)
 {
-    serve_suspend(ctx, work_finish);
+    (void)w;
+    serve_exchange *x = ctx;
+    x->job.run = render_job;
+    serve_pool_run(x->app->pool, &x->job);
 }
 
 static void free_work(void *w)
@@ -143,22 +149,38 @@ static void free_work(void *w)
     serve_work_free(w);
 }
 
-static void submit(serve_exchange *x, serve_op endpoint)
+static void sleep_ms(int ms)
 {
+    struct timespec d = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+/* The body into a work and the work to the batcher, on the job pool; the
+ * connection is suspended meanwhile and woken with a refusal, or after the
+ * work is computed and rendered. */
+static void parse_job(serve_job *job)
+{
+    serve_exchange *x = exchange_of(job);
     serve_app *app = x->app;
-    if (not_ready(x)) return;
+    serve_op endpoint =
+        x->route->handle == user_vectors ? SERVE_OP_USER_VECTORS : SERVE_OP_RECOMMEND;
+    if (app->options->debug_parse_delay_ms > 0) sleep_ms(app->options->debug_parse_delay_ms);
     serve_model *m = serve_models_acquire(&app->models);
     if (!m) {
         reply_status(x, 503, "not_ready", "no model is loaded");
+        serve_resume(x);
         return;
     }
     serve_vocab v = vocab_of(m);
     serve_work *w;
     serve_error e;
-    if (serve_request_parse(endpoint, x->body ? x->body : "", x->body_len, &v,
-                            &app->options->limits, &w, &e)) {
+    int bad = serve_request_parse(endpoint, x->body ? x->body : "", x->body_len, &v,
+                                  &app->options->limits, &w, &e);
+    serve_release_body(x); /* parsed: its memory is given back */
+    if (bad) {
         serve_model_release(m);
         serve_reply_error(x, &e);
+        serve_resume(x);
         return;
     }
     w->model = m; /* the work's reference from now on */
@@ -168,8 +190,8 @@ static void submit(serve_exchange *x, serve_op endpoint)
     x->ctx_free = free_work;
     x->users = w->users;
     double deadline = serve_now() + 1e-3 * app->options->timeout_ms;
-    switch (serve_batcher_submit(app->batcher, w, deadline, work_accepted, x)) {
-    case SERVE_SUBMIT_OK: break;
+    switch (serve_batcher_submit(app->batcher, w, deadline, NULL, NULL)) {
+    case SERVE_SUBMIT_OK: return; /* work_done wakes the connection */
     case SERVE_SUBMIT_FULL: {
         serve_error full;
         serve_error_set(&full, 503, "queue_full",
@@ -183,16 +205,25 @@ static void submit(serve_exchange *x, serve_op endpoint)
         reply_status(x, 503, "shutting_down", "the server is shutting down");
         break;
     }
+    serve_resume(x);
+}
+
+static void submit(serve_exchange *x)
+{
+    if (not_ready(x)) return;
+    serve_suspend(x, NULL); /* the reply is made off this thread */
+    x->job.run = parse_job;
+    serve_pool_run(x->app->pool, &x->job);
 }
 
 static void recommend(serve_exchange *x)
 {
-    submit(x, SERVE_OP_RECOMMEND);
+    submit(x);
 }
 
 static void user_vectors(serve_exchange *x)
 {
-    submit(x, SERVE_OP_USER_VECTORS);
+    submit(x);
 }
 
 /* ---------------------------------------------------------------- model */
@@ -289,14 +320,14 @@ static void metrics(serve_exchange *x)
 typedef struct reload_wait {
     serve_reload_waiter waiter; /* first: the waiter is the struct */
     serve_exchange *x;
-    int ok;
+    int outcome;
     char message[512];
 } reload_wait;
 
-static void reload_done(serve_reload_waiter *waiter, int ok, const char *message)
+static void reload_done(serve_reload_waiter *waiter, int outcome, const char *message)
 {
     reload_wait *r = (reload_wait *)waiter;
-    r->ok = ok;
+    r->outcome = outcome;
     snprintf(r->message, sizeof r->message, "%s", message);
     serve_resume(r->x);
 }
@@ -304,7 +335,11 @@ static void reload_done(serve_reload_waiter *waiter, int ok, const char *message
 static void reload_finish(serve_exchange *x)
 {
     reload_wait *r = x->ctx;
-    if (!r->ok) {
+    if (r->outcome == SERVE_LOAD_ABANDONED) {
+        reply_status(x, 503, "shutting_down", r->message);
+        return;
+    }
+    if (r->outcome) {
         reply_status(x, 500, "reload_failed", r->message);
         return;
     }
@@ -315,12 +350,10 @@ static void reload_finish(serve_exchange *x)
     serve_model_release(m);
 }
 
+/* (serve_http.c refuses paths under /admin/ to other than loopback clients without a
+ * proxy's headers before this runs.) */
 static void admin_reload(serve_exchange *x)
 {
-    if (!x->loopback) {
-        reply_status(x, 403, "forbidden", "POST /admin/reload is accepted from loopback only");
-        return;
-    }
     if (atomic_load(&x->app->state) != SERVE_STATE_READY) {
         reply_status(x, 503, "not_ready", "no reload while loading or shutting down");
         return;
@@ -336,5 +369,5 @@ static void admin_reload(serve_exchange *x)
     x->ctx_free = free;
     serve_suspend(x, reload_finish);
     if (serve_app_request_reload(x->app, &r->waiter)) /* stopping meanwhile */
-        reload_done(&r->waiter, 0, "the server is shutting down");
+        reload_done(&r->waiter, SERVE_LOAD_ABANDONED, "the server is shutting down");
 }
