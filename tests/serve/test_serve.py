@@ -51,19 +51,18 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "golden"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
 
 try:
     import numpy as np
-    import test_golden as tg  # the ctypes binding of include/elastic.h
-except ImportError as exc:  # CI installs numpy and safetensors: a failure, not a skip
-    print(f"FAIL: cannot import numpy / the golden tests' binding ({exc})")
+    import libelastic  # the one binding of include/elastic.h (python/libelastic)
+except ImportError as exc:  # CI installs numpy: a failure, not a skip
+    print(f"FAIL: cannot import numpy / the libelastic package ({exc})")
     print("0 passed, 1 failed")
     sys.exit(1)
 
 SMALL = ["hidden=32", "max_len=20", "experts=2", "mem_subkeys=8", "mem_topk=2", "layers=2"]
 ARGS = None
-LIB = None
 
 
 # ==========================================================================
@@ -258,10 +257,9 @@ class Oracle:
 
     def __init__(self, path):
         self.lock = threading.Lock()
-        self.model = LIB.load_model(path)
-        self.session = LIB.session(self.model)
-        cfg = LIB.model_config(self.model)
-        self.num_items, self.dim = cfg.num_items, cfg.hidden
+        self.model = libelastic.Model.load(path)
+        self.session = libelastic.Session(self.model, backend="cpu")
+        self.num_items, self.dim = self.model.num_items, self.model.hidden
         with open(path, "rb") as f:  # safetensors: 8-byte length, JSON header
             n = struct.unpack("<Q", f.read(8))[0]
             meta = json.loads(f.read(n)).get("__metadata__", {})
@@ -275,13 +273,14 @@ class Oracle:
 
     def recommend(self, history, k, exclude):
         with self.lock:
-            ids, sc = LIB.recommend(self.session, [self.ids(history)], k, exclude)
+            ids, sc = self.session.recommend([self.ids(history)], k, exclude_history=exclude,
+                                             use_item_map=False)
         n = int(np.count_nonzero(ids[0]))
         return ids[0][:n].tolist(), f32_bits(sc[0][:n])
 
     def rank(self, history, cands, k, exclude):
         with self.lock:
-            scores = LIB.scores(self.session, [self.ids(history)], self.num_items)[0]
+            scores = self.session.scores([self.ids(history)], use_item_map=False)[0]
         hist = set(self.ids(history))
         pool = {c for c in self.ids(cands) if not (exclude and c in hist)}
         key = lambda c: (bool(np.isnan(scores[c - 1])), -float(scores[c - 1]), c)
@@ -290,11 +289,11 @@ class Oracle:
 
     def vector(self, history):
         with self.lock:
-            return f32_bits(LIB.user_vectors(self.session, [self.ids(history)], self.dim)[0])
+            return f32_bits(self.session.user_vectors([self.ids(history)], use_item_map=False)[0])
 
     def free(self):
-        LIB.dll.elastic_session_free(self.session)
-        LIB.dll.elastic_model_free(self.model)
+        self.session.close()
+        self.model.close()
 
 
 def got_ids(oracle, items):
@@ -1289,13 +1288,13 @@ TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concur
 
 
 def main():
-    global ARGS, LIB
+    global ARGS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--elastic", required=True, help="the elastic program")
     ap.add_argument("--lib", required=True, help="libelastic.so")
     ap.add_argument("--test", help="run only the tests whose name contains this")
     ARGS = ap.parse_args()
-    LIB = tg.Lib(ARGS.lib)
+    libelastic.load_library(ARGS.lib)
     passed = failed = 0
     tmp = tempfile.mkdtemp(prefix="elastic-serve-")
     env = None
