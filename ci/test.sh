@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with warnings
-# as errors, and runs every test twice: a normal build and an ASan+UBSan one.
+# as errors, and runs every test twice: a normal build and an ASan+UBSan one;
+# then elastic serve's end-to-end test (ctest serve: concurrent clients,
+# reload and drain under load) under ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
@@ -23,3 +25,10 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd build-asan && ctest --output-on-failure -j2)
 bash ci/smoke.sh build-asan
+
+# ThreadSanitizer: the library, the CLI and the server, built alone (no OpenCL,
+# no tests but what ctest serve runs); ctest sets one OpenMP thread per team
+# and tests/serve/tsan.supp (libgomp is not instrumented: docs/serving.md).
+bash ci/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_TSAN=ON \
+  -DELASTIC_OPENCL=OFF -DELASTIC_CUDA=OFF --target elastic_cli
+(cd build-tsan && ctest -R '^serve$' --output-on-failure)

@@ -31,7 +31,11 @@ What is checked:
 
 Run: python3 tests/serve/test_serve.py --elastic build/elastic --lib build/libelastic.so
 Servers run with ELASTIC_SERVE_ASAN_OPTIONS as their ASAN_OPTIONS when set
-(the sanitized build: leak checks in the server, not in Python).
+(the sanitized build: leak checks in the server, not in Python). With
+ELASTIC_SERVE_PRELOAD set (the ThreadSanitizer build: the TSan runtime), the
+script runs itself again with it as LD_PRELOAD, so that the instrumented
+library can be loaded through ctypes; the servers link it themselves. Every
+server's log is checked for sanitizer reports when it stops.
 Ends with "N passed, M failed"; exits non-zero on any failure.
 """
 import argparse
@@ -60,6 +64,9 @@ except ImportError as exc:  # CI installs numpy: a failure, not a skip
     print(f"FAIL: cannot import numpy / the libelastic package ({exc})")
     print("0 passed, 1 failed")
     sys.exit(1)
+
+# Sanitizer reports seen in the log of any server, when it stopped.
+REPORTS = []
 
 SMALL = ["hidden=32", "max_len=20", "experts=2", "mem_subkeys=8", "mem_topk=2", "layers=2"]
 ARGS = None
@@ -144,6 +151,9 @@ class Server:
             self.proc.kill()
             rc = self.proc.wait()
         self.reader.join(5)
+        for line in self.sanitizer_reports():
+            if line not in REPORTS:
+                REPORTS.append(line)
         return rc
 
     def sanitizer_reports(self):
@@ -1287,8 +1297,21 @@ TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concur
          test_checksum_names_the_loaded_file, test_access_log, test_cli_errors]
 
 
+def preload_and_rerun():
+    """In the TSan build the oracle's library needs the TSan runtime loaded
+    first: run this script again with ELASTIC_SERVE_PRELOAD as LD_PRELOAD
+    (the interpreter itself, not a wrapper script such as a pyenv shim)."""
+    pre = os.environ.get("ELASTIC_SERVE_PRELOAD")
+    if pre and os.environ.get("LD_PRELOAD") != pre:
+        env = dict(os.environ, LD_PRELOAD=pre)
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:],
+                  env)
+
+
 def main():
     global ARGS
+    preload_and_rerun()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--elastic", required=True, help="the elastic program")
     ap.add_argument("--lib", required=True, help="libelastic.so")
@@ -1328,6 +1351,9 @@ def main():
                 failed += 1
                 print(f"FAIL the shared server exited {rc}: {reports[:5]}")
                 print("    " + "\n    ".join(env.server.log()[-15:]))
+        if REPORTS:
+            failed += 1
+            print(f"FAIL sanitizer reports in the servers' logs: {REPORTS[:10]}")
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"({time.time() - t_all:.1f} s)")
     print(f"{passed} passed, {failed} failed")

@@ -4,6 +4,13 @@
  * a batch (the "collector"), so arrivals during its wait join its batch
  * instead of starting small ones on idle workers; computing runs unlocked
  * and in parallel on every worker.
+ *
+ * Wake-ups: a request wakes at most one thread. Idle workers and the
+ * collector wait on separate conditions: an arrival wakes one idle worker
+ * when no batch is forming, and the collector only once the queue holds
+ * enough users to fill its batch (otherwise it takes them when its delay
+ * ends). The reaper sleeps until the earliest deadline in the queue and is
+ * woken only by a work whose deadline comes before that.
  */
 #include "serve_batcher.h"
 #include "serve_compute.h"
@@ -25,11 +32,15 @@ typedef struct worker {
 struct serve_batcher {
     serve_batcher_config cfg;
     pthread_mutex_t lock;
-    pthread_cond_t work_cond; /* a work arrived, a collector finished, or stopping */
-    pthread_cond_t reap_cond; /* a work arrived, or stopping */
+    pthread_cond_t idle_cond;    /* idle workers: work to collect, or stopping */
+    pthread_cond_t collect_cond; /* the collector: its batch can be filled, or stopping */
+    pthread_cond_t reap_cond;    /* the reaper: an earlier deadline, or stopping */
     serve_work *head, *tail;
     int depth;
+    int queued_users; /* users of the works in the queue */
     int collecting;
+    int forming_users; /* users in the collector's batch so far */
+    double reap_at;    /* the reaper sleeps until then; 0: until a work comes; -1: awake */
     int stopping, quit;
     double drain_deadline;
     long long batches;
@@ -77,6 +88,7 @@ static void unlink_work(serve_batcher *b, serve_work *prev, serve_work *w)
     if (b->tail == w) b->tail = prev;
     w->next = NULL;
     b->depth--;
+    b->queued_users -= w->users;
 }
 
 /* Moves the works whose deadline has passed onto *expired. */
@@ -149,9 +161,14 @@ serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *w, double
             b->head = w;
         b->tail = w;
         b->depth++;
+        b->queued_users += w->users;
         if (on_accept) on_accept(ctx);
-        pthread_cond_broadcast(&b->work_cond);
-        pthread_cond_signal(&b->reap_cond);
+        if (!b->collecting)
+            pthread_cond_signal(&b->idle_cond);
+        else if (b->forming_users + b->queued_users >= b->cfg.max_batch)
+            pthread_cond_signal(&b->collect_cond);
+        if (b->reap_at == 0 || (b->reap_at > 0 && deadline < b->reap_at))
+            pthread_cond_signal(&b->reap_cond);
         serve_metrics_queue_depth(b->cfg.metrics, b->depth);
     }
     pthread_mutex_unlock(&b->lock);
@@ -174,9 +191,11 @@ static int collect(serve_batcher *b, serve_work **batch, int *users, serve_work 
     double until = first->enqueued + 1e-6 * b->cfg.max_delay_us;
     for (;;) {
         take_company(b, batch, &n, users);
+        b->forming_users = *users;
         if (*users >= b->cfg.max_batch || b->stopping || serve_now() >= until) break;
-        timed_wait(&b->work_cond, &b->lock, until);
+        timed_wait(&b->collect_cond, &b->lock, until);
     }
+    b->forming_users = 0;
     serve_metrics_queue_depth(b->cfg.metrics, b->depth);
     return n;
 }
@@ -191,9 +210,12 @@ static void *worker_main(void *arg)
     serve_work **batch = malloc(sizeof *batch * (size_t)cap);
     pthread_mutex_lock(&b->lock);
     while (batch) {
-        if (b->stopping && (!b->head || serve_now() >= b->drain_deadline)) break;
+        if (b->stopping && (!b->head || serve_now() >= b->drain_deadline)) {
+            pthread_cond_broadcast(&b->idle_cond); /* the others see it too */
+            break;
+        }
         if (b->collecting || !b->head) {
-            pthread_cond_wait(&b->work_cond, &b->lock);
+            pthread_cond_wait(&b->idle_cond, &b->lock);
             continue;
         }
         serve_work *expired = NULL;
@@ -202,7 +224,7 @@ static void *worker_main(void *arg)
         int n = collect(b, batch, &users, &expired);
         b->collecting = 0;
         long long id = n ? ++b->batches : 0;
-        pthread_cond_broadcast(&b->work_cond); /* the next collector may start */
+        if (b->head) pthread_cond_signal(&b->idle_cond); /* the next collector */
         pthread_mutex_unlock(&b->lock);
         finish_list(expired);
         if (n) {
@@ -247,10 +269,12 @@ static void *reaper_main(void *arg)
         double earliest = 0;
         for (serve_work *w = b->head; w; w = w->next)
             if (!earliest || w->deadline < earliest) earliest = w->deadline;
+        b->reap_at = earliest; /* submit wakes it for an earlier deadline only */
         if (earliest)
             timed_wait(&b->reap_cond, &b->lock, earliest);
         else
             pthread_cond_wait(&b->reap_cond, &b->lock);
+        b->reap_at = -1; /* awake: it looks at the whole queue before it sleeps again */
     }
     pthread_mutex_unlock(&b->lock);
     return NULL;
@@ -271,8 +295,10 @@ int serve_batcher_start(serve_batcher **out, const serve_batcher_config *cfg, ch
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->work_cond, &attr);
+    pthread_cond_init(&b->idle_cond, &attr);
+    pthread_cond_init(&b->collect_cond, &attr);
     pthread_cond_init(&b->reap_cond, &attr);
+    b->reap_at = -1; /* until the reaper first looks at the queue */
     pthread_condattr_destroy(&attr);
     int rc = 0;
     for (int i = 0; i < cfg->workers && !rc; i++) {
@@ -299,7 +325,8 @@ void serve_batcher_stop(serve_batcher *b, double drain_deadline)
     pthread_mutex_lock(&b->lock);
     b->stopping = 1;
     b->drain_deadline = drain_deadline;
-    pthread_cond_broadcast(&b->work_cond);
+    pthread_cond_broadcast(&b->idle_cond);
+    pthread_cond_broadcast(&b->collect_cond);
     pthread_mutex_unlock(&b->lock);
     for (int i = 0; i < b->n_workers; i++)
         pthread_join(b->workers[i].thread, NULL);
@@ -325,7 +352,8 @@ void serve_batcher_stop(serve_batcher *b, double drain_deadline)
 void serve_batcher_free(serve_batcher *b)
 {
     if (!b) return;
-    pthread_cond_destroy(&b->work_cond);
+    pthread_cond_destroy(&b->idle_cond);
+    pthread_cond_destroy(&b->collect_cond);
     pthread_cond_destroy(&b->reap_cond);
     pthread_mutex_destroy(&b->lock);
     free(b->workers);
