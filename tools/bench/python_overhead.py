@@ -101,7 +101,7 @@ def main() -> int:
     info.update(backend=session.backend, threads=a.threads, batch=a.batch, n=a.len, k=a.top,
                 omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(default)"),
                 python=platform.python_version(), numpy=np.__version__,
-                library=libelastic.library_path(), calls=a.calls, settle_s=a.settle,
+                library=os.path.relpath(libelastic.library_path(), ROOT), calls=a.calls, settle_s=a.settle,
                 method="paired: the C server and this process take turns, one call each, "
                        "in rotating order, with a pause before every call")
     server = subprocess.Popen([a.timer, "--model", model_path, "--histories", hist_path,
