@@ -9,6 +9,7 @@
 #include "conformance/conformance_cases.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "base/rng.h"
@@ -539,14 +540,17 @@ static void build_cases(void)
     copy_case(4, s3, st3, 3, 140, "4-d strided, offset 3");
 }
 
+static void build_all_cases(void)
+{
+    build_cases();
+    build_training_cases();
+}
+
 int conf_cases_for(elastic_op op, const conf_case **cases)
 {
-    static int built;
-    if (!built) {
-        build_cases();
-        build_training_cases();
-        built = 1;
-    }
+    /* Built once, also when several threads run the suite at once. */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_all_cases);
     if (op < 0 || op >= ELASTIC_OP_COUNT) return 0;
     *cases = all_cases[op];
     return n_cases[op];
