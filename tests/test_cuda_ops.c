@@ -147,17 +147,7 @@ static void guarded_free(guarded *b)
 /* Tensor `id` of the graph bound to `b` (a view at its offset in `b`). */
 static elastic_tensor_ref ref_of(const elastic_graph *g, int id, const guarded *b)
 {
-    elastic_tensor_ref r;
-    memset(&r, 0, sizeof r);
-    if (id < 0) return r;
-    const elastic_tensor *t = &g->tensors[id];
-    r.dtype = t->dtype;
-    r.ndim = t->ndim;
-    memcpy(r.shape, t->shape, sizeof r.shape);
-    memcpy(r.strides, t->strides, sizeof r.strides);
-    r.buffer = b->buf;
-    r.offset = b->at + (t->kind == ELASTIC_TENSOR_KIND_VIEW ? (size_t)t->view_offset * 4 : 0);
-    return r;
+    return conf_tensor_ref(g, id, b->buf, b->at);
 }
 
 /* ------------------------------------------------------------ probe, init */

@@ -71,7 +71,7 @@ elastic_status conf_case_build(const conf_case *c, uint64_t seed, conf_case_data
     return ELASTIC_OK;
 }
 
-static elastic_tensor_ref ref_of(const elastic_graph *g, int id, elastic_buffer *buf)
+elastic_tensor_ref conf_tensor_ref(const elastic_graph *g, int id, elastic_buffer *buf, size_t at)
 {
     elastic_tensor_ref r;
     memset(&r, 0, sizeof r);
@@ -82,7 +82,7 @@ static elastic_tensor_ref ref_of(const elastic_graph *g, int id, elastic_buffer 
     memcpy(r.shape, t->shape, sizeof r.shape);
     memcpy(r.strides, t->strides, sizeof r.strides);
     r.buffer = buf;
-    r.offset = t->kind == ELASTIC_TENSOR_KIND_VIEW ? (size_t)t->view_offset * 4 : 0;
+    r.offset = at + (t->kind == ELASTIC_TENSOR_KIND_VIEW ? (size_t)t->view_offset * 4 : 0);
     return r;
 }
 
@@ -96,7 +96,7 @@ elastic_status conf_case_run(elastic_backend *be, const conf_case_data *cd, void
     elastic_status st = ELASTIC_OK;
     *canary_ok = 1;
     for (int i = 0; st == ELASTIC_OK && i < cd->node.n_inputs; i++) {
-        in[i] = ref_of(&cd->g, cd->node.inputs[i], NULL);
+        in[i] = conf_tensor_ref(&cd->g, cd->node.inputs[i], NULL, 0);
         if (cd->node.inputs[i] < 0) continue;
         size_t bytes = (size_t)cd->in_numel[i] * 4;
         st = f->buffer_alloc(be, bytes, &ib[i]);
@@ -113,7 +113,7 @@ elastic_status conf_case_run(elastic_backend *be, const conf_case_data *cd, void
         conf_poison(guard, bytes);
         st = f->buffer_alloc(be, bytes, &ob[o]);
         if (st == ELASTIC_OK) st = f->upload(be, ob[o], 0, guard, bytes);
-        out[o] = ref_of(&cd->g, cd->node.outputs[o], ob[o]);
+        out[o] = conf_tensor_ref(&cd->g, cd->node.outputs[o], ob[o], 0);
     }
     double *times = reps > 0 ? calloc((size_t)reps, sizeof *times) : NULL;
     for (int rep = 0; st == ELASTIC_OK && rep < (reps > 0 ? reps + 1 : 1); rep++) {

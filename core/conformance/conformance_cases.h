@@ -78,6 +78,10 @@ typedef struct conf_case_data {
 elastic_status conf_case_build(const conf_case *c, uint64_t seed, conf_case_data *cd);
 void conf_case_free(conf_case_data *cd);
 
+/* Tensor `id` of g bound to buf at byte `at` (a view at its offset after
+ * it); an all-zero ref for id < 0 (an absent input). */
+elastic_tensor_ref conf_tensor_ref(const elastic_graph *g, int id, elastic_buffer *buf, size_t at);
+
 /* Runs the case's node on a backend: uploads inputs, poisons outputs and
  * their canaries, computes, downloads into outs[o] (out_numel[o] elements
  * each). *canary_ok tells whether the guard bytes after every output
