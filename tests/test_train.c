@@ -239,6 +239,18 @@ static void test_bad_input(void **state)
     o.session.backend = "nope";
     assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_ERR_BACKEND);
     assert_null(tr);
+    /* Structs of another layout, and bad backend options, are refused. */
+    elastic_train_options_default(&o);
+    o.struct_size = sizeof o + 8;
+    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_ERR_INVALID_ARG);
+    assert_non_null(strstr(elastic_last_error(), "elastic_train_options_default"));
+    elastic_train_options_default(&o);
+    o.session.struct_size = 4;
+    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_ERR_INVALID_ARG);
+    elastic_train_options_default(&o);
+    o.session.backend_options = "cpu.isa=sse9";
+    assert_int_equal(elastic_trainer_init(&tr, m, &o), ELASTIC_ERR_INVALID_ARG);
+    assert_null(tr);
 
     tr = tu_trainer(m, 0.0f, 0);
     int32_t items[3] = {1, 2, 3}, targets[2] = {4, 5};
