@@ -5,11 +5,17 @@
 --   JSON {"requests": ..., "seconds": ..., "rps": ..., "p50_ms": ...}
 -- with wrk's latency percentiles and error counts, for the script to parse.
 -- Settings from the environment: SEED (1), ITEMS (3706), LEN (200), POOL
--- (distinct bodies per thread, 256).
+-- (distinct bodies per thread, 256), THINK_MS (unset: each connection sends
+-- its next request as soon as the last is answered, a closed loop; set: it
+-- first waits an exponentially distributed time of that mean, in ms, so
+-- that C connections offer about C * 1000 / THINK_MS requests/s as a
+-- Poisson stream while responses are short against THINK_MS: the open
+-- loop of serve_bench.py).
 local seed = tonumber(os.getenv("SEED") or "1")
 local items = tonumber(os.getenv("ITEMS") or "3706")
 local len = tonumber(os.getenv("LEN") or "200")
 local pool = tonumber(os.getenv("POOL") or "256")
+local think_ms = tonumber(os.getenv("THINK_MS") or "0")
 
 local threads = {}
 local counter = 0
@@ -35,6 +41,13 @@ function init(args)
    wrk.method = "POST"
    wrk.path = "/v1/recommend"
    wrk.headers["Content-Type"] = "application/json"
+end
+
+if think_ms > 0 then
+   function delay()
+      -- wrk's timers take whole milliseconds: round, keeping the mean
+      return math.floor(-think_ms * math.log(1 - math.random()) + math.random())
+   end
 end
 
 function request()

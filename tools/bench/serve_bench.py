@@ -32,26 +32,26 @@ What it does, with the settings of --help:
   5. saturation rate of U = its best requests/s over C; the best setting =
      the best (U, C) over all; its requests/s against the in-process users/s
      at B = U, and at B = the mean batch the server formed (measured then);
-  6. open loop: for each U a fresh server and a rate-controlled client
-     (asyncio, in this script; wrk2 is not in Debian): Poisson arrivals at
-     each fraction of U's saturation rate for --open-duration seconds after
-     a 1 s warm-up, each request on a free keep-alive connection (a new one
-     when none is free, up to 1024), latency from the request's *scheduled*
-     time to its last response byte, so a late client or a full server
-     counts against the latency (no coordinated omission); the client's own
-     lateness and CPU time are recorded beside it;
+  6. open loop: for each U a fresh server and wrk again, paced
+     (serve_bench.lua with THINK_MS: --open-connections connections, each
+     waiting an exponentially distributed think time before each request,
+     its mean set so that they offer each fraction of U's saturation rate
+     for --open-duration seconds, after a 1 s warm-up). With think times of
+     hundreds of ms against responses of a few ms, the merged stream is
+     close to Poisson and a slow answer barely delays the next arrival;
+     the achieved rate is reported beside the offered one, so that where
+     it falls short (near saturation) the shortfall shows. Latency is wrk's,
+     from each request's send (wrk2, which corrects for coordinated
+     omission, is not in Debian);
   7. targets: best requests/s >= 0.8 x in-process users/s at the same batch
      size; at half of U's saturation rate, p99 <= D + 2 x the in-process
      time of one full batch of U users.
 """
 import argparse
-import asyncio
-import collections
 import datetime
 import json
 import os
 import platform
-import random
 import re
 import resource
 import shutil
@@ -252,8 +252,10 @@ def children_cpu():
     return ru.ru_utime + ru.ru_stime
 
 
-def wrk(args, port, connections, duration):
+def wrk(args, port, connections, duration, think_ms=None):
     env = dict(os.environ, SEED=str(args.seed), ITEMS=str(args.items), LEN=str(args.len))
+    if think_ms:
+        env["THINK_MS"] = f"{think_ms:.3f}"
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(round(duration)))}s", "--latency", "--timeout", "10s",
            "-s", LUA, f"http://127.0.0.1:{port}"]
     cpu0 = children_cpu()
@@ -343,123 +345,10 @@ def median(xs):
 
 
 # ==========================================================================
-# open loop: this script's rate-controlled client
+# open loop: wrk, paced
 # ==========================================================================
 
-def make_bodies(args, n=512):
-    rng = random.Random(args.seed * 7919 + 1)
-    bodies = []
-    for _ in range(n):
-        h = ",".join(str(rng.randint(1, args.items)) for _ in range(args.len))
-        bodies.append(('{"history":[' + h + '],"top_k":10}').encode())
-    return bodies
-
-
-async def open_loop_run(port, rate, duration, warmup, bodies, seed, max_conns=1024, grace=30):
-    loop = asyncio.get_running_loop()
-    rng = random.Random(seed)
-    idle, waiters = [], collections.deque()
-    state = {"open": 0, "peak": 0}
-    lat, lag, sent, statuses, errors = [], [], [], collections.Counter(), []
-
-    async def get_conn():
-        if idle:
-            return idle.pop()
-        if state["open"] < max_conns:
-            state["open"] += 1
-            state["peak"] = max(state["peak"], state["open"])
-            try:
-                return await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                state["open"] -= 1
-                raise
-        fut = loop.create_future()
-        waiters.append(fut)
-        return await fut
-
-    def put_conn(conn):
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return
-        idle.append(conn)
-
-    def drop(conn):
-        state["open"] -= 1
-        conn[1].close()
-
-    async def one(t_sched, body, measured):
-        conn = None
-        try:
-            conn = await get_conn()
-            reader, writer = conn
-            t_send = loop.time()
-            writer.write(b"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: " +
-                         str(len(body)).encode() + b"\r\n\r\n" + body)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            m = re.search(rb"\r\ncontent-length:\s*(\d+)", head, re.I)
-            await reader.readexactly(int(m.group(1)) if m else 0)
-            t_done = loop.time()
-            if re.search(rb"\r\nconnection:\s*close", head, re.I):
-                drop(conn)
-            else:
-                put_conn(conn)
-            conn = None
-            if measured:
-                statuses[status] += 1
-                lat.append(t_done - t_sched)
-                lag.append(t_send - t_sched)
-                sent.append(t_done - t_send)
-        except Exception as e:  # noqa: BLE001 - counted and reported
-            if conn is not None:
-                drop(conn)
-            if measured:
-                errors.append(repr(e))
-
-    cpu0 = time.process_time()
-    t0 = loop.time() + 0.05
-    t_end = t0 + warmup + duration
-    t, i, tasks = t0, 0, []
-    while True:
-        t += rng.expovariate(rate)
-        if t >= t_end:
-            break
-        delay = t - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        measured = t >= t0 + warmup
-        tasks.append(asyncio.create_task(one(t, bodies[i % len(bodies)], measured)))
-        i += 1
-    done, pending = await asyncio.wait(tasks, timeout=grace) if tasks else (set(), set())
-    for task in pending:
-        task.cancel()
-    unfinished = len(pending)
-    t_last = loop.time()
-    cpu = time.process_time() - cpu0
-    for conn in idle:
-        conn[1].close()
-    lat.sort()
-    lag.sort()
-    sent.sort()
-
-    def pct(xs, p):
-        return 1e3 * xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
-
-    n = len(lat)
-    return {"offered_rps": rate, "requests": n, "achieved_rps": n / duration,
-            "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99),
-            "max_ms": pct(lat, 100), "mean_ms": 1e3 * sum(lat) / n if n else None,
-            "client_lag_p99_ms": pct(lag, 99), "from_send_p99_ms": pct(sent, 99), "errors": len(errors) + unfinished,
-            "error_kinds": sorted(set(errors))[:5], "non_200": sum(
-                v for k, v in statuses.items() if k != 200),
-            "connections_peak": state["peak"], "client_cpu_s": cpu,
-            "client_cpu_share": cpu / max(t_last - t0, 1e-9)}
-
-
-def open_loop(args, model, best_c, bodies):
+def open_loop(args, model, best_c):
     """Per U: the saturation rate measured again on this server right before
     (wrk at U's best C for --duration/2 s: the capacity now, as other work
     on the machine comes and goes), then the rates as fractions of it."""
@@ -470,12 +359,18 @@ def open_loop(args, model, best_c, bodies):
         saturation[u] = wrk(args, server.port, best_c[u], max(2, args.duration // 2))["rps"]
         log(f"open loop: --max-batch {u} on port {server.port}, saturation now "
             f"{saturation[u]:.1f} req/s (wrk C={best_c[u]})")
-        for k, f in enumerate(args.fractions):
+        for f in args.fractions:
             rate = f * saturation[u]
             before, load0, cpu0 = server.metrics(), loadavg(), server.cpu_seconds()
             sw0 = server.switches()
-            res = asyncio.run(open_loop_run(server.port, rate, args.open_duration, 1.0, bodies,
-                                            args.seed * 100 + k))
+            think_ms = 1e3 * args.open_connections / rate
+            wrk(args, server.port, args.open_connections, 1, think_ms)  # warm-up
+            res = wrk(args, server.port, args.open_connections, args.open_duration, think_ms)
+            res.update({"offered_rps": rate, "achieved_rps": res["rps"], "think_ms": think_ms,
+                        "errors": (res["errors_connect"] + res["errors_read"] +
+                                   res["errors_write"] + res["errors_timeout"]),
+                        "non_200": res["errors_status"],
+                        "client_cpu_share": res["wrk_cpu_s"] / res["seconds"]})
             res["server_cpu_s"] = server.cpu_seconds() - cpu0
             res["server_switches"] = server.switches() - sw0
             res.update(batch_stats(before, server.metrics()))
@@ -524,8 +419,8 @@ def report(res, out_dir, name):
     w(f"| vector units | AVX2+FMA: {'yes' if m.get('avx2') else 'no'}, AVX-512: "
       f"{'yes' if m.get('avx512') else 'no'} (kernels: `{res['inproc'][0]['backend']}`) |")
     w(f"| memory, kernel | {m.get('memory_gib', '?')} GiB, Linux {m['kernel']} |")
-    w(f"| load generator | {m['wrk']}, one thread; open loop: this script (Python "
-      f"{m['python']}, asyncio) |")
+    w(f"| load generator | {m['wrk']}, one thread (closed loop; open loop: paced by "
+      "serve_bench.lua's think times) |")
     w(f"| libmicrohttpd | {m.get('libmicrohttpd', '?')} |")
     w(f"| load average | {res['load_start']} at the start, {res['load_end']} at the end "
       "(1, 5, 15 min; the cores are shared with other work: see the load beside each row in "
@@ -547,10 +442,11 @@ def report(res, out_dir, name):
       f"{a['inproc_seconds']} s per B |")
     w(f"| closed loop | wrk -t1 -c C -d {a['duration']}s --latency, after a 2 s warm-up per "
       "server |")
-    w(f"| open loop | Poisson arrivals at a fraction of U's saturation rate (measured again "
-      f"on the open loop's server right before: wrk at U's best C), "
-      f"{a['open_duration']} s after a 1 s warm-up; latency from each request's scheduled "
-      "time |")
+    w(f"| open loop | wrk -t1 -c {a['open_connections']} -d {a['open_duration']:.0f}s "
+      "--latency, each connection waiting an exponential think time (mean: connections / "
+      "offered rate) before each request, so that together they offer a fraction of U's "
+      "saturation rate (measured again on the open loop's server right before: wrk at U's "
+      "best C), after a 1 s warm-up; latency from each request's send |")
     w("")
     w("## In process: `elastic_session_recommend`")
     w("")
@@ -607,20 +503,19 @@ def report(res, out_dir, name):
     w("")
     w(f"![p50 and p99 latency against offered load]({name}_latency.png)")
     w("")
-    w("Latency (ms) from each request's scheduled time to its answer. Beside it: how late the "
-      "client sent (client lag: this script's own delay, p99) and the p99 from the actual send, "
-      "which leaves the client's delay out.")
+    w("Latency (ms) from each request's send to its answer (wrk's). Offered: what the paced "
+      "connections would send if every answer were instant; achieved: what they sent (a slow "
+      "answer holds its connection's next request back, so near saturation the achieved rate "
+      "falls below the offered one). Client CPU: wrk's CPU time over the run's length.")
     w("")
     w("| --max-batch U | offered (x saturation) | offered req/s | achieved req/s | p50 | p90 | "
-      "p99 | max | users/batch | errors | client lag p99 | p99 from send | client CPU | load |")
-    w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-      "---: | --- |")
+      "p99 | max | users/batch | errors | client CPU | load |")
+    w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in res["open"]:
         w(f"| {r['max_batch']} | {r['fraction']:.2f} | {r['offered_rps']:.0f} | "
           f"{r['achieved_rps']:.0f} | {fmt(r['p50_ms'], 2)} | {fmt(r['p90_ms'], 2)} | "
           f"{fmt(r['p99_ms'], 2)} | {fmt(r['max_ms'], 1)} | {r['mean_batch']:.1f} | "
-          f"{r['errors'] + r['non_200']} | {fmt(r['client_lag_p99_ms'], 2)} | "
-          f"{fmt(r['from_send_p99_ms'], 2)} | "
+          f"{r['errors'] + r['non_200']} | "
           f"{100 * r['client_cpu_share']:.0f}% | {r['load_before'][0]:.2f} |")
     w("")
     w("## Targets")
@@ -645,8 +540,7 @@ def report(res, out_dir, name):
         w(f"- **p99 at half saturation, --max-batch {p['max_batch']}**: offered "
           f"{p['offered_rps']:.0f} req/s (0.5 x {p['saturation_rps']:.0f}, the saturation rate "
           f"measured right before; in the sweep {p['saturation_sweep_rps']:.0f}), p99 "
-          f"{fmt(p['p99_ms'], 2)} ms (from the client's send: {fmt(p['from_send_p99_ms'], 2)} "
-          f"ms); bound D + 2 x one full batch = {p['max_delay_ms']:.1f} + "
+          f"{fmt(p['p99_ms'], 2)} ms; bound D + 2 x one full batch = {p['max_delay_ms']:.1f} + "
           f"2 x {p['full_batch_ms']:.2f} = {p['bound_ms']:.2f} ms: "
           f"**{'met' if p['met'] else 'missed'}**.")
     w("")
@@ -697,7 +591,9 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--fractions", default="0.1,0.25,0.5,0.75,0.9",
                     help="open-loop rates, as fractions of the saturation rate")
-    ap.add_argument("--open-duration", type=float, default=8, help="seconds per open-loop rate")
+    ap.add_argument("--open-duration", type=int, default=8, help="seconds per open-loop rate")
+    ap.add_argument("--open-connections", type=int, default=256,
+                    help="paced wrk connections of the open loop (default 256)")
     ap.add_argument("--inproc-seconds", type=float, default=5)
     ap.add_argument("--pairs", type=int, default=3,
                     help="rounds of the alternated best-setting check (default 3)")
@@ -726,7 +622,7 @@ def main():
     res["command"] = res["command"].rstrip()
     settings = {k: getattr(args, k) for k in
                 ["workers", "threads", "http_threads", "max_delay_us", "batches", "concurrency",
-                 "duration", "fractions", "open_duration", "inproc_seconds", "pairs",
+                 "duration", "fractions", "open_duration", "open_connections", "inproc_seconds", "pairs",
                  "pair_seconds", "items", "len", "seed", "serve_flags"]}
     settings["omp_wait_policy"] = bench_env()["OMP_WAIT_POLICY"]
     res["settings"] = settings
@@ -751,7 +647,7 @@ def main():
         log(f"alternated check of the best setting (--max-batch {best['max_batch']}, "
             f"C={best['connections']})")
         res["paired"] = paired(args, model, best, realized)
-        res["open"], res["saturation_open"] = open_loop(args, model, best_c, make_bodies(args))
+        res["open"], res["saturation_open"] = open_loop(args, model, best_c)
         res["saturation_sweep"] = saturation
         log("in process, the other split of the cores (for the record)")
         other_w, other_t = (1, args.workers * args.threads) if args.workers > 1 else \
@@ -799,7 +695,6 @@ def main():
         p99.append({"max_batch": u, "saturation_rps": res["saturation_open"][u],
                     "saturation_sweep_rps": saturation[u],
                     "offered_rps": r["offered_rps"], "p99_ms": r["p99_ms"],
-                    "from_send_p99_ms": r["from_send_p99_ms"],
                     "max_delay_ms": args.max_delay_us / 1e3, "full_batch_ms": full,
                     "bound_ms": bound,
                     "met": r["p99_ms"] is not None and r["p99_ms"] <= bound and
