@@ -80,6 +80,7 @@ typedef struct elastic_config {
     int64_t mem_key;     /* c */
     int64_t mem_topk;    /* t */
     double ln_eps;
+    int64_t mask_token;  /* 1: item_emb row I+1 is a mask token (spec 3.0), else 0 */
 } elastic_config;
 
 /* Fills the spec defaults; num_items is left 0 (it must be set). A negative

@@ -55,7 +55,10 @@ typedef enum elastic_data_format {
     ELASTIC_DATA_FORMAT_AUTO = 0,   /* from the name and the first line */
     ELASTIC_DATA_FORMAT_PAIRS = 1,  /* "user item" per line, in time order (SASRec) */
     ELASTIC_DATA_FORMAT_MOVIELENS = 2, /* ratings.dat: user::item::rating::timestamp */
-    ELASTIC_DATA_FORMAT_CSV = 3     /* header, then user,item,rating,timestamp */
+    ELASTIC_DATA_FORMAT_CSV = 3,    /* header, then user,item,rating,timestamp */
+    ELASTIC_DATA_FORMAT_SEQUENCES = 4, /* "user item item ..." one user per line (S3-Rec,
+                                          BERT4Rec data releases) */
+    ELASTIC_DATA_FORMAT_RECBOLE = 5 /* RecBole atomic .inter: typed, tab-separated */
 } elastic_data_format;
 
 /* Reads a log. Malformed input gives ELASTIC_ERR_FORMAT with "path:line:" in
@@ -74,11 +77,29 @@ typedef enum elastic_data_format {
  *     empty (it is not used: every row is an event). Other columns are
  *     ignored. Every row has as many fields as the header; "..." quoting
  *     with "" for a quote is accepted within a line.
- *   AUTO: a name ending in .csv is CSV; a first line with "::" or a name
- *     ending in .dat is MovieLens; a first line with a comma is CSV; else
- *     PAIRS. */
+ *   SEQUENCES: "user item item ...", whitespace-separated, a user and at
+ *     least one item per line, items in time order; a user on several lines
+ *     gets the lines' items in file order.
+ *   RECBOLE: a RecBole atomic file (.inter): tab-separated, a header of
+ *     typed fields name:type (type token, token_seq, float or float_seq),
+ *     e.g. "user_id:token\titem_id:token\trating:float\ttimestamp:float";
+ *     the names as for CSV (user_id and item_id required, timestamp and
+ *     rating optional, others ignored); every row has as many fields.
+ *   AUTO: the first data line and the name decide. A header of typed fields
+ *     or a name ending in .inter is RECBOLE; a name ending in .csv is CSV; a
+ *     first line with "::" or a name ending in .dat is MovieLens; a first
+ *     line with a comma is CSV; else whitespace-separated ids: PAIRS when
+ *     every line has two fields, SEQUENCES when some line has more (a file of
+ *     two-field lines means the same in both). Conflicting signs (e.g. a .csv
+ *     name and a "::" line, or both "::" and a comma) are an
+ *     ELASTIC_ERR_FORMAT that names the candidate formats;
+ *     elastic_dataset_format says what was chosen. */
 ELASTIC_API elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
                                                 elastic_data_format format);
+/* The format a dataset was read as (AUTO resolved; PAIRS for synthetic
+ * data), and a format's name ("pairs", "sequences", "recbole", ...). */
+ELASTIC_API elastic_data_format elastic_dataset_format(const elastic_dataset *dataset);
+ELASTIC_API const char *elastic_data_format_name(elastic_data_format format);
 ELASTIC_API void elastic_dataset_free(elastic_dataset *dataset);
 
 ELASTIC_API int64_t elastic_dataset_num_users(const elastic_dataset *dataset);

@@ -4,9 +4,11 @@
  * too).
  *
  * A trainer updates a model in place as spec section 5 (docs/spec/model.md)
- * says: softmax cross-entropy over all items, dropout, Adam, examples that are
- * prefixes of each user's training items (the objective this version
- * implements). The forward graph and its gradient (the graph differentiated
+ * says: softmax cross-entropy over all items, dropout, Adam, and one of the
+ * objectives of section 5: `prefix` (a prefix of a user's training items and
+ * the item after it), `causal` (every position against the next item: SASRec)
+ * or `cloze` (masked positions against the items they hide: models with a
+ * mask token). The forward graph and its gradient (the graph differentiated
  * op by op) run on the session's backend, and gradient ops a backend lacks run
  * on the CPU only when fallback is allowed; Adam updates the weights on the
  * host. elastic_trainer_epoch runs one epoch over a dataset (elastic_data.h);
@@ -56,6 +58,15 @@ extern "C" {
 
 /* ---------------------------------------------------------------- training */
 
+/* The training objectives of spec section 5. */
+typedef enum elastic_objective {
+    ELASTIC_OBJECTIVE_PREFIX = 0, /* samples_per_user prefixes per user and epoch */
+    ELASTIC_OBJECTIVE_CAUSAL = 1, /* the N+1 newest training items, every position scored
+                                     against the next item (SASRec only) */
+    ELASTIC_OBJECTIVE_CLOZE = 2   /* the N newest training items, masked positions scored
+                                     against the items they hide (mask_token = 1 only) */
+} elastic_objective;
+
 /* Spec section 5: softmax cross-entropy over all items, dropout, Adam. */
 typedef struct elastic_train_options {
     size_t struct_size;              /* sizeof(elastic_train_options); set by _default */
@@ -67,6 +78,9 @@ typedef struct elastic_train_options {
     int samples_per_user;            /* 8 prefix ends per user and epoch */
     uint64_t seed;                   /* example sampling and dropout masks */
     elastic_session_options session; /* backend, threads, CPU fallback */
+    int objective;                   /* an elastic_objective: prefix (the default) */
+    float mask_prob;                 /* cloze: each position masked with it, 0.2 */
+    float last_prob;                 /* cloze: only the newest masked instead, 0.1 */
 } elastic_train_options;
 
 ELASTIC_API void elastic_train_options_default(elastic_train_options *options);
@@ -98,6 +112,27 @@ ELASTIC_API elastic_status elastic_trainer_step(elastic_trainer *trainer, const 
                                                 const int64_t *offsets, const int32_t *targets,
                                                 int batch, double *loss);
 
+/* Loss and gradient of a batch scored at chosen positions (the objectives
+ * causal and cloze), without dropout and without an update. Sequence b is
+ * inputs[offsets[b] .. offsets[b+1]-1], oldest first, 1..N items, each an
+ * item 1..I or, for a model with a mask token, the mask id I+1; targets has
+ * the same layout: targets[i] in 1..I is the item the model's output at
+ * position i is scored against, 0 leaves position i out. *loss is the mean
+ * over the scored positions (at least one); grad as for
+ * elastic_trainer_gradient. Only the scored positions reach the score GEMM. */
+ELASTIC_API elastic_status elastic_trainer_gradient_positions(elastic_trainer *trainer,
+                                                              const int32_t *inputs,
+                                                              const int64_t *offsets,
+                                                              const int32_t *targets, int batch,
+                                                              double *loss, float *grad);
+
+/* One Adam step with dropout on such a batch; *loss (may be NULL) as above. */
+ELASTIC_API elastic_status elastic_trainer_step_positions(elastic_trainer *trainer,
+                                                          const int32_t *inputs,
+                                                          const int64_t *offsets,
+                                                          const int32_t *targets, int batch,
+                                                          double *loss);
+
 /* Progress of an epoch, reported after every step. */
 typedef struct elastic_train_progress {
     int64_t step, steps;    /* steps done in this epoch, and in all */
@@ -105,13 +140,19 @@ typedef struct elastic_train_progress {
     int64_t examples_total; /* examples in this epoch */
     double loss;            /* mean loss over this epoch so far */
     double seconds;         /* since the epoch started */
+    int64_t targets;        /* scored positions in this epoch so far */
 } elastic_train_progress;
 
 typedef void (*elastic_train_progress_fn)(const elastic_train_progress *progress, void *ctx);
 
-/* One epoch over a dataset's training items (spec section 5): for every
- * user with at least two training items, samples_per_user prefix ends drawn
- * uniformly, shuffled, in batches. `progress` may be NULL. */
+/* One epoch over a dataset's training items (spec section 5), with the
+ * options' objective, over the users with at least two training items:
+ * prefix: samples_per_user prefix ends per user drawn uniformly, shuffled,
+ * in batches; causal and cloze: one example per user, shuffled, then
+ * grouped into batches of similar lengths (less padding) whose order is
+ * shuffled. Masks are drawn from (seed, epoch, user, position): the same
+ * whatever the thread count. `progress` may be NULL; `examples` counts
+ * sequences, `targets` the scored positions. */
 ELASTIC_API elastic_status elastic_trainer_epoch(elastic_trainer *trainer,
                                                  const elastic_dataset *dataset,
                                                  elastic_train_progress_fn progress, void *ctx,

@@ -44,6 +44,7 @@ int main(void)
     FIELD(elastic_config, mem_key);
     FIELD(elastic_config, mem_topk);
     FIELD(elastic_config, ln_eps);
+    FIELD(elastic_config, mask_token);
     end();
 
     BEGIN(elastic_session_options);
@@ -105,6 +106,9 @@ int main(void)
     FIELD(elastic_train_options, samples_per_user);
     FIELD(elastic_train_options, seed);
     FIELD(elastic_train_options, session);
+    FIELD(elastic_train_options, objective);
+    FIELD(elastic_train_options, mask_prob);
+    FIELD(elastic_train_options, last_prob);
     end();
 
     BEGIN(elastic_train_progress);
@@ -114,6 +118,7 @@ int main(void)
     FIELD(elastic_train_progress, examples_total);
     FIELD(elastic_train_progress, loss);
     FIELD(elastic_train_progress, seconds);
+    FIELD(elastic_train_progress, targets);
     end();
 
     BEGIN(elastic_conformance_options);

@@ -242,7 +242,7 @@ static void test_malformed(void **state)
     (void)state;
     const elastic_data_format P = ELASTIC_DATA_FORMAT_PAIRS, M = ELASTIC_DATA_FORMAT_MOVIELENS,
                               C = ELASTIC_DATA_FORMAT_CSV, A = ELASTIC_DATA_FORMAT_AUTO;
-    load_err("p1.txt", "a 1\nb 2 3\n", A, "p1.txt:2: expected 2 fields (user item), got 3");
+    load_err("p1.txt", "a 1\nb 2 3\n", P, "p1.txt:2: expected 2 fields (user item), got 3");
     load_err("p2.txt", "a 1\n\nb\n", P, "p2.txt:3: expected 2 fields (user item), got 1");
     load_err("m1.dat", "1::2::3::4\n1::2::3\n", A, "m1.dat:2: expected 4 fields");
     load_err("m2.dat", "1::2::3::4\n1::2::3::4::5\n", M, "m2.dat:2: expected 4 fields");
@@ -278,6 +278,99 @@ static void test_malformed(void **state)
     assert_int_equal(elastic_dataset_load(&d, NULL, A), ELASTIC_ERR_INVALID_ARG);
     assert_int_equal(elastic_dataset_load(&d, "x", (elastic_data_format)9),
                      ELASTIC_ERR_INVALID_ARG);
+}
+
+/* One user per line (the S3-Rec / BERT4Rec data releases). */
+static void test_sequences(void **state)
+{
+    (void)state;
+    const elastic_data_format S = ELASTIC_DATA_FORMAT_SEQUENCES, A = ELASTIC_DATA_FORMAT_AUTO;
+    elastic_dataset *d = load_ok("seq.txt", "1 10 11 12\n2\t11 13\n\n3 10\n1 14\r\n", A);
+    assert_int_equal(elastic_dataset_format(d), S); /* a line with more than two fields */
+    assert_string_equal(elastic_data_format_name(elastic_dataset_format(d)), "sequences");
+    assert_int_equal(elastic_dataset_num_users(d), 3);
+    assert_int_equal(elastic_dataset_num_items(d), 5);
+    assert_int_equal(elastic_dataset_num_events(d), 7);
+    assert_string_equal(seq(d, 0), "10 11 12 14"); /* a second line appends */
+    assert_string_equal(seq(d, 1), "11 13");
+    assert_string_equal(seq(d, 2), "10");
+    assert_ids(d, 0, (const int32_t[]){1, 2, 3, 5}, 4);
+    elastic_dataset_free(d);
+    /* Every line of two fields: the same as pairs, reported as pairs. */
+    d = load_ok("two.txt", "u a\nu b\nv a\n", A);
+    assert_int_equal(elastic_dataset_format(d), ELASTIC_DATA_FORMAT_PAIRS);
+    assert_string_equal(seq(d, 0), "a b");
+    elastic_dataset_free(d);
+    d = load_ok("two.txt", "u a\nu b\nv a\n", S);
+    assert_int_equal(elastic_dataset_format(d), S);
+    assert_string_equal(seq(d, 0), "a b");
+    elastic_dataset_free(d);
+    load_err("s1.txt", "1 2 3\n4\n", S, "s1.txt:2: expected a user and at least one item");
+    load_err("s2.txt", "1 2 3\n\n  7  \n", A, "s2.txt:3: expected a user and at least one item");
+    load_err_n("s3.txt", "1 2\n2 3\0", 8, S, ELASTIC_ERR_FORMAT, "s3.txt:2: NUL byte");
+}
+
+/* RecBole atomic files (.inter): typed tab-separated header. */
+static void test_recbole(void **state)
+{
+    (void)state;
+    const elastic_data_format R = ELASTIC_DATA_FORMAT_RECBOLE, A = ELASTIC_DATA_FORMAT_AUTO;
+    const char *ml = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                     "1\t1193\t5\t978300760\n1\t661\t3\t978302109\n"
+                     "2\t1193\t4\t978298413\n1\t914\t3\t978301968\n";
+    elastic_dataset *d = load_ok("ml-1m.inter", ml, A);
+    assert_int_equal(elastic_dataset_format(d), R);
+    assert_int_equal(elastic_dataset_num_users(d), 2);
+    assert_string_equal(seq(d, 0), "1193 914 661"); /* by timestamp */
+    assert_string_equal(seq(d, 1), "1193");
+    elastic_dataset_free(d);
+    /* Detected by the header alone; columns in any order, extra typed columns
+     * (a token_seq with spaces), no timestamp: the file order. */
+    d = load_ok("log.txt",
+                "item_id:token\tgenre:token_seq\tuser_id:token\n"
+                "a\tAction Drama\tu\nb\t\tu\nc\tComedy\tv\n",
+                A);
+    assert_int_equal(elastic_dataset_format(d), R);
+    assert_string_equal(seq(d, 0), "a b");
+    assert_string_equal(seq(d, 1), "c");
+    elastic_dataset_free(d);
+    load_err("r1.inter", "user_id:token\titem_id\n1\t2\n", R,
+             "r1.inter:1: RecBole header field 'item_id' is not name:type");
+    load_err("r2.inter", "user_id:token\titem_id:int\n1\t2\n", A,
+             "r2.inter:1: RecBole header field 'item_id:int'");
+    load_err("r3.inter", "user_id:token\trating:float\n1\t2\n", R,
+             "r3.inter:1: CSV header must name the columns user and item");
+    load_err("r4.inter", "user_id:token\titem_id:token\n1\t2\n\n1\t2\t3\n", R,
+             "r4.inter:4: expected 2 fields, got 3");
+    load_err("r5.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tsoon\n", R,
+             "r5.inter:2: timestamp 'soon' is not a number");
+    load_err("r6.inter", "user_id:token\titem_id:token\n\t2\n", R, "r6.inter:2: empty user id");
+}
+
+/* AUTO says what it chose, and conflicting signs are an error naming the
+ * candidates. */
+static void test_detect(void **state)
+{
+    (void)state;
+    const elastic_data_format A = ELASTIC_DATA_FORMAT_AUTO;
+    elastic_dataset *d = load_ok("r.dat", "1::2::3::4\n", A);
+    assert_int_equal(elastic_dataset_format(d), ELASTIC_DATA_FORMAT_MOVIELENS);
+    elastic_dataset_free(d);
+    d = load_ok("r.txt", "user,item\n1,2\n", A);
+    assert_int_equal(elastic_dataset_format(d), ELASTIC_DATA_FORMAT_CSV);
+    elastic_dataset_free(d);
+    load_err("amb1.csv", "1::2::3::4\n", A,
+             "amb1.csv:1: the format is ambiguous: it could be csv or movielens; choose with "
+             "--format csv or --format movielens");
+    load_err("amb2.txt", "\n1::2,3::4::5\n", A,
+             "amb2.txt:2: the format is ambiguous: it could be movielens or csv");
+    load_err("amb3.csv", "user_id:token\titem_id:token\n1\t2\n", A, "it could be recbole or csv");
+    load_err("amb4.inter", "1::2::3::4\n", A, "it could be recbole or movielens");
+    /* An explicit format settles it. */
+    d = load_ok("amb1.csv", "1::2::3::4\n", ELASTIC_DATA_FORMAT_MOVIELENS);
+    assert_int_equal(elastic_dataset_num_events(d), 1);
+    elastic_dataset_free(d);
+    assert_string_equal(elastic_data_format_name((elastic_data_format)42), "unknown");
 }
 
 /* No fixed limits: a very long id and many distinct ids. */
@@ -408,7 +501,8 @@ int main(void)
         cmocka_unit_test(test_movielens), cmocka_unit_test(test_csv),
         cmocka_unit_test(test_malformed), cmocka_unit_test(test_no_limits),
         cmocka_unit_test(test_item_map),  cmocka_unit_test(test_save_pairs),
-        cmocka_unit_test(test_ml1m),
+        cmocka_unit_test(test_ml1m),      cmocka_unit_test(test_sequences),
+        cmocka_unit_test(test_recbole),   cmocka_unit_test(test_detect),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

@@ -99,6 +99,7 @@ static void assert_same_model(const elastic_model *a, const elastic_model *b)
     assert_int_equal(x->max_len, y->max_len);
     assert_int_equal(x->hidden, y->hidden);
     assert_int_equal(x->heads, y->heads);
+    assert_int_equal(x->mask_token, y->mask_token);
     assert_int_equal(x->layers, y->layers);
     assert_int_equal(x->experts, y->experts);
     assert_int_equal(x->ffn, y->ffn);
@@ -153,7 +154,9 @@ static void roundtrip(const elastic_model *m, const char *name)
     assert_string_equal(elastic_st_meta_get(&f, "num_items"), "10");
     assert_string_equal(elastic_st_meta_get(&f, "hidden"), "8");
     assert_non_null(elastic_st_meta_get(&f, "ln_eps"));
-    assert_int_equal(f.n_meta, 13 + m->n_meta); /* format_version, model, 10 ints, ln_eps */
+    assert_string_equal(elastic_st_meta_get(&f, "mask_token"), m->config.mask_token ? "1" : "0");
+    /* format_version, model, 10 ints, ln_eps, mask_token */
+    assert_int_equal(f.n_meta, 14 + m->n_meta);
     elastic_st_free(&f);
 
     elastic_model *back = (elastic_model *)&back; /* must be overwritten */
@@ -169,6 +172,27 @@ static void test_roundtrip_elastic(void **state)
     (void)state;
     elastic_model *m = pattern_model("elastic");
     roundtrip(m, "elastic.safetensors");
+    elastic_model_free(m);
+}
+
+/* Spec 3.0: a mask token adds row I+1 to item_emb and is stored as metadata. */
+static void test_roundtrip_mask_token(void **state)
+{
+    (void)state;
+    elastic_config c = small_config("elastic");
+    assert_int_equal(elastic_config_set(&c, "mask_token", "1"), ELASTIC_OK);
+    assert_int_not_equal(elastic_config_set(&c, "mask_token", "2"), ELASTIC_OK);
+    assert_non_null(strstr(elastic_last_error(), "mask_token"));
+    elastic_model *m;
+    assert_int_equal(elastic_model_init_random(&m, &c, 5), ELASTIC_OK);
+    const elastic_param *emb = elastic_model_find(m, "item_emb");
+    assert_int_equal(emb->shape[0], c.num_items + 2);
+    const float *mask = m->data + emb->offset + (c.num_items + 1) * c.hidden;
+    int nonzero = 0;
+    for (int64_t j = 0; j < c.hidden; j++)
+        nonzero += mask[j] != 0.0f;
+    assert_int_equal(nonzero, c.hidden); /* drawn like every item row (spec 5) */
+    roundtrip(m, "mask.safetensors");
     elastic_model_free(m);
 }
 
@@ -526,7 +550,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_elastic),     cmocka_unit_test(test_roundtrip_sasrec),
         cmocka_unit_test(test_roundtrip_init_random), cmocka_unit_test(test_corrupt_tensors),
         cmocka_unit_test(test_corrupt_metadata),      cmocka_unit_test(test_sasrec_optional_keys),
-        cmocka_unit_test(test_io_and_arguments),
+        cmocka_unit_test(test_io_and_arguments),      cmocka_unit_test(test_roundtrip_mask_token),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

@@ -299,13 +299,15 @@ int cli_data_format(const char *s, elastic_data_format *out)
     } formats[] = {{"auto", ELASTIC_DATA_FORMAT_AUTO},
                    {"pairs", ELASTIC_DATA_FORMAT_PAIRS},
                    {"movielens", ELASTIC_DATA_FORMAT_MOVIELENS},
-                   {"csv", ELASTIC_DATA_FORMAT_CSV}};
+                   {"csv", ELASTIC_DATA_FORMAT_CSV},
+                   {"sequences", ELASTIC_DATA_FORMAT_SEQUENCES},
+                   {"recbole", ELASTIC_DATA_FORMAT_RECBOLE}};
     for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
         if (!strcmp(s, formats[i].name)) {
             *out = formats[i].format;
             return 0;
         }
-    cli_error("--format must be auto, pairs, movielens or csv, got '%s'", s);
+    cli_error("--format must be auto, pairs, movielens, csv, sequences or recbole, got '%s'", s);
     return -1;
 }
 

@@ -19,7 +19,7 @@ const char cmd_eval_usage[] =
     "appearance in the data.\n"
     "  -m, --model M         model file (required)\n"
     "  -d, --data FILE       interaction log (required)\n"
-    "  -f, --format F        auto, pairs, movielens or csv (default auto)\n"
+    "  -f, --format F        auto, pairs, movielens, csv, sequences or recbole (default auto)\n"
     "  -s, --split S         valid or test (default test)\n" CLI_USAGE_RUN
     "      --max-users N     only the first N users with the split (default all)\n"
     "  -h, --help            this text\n";

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char cmd_train_usage[] =
@@ -17,13 +18,20 @@ const char cmd_train_usage[] =
     "Trains ELASTIC (or SASRec: model=sasrec) as spec section 5 says and writes\n"
     "the model with the best validation HR@10 to MODEL (with the item-id map).\n"
     "Without --data it trains on the built-in synthetic log (elastic synth).\n"
-    "  --data FILE          interaction log: 'user item' lines, MovieLens ratings.dat\n"
-    "                       or CSV user,item,rating,timestamp\n"
-    "  --format F           pairs, movielens, csv (default: from the file)\n"
+    "  --data FILE          interaction log: 'user item' lines, MovieLens ratings.dat,\n"
+    "                       CSV user,item,rating,timestamp, one user per line\n"
+    "                       'user item item ...', or a RecBole .inter file\n"
+    "  --format F           pairs, movielens, csv, sequences, recbole (default auto:\n"
+    "                       from the file; the choice is printed)\n"
     "  key=value            model config (spec section 1), e.g. hidden=64 layers=2\n"
     "  --epochs E           at most E epochs (default 30)\n"
     "  --patience P         stop after P epochs without a better validation HR@10 (5)\n"
     "  --max-minutes M      stop after the epoch that crosses M minutes (default none)\n"
+    "  --max-cpu-minutes M  stop after the epoch that crosses M minutes of this\n"
+    "                       process's CPU time (a fair budget on a shared machine)\n"
+    "  --objective O        prefix, causal (SASRec) or cloze (adds the mask token,\n"
+    "                       mask_token=1) (spec section 5; default prefix)\n"
+    "  --mask-prob P --last-prob Q   cloze masking (spec defaults 0.2, 0.1)\n"
     "  --lr X --batch B --dropout P --samples-per-user S   (spec defaults)\n"
     "  --seed S             initialisation, sampling and dropout (default 1)\n"
     "  --eval-users N       validate on N users each epoch (default all)\n"
@@ -50,14 +58,19 @@ enum {
     OPT_EVAL_USERS,
     OPT_CHECKPOINT,
     OPT_RESUME,
-    OPT_QUIET
+    OPT_QUIET,
+    OPT_OBJECTIVE,
+    OPT_MASK_PROB,
+    OPT_LAST_PROB,
+    OPT_CPU_MINUTES
 };
 
 typedef struct train_args {
     const char *out, *data;
     elastic_data_format format;
     long long epochs, patience, batch, spu, eval_users;
-    double minutes, lr, dropout;
+    double minutes, cpu_minutes, lr, dropout, mask_prob, last_prob;
+    int objective;
     uint64_t seed;
     elastic_session_options session; /* --backend --device --threads --allow-fallback */
     int checkpoint, resume, quiet;
@@ -81,6 +94,10 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
                                          {"checkpoint", no_argument, 0, OPT_CHECKPOINT},
                                          {"resume", no_argument, 0, OPT_RESUME},
                                          {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"objective", required_argument, 0, OPT_OBJECTIVE},
+                                         {"mask-prob", required_argument, 0, OPT_MASK_PROB},
+                                         {"last-prob", required_argument, 0, OPT_LAST_PROB},
+                                         {"max-cpu-minutes", required_argument, 0, OPT_CPU_MINUTES},
                                          {0, 0, 0, 0}};
     elastic_train_options d;
     elastic_train_options_default(&d);
@@ -91,6 +108,9 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
                       .spu = d.samples_per_user,
                       .lr = d.lr,
                       .dropout = d.dropout,
+                      .mask_prob = d.mask_prob,
+                      .last_prob = d.last_prob,
+                      .objective = d.objective,
                       .seed = 1};
     cli_run_defaults(&a->session);
     int c;
@@ -131,6 +151,25 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
         case OPT_CHECKPOINT: a->checkpoint = 1; break;
         case OPT_RESUME: a->resume = 1; break;
         case OPT_QUIET: a->quiet = 1; break;
+        case OPT_OBJECTIVE:
+            if (!strcmp(optarg, "prefix"))
+                a->objective = ELASTIC_OBJECTIVE_PREFIX;
+            else if (!strcmp(optarg, "causal"))
+                a->objective = ELASTIC_OBJECTIVE_CAUSAL;
+            else if (!strcmp(optarg, "cloze"))
+                a->objective = ELASTIC_OBJECTIVE_CLOZE;
+            else
+                return cli_usage_error("--objective must be prefix, causal or cloze");
+            break;
+        case OPT_MASK_PROB:
+            if (cli_number(optarg, "--mask-prob", 0, 1, 1, &a->mask_prob)) return 2;
+            break;
+        case OPT_CPU_MINUTES:
+            if (cli_number(optarg, "--max-cpu-minutes", 0, 1e6, 0, &a->cpu_minutes)) return 2;
+            break;
+        case OPT_LAST_PROB:
+            if (cli_number(optarg, "--last-prob", 0, 1, 0, &a->last_prob)) return 2;
+            break;
         default: return cli_stop(c) ? 2 : -1;
         }
     }
@@ -168,6 +207,14 @@ static void show_progress(const elastic_train_progress *p, void *ctx)
             (long long)p->examples, (long long)p->examples_total, p->loss,
             t > 0 ? (double)p->examples / t : 0.0);
     fflush(stderr);
+}
+
+/* CPU seconds this process has used (all threads). */
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return 0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static elastic_status evaluate(const elastic_model *m, const train_args *a,
@@ -223,8 +270,10 @@ int cmd_train(int argc, char **argv)
         st = elastic_dataset_synth(&ds, &so);
         if (st != ELASTIC_OK) return cli_fail(st, "synthetic data");
     }
-    printf("data: %s: %lld users, %lld items, %lld events (%.2f s)\n",
+    printf("data: %s (format %s%s): %lld users, %lld items, %lld events (%.2f s)\n",
            a.data ? a.data : "synthetic (elastic synth defaults)",
+           a.data ? elastic_data_format_name(elastic_dataset_format(ds)) : "synthetic",
+           a.data && a.format == ELASTIC_DATA_FORMAT_AUTO ? ", detected" : "",
            (long long)elastic_dataset_num_users(ds), (long long)elastic_dataset_num_items(ds),
            (long long)elastic_dataset_num_events(ds), cli_now() - t0);
 
@@ -248,6 +297,7 @@ int cmd_train(int argc, char **argv)
         }
     } else {
         config.num_items = elastic_dataset_num_items(ds);
+        if (a.objective == ELASTIC_OBJECTIVE_CLOZE) config.mask_token = 1; /* spec 3.0 */
         st = elastic_model_init_random(&model, &config, a.seed);
         if (st == ELASTIC_OK) st = elastic_dataset_item_map_json(ds, &map);
         if (st == ELASTIC_OK) st = elastic_model_set_metadata(model, "item_ids", map);
@@ -265,7 +315,9 @@ int cmd_train(int argc, char **argv)
     if (c->model == ELASTIC_MODEL_KIND_ELASTIC)
         printf(", k=%lld, m=%lld, t=%lld", (long long)c->experts, (long long)c->mem_subkeys,
                (long long)c->mem_topk);
-    printf(", %lld parameters\n", (long long)elastic_model_parameter_count(model));
+    static const char *objective_names[] = {"prefix", "causal", "cloze"};
+    printf(", %lld parameters%s; objective %s\n", (long long)elastic_model_parameter_count(model),
+           c->mask_token ? ", mask token" : "", objective_names[a.objective]);
 
     elastic_train_options to;
     elastic_train_options_default(&to);
@@ -275,6 +327,9 @@ int cmd_train(int argc, char **argv)
     to.samples_per_user = (int)a.spu;
     to.seed = a.seed;
     to.session = a.session;
+    to.objective = a.objective;
+    to.mask_prob = (float)a.mask_prob;
+    to.last_prob = (float)a.last_prob;
     elastic_trainer *tr = NULL;
     st = elastic_trainer_init(&tr, model, &to);
     if (st == ELASTIC_OK && a.resume) st = elastic_trainer_load_state(tr, ckpt_state);
@@ -293,7 +348,7 @@ int cmd_train(int argc, char **argv)
     double best = meta_number(model, "train.best_valid_hr10", -1);
     long bad = (long)meta_number(model, "train.bad_epochs", 0);
     bar b = {.quiet = a.quiet, .tty = isatty(2)};
-    double start = cli_now();
+    double start = cli_now(), cpu_start = cpu_seconds();
     for (long e = elastic_trainer_epochs(tr); e < a.epochs; e++) {
         b.epoch = e + 1;
         b.last_print = -1;
@@ -306,10 +361,12 @@ int cmd_train(int argc, char **argv)
         st = evaluate(model, &a, ds, ELASTIC_SPLIT_VALID, a.eval_users, &v);
         if (st != ELASTIC_OK) break;
         int improved = v.hr10 > best;
-        printf("epoch %ld: loss %.4f, %.1f s (%.0f examples/s), validation HR@10 %.4f NDCG@10 "
-               "%.4f (%.1f s)%s\n",
-               e + 1, p.loss, p.seconds, (double)p.examples / p.seconds, v.hr10, v.ndcg10,
-               cli_now() - te, improved ? ", best so far: saved" : "");
+        printf("epoch %ld: loss %.4f, %.1f s (%.0f examples/s, %.0f targets/s), validation HR@10 "
+               "%.4f NDCG@10 %.4f (%.1f s), %.2f min, %.2f cpu min%s\n",
+               e + 1, p.loss, p.seconds, (double)p.examples / p.seconds,
+               (double)p.targets / p.seconds, v.hr10, v.ndcg10, cli_now() - te,
+               (cli_now() - start) / 60, (cpu_seconds() - cpu_start) / 60,
+               improved ? ", best so far: saved" : "");
         fflush(stdout);
         if (improved) {
             best = v.hr10;
@@ -332,6 +389,10 @@ int cmd_train(int argc, char **argv)
         }
         if (a.minutes > 0 && cli_now() - start > 60 * a.minutes) {
             printf("time budget of %g minutes reached\n", a.minutes);
+            break;
+        }
+        if (a.cpu_minutes > 0 && cpu_seconds() - cpu_start > 60 * a.cpu_minutes) {
+            printf("CPU time budget of %g minutes reached\n", a.cpu_minutes);
             break;
         }
     }

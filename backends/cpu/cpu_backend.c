@@ -320,9 +320,9 @@ CPU_OP(cross_entropy)
     CPU_ARGS;
     const int32_t *target = ptr(&in[1]);
     for (int64_t b = 0; b < d->batch; b++)
-        if (target[b] < 1 || target[b] > d->items)
+        if (target[b] < 0 || target[b] > d->items)
             return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
-                                 "cross_entropy '%s': target %d outside 1..%lld", node->name,
+                                 "cross_entropy '%s': target %d outside 0..%lld", node->name,
                                  (int)target[b], (long long)d->items);
     elastic_cpu_cross_entropy(ptr(&in[0]), target, ptr(&out[0]), ptr(&out[1]), d->batch, d->items,
                               th);

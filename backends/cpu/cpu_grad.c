@@ -29,20 +29,33 @@ void elastic_cpu_dropout(const float *x, float *y, int64_t n, float p, uint64_t 
 void elastic_cpu_cross_entropy(const float *scores, const int32_t *target, float *loss,
                                float *dscores, int64_t batch, int64_t items, int threads)
 {
+    int64_t counted = 0; /* rows with a target: the mean is over them */
+    for (int64_t b = 0; b < batch; b++)
+        counted += target[b] != 0;
+    double rows = counted > 0 ? (double)counted : 1.0;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t b = 0; b < batch; b++) {
         const float *s = scores + b * items;
         float *g = dscores + b * items;
+        if (target[b] == 0) { /* ignored row */
+            memset(g, 0, (size_t)items * sizeof *g);
+            loss[b] = 0.0f;
+            continue;
+        }
         double max = -INFINITY, sum = 0;
         for (int64_t j = 0; j < items; j++)
             max = s[j] > max ? s[j] : max;
+        /* one exp per score: g holds exp(s_j - max) until it is scaled */
+        for (int64_t j = 0; j < items; j++) {
+            double e = exp((double)s[j] - max);
+            g[j] = (float)e;
+            sum += e;
+        }
+        double lse = max + log(sum), scale = 1.0 / (sum * rows);
         for (int64_t j = 0; j < items; j++)
-            sum += exp((double)s[j] - max);
-        double lse = max + log(sum);
-        for (int64_t j = 0; j < items; j++)
-            g[j] = (float)(exp((double)s[j] - lse) / (double)batch);
+            g[j] = (float)((double)g[j] * scale);
         int64_t t = target[b] - 1;
-        g[t] = (float)((exp((double)s[t] - lse) - 1.0) / (double)batch);
+        g[t] = (float)((exp((double)s[t] - lse) - 1.0) / rows);
         loss[b] = (float)(lse - s[t]);
     }
 }

@@ -374,6 +374,11 @@ static void build_training_cases(void)
     ce_case(5, 3706, -3, 3, "B5 I3706 (ML-1M catalogue)");
     ce_case(4, 50, -20, 20, "wide scores: sharp softmax");
     ce_case(3, 10, 995, 1005, "scores near 1000: the max shift");
+    { /* targets 0 mark ignored rows (the gathered positions' padding) */
+        conf_case *c = ce_case(16, 5, -3, 3, "B16 I5, some targets 0: rows ignored");
+        c->in[1].lo = 0;
+        c->self_check = 1;
+    }
 
     gather_grad_case(1, 1, 1, 0, "table [1,1], 1 index");
     gather_grad_case(5, 3, 31, 0, "31 indices into 5 rows: duplicates")->self_check = 1;

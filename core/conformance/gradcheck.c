@@ -45,7 +45,10 @@ double conf_fd_ce_loss(const void *p)
 {
     const conf_fd_ce *c = p;
     double total = 0;
+    int64_t counted = 0;
     for (int64_t b = 0; b < c->batch; b++) {
+        if (c->target[b] == 0) continue; /* an ignored row */
+        counted++;
         const double *s = c->s + b * c->items;
         double mx = s[0], z = 0;
         for (int64_t j = 1; j < c->items; j++)
@@ -54,7 +57,7 @@ double conf_fd_ce_loss(const void *p)
             z += exp(s[j] - mx);
         total += mx + log(z) - s[c->target[b] - 1];
     }
-    return total / (double)c->batch;
+    return counted ? total / (double)counted : 0.0;
 }
 
 double conf_fd_gather_loss(const void *p)

@@ -41,7 +41,8 @@ double conf_fd_gradient(conf_fd_loss loss, const void *ctx, const conf_fd_tensor
 
 /* ------------------------------------------------------ float64 forwards */
 
-/* CROSS_ENTROPY: the batch mean of logsumexp(s[b]) - s[b][target[b] - 1]. */
+/* CROSS_ENTROPY: the mean of logsumexp(s[b]) - s[b][target[b] - 1] over the
+ * rows whose target is not 0 (0 when every row is ignored). */
 typedef struct conf_fd_ce {
     double *s;
     const int32_t *target;

@@ -55,7 +55,8 @@
  *     the loss lse - s_t round once each:
  *       loss:    EPS ((2I + 2) + |lse - m| + |lse| + |loss|);
  *       dscores: p_j = exp(s_j - lse) within (2I + 5 + |s_j - m|) u
- *                relative, then - 1 at the target and / B:
+ *                relative, then - 1 at the target and / B (B: the rows
+ *                not ignored; an ignored row, target 0, is exactly 0):
  *                EPS (p_j (2I + 5 + |s_j - m|) / B + 2 |g_j|).
  *   - GATHER_GRAD: row q sums the h_q rows of dy gathered from it:
  *     EPS (h_q - 1) sum |dy| over them (exact for h_q <= 1).
@@ -398,8 +399,10 @@ void conf_tol_cross_entropy(const float *scores, const int32_t *target, const fl
                             const float *ref_dscores, int64_t batch, int64_t items,
                             double *tol_loss, double *tol_dscores)
 {
-    (void)target; /* the bound is the same at the target */
-    double I = (double)items;
+    double I = (double)items, rows = 0; /* the mean is over the rows not ignored */
+    for (int64_t b = 0; b < batch; b++)
+        rows += target[b] != 0;
+    rows = rows > 0 ? rows : 1;
     for (int64_t b = 0; b < batch; b++) {
         const float *s = scores + b * items;
         double m = -INFINITY, sum = 0;
@@ -412,7 +415,7 @@ void conf_tol_cross_entropy(const float *scores, const int32_t *target, const fl
         for (int64_t j = 0; j < items; j++) {
             double p = exp((double)s[j] - lse), g = fabs((double)ref_dscores[b * items + j]);
             tol_dscores[b * items + j] =
-                EPS * (p * (2 * I + 5 + fabs((double)s[j] - m)) / (double)batch + 2 * g);
+                EPS * (p * (2 * I + 5 + fabs((double)s[j] - m)) / rows + 2 * g);
         }
     }
 }

@@ -21,9 +21,19 @@
  *              with "..." ("" inside is a quote); a quoted field cannot span
  *              lines. Aliases: user_id/userid, item_id/itemid/movie_id/movieid,
  *              time/ts.
- *   AUTO       a name ending in .csv is CSV; a first line holding "::" or a
- *              name ending in .dat is MovieLens; a first line holding a comma
- *              is CSV; anything else is PAIRS.
+ *   SEQUENCES  "user item item ...", whitespace-separated, one user and at
+ *              least one item per line, items in time order; a user on
+ *              several lines gets their items in file order.
+ *   RECBOLE    RecBole's atomic .inter files: tab-separated, a header of
+ *              typed fields "name:type" (token, token_seq, float, float_seq);
+ *              names as for CSV; rows with as many fields as the header;
+ *              ordered by timestamp per user when there is one.
+ *   AUTO       see detect(): a typed header or a .inter name is RECBOLE; a
+ *              .csv name is CSV; "::" or a .dat name is MovieLens; a comma is
+ *              CSV; else whitespace-separated ids, read as SEQUENCES (which
+ *              accepts every PAIRS file and means the same for it) and
+ *              reported as PAIRS when no line had more than two fields.
+ *              Conflicting signs are an error naming the candidates.
  */
 #include "data/data.h"
 
@@ -45,7 +55,26 @@ elastic_dataset *elastic_dataset_new(void)
     if (!d) return NULL;
     elastic_strmap_init(&d->user_names);
     elastic_strmap_init(&d->item_names);
+    d->format = ELASTIC_DATA_FORMAT_PAIRS;
     return d;
+}
+
+elastic_data_format elastic_dataset_format(const elastic_dataset *d)
+{
+    return d ? d->format : ELASTIC_DATA_FORMAT_AUTO;
+}
+
+const char *elastic_data_format_name(elastic_data_format format)
+{
+    switch (format) {
+    case ELASTIC_DATA_FORMAT_AUTO: return "auto";
+    case ELASTIC_DATA_FORMAT_PAIRS: return "pairs";
+    case ELASTIC_DATA_FORMAT_MOVIELENS: return "movielens";
+    case ELASTIC_DATA_FORMAT_CSV: return "csv";
+    case ELASTIC_DATA_FORMAT_SEQUENCES: return "sequences";
+    case ELASTIC_DATA_FORMAT_RECBOLE: return "recbole";
+    }
+    return "unknown";
 }
 
 void elastic_dataset_free(elastic_dataset *d)
@@ -196,6 +225,27 @@ static elastic_status split_movielens(char *line, fields *fs)
     }
 }
 
+/* RecBole: fields separated by single tabs, each trimmed of spaces. */
+static elastic_status split_tabs(char *line, fields *fs)
+{
+    fs->n = 0;
+    char *p = line;
+    for (;;) {
+        char *sep = strchr(p, '\t');
+        char *end = sep ? sep : p + strlen(p);
+        char *b = p;
+        while (b < end && *b == ' ')
+            b++;
+        while (end > b && end[-1] == ' ')
+            end--;
+        int more = sep != NULL;
+        *end = '\0';
+        ELASTIC_TRY(add_field(fs, b));
+        if (!more) return ELASTIC_OK;
+        p = sep + 1;
+    }
+}
+
 /* CSV with optional "..." quoting; returns ELASTIC_ERR_FORMAT (message set
  * without the location; the caller adds it) for a bad quote. */
 static elastic_status split_csv(char *line, fields *fs, const char **why)
@@ -263,12 +313,72 @@ static int ends_with_ci(const char *s, const char *suffix)
     return n >= m && !strcasecmp(s + n - m, suffix);
 }
 
-static elastic_data_format detect(const char *path, const char *first)
+/* RecBole's field types (the part after the colon of a header field). */
+static int recbole_type(const char *t)
 {
-    if (ends_with_ci(path, ".csv")) return ELASTIC_DATA_FORMAT_CSV;
-    if (strstr(first, "::") || ends_with_ci(path, ".dat")) return ELASTIC_DATA_FORMAT_MOVIELENS;
-    if (strchr(first, ',')) return ELASTIC_DATA_FORMAT_CSV;
-    return ELASTIC_DATA_FORMAT_PAIRS;
+    return !strcmp(t, "token") || !strcmp(t, "token_seq") || !strcmp(t, "float") ||
+           !strcmp(t, "float_seq");
+}
+
+/* Whether every tab-separated field of the line is "name:type" with a
+ * RecBole type (checked on a copy). */
+static int typed_header(const char *line)
+{
+    if (!strchr(line, ':') || strstr(line, "::")) return 0;
+    const char *p = line;
+    for (;;) {
+        const char *end = strchr(p, '\t'), *stop = end ? end : p + strlen(p);
+        const char *colon = memchr(p, ':', (size_t)(stop - p));
+        if (!colon || colon == p) return 0;
+        char type[16];
+        size_t n = (size_t)(stop - colon - 1);
+        while (n > 0 && colon[n] == ' ')
+            n--;
+        if (n == 0 || n >= sizeof type) return 0;
+        memcpy(type, colon + 1, n);
+        type[n] = '\0';
+        if (!recbole_type(type)) return 0;
+        if (!end) return 1;
+        p = end + 1;
+    }
+}
+
+/* The format of a file from its name and first data line (see the top of
+ * this file); ELASTIC_ERR_FORMAT naming the candidates when signs conflict.
+ * Whitespace-separated ids come back as SEQUENCES (*whitespace set). */
+static elastic_status detect(const char *path, long long no, const char *first,
+                             elastic_data_format *out, int *whitespace)
+{
+    int by_name_csv = ends_with_ci(path, ".csv"), by_name_dat = ends_with_ci(path, ".dat"),
+        by_name_inter = ends_with_ci(path, ".inter");
+    int typed = typed_header(first), colons = strstr(first, "::") != NULL,
+        comma = strchr(first, ',') != NULL;
+    const char *a = NULL, *b = NULL;
+    if ((typed || by_name_inter) && (by_name_csv || by_name_dat || colons))
+        a = "recbole", b = by_name_csv ? "csv" : "movielens";
+    else if (by_name_csv && colons)
+        a = "csv", b = "movielens";
+    else if (colons && comma && !by_name_dat)
+        a = "movielens", b = "csv";
+    if (a)
+        return elastic_error(ELASTIC_ERR_FORMAT,
+                             "%s:%lld: the format is ambiguous: it could be %s or %s; choose "
+                             "with --format %s or --format %s",
+                             path, no, a, b, a, b);
+    *whitespace = 0;
+    if (typed || by_name_inter)
+        *out = ELASTIC_DATA_FORMAT_RECBOLE;
+    else if (by_name_csv)
+        *out = ELASTIC_DATA_FORMAT_CSV;
+    else if (colons || by_name_dat)
+        *out = ELASTIC_DATA_FORMAT_MOVIELENS;
+    else if (comma)
+        *out = ELASTIC_DATA_FORMAT_CSV;
+    else {
+        *out = ELASTIC_DATA_FORMAT_SEQUENCES;
+        *whitespace = 1;
+    }
+    return ELASTIC_OK;
 }
 
 static int is_one_of(const char *name, const char *const *names)
@@ -318,6 +428,8 @@ typedef struct loader {
     fields fs;
     csv_columns csv;
     int have_header;
+    int whitespace; /* AUTO chose whitespace-separated ids: PAIRS or SEQUENCES */
+    int max_fields; /* the most fields on a whitespace-separated line */
 } loader;
 
 static elastic_status add_event(loader *L, long long no, const char *user, const char *item,
@@ -334,11 +446,62 @@ static elastic_status add_event(loader *L, long long no, const char *user, const
     return push_event(&L->events, u, (int32_t)(v + 1), ts);
 }
 
+/* A CSV or RecBole row by the header's columns. */
+static elastic_status columns_row(loader *L, long long no, fields *fs)
+{
+    const csv_columns *c = &L->csv;
+    if (fs->n != c->n)
+        return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: expected %d fields, got %d", L->path, no,
+                             c->n, fs->n);
+    double ts = 0.0, rating;
+    if (c->rating >= 0 && *fs->f[c->rating] && !parse_number(fs->f[c->rating], &rating))
+        return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: rating '%s' is not a number", L->path,
+                             no, fs->f[c->rating]);
+    if (c->timestamp >= 0 && !parse_number(fs->f[c->timestamp], &ts))
+        return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: timestamp '%s' is not a number", L->path,
+                             no, fs->f[c->timestamp]);
+    return add_event(L, no, fs->f[c->user], fs->f[c->item], ts);
+}
+
+/* A RecBole header: every field name:type; the names are matched as CSV's. */
+static elastic_status recbole_header(loader *L, long long no, fields *fs)
+{
+    for (int i = 0; i < fs->n; i++) {
+        char *colon = strrchr(fs->f[i], ':');
+        if (!colon || colon == fs->f[i] || !recbole_type(colon + 1))
+            return elastic_error(ELASTIC_ERR_FORMAT,
+                                 "%s:%lld: RecBole header field '%s' is not name:type (type "
+                                 "token, token_seq, float or float_seq)",
+                                 L->path, no, fs->f[i]);
+        *colon = '\0';
+    }
+    return parse_header(L->path, no, fs, &L->csv);
+}
+
 static elastic_status parse_line(loader *L, long long no, char *line)
 {
     fields *fs = &L->fs;
-    if (L->format == ELASTIC_DATA_FORMAT_AUTO) L->format = detect(L->path, line);
+    if (L->format == ELASTIC_DATA_FORMAT_AUTO)
+        ELASTIC_TRY(detect(L->path, no, line, &L->format, &L->whitespace));
     switch (L->format) {
+    case ELASTIC_DATA_FORMAT_SEQUENCES:
+        ELASTIC_TRY(split_pairs(line, fs));
+        if (fs->n < 2)
+            return elastic_error(ELASTIC_ERR_FORMAT,
+                                 "%s:%lld: expected a user and at least one item (user item "
+                                 "item ...), got %d field",
+                                 L->path, no, fs->n);
+        if (fs->n > L->max_fields) L->max_fields = fs->n;
+        for (int i = 1; i < fs->n; i++)
+            ELASTIC_TRY(add_event(L, no, fs->f[0], fs->f[i], 0.0));
+        return ELASTIC_OK;
+    case ELASTIC_DATA_FORMAT_RECBOLE:
+        ELASTIC_TRY(split_tabs(line, fs));
+        if (!L->have_header) {
+            L->have_header = 1;
+            return recbole_header(L, no, fs);
+        }
+        return columns_row(L, no, fs);
     case ELASTIC_DATA_FORMAT_PAIRS:
         ELASTIC_TRY(split_pairs(line, fs));
         if (fs->n != 2)
@@ -372,18 +535,7 @@ static elastic_status parse_line(loader *L, long long no, char *line)
             L->have_header = 1;
             return parse_header(L->path, no, fs, &L->csv);
         }
-        const csv_columns *c = &L->csv;
-        if (fs->n != c->n)
-            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: expected %d fields, got %d", L->path,
-                                 no, c->n, fs->n);
-        double ts = 0.0, rating;
-        if (c->rating >= 0 && *fs->f[c->rating] && !parse_number(fs->f[c->rating], &rating))
-            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: rating '%s' is not a number",
-                                 L->path, no, fs->f[c->rating]);
-        if (c->timestamp >= 0 && !parse_number(fs->f[c->timestamp], &ts))
-            return elastic_error(ELASTIC_ERR_FORMAT, "%s:%lld: timestamp '%s' is not a number",
-                                 L->path, no, fs->f[c->timestamp]);
-        return add_event(L, no, fs->f[c->user], fs->f[c->item], ts);
+        return columns_row(L, no, fs);
     }
     default: break;
     }
@@ -396,7 +548,7 @@ elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
     elastic_error_clear();
     if (!dataset || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset or path");
     *dataset = NULL;
-    if ((int)format < ELASTIC_DATA_FORMAT_AUTO || format > ELASTIC_DATA_FORMAT_CSV)
+    if ((int)format < ELASTIC_DATA_FORMAT_AUTO || format > ELASTIC_DATA_FORMAT_RECBOLE)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "unknown data format %d", (int)format);
     FILE *f = fopen(path, "r");
     if (!f) return elastic_error(ELASTIC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -432,8 +584,14 @@ elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
     if (st == ELASTIC_OK && L.events.n == 0)
         st = elastic_error(ELASTIC_ERR_FORMAT, "%s: no events (%s)", path,
                            no == 0 ? "empty file" : "no data lines");
+    int by_time =
+        L.format != ELASTIC_DATA_FORMAT_PAIRS && L.format != ELASTIC_DATA_FORMAT_SEQUENCES;
+    if (st == ELASTIC_OK &&
+        (L.format == ELASTIC_DATA_FORMAT_CSV || L.format == ELASTIC_DATA_FORMAT_RECBOLE))
+        by_time = L.csv.timestamp >= 0; /* without one, the file order is the time order */
+    if (st == ELASTIC_OK) st = build_sequences(L.d, &L.events, by_time);
     if (st == ELASTIC_OK)
-        st = build_sequences(L.d, &L.events, L.format != ELASTIC_DATA_FORMAT_PAIRS);
+        L.d->format = L.whitespace && L.max_fields <= 2 ? ELASTIC_DATA_FORMAT_PAIRS : L.format;
     free(L.events.e);
     free(L.fs.f);
     if (st != ELASTIC_OK) {

@@ -14,6 +14,7 @@ struct elastic_dataset {
     int32_t *items;            /* [events], ids 1..I, time order within a user */
     elastic_strmap user_names; /* index u = user u */
     elastic_strmap item_names; /* index v-1 = item v */
+    elastic_data_format format; /* as read (AUTO resolved) */
 };
 
 /* An empty dataset (maps initialised, no users); NULL when out of memory. */

@@ -51,11 +51,13 @@ void elastic_config_default(elastic_config *config)
     config->mem_key = -1; /* hidden */
     config->mem_topk = 8;
     config->ln_eps = 1e-5;
+    config->mask_token = 0;
 }
 
 int elastic_config_is_key(const char *key)
 {
-    if (!strcmp(key, "model") || !strcmp(key, "ln_eps") || !strcmp(key, "format_version"))
+    if (!strcmp(key, "model") || !strcmp(key, "ln_eps") || !strcmp(key, "format_version") ||
+        !strcmp(key, "mask_token"))
         return 1;
     for (size_t i = 0; i < N_INT_KEYS; i++)
         if (!strcmp(key, int_keys[i].key)) return 1;
@@ -76,6 +78,13 @@ elastic_status elastic_config_set(elastic_config *config, const char *key, const
             return elastic_error(ELASTIC_ERR_FORMAT,
                                  "config key 'model': '%s' is neither 'elastic' nor 'sasrec'",
                                  value);
+        return ELASTIC_OK;
+    }
+    if (!strcmp(key, "mask_token")) { /* spec 3.0: 0 or 1 */
+        if (strcmp(value, "0") && strcmp(value, "1"))
+            return elastic_error(ELASTIC_ERR_FORMAT, "config key 'mask_token': '%s' is not 0 or 1",
+                                 value);
+        config->mask_token = value[0] == '1';
         return ELASTIC_OK;
     }
     char *end = NULL;
@@ -138,6 +147,9 @@ elastic_status elastic_config_validate(elastic_config *c)
                                  "config key 'mem_topk' (%lld) must be <= mem_subkeys (%lld)",
                                  (long long)c->mem_topk, (long long)c->mem_subkeys);
     }
+    if (c->mask_token != 0 && c->mask_token != 1)
+        return elastic_error(ELASTIC_ERR_FORMAT, "config key 'mask_token' must be 0 or 1, got %lld",
+                             (long long)c->mask_token);
     if (!(c->ln_eps > 0) || !isfinite(c->ln_eps))
         return elastic_error(ELASTIC_ERR_FORMAT, "config key 'ln_eps' must be positive");
     return ELASTIC_OK;
@@ -158,5 +170,6 @@ elastic_status elastic_config_to_strings(const elastic_config *config,
         ELASTIC_TRY(emit(int_keys[i].key, buf, ctx));
     }
     snprintf(buf, sizeof buf, "%.17g", config->ln_eps);
-    return emit("ln_eps", buf, ctx);
+    ELASTIC_TRY(emit("ln_eps", buf, ctx));
+    return emit("mask_token", config->mask_token ? "1" : "0", ctx);
 }

@@ -77,7 +77,7 @@ static elastic_status add_ffn(param_list *l, int64_t d, int64_t f, int i, const 
 static elastic_status build_list(const elastic_config *c, param_list *l)
 {
     int64_t d = c->hidden, f = c->ffn;
-    ELASTIC_TRY(add_param(l, c->num_items + 1, d, 0, "item_emb"));
+    ELASTIC_TRY(add_param(l, c->num_items + 1 + c->mask_token, d, 0, "item_emb"));
     ELASTIC_TRY(add_param(l, c->max_len, d, 0, "pos_emb"));
     if (c->model == ELASTIC_MODEL_KIND_ELASTIC) {
         int64_t k = c->experts, m = c->mem_subkeys, cc = c->mem_key;

@@ -9,7 +9,12 @@
  *
  * Inference computes only what the outputs need: in the last layer only the
  * most recent position (r = 0) is carried through dispatch and FFN_x (or
- * self-attention and FFN_x for SASRec), since hu reads X[0] alone.
+ * self-attention and FFN_x for SASRec), since hu reads X[0] alone. Training
+ * on every position (ELASTIC_BUILD_OUTPUT_POSITIONS) keeps all of them.
+ *
+ * A model with a mask token (spec 3.0) reads the mask id I+1 at recency 0
+ * and the history after it: elastic_build_pad lays the inputs out so, for
+ * every backend, and elastic_build_read_len counts the mask.
  */
 #include "model/model_builder.h"
 
@@ -29,7 +34,30 @@ typedef struct builder {
     uint64_t seed;
     int n_dropout;   /* dropout nodes so far: each draws its own mask */
     int materialize; /* MHA as ATTENTION_PROBS + ATTENTION_MIX */
+    int all_positions; /* no last-layer shortcut: every position to the end */
 } builder;
+
+int64_t elastic_build_read_len(const elastic_config *c, int64_t len)
+{
+    int64_t n = len + (c->mask_token ? 1 : 0);
+    return n < c->max_len ? n : c->max_len;
+}
+
+void elastic_build_pad(const elastic_config *c, const int32_t *items, const int64_t *offsets,
+                       int batch, int64_t n, int32_t *items_out, int32_t *lengths_out)
+{
+    int64_t mask = c->mask_token ? 1 : 0;
+    for (int b = 0; b < batch; b++) {
+        int64_t lb = offsets[b + 1] - offsets[b];
+        int64_t nb = elastic_build_read_len(c, lb);
+        if (nb > n) nb = n;
+        const int32_t *h = items + offsets[b];
+        int32_t *row = items_out + (int64_t)b * n;
+        for (int64_t r = 0; r < n; r++)
+            row[r] = r >= nb ? 0 : r < mask ? (int32_t)(c->num_items + 1) : h[lb - 1 - (r - mask)];
+        lengths_out[b] = (int32_t)nb;
+    }
+}
 
 static int weight(builder *b, const char *name)
 {
@@ -178,7 +206,7 @@ static int elastic_layers(builder *b, int x, int p, int lengths)
         snprintf(name, sizeof name, "%s.ffn_p", pre);
         p = ffn_residual(b, p, name);
         /* dispatch: positions query the k experts */
-        if (i == L - 1) {
+        if (i == L - 1 && !b->all_positions) {
             snprintf(name, sizeof name, "%s.recent", pre);
             x = most_recent(b, x, name);
         }
@@ -206,7 +234,7 @@ static int sasrec_layers(builder *b, int x, int lengths)
         snprintf(name, sizeof name, "%s.norm", pre);
         int xn = layer_norm(b, x, name);
         int xq = xn;
-        if (i == L - 1) {
+        if (i == L - 1 && !b->all_positions) {
             snprintf(name, sizeof name, "%s.recent_query", pre);
             xq = most_recent(b, xn, name);
             snprintf(name, sizeof name, "%s.recent", pre);
@@ -227,7 +255,8 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
     const elastic_config *c = &model->config;
     builder b = {.g = g, .model = model, .B = s->batch, .n = s->len, .d = c->hidden,
                  .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
-                 .seed = s->seed, .materialize = s->materialize_attention};
+                 .seed = s->seed, .materialize = s->materialize_attention,
+                 .all_positions = s->output == ELASTIC_BUILD_OUTPUT_POSITIONS};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);
@@ -243,12 +272,13 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
     else
         x = sasrec_layers(&b, x, io->lengths);
 
-    /* Step 4: hu = final_norm(X[0]); x is already [B, 1, d]. */
-    int64_t hshape[2] = {s->batch, c->hidden};
+    /* Step 4: hu = final_norm(X[0]); x is already [B, 1, d] (or every
+     * position [B, n, d], viewed as [B*n, d]). */
+    int64_t hshape[2] = {s->batch * (b.all_positions ? s->len : 1), c->hidden};
     int x0 = elastic_graph_view(g, x, 2, hshape, NULL, 0);
     int hu = layer_norm(&b, x0, "final_norm");
     io->out = hu;
-    if (s->output != ELASTIC_BUILD_OUTPUT_USER_VECTORS) {
+    if (s->output == ELASTIC_BUILD_OUTPUT_SCORES || s->output == ELASTIC_BUILD_OUTPUT_TOPK) {
         /* Step 5: scores against item_emb rows 1..I (row 0 is padding). */
         int64_t ishape[2] = {c->num_items, c->hidden};
         int items = elastic_graph_view(g, weight(&b, "item_emb"), 2, ishape, NULL, c->hidden);

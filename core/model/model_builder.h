@@ -11,7 +11,11 @@
 typedef enum elastic_build_output {
     ELASTIC_BUILD_OUTPUT_USER_VECTORS = 0, /* hu [B, d] */
     ELASTIC_BUILD_OUTPUT_SCORES = 1,       /* scores [B, I] */
-    ELASTIC_BUILD_OUTPUT_TOPK = 2          /* ids, vals [B, K] */
+    ELASTIC_BUILD_OUTPUT_TOPK = 2,         /* ids, vals [B, K] */
+    /* Training on every position (spec 5, objectives causal and cloze):
+     * final_norm(X) of every position, [B*n, d] with row b*n + r the
+     * position of recency r of user b; no inference shortcut. */
+    ELASTIC_BUILD_OUTPUT_POSITIONS = 3
 } elastic_build_output;
 
 typedef struct elastic_build_shape {
@@ -37,6 +41,18 @@ typedef struct elastic_build_io {
     int out;     /* hu, scores or top-K ids */
     int out_vals;/* top-K scores, else -1 */
 } elastic_build_io;
+
+/* Positions the model reads for a history of `len` items (spec 3.0):
+ * min(len + mask_token, N). */
+int64_t elastic_build_read_len(const elastic_config *config, int64_t len);
+
+/* The graph's `items` [B, n] and `lengths` [B] for a batch of checked
+ * histories (ids 1..I), n >= the longest elastic_build_read_len: with a mask
+ * token, the mask id I+1 at recency 0 and the newest n-1 items after it
+ * (spec 3.0); without, the newest n items. Padding is id 0. Sessions and
+ * trainers of every backend fill their inputs with it. */
+void elastic_build_pad(const elastic_config *config, const int32_t *items, const int64_t *offsets,
+                       int batch, int64_t n, int32_t *items_out, int32_t *lengths_out);
 
 elastic_status elastic_build_forward(const elastic_model *model, const elastic_build_shape *shape,
                                      elastic_graph *g, elastic_build_io *io);

@@ -136,7 +136,7 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
     if (output == ELASTIC_BUILD_OUTPUT_TOPK && (top_k < 1 || top_k > c->num_items))
         return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "top_k %d outside 1..%lld", top_k,
                              (long long)c->num_items);
-    int64_t n = longest < c->max_len ? longest : c->max_len;
+    int64_t n = elastic_build_read_len(c, longest);
     int topk = output == ELASTIC_BUILD_OUTPUT_TOPK;
     elastic_build_shape shape =
         shape_key(s, batch, n, output, topk ? top_k : 0, topk && exclude ? longest : 0);
@@ -153,7 +153,7 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
         s->host_in_cap = need;
     }
     int32_t *it = s->host_in, *len = it + (size_t)batch * n, *ex = len + batch;
-    elastic_batch_pad(items, offsets, batch, n, it, len);
+    elastic_build_pad(c, items, offsets, batch, n, it, len);
     for (int b = 0; b < batch; b++) {
         int64_t lb = offsets[b + 1] - offsets[b];
         const int32_t *h = items + offsets[b];
@@ -210,8 +210,8 @@ elastic_status elastic_session_print_plan(elastic_session *s, int batch, int64_t
         return elastic_error(ELASTIC_ERR_INVALID_ARG,
                              "plan needs batch >= 1, len >= 1 and top_k in 1..%lld",
                              (long long)c->num_items);
-    elastic_build_shape shape = shape_key(s, batch, len < c->max_len ? len : c->max_len,
-                                          ELASTIC_BUILD_OUTPUT_TOPK, top_k, len);
+    elastic_build_shape shape =
+        shape_key(s, batch, elastic_build_read_len(c, len), ELASTIC_BUILD_OUTPUT_TOPK, top_k, len);
     elastic_cached_plan *p;
     const elastic_build_io *io;
     ELASTIC_TRY(ensure_plan(s, &shape, &p, &io));

@@ -3,6 +3,13 @@
  * graph (with dropout) ends in the softmax cross-entropy, autodiff.c appends
  * the backward, and the executor runs both on the chosen backend. The host
  * sums each parameter's gradient and applies Adam to the model in place.
+ *
+ * Two graphs: the prefix objective scores the newest position of each user
+ * (the inference graph's user vectors); the position objectives (causal,
+ * cloze) keep every position, gather the scored ones (a `positions` input,
+ * padded to a multiple of POSITION_QUANTUM with ignored rows, target 0) and
+ * only then multiply by the item embeddings, so the scores are [T, I] for T
+ * scored positions, never [B, n, I].
  */
 #include "graph/autodiff.h"
 #include "runtime/backend_options.h"
@@ -33,6 +40,7 @@ typedef struct grad_slot {
 typedef struct train_graph {
     elastic_build_io io;
     int targets, loss;
+    int positions; /* I32 [T]: flat b*n + r of each scored position, or -1 (prefix) */
     int n_slots;
     grad_slot slots[]; /* one per weight tensor at most */
 } train_graph;
@@ -41,7 +49,11 @@ typedef struct train_graph {
 typedef struct train_key {
     int64_t batch, len;
     int64_t train;
+    int64_t positions; /* T of the position graph, 0 for the prefix graph */
 } train_key;
+
+/* T is padded to a multiple of this (fewer plans; the padding is ignored). */
+enum { POSITION_QUANTUM = 128 };
 
 struct elastic_trainer {
     elastic_model *model;
@@ -75,6 +87,9 @@ void elastic_train_options_default(elastic_train_options *o)
     o->seed = 1;
     elastic_session_options_default(&o->session);
     o->session.backend = "cpu";
+    o->objective = ELASTIC_OBJECTIVE_PREFIX;
+    o->mask_prob = 0.2f;
+    o->last_prob = 0.1f;
 }
 
 int64_t elastic_model_parameter_count(const elastic_model *model)
@@ -122,6 +137,21 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
     if (o.batch_size < 1 || o.samples_per_user < 1)
         return elastic_error(ELASTIC_ERR_INVALID_ARG,
                              "batch_size and samples_per_user must be >= 1");
+    if (o.objective != ELASTIC_OBJECTIVE_PREFIX && o.objective != ELASTIC_OBJECTIVE_CAUSAL &&
+        o.objective != ELASTIC_OBJECTIVE_CLOZE)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "unknown objective %d", o.objective);
+    if (o.objective == ELASTIC_OBJECTIVE_CAUSAL && model->config.model != ELASTIC_MODEL_KIND_SASREC)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "objective causal is for SASRec only (spec 5): ELASTIC's attention "
+                             "sees every position, so the next item would leak; use cloze");
+    if (o.objective == ELASTIC_OBJECTIVE_CLOZE && !model->config.mask_token)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "objective cloze needs a model with a mask token (config key "
+                             "mask_token=1, spec 3.0)");
+    if (!(o.mask_prob > 0 && o.mask_prob <= 1) || !(o.last_prob >= 0 && o.last_prob <= 1))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "mask_prob %g must be in (0,1] and last_prob %g in [0,1]", o.mask_prob,
+                             o.last_prob);
     elastic_trainer *tr = calloc(1, sizeof *tr);
     if (!tr) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer)");
     tr->model = model;
@@ -148,13 +178,15 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
 
 /* Builds forward, loss and backward for one batch shape, and plans them
  * (or finds them built): tr->cur is that graph and plan. */
-static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len, int train)
+static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len, int train,
+                                 int64_t positions)
 {
     train_key key;
     memset(&key, 0, sizeof key);
     key.batch = batch;
     key.len = len;
     key.train = train;
+    key.positions = positions;
     elastic_cached_plan *cp;
     int hit;
     ELASTIC_TRY(elastic_plan_cache_get(&tr->plans, &key, sizeof key, &cp, &hit));
@@ -165,18 +197,35 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
     elastic_graph *g = &cp->graph;
     elastic_build_shape shape = {.batch = batch,
                                  .len = len,
-                                 .output = ELASTIC_BUILD_OUTPUT_SCORES,
+                                 .output = positions ? ELASTIC_BUILD_OUTPUT_POSITIONS
+                                                     : ELASTIC_BUILD_OUTPUT_SCORES,
                                  .dropout = train ? tr->o.dropout : 0.0f,
                                  .seed = tr->o.seed};
     int *grads = NULL;
     elastic_build_io io;
-    int targets = -1, loss = -1;
+    int targets = -1, loss = -1, pos = -1, scores = -1;
     elastic_status st = elastic_build_forward(tr->model, &shape, g, &io);
     if (st == ELASTIC_OK) {
-        int64_t tshape[1] = {batch};
-        targets = elastic_graph_input(g, "targets", ELASTIC_DTYPE_I32, 1, tshape);
-        int in[2] = {io.out, targets};
         elastic_op_params none = {0};
+        scores = io.out;
+        if (positions) {
+            /* The scored positions first, then their scores against items
+             * 1..I (spec 5: the mask, row I+1, is never a class). */
+            const elastic_config *c = &tr->model->config;
+            const elastic_param *emb = elastic_model_find(tr->model, "item_emb");
+            int64_t pshape[1] = {positions}, ishape[2] = {c->num_items, c->hidden};
+            pos = elastic_graph_input(g, "positions", ELASTIC_DTYPE_I32, 1, pshape);
+            int in_g[2] = {io.out, pos};
+            int h = elastic_graph_node(g, ELASTIC_OP_GATHER, in_g, 2, &none, "scored");
+            int w = elastic_graph_weight(g, "item_emb", emb->ndim, emb->shape,
+                                         tr->model->data + emb->offset);
+            int items = elastic_graph_view(g, w, 2, ishape, NULL, c->hidden);
+            int in_s[3] = {h, items, -1};
+            scores = elastic_graph_node(g, ELASTIC_OP_LINEAR, in_s, 3, &none, "scores");
+        }
+        int64_t tshape[1] = {positions ? positions : batch};
+        targets = elastic_graph_input(g, "targets", ELASTIC_DTYPE_I32, 1, tshape);
+        int in[2] = {scores, targets};
         loss = elastic_graph_node(g, ELASTIC_OP_CROSS_ENTROPY, in, 2, &none, "loss");
         st = g->status;
     }
@@ -190,11 +239,12 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
             st = elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer graph)");
     }
     int n_fwd = g->n_tensors;
-    if (st == ELASTIC_OK) st = elastic_graph_backward(g, io.out, loss + 1, grads);
+    if (st == ELASTIC_OK) st = elastic_graph_backward(g, scores, loss + 1, grads);
     if (st == ELASTIC_OK) {
         tg->io = io;
         tg->targets = targets;
         tg->loss = loss;
+        tg->positions = pos;
         tg->n_slots = 0;
         for (int t = 0; t < n_fwd; t++) {
             const elastic_tensor *w = &g->tensors[t];
@@ -231,53 +281,13 @@ static void reseed(elastic_trainer *tr)
     }
 }
 
-/* Forward, loss and backward of one batch; fills tr->grad and *loss. */
-static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const int64_t *offsets,
-                                const int32_t *targets, int batch, int train, double *loss)
+/* Sums each weight's gradient of the plan just run into tr->grad. */
+static elastic_status collect_gradient(elastic_trainer *tr)
 {
-    const elastic_config *c = &tr->model->config;
-    if (!targets) return elastic_error(ELASTIC_ERR_INVALID_ARG, "targets is NULL");
-    int64_t longest = 0;
-    ELASTIC_TRY(elastic_batch_check(c->num_items, items, offsets, batch, &longest));
-    for (int b = 0; b < batch; b++)
-        if (targets[b] < 1 || targets[b] > c->num_items)
-            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %d: target %d outside 1..%lld", b,
-                                 (int)targets[b], (long long)c->num_items);
-    /* Lengths rounded up to a multiple of 8 so that plans are reused; the
-     * padding changes no result (spec section 4). */
-    int64_t n = (longest + 7) / 8 * 8;
-    if (n > c->max_len) n = c->max_len;
-    ELASTIC_TRY(build_plan(tr, batch, n, train));
     const elastic_graph *g = &tr->cur->graph;
     const elastic_plan *plan = &tr->cur->plan;
     const train_graph *tg = tr->cur->extra;
-    if (train) reseed(tr);
-
-    size_t need = (size_t)batch * (size_t)(n + 1);
-    if (need > tr->host_in_cap) {
-        int32_t *p = realloc(tr->host_in, need * sizeof *p);
-        if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (batch staging)");
-        tr->host_in = p;
-        tr->host_in_cap = need;
-    }
-    int32_t *it = tr->host_in, *len = it + (size_t)batch * n;
-    elastic_batch_pad(items, offsets, batch, n, it, len);
     elastic_executor *e = &tr->exec;
-    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.items, it));
-    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.lengths, len));
-    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->targets, targets));
-    ELASTIC_TRY(elastic_executor_run(e, g, plan));
-    tr->fallback_nodes = plan->n_fallback;
-
-    float *lb = realloc(tr->host_loss, (size_t)batch * sizeof *lb);
-    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
-    tr->host_loss = lb;
-    ELASTIC_TRY(elastic_executor_download(e, g, plan, tg->loss, lb));
-    double sum = 0;
-    for (int b = 0; b < batch; b++)
-        sum += lb[b];
-    *loss = sum / batch;
-
     memset(tr->grad, 0, (size_t)tr->model->data_numel * sizeof(float));
     for (int i = 0; i < tg->n_slots; i++) {
         const grad_slot *s = &tg->slots[i];
@@ -294,8 +304,58 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     }
     /* item_emb row 0 is padding: it stays zero (spec section 2). */
     const elastic_param *emb = elastic_model_find(tr->model, "item_emb");
-    if (emb) memset(tr->grad + emb->offset, 0, (size_t)c->hidden * sizeof(float));
+    if (emb) memset(tr->grad + emb->offset, 0, (size_t)tr->model->config.hidden * sizeof(float));
     return ELASTIC_OK;
+}
+
+/* Forward, loss and backward of one batch; fills tr->grad and *loss. */
+static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const int64_t *offsets,
+                                const int32_t *targets, int batch, int train, double *loss)
+{
+    const elastic_config *c = &tr->model->config;
+    if (!targets) return elastic_error(ELASTIC_ERR_INVALID_ARG, "targets is NULL");
+    int64_t longest = 0;
+    ELASTIC_TRY(elastic_batch_check(c->num_items, items, offsets, batch, &longest));
+    for (int b = 0; b < batch; b++)
+        if (targets[b] < 1 || targets[b] > c->num_items)
+            return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %d: target %d outside 1..%lld", b,
+                                 (int)targets[b], (long long)c->num_items);
+    /* Lengths rounded up to a multiple of 8 so that plans are reused; the
+     * padding changes no result (spec section 4). */
+    int64_t n = (elastic_build_read_len(c, longest) + 7) / 8 * 8;
+    if (n > c->max_len) n = c->max_len;
+    ELASTIC_TRY(build_plan(tr, batch, n, train, 0));
+    const elastic_graph *g = &tr->cur->graph;
+    const elastic_plan *plan = &tr->cur->plan;
+    const train_graph *tg = tr->cur->extra;
+    if (train) reseed(tr);
+
+    size_t need = (size_t)batch * (size_t)(n + 1);
+    if (need > tr->host_in_cap) {
+        int32_t *p = realloc(tr->host_in, need * sizeof *p);
+        if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (batch staging)");
+        tr->host_in = p;
+        tr->host_in_cap = need;
+    }
+    int32_t *it = tr->host_in, *len = it + (size_t)batch * n;
+    elastic_build_pad(c, items, offsets, batch, n, it, len);
+    elastic_executor *e = &tr->exec;
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.items, it));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.lengths, len));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->targets, targets));
+    ELASTIC_TRY(elastic_executor_run(e, g, plan));
+    tr->fallback_nodes = plan->n_fallback;
+
+    float *lb = realloc(tr->host_loss, (size_t)batch * sizeof *lb);
+    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
+    tr->host_loss = lb;
+    ELASTIC_TRY(elastic_executor_download(e, g, plan, tg->loss, lb));
+    double sum = 0;
+    for (int b = 0; b < batch; b++)
+        sum += lb[b];
+    *loss = sum / batch;
+
+    return collect_gradient(tr);
 }
 
 elastic_status elastic_trainer_gradient(elastic_trainer *tr, const int32_t *items,
@@ -305,6 +365,112 @@ elastic_status elastic_trainer_gradient(elastic_trainer *tr, const int32_t *item
     elastic_error_clear();
     if (!tr || !loss) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or loss");
     ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 0, loss));
+    if (grad) memcpy(grad, tr->grad, (size_t)tr->model->data_numel * sizeof(float));
+    return ELASTIC_OK;
+}
+
+/* Host staging of at least `need` int32 values. */
+static elastic_status staging(elastic_trainer *tr, size_t need)
+{
+    if (need <= tr->host_in_cap) return ELASTIC_OK;
+    int32_t *p = realloc(tr->host_in, need * sizeof *p);
+    if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (batch staging)");
+    tr->host_in = p;
+    tr->host_in_cap = need;
+    return ELASTIC_OK;
+}
+
+/* Forward, loss and backward of a batch scored at chosen positions (see
+ * elastic_trainer_gradient_positions); fills tr->grad and *loss. */
+static elastic_status run_positions(elastic_trainer *tr, const int32_t *inputs,
+                                    const int64_t *offsets, const int32_t *targets, int batch,
+                                    int train, double *loss)
+{
+    const elastic_config *c = &tr->model->config;
+    if (!inputs || !offsets || !targets)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "inputs, offsets or targets is NULL");
+    if (batch < 1) return elastic_error(ELASTIC_ERR_INVALID_ARG, "batch size %d < 1", batch);
+    if (offsets[0] != 0)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "offsets[0] must be 0, got %lld",
+                             (long long)offsets[0]);
+    int64_t longest = 0, scored = 0, top = c->num_items + (c->mask_token ? 1 : 0);
+    for (int b = 0; b < batch; b++) {
+        int64_t len = offsets[b + 1] - offsets[b];
+        if (len < 1 || len > c->max_len)
+            return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                                 "sequence %d has %lld items, not 1..%lld (max_len)", b,
+                                 (long long)len, (long long)c->max_len);
+        for (int64_t i = offsets[b]; i < offsets[b + 1]; i++) {
+            if (inputs[i] < 1 || inputs[i] > top)
+                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
+                                     "sequence %d, item %lld: id %d outside 1..%lld%s", b,
+                                     (long long)(i - offsets[b]), (int)inputs[i], (long long)top,
+                                     c->mask_token ? " (I+1: the mask)" : "");
+            if (targets[i] < 0 || targets[i] > c->num_items)
+                return elastic_error(
+                    ELASTIC_ERR_OUT_OF_RANGE, "sequence %d, item %lld: target %d outside 0..%lld",
+                    b, (long long)(i - offsets[b]), (int)targets[i], (long long)c->num_items);
+            scored += targets[i] != 0;
+        }
+        if (len > longest) longest = len;
+    }
+    if (scored == 0)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "no position of the batch has a target");
+    int64_t n = (longest + 7) / 8 * 8;
+    if (n > c->max_len) n = c->max_len;
+    int64_t T = (scored + POSITION_QUANTUM - 1) / POSITION_QUANTUM * POSITION_QUANTUM;
+    if (T > (int64_t)batch * n) T = (int64_t)batch * n;
+    ELASTIC_TRY(build_plan(tr, batch, n, train, T));
+    const elastic_graph *g = &tr->cur->graph;
+    const elastic_plan *plan = &tr->cur->plan;
+    const train_graph *tg = tr->cur->extra;
+    if (train) reseed(tr);
+
+    ELASTIC_TRY(staging(tr, (size_t)batch * (size_t)(n + 1) + 2 * (size_t)T));
+    int32_t *it = tr->host_in, *len = it + (size_t)batch * n, *pos = len + batch, *tgt = pos + T;
+    int64_t k = 0;
+    for (int b = 0; b < batch; b++) { /* recency order: row r holds item len-1-r */
+        int64_t lb = offsets[b + 1] - offsets[b];
+        const int32_t *x = inputs + offsets[b], *t = targets + offsets[b];
+        for (int64_t r = 0; r < n; r++)
+            it[(int64_t)b * n + r] = r < lb ? x[lb - 1 - r] : 0;
+        len[b] = (int32_t)lb;
+        for (int64_t i = 0; i < lb; i++) {
+            if (!t[i]) continue;
+            pos[k] = (int32_t)((int64_t)b * n + (lb - 1 - i));
+            tgt[k++] = t[i];
+        }
+    }
+    for (; k < T; k++) { /* padding rows: ignored by the loss */
+        pos[k] = 0;
+        tgt[k] = 0;
+    }
+    elastic_executor *e = &tr->exec;
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.items, it));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.lengths, len));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->positions, pos));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->targets, tgt));
+    ELASTIC_TRY(elastic_executor_run(e, g, plan));
+    tr->fallback_nodes = plan->n_fallback;
+
+    float *lb = realloc(tr->host_loss, (size_t)T * sizeof *lb);
+    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
+    tr->host_loss = lb;
+    ELASTIC_TRY(elastic_executor_download(e, g, plan, tg->loss, lb));
+    double sum = 0;
+    for (int64_t j = 0; j < scored; j++)
+        sum += lb[j];
+    *loss = sum / (double)scored;
+    return collect_gradient(tr);
+}
+
+elastic_status elastic_trainer_gradient_positions(elastic_trainer *tr, const int32_t *inputs,
+                                                  const int64_t *offsets, const int32_t *targets,
+                                                  int batch, double *loss, float *grad)
+{
+    elastic_error_clear();
+    if (!tr || !loss) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or loss");
+    ELASTIC_TRY(run_positions(tr, inputs, offsets, targets, batch, 0, loss));
     if (grad) memcpy(grad, tr->grad, (size_t)tr->model->data_numel * sizeof(float));
     return ELASTIC_OK;
 }
@@ -334,6 +500,24 @@ elastic_status elastic_trainer_step(elastic_trainer *tr, const int32_t *items,
     if (!tr) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer");
     double l = 0;
     ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 1, &l));
+    if (!isfinite(l))
+        return elastic_error(ELASTIC_ERR_INTERNAL, "training diverged: loss is %g at step %lld", l,
+                             (long long)tr->steps);
+    tr->steps++;
+    adam_update(tr);
+    ELASTIC_TRY(elastic_executor_refresh_weights(&tr->exec));
+    if (loss) *loss = l;
+    return ELASTIC_OK;
+}
+
+elastic_status elastic_trainer_step_positions(elastic_trainer *tr, const int32_t *inputs,
+                                              const int64_t *offsets, const int32_t *targets,
+                                              int batch, double *loss)
+{
+    elastic_error_clear();
+    if (!tr) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer");
+    double l = 0;
+    ELASTIC_TRY(run_positions(tr, inputs, offsets, targets, batch, 1, &l));
     if (!isfinite(l))
         return elastic_error(ELASTIC_ERR_INTERNAL, "training diverged: loss is %g at step %lld", l,
                              (long long)tr->steps);

@@ -48,8 +48,9 @@ STATUS: Dict[str, int] = {
 
 MODEL_KINDS = {"elastic": 0, "sasrec": 1}
 ATTENTION_KINDS = {"streaming": 0, "materialized": 1}
-DATA_FORMATS = {"auto": 0, "pairs": 1, "movielens": 2, "csv": 3}
+DATA_FORMATS = {"auto": 0, "pairs": 1, "movielens": 2, "csv": 3, "sequences": 4, "recbole": 5}
 SPLITS = {"valid": 0, "test": 1}
+OBJECTIVES = {"prefix": 0, "causal": 1, "cloze": 2}
 
 #: The integer keys of elastic_config, in struct order (spec section 1).
 CONFIG_INT_KEYS = ("num_items", "max_len", "hidden", "heads", "layers", "experts", "ffn",
@@ -61,7 +62,7 @@ CONFIG_INT_KEYS = ("num_items", "max_len", "hidden", "heads", "layers", "experts
 class Config(ctypes.Structure):
     """struct elastic_config (include/elastic.h)."""
     _fields_ = [("model", c_int)] + [(k, c_int64) for k in CONFIG_INT_KEYS] + \
-        [("ln_eps", c_double)]
+        [("ln_eps", c_double), ("mask_token", c_int64)]
 
 
 class SessionOptions(ctypes.Structure):
@@ -103,13 +104,15 @@ class TrainOptions(ctypes.Structure):
     _fields_ = [("struct_size", c_size_t), ("lr", c_double), ("beta1", c_double),
                 ("beta2", c_double), ("adam_eps", c_double), ("dropout", c_float),
                 ("batch_size", c_int), ("samples_per_user", c_int), ("seed", c_uint64),
-                ("session", SessionOptions)]
+                ("session", SessionOptions), ("objective", c_int), ("mask_prob", c_float),
+                ("last_prob", c_float)]
 
 
 class TrainProgress(ctypes.Structure):
     """struct elastic_train_progress (include/elastic_train.h)."""
     _fields_ = [("step", c_int64), ("steps", c_int64), ("examples", c_int64),
-                ("examples_total", c_int64), ("loss", c_double), ("seconds", c_double)]
+                ("examples_total", c_int64), ("loss", c_double), ("seconds", c_double),
+                ("targets", c_int64)]
 
 
 class ConformanceOptions(ctypes.Structure):
@@ -181,6 +184,8 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     # data
     "elastic_dataset_load": (c_int, [VOIDPP, c_char_p, c_int]),
     "elastic_dataset_free": (None, [c_void_p]),
+    "elastic_dataset_format": (c_int, [c_void_p]),
+    "elastic_data_format_name": (c_char_p, [c_int]),
     "elastic_dataset_num_users": (c_int64, [c_void_p]),
     "elastic_dataset_num_items": (c_int64, [c_void_p]),
     "elastic_dataset_num_events": (c_int64, [c_void_p]),
@@ -204,6 +209,9 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "elastic_trainer_init": (c_int, [VOIDPP, c_void_p, P(TrainOptions)]),
     "elastic_trainer_free": (None, [c_void_p]),
     "elastic_trainer_gradient": (c_int, [c_void_p, _I32P, _I64P, _I32P, c_int, _F64P, _F32P]),
+    "elastic_trainer_gradient_positions": (c_int, [c_void_p, _I32P, _I64P, _I32P, c_int, _F64P,
+                                                   _F32P]),
+    "elastic_trainer_step_positions": (c_int, [c_void_p, _I32P, _I64P, _I32P, c_int, _F64P]),
     "elastic_trainer_step": (c_int, [c_void_p, _I32P, _I64P, _I32P, c_int, _F64P]),
     "elastic_trainer_epoch": (c_int, [c_void_p, c_void_p, PROGRESS_FN, c_void_p,
                                       P(TrainProgress)]),

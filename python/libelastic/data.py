@@ -47,7 +47,9 @@ class Dataset:
     @classmethod
     def load(cls, path: PathLike, format: str = "auto") -> "Dataset":
         """Reads a log: "user item" lines in time order, MovieLens ratings.dat or
-        CSV with a header (format "auto", "pairs", "movielens", "csv").
+        CSV with a header, one user per line, RecBole .inter (format "auto",
+        "pairs", "movielens", "csv", "sequences", "recbole"; Dataset.format
+        says what "auto" chose).
         Malformed input raises FormatError with "path:line:" in the message."""
         if format not in _capi.DATA_FORMATS:
             raise InvalidArgError(f"format must be one of {sorted(_capi.DATA_FORMATS)}")
@@ -94,6 +96,12 @@ class Dataset:
         return self._handle
 
     # ------------------------------------------------------------ sizes
+    @property
+    def format(self) -> str:
+        """The format the log was read as ("auto" resolved; "pairs" for synthetic data)."""
+        code = int(self._lib.elastic_dataset_format(self._h()))
+        return {v: k for k, v in _capi.DATA_FORMATS.items()}.get(code, str(code))
+
     @property
     def num_users(self) -> int:
         return int(self._lib.elastic_dataset_num_users(self._h()))

@@ -21,7 +21,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _KIND_NAMES = {v: k for k, v in _capi.MODEL_KINDS.items()}
 #: Every config key of spec section 1, in the order of elastic_config.
-CONFIG_KEYS = ("model",) + _capi.CONFIG_INT_KEYS + ("ln_eps",)
+CONFIG_KEYS = ("model",) + _capi.CONFIG_INT_KEYS + ("ln_eps", "mask_token")
 
 
 def _config_dict(c: _capi.Config) -> Dict[str, Any]:
@@ -29,6 +29,7 @@ def _config_dict(c: _capi.Config) -> Dict[str, Any]:
     for key in _capi.CONFIG_INT_KEYS:
         out[key] = int(getattr(c, key))
     out["ln_eps"] = float(c.ln_eps)
+    out["mask_token"] = int(c.mask_token)
     return out
 
 

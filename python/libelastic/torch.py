@@ -42,11 +42,11 @@ FORMAT_VERSION = "1"
 #: Every config key of spec 1 with its default (ffn / mem_key None = 4d / d).
 DEFAULTS = {"model": "elastic", "num_items": None, "max_len": 200, "hidden": 64, "heads": 2,
             "layers": 2, "experts": 16, "ffn": None, "mem_subkeys": 128, "mem_key": None,
-            "mem_topk": 8, "ln_eps": 1e-5}
+            "mem_topk": 8, "ln_eps": 1e-5, "mask_token": 0}
 CONFIG_KEYS = tuple(DEFAULTS)
 #: Keys SASRec ignores (spec 7).
 MEMORY_KEYS = ("experts", "mem_subkeys", "mem_key", "mem_topk")
-INT_KEYS = tuple(k for k in CONFIG_KEYS if k not in ("model", "ln_eps"))
+INT_KEYS = tuple(k for k in CONFIG_KEYS if k not in ("model", "ln_eps", "mask_token"))
 DEFAULT_DROPOUT = 0.2  # spec 5
 
 
@@ -73,6 +73,9 @@ def resolve_config(config: Dict[str, Any]) -> Dict[str, Any]:
         if not (sasrec and key in MEMORY_KEYS) and c[key] < 1:
             raise ValueError(f"config key '{key}' must be >= 1, got {value}")
     c["ln_eps"] = float(c["ln_eps"])
+    if isinstance(c["mask_token"], bool) or c["mask_token"] not in (0, 1):
+        raise ValueError(f"config key 'mask_token' must be 0 or 1, got {c['mask_token']!r}")
+    c["mask_token"] = int(c["mask_token"])
     if c["hidden"] % c["heads"]:
         raise ValueError(f"config key 'heads': hidden ({c['hidden']}) is not divisible by "
                          f"heads ({c['heads']})")
@@ -97,6 +100,8 @@ def config_from_metadata(meta: Dict[str, str]) -> Dict[str, Any]:
         if key not in meta:
             if meta.get("model") == "sasrec" and key in MEMORY_KEYS:
                 continue  # spec 7: SASRec ignores them
+            if key == "mask_token":
+                continue  # a version-1 file: no mask token
             raise ValueError(f"__metadata__ lacks the config key '{key}'")
         value = meta[key]
         if key == "model":
@@ -118,6 +123,7 @@ def config_to_metadata(config: Dict[str, object]) -> Dict[str, str]:
     for key in INT_KEYS:
         meta[key] = str(int(c[key]))
     meta["ln_eps"] = repr(float(c["ln_eps"]))  # shortest round-trip decimal, e.g. "1e-05"
+    meta["mask_token"] = str(c["mask_token"])
     return meta
 
 
@@ -275,16 +281,25 @@ class _Recommender(nn.Module):
         self.config = resolve_config(config)
         c = self.config
         I, N, d = c["num_items"], c["max_len"], c["hidden"]
-        self.item_emb = nn.Parameter(torch.zeros(I + 1, d))
+        self.item_emb = nn.Parameter(torch.zeros(I + 1 + c["mask_token"], d))  # spec 2, 3.0
         self.pos_emb = nn.Parameter(torch.zeros(N, d))
         self.final_norm = nn.LayerNorm(d, eps=c["ln_eps"])
         self.drop = nn.Dropout(dropout)  # spec 5: training only (nn.Dropout is off in eval)
 
     # ---------------------------------------------------------------- spec 3.1
-    def _embed(self, items: torch.Tensor, lengths: torch.Tensor
+    def _embed(self, items: torch.Tensor, lengths: torch.Tensor, place_mask: bool = True
                ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """X [B, n, d] and valid [B, n]; reads at most N columns."""
+        """X [B, n, d] and valid [B, n]; reads at most N columns.  A model with a
+        mask token puts the mask id I+1 at recency 0 and the history after it
+        (spec 3.0), unless place_mask is False (training inputs that hold the
+        mask already)."""
         N = self.config["max_len"]
+        if self.config["mask_token"] and place_mask:
+            items = items.to(self.item_emb.device)
+            mask = torch.full((items.shape[0], 1), self.config["num_items"] + 1,
+                              dtype=items.dtype, device=items.device)
+            items = torch.cat([mask, items[:, :N - 1]], dim=1)
+            lengths = lengths.to(items.device) + 1
         items = items[:, :N].to(self.item_emb.device)
         lengths = lengths.to(items.device).clamp(max=N)
         if bool((lengths < 1).any()):
@@ -306,8 +321,8 @@ class _Recommender(nn.Module):
 
     # ---------------------------------------------------------------- spec 3.5
     def scores(self, hu: torch.Tensor) -> torch.Tensor:
-        """[B, I]: column v-1 is score(v) = hu . item_emb[v]."""
-        return hu @ self.item_emb[1:].T
+        """[B, I]: column v-1 is score(v) = hu . item_emb[v] (never the mask, row I+1)."""
+        return hu @ self.item_emb[1:self.config["num_items"] + 1].T
 
     @torch.no_grad()
     def recommend(self, items: torch.Tensor, lengths: torch.Tensor, k: int,
@@ -343,6 +358,20 @@ class _Recommender(nn.Module):
         target ids (1..I); dropout applies in train mode."""
         logits = self.scores(self(items, lengths))
         return F.cross_entropy(logits, targets.to(logits.device).long() - 1)
+
+    def loss_positions(self, items: torch.Tensor, lengths: torch.Tensor,
+                       targets: torch.Tensor) -> torch.Tensor:
+        """The position objectives of spec 5 (causal, cloze): items [B, n] in
+        recency order as the model reads them (a cloze batch holds the mask id
+        I+1 where it masked; no mask is placed), targets [B, n] the item each
+        position is scored against, 0 for none.  Every position runs through
+        the model; the scored ones are gathered before the score GEMM; the
+        loss is the mean cross-entropy over them."""
+        X, valid = self._embed(items, lengths, place_mask=False)
+        H = self.final_norm(self._states(X, valid))                      # [B, n, d]
+        t = targets.to(H.device).long()[:, :H.shape[1]]
+        keep = t > 0
+        return F.cross_entropy(self.scores(H[keep]), t[keep] - 1)
 
     @torch.no_grad()
     def reset_parameters(self, generator: Optional[torch.Generator] = None) -> None:

@@ -51,7 +51,9 @@ class Trainer:
                  dropout: Optional[float] = None, batch_size: Optional[int] = None,
                  samples_per_user: Optional[int] = None, seed: Optional[int] = None,
                  backend: str = "cpu", device: int = 0, threads: Optional[int] = None,
-                 allow_fallback: bool = False, backend_options: Optional[str] = None):
+                 allow_fallback: bool = False, backend_options: Optional[str] = None,
+                 objective: Optional[str] = None, mask_prob: Optional[float] = None,
+                 last_prob: Optional[float] = None):
         self._lib = _capi.lib()
         self.model = model
         o = _capi.TrainOptions()
@@ -59,9 +61,14 @@ class Trainer:
         for name, value in (("lr", lr), ("beta1", beta1), ("beta2", beta2),
                             ("adam_eps", adam_eps), ("dropout", dropout),
                             ("batch_size", batch_size), ("samples_per_user", samples_per_user),
-                            ("seed", seed)):
+                            ("seed", seed), ("mask_prob", mask_prob), ("last_prob", last_prob)):
             if value is not None:
                 setattr(o, name, value)
+        if objective is not None:
+            if objective not in _capi.OBJECTIVES:
+                raise InvalidArgError(f"objective {objective!r}: not one of "
+                                      f"{', '.join(_capi.OBJECTIVES)}")
+            o.objective = _capi.OBJECTIVES[objective]
         self._keep: List[Any] = []
         _session_options(o.session, self._keep, backend, device, threads, allow_fallback,
                          backend_options)
@@ -116,6 +123,42 @@ class Trainer:
             _capi.ptr(t, _capi.c_int32), t.size, loss, _capi.ptr(grad, _capi.c_float)),
             "gradient")
         return float(loss.value), grad
+
+    @staticmethod
+    def _positions(inputs: Any, targets: Any):
+        """Sequences (lists of ids, oldest first) and their per-position targets
+        as compressed rows; the library checks the values."""
+        lengths = [len(x) for x in inputs]
+        if len(targets) != len(inputs) or any(len(t) != n for t, n in zip(targets, lengths)):
+            raise InvalidArgError("targets must have the shape of inputs")
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lengths)
+        x = np.ascontiguousarray([int(v) for s in inputs for v in s], dtype=np.int32)
+        t = np.ascontiguousarray([int(v) for s in targets for v in s], dtype=np.int32)
+        return x, offsets, t
+
+    def gradient_positions(self, inputs: Any, targets: Any):
+        """(mean loss over the scored positions, gradient float32) of sequences
+        scored at chosen positions (objectives causal and cloze):
+        elastic_trainer_gradient_positions.  inputs[b] holds ids 1..I or the
+        mask I+1, oldest first; targets[b][i] is 1..I, or 0 for no score."""
+        x, offsets, t = self._positions(inputs, targets)
+        loss = _capi.c_double()
+        grad = np.zeros(self.model.parameter_count, dtype=np.float32)
+        check(self._lib.elastic_trainer_gradient_positions(
+            self._h(), _capi.ptr(x, _capi.c_int32), _capi.ptr(offsets, _capi.c_int64),
+            _capi.ptr(t, _capi.c_int32), offsets.size - 1, loss, _capi.ptr(grad, _capi.c_float)),
+            "gradient_positions")
+        return float(loss.value), grad
+
+    def step_positions(self, inputs: Any, targets: Any) -> float:
+        """One Adam step with dropout on such a batch; the mean loss before it."""
+        x, offsets, t = self._positions(inputs, targets)
+        loss = _capi.c_double()
+        check(self._lib.elastic_trainer_step_positions(
+            self._h(), _capi.ptr(x, _capi.c_int32), _capi.ptr(offsets, _capi.c_int64),
+            _capi.ptr(t, _capi.c_int32), offsets.size - 1, loss), "step_positions")
+        return float(loss.value)
 
     def step(self, histories: Histories, targets: Any) -> float:
         """One Adam step with dropout; returns the batch's mean loss before it."""

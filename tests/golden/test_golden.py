@@ -238,6 +238,11 @@ CASES = [
                                 layers=2), ragged_lengths(60, 12, 8), also_keep_history=True),
     Case("sasrec_d12_h3", dict(model="sasrec", num_items=40, max_len=10, hidden=12, heads=3,
                                layers=2), [1, 2, 9, 10, 11, 30]),
+    # spec 3.0: the mask id I+1 at recency 0, the history after it (N-1 items read)
+    Case("mask_token", small(mask_token=1), MIXED, also_keep_history=True),
+    Case("mask_token_max_len1", small(mask_token=1, max_len=1), [1, 2, 5]),
+    Case("sasrec_mask_token", dict(model="sasrec", num_items=50, max_len=20, hidden=32, heads=2,
+                                   layers=2, mask_token=1), MIXED),
 ]
 
 # (label, cpu_reference, cpu_isa, attention): attention 1 = ELASTIC_ATTENTION_MATERIALIZED,
@@ -288,6 +293,8 @@ def check_config(lib: Lib, cfg: ref.Config, model) -> List[str]:
                 problems.append(f"{label}: {key} = {c[key]}, want {getattr(cfg, key)}")
         if c["ln_eps"] != cfg.ln_eps:
             problems.append(f"{label}: ln_eps = {c['ln_eps']!r}, want {cfg.ln_eps!r}")
+        if c.get("mask_token", 0) != cfg.mask_token:
+            problems.append(f"{label}: mask_token = {c.get('mask_token')}, want {cfg.mask_token}")
     return problems
 
 
@@ -357,7 +364,7 @@ def run_case(lib: Lib, case: Case, seed: int, variants) -> bool:
              f"N(0, {case.weight_std}^2)") + f"; lengths {list(case.lengths)}")
     t0 = time.time()
     ref_hu = ref.user_vectors(cfg, params, histories)
-    ref_scores = ref_hu @ params["item_emb"][1:].T
+    ref_scores = ref_hu @ params["item_emb"][1:cfg.num_items + 1].T  # never the mask row
     sens = float32_sensitivity(cfg, params, histories, ref_scores, seed)
     line = (f"    reference: {time.time() - t0:.2f}s; float32 sensitivity of the scores "
             f"{sens:.2g}")

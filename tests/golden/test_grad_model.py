@@ -16,6 +16,13 @@ independent NumPy float64 reference:
 Also: entries the loss cannot depend on (the padding row, memory values no
 expert selected) must have an exactly zero C gradient.
 
+The position objectives of spec 5 the same way, through
+elastic_trainer_gradient_positions against the reference's position_loss:
+`causal` (SASRec: every position against the next item) and `cloze` (models
+with a mask token, mask_token = 1: random positions replaced by the mask id
+I+1, scored against the items they hide; the reference runs every position
+through the whole model, the C trainer gathers the scored positions first).
+
 Run: python3 tests/golden/test_grad_model.py --lib build/libelastic.so
 """
 import argparse
@@ -30,16 +37,39 @@ import test_golden as tg  # noqa: E402  (the library through the package, the re
 np, ref, libelastic = tg.np, tg.ref, tg.libelastic
 
 
-def c_gradient(lib, path, histories, targets):
+def c_gradient(lib, path, histories, targets, positions=False):
     """Loss, gradient (flat float32) and tensor names from the C trainer, through
-    the Python package (libelastic.Trainer: elastic_trainer_gradient)."""
+    the Python package (libelastic.Trainer: elastic_trainer_gradient, or
+    elastic_trainer_gradient_positions with positions=True)."""
     model = lib.load_model(path)
     try:
         with libelastic.Trainer(model, dropout=0.0, backend="cpu") as tr:
-            loss, grad = tr.gradient(histories, targets)
+            if positions:
+                loss, grad = tr.gradient_positions(histories, targets)
+            else:
+                loss, grad = tr.gradient(histories, targets)
         return loss, grad, model.tensor_names
     finally:
         model.close()
+
+
+def position_batch(cfg, rng, lengths, objective):
+    """Inputs and per-position targets of a batch for `causal` or `cloze`."""
+    I = cfg.num_items
+    inputs, targets = [], []
+    for n in lengths:
+        seq = [int(v) for v in rng.integers(1, I + 1, n + 1)]
+        if objective == "causal":  # every position against the item after it
+            inputs.append(seq[:n])
+            targets.append(seq[1:])
+        else:  # cloze: about a third masked, at least one; the mask is I+1
+            x = seq[:n]
+            masked = rng.random(n) < 0.35
+            if not masked.any():
+                masked[rng.integers(0, n)] = True
+            inputs.append([I + 1 if m else v for v, m in zip(x, masked)])
+            targets.append([v if m else 0 for v, m in zip(x, masked)])
+    return inputs, targets
 
 
 def ref_loss(cfg, params, histories, targets):
@@ -49,22 +79,27 @@ def ref_loss(cfg, params, histories, targets):
     return float(np.mean(lse - s[np.arange(len(targets)), np.asarray(targets) - 1]))
 
 
-def run_case(lib, name, overrides, lengths, seed, entries_per_tensor=3):
+def run_case(lib, name, overrides, lengths, seed, entries_per_tensor=3, objective="prefix"):
     cfg = ref.Config(**overrides).resolved()
     params = {k: v.astype(np.float64) for k, v in
               ref.init_params(cfg, seed, weight_std=0.5, bias_std=0.1, norm_std=0.1,
                               linear_gain=1.0).items()}
     rng = np.random.default_rng(seed + 1)
-    histories = [[int(v) for v in rng.integers(1, cfg.num_items + 1, n)] for n in lengths]
-    targets = [int(v) for v in rng.integers(1, cfg.num_items + 1, len(lengths))]
+    if objective == "prefix":
+        histories = [[int(v) for v in rng.integers(1, cfg.num_items + 1, n)] for n in lengths]
+        targets = [int(v) for v in rng.integers(1, cfg.num_items + 1, len(lengths))]
+        loss_fn = ref_loss
+    else:
+        histories, targets = position_batch(cfg, rng, lengths, objective)
+        loss_fn = ref.position_loss
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.safetensors")
         ref.save_model(path, cfg, {k: v.astype(np.float32) for k, v in params.items()})
-        loss_c, grad, names = c_gradient(lib, path, histories, targets)
+        loss_c, grad, names = c_gradient(lib, path, histories, targets, objective != "prefix")
 
-    loss_r = ref_loss(cfg, params, histories, targets)
+    loss_r = loss_fn(cfg, params, histories, targets)
     ok = abs(loss_c - loss_r) <= 1e-5 * abs(loss_r)
-    print(f"  {name}: seed {seed}, loss C {loss_c:.8f} ref {loss_r:.8f} "
+    print(f"  {name} ({objective}): seed {seed}, loss C {loss_c:.8f} ref {loss_r:.8f} "
           f"(rel {abs(loss_c - loss_r) / abs(loss_r):.1e})")
 
     shapes = ref.param_shapes(cfg)
@@ -82,7 +117,7 @@ def run_case(lib, name, overrides, lengths, seed, entries_per_tensor=3):
         old = params[pname][idx]
         params[pname][idx] = old + delta
         try:
-            return ref_loss(cfg, params, histories, targets)
+            return loss_fn(cfg, params, histories, targets)
         finally:
             params[pname][idx] = old
 
@@ -92,6 +127,8 @@ def run_case(lib, name, overrides, lengths, seed, entries_per_tensor=3):
         flat = np.abs(g).ravel()
         picks = set(int(i) for i in rng.integers(0, flat.size, entries_per_tensor))
         picks |= set(int(i) for i in np.argsort(-flat)[:2])
+        if pname == "item_emb" and cfg.mask_token:  # the mask's row I+1 (spec 3.0)
+            picks |= {(cfg.num_items + 1) * g.shape[1], (cfg.num_items + 1) * g.shape[1] + 1}
         for i in sorted(picks):
             idx = np.unravel_index(i, g.shape)
             if pname == "item_emb" and idx[0] == 0:
@@ -139,6 +176,26 @@ CASES = [
                           ffn=24), [1, 3, 7]),
 ]
 
+# (name, config, sequence lengths (each at most max_len), objective)
+POSITION_CASES = [
+    ("sasrec_causal", dict(model="sasrec", num_items=30, max_len=12, hidden=16, heads=2,
+                           layers=2, ffn=32), [1, 6, 12, 9], "causal"),
+    ("sasrec_causal_h3_L1", dict(model="sasrec", num_items=20, max_len=6, hidden=12, heads=3,
+                                 layers=1, ffn=24), [2, 6, 3], "causal"),
+    ("elastic_cloze", dict(model="elastic", num_items=30, max_len=12, hidden=16, heads=2,
+                           layers=2, experts=4, ffn=32, mem_subkeys=8, mem_key=8, mem_topk=3,
+                           mask_token=1), [1, 5, 12, 8], "cloze"),
+    ("elastic_cloze_t1_L1", dict(model="elastic", num_items=20, max_len=8, hidden=8, heads=1,
+                                 layers=1, experts=2, ffn=16, mem_subkeys=4, mem_key=4,
+                                 mem_topk=1, mask_token=1), [2, 8, 3], "cloze"),
+    ("sasrec_cloze", dict(model="sasrec", num_items=25, max_len=10, hidden=12, heads=2, layers=2,
+                          ffn=24, mask_token=1), [3, 10, 1], "cloze"),
+    ("elastic_prefix_mask_token", dict(model="elastic", num_items=25, max_len=10, hidden=12,
+                                       heads=2, layers=1, experts=2, ffn=20, mem_subkeys=4,
+                                       mem_key=6, mem_topk=2, mask_token=1), [1, 9, 10, 14],
+     "prefix"),
+]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -147,8 +204,9 @@ def main():
     args = ap.parse_args()
     lib = tg.Lib(args.lib)
     passed = failed = 0
-    for i, (name, cfg, lengths) in enumerate(CASES):
-        ok = run_case(lib, name, cfg, lengths, args.seed + 17 * i)
+    cases = [(name, cfg, lengths, "prefix") for name, cfg, lengths in CASES] + POSITION_CASES
+    for i, (name, cfg, lengths, objective) in enumerate(cases):
+        ok = run_case(lib, name, cfg, lengths, args.seed + 17 * i, objective=objective)
         print(f"{'ok  ' if ok else 'FAIL'} {name}")
         passed += ok
         failed += not ok

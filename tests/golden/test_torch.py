@@ -235,7 +235,7 @@ def run_case(lib, case, seed, table) -> bool:
              if cfg.model == "elastic" else "") + f" f={cfg.ffn}; lengths {list(case.lengths)}")
     t0 = time.time()
     ref_hu = ref.user_vectors(cfg, params, histories)
-    ref_scores = ref_hu @ params["item_emb"][1:].T
+    ref_scores = ref_hu @ params["item_emb"][1:cfg.num_items + 1].T  # never the mask row
     if cfg.model == "elastic":
         margin = min(ref.imr_margin(cfg, params, h) for h in histories)
         print(f"    reference {time.time() - t0:.2f}s; smallest memory top-t margin {margin:.3g}")
@@ -455,6 +455,47 @@ def job_loss(seed: int) -> bool:
             tol = 1e-12 if dtype == torch.float64 else TOL_REF
             print(f"    {cfg.model} {label}: loss {got:.10g}, from the reference's scores "
                   f"{want:.10g}, relative error {err:.3g}")
+            ok &= err <= tol
+    return ok
+
+
+def job_loss_positions(seed: int) -> bool:
+    """loss_positions() (objectives causal and cloze of spec 5) against the
+    reference's position_loss: SASRec scored at every position against the
+    next item, ELASTIC with a mask token at masked positions."""
+    ok = True
+    rng = np.random.default_rng(seed)
+    for cfgd, objective in ((dict(model="sasrec", num_items=12, max_len=6, hidden=8, heads=2,
+                                  layers=2), "causal"),
+                            (dict(TINY, mask_token=1), "cloze")):
+        cfg = ref.Config(**cfgd).resolved()
+        params = ref.init_params(cfg, seed, 0.5, 0.1, 0.2, 1.5)
+        inputs, targets = [], []
+        for n in (1, 4, 6):
+            seq = [int(v) for v in rng.integers(1, cfg.num_items + 1, n + 1)]
+            if objective == "causal":
+                inputs.append(seq[:n])
+                targets.append(seq[1:])
+            else:
+                masked = [i % 2 == 0 for i in range(n)]
+                inputs.append([cfg.num_items + 1 if m else v for v, m in zip(seq[:n], masked)])
+                targets.append([v if m else 0 for v, m in zip(seq[:n], masked)])
+        want = ref.position_loss(cfg, params, inputs, targets)
+        n_max = max(len(x) for x in inputs)
+        items = torch.zeros(len(inputs), n_max, dtype=torch.long)   # recency order
+        tgt = torch.zeros(len(inputs), n_max, dtype=torch.long)
+        for b, (x, t) in enumerate(zip(inputs, targets)):
+            items[b, :len(x)] = torch.tensor(x[::-1])
+            tgt[b, :len(t)] = torch.tensor(t[::-1])
+        lengths = torch.tensor([len(x) for x in inputs])
+        sd = {n: torch.from_numpy(v.astype(np.float32)) for n, v in params.items()}
+        for label, dtype in DTYPES:
+            m = et.from_state_dict(cfgd, sd).to(dtype).eval()
+            got = float(m.loss_positions(items, lengths, tgt).detach())
+            err = abs(got - want) / abs(want)
+            tol = 1e-12 if dtype == torch.float64 else TOL_REF
+            print(f"    {cfg.model} {objective} {label}: loss {got:.10g}, reference {want:.10g}, "
+                  f"relative error {err:.3g}")
             ok &= err <= tol
     return ok
 
@@ -683,6 +724,7 @@ def main() -> int:
     jobs = [("state_dict_names", job_names), ("batch_layout", job_batch_layout),
             ("memory_ties", lambda: job_memory_ties(s + 507)),
             ("dropout", lambda: job_dropout(s + 501)), ("loss", lambda: job_loss(s + 502)),
+            ("loss_positions", lambda: job_loss_positions(s + 509)),
             ("gradcheck", lambda: job_gradcheck(s + 503)),
             ("c_written_file", lambda: job_c_file(lib, s + 504)),
             ("cli", lambda: job_cli(s + 505)), ("bridge", lambda: job_bridge(lib, s + 508)),

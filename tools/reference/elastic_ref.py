@@ -39,10 +39,10 @@ FORMAT_VERSION = "1"
 
 #: Every config key of spec 1, in the spec's order.
 CONFIG_KEYS = ("model", "num_items", "max_len", "hidden", "heads", "layers", "experts",
-               "ffn", "mem_subkeys", "mem_key", "mem_topk", "ln_eps")
+               "ffn", "mem_subkeys", "mem_key", "mem_topk", "ln_eps", "mask_token")
 #: Keys that SASRec ignores (spec 7).
 MEMORY_KEYS = ("experts", "mem_subkeys", "mem_key", "mem_topk")
-INT_KEYS = tuple(k for k in CONFIG_KEYS if k not in ("model", "ln_eps"))
+INT_KEYS = tuple(k for k in CONFIG_KEYS if k not in ("model", "ln_eps", "mask_token"))
 
 
 @dataclasses.dataclass
@@ -60,6 +60,7 @@ class Config:
     mem_key: Optional[int] = None  # c, default d
     mem_topk: int = 8           # t
     ln_eps: float = 1e-5        # eps
+    mask_token: int = 0         # 1: item_emb row I+1 is the mask (spec 3.0)
 
     def resolved(self) -> "Config":
         """A copy with the derived defaults filled in and the constraints of
@@ -91,6 +92,8 @@ class Config:
                                  f"mem_subkeys ({c.mem_subkeys})")
         if not (math.isfinite(c.ln_eps) and c.ln_eps > 0):
             raise ValueError(f"config key 'ln_eps' must be a positive number, got {c.ln_eps}")
+        if c.mask_token not in (0, 1) or isinstance(c.mask_token, bool):
+            raise ValueError(f"config key 'mask_token' must be 0 or 1, got {c.mask_token!r}")
         return c
 
     def to_metadata(self) -> Dict[str, str]:
@@ -101,6 +104,7 @@ class Config:
         for key in INT_KEYS:
             meta[key] = str(int(getattr(c, key)))
         meta["ln_eps"] = repr(float(c.ln_eps))  # shortest round-trip decimal, e.g. "1e-05"
+        meta["mask_token"] = str(int(c.mask_token))
         return meta
 
     @classmethod
@@ -113,12 +117,18 @@ class Config:
             if key not in meta:
                 if meta.get("model") == "sasrec" and key in MEMORY_KEYS:
                     continue
+                if key == "mask_token":
+                    continue  # a version-1 file: no mask token (spec 2)
                 raise ValueError(f"__metadata__ lacks the config key '{key}'")
             value = meta[key]
             if key == "model":
                 kwargs[key] = value
             elif key == "ln_eps":
                 kwargs[key] = float(value)
+            elif key == "mask_token":
+                if value not in ("0", "1"):
+                    raise ValueError(f"config key 'mask_token': {value!r} is not 0 or 1")
+                kwargs[key] = int(value)
             else:
                 kwargs[key] = int(value, 10)
         return cls(**kwargs).resolved()
@@ -165,7 +175,8 @@ def param_shapes(cfg: Config) -> Dict[str, Tuple[int, ...]]:
     """Every parameter name and shape, in the spec's order (spec 2; SASRec: spec 7)."""
     c = cfg.resolved()
     I, N, d, f = c.num_items, c.max_len, c.hidden, c.ffn
-    shapes: List[Tuple[str, Tuple[int, ...]]] = [("item_emb", (I + 1, d)), ("pos_emb", (N, d))]
+    shapes: List[Tuple[str, Tuple[int, ...]]] = [("item_emb", (I + 1 + c.mask_token, d)),
+                                                 ("pos_emb", (N, d))]
     if c.model == "elastic":
         k, m, cc = c.experts, c.mem_subkeys, c.mem_key
         shapes += _norm("imr.norm", d)
@@ -324,20 +335,24 @@ def top_indices(values: np.ndarray, count: int) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 def read_history(cfg: Config, history: Sequence[int]) -> np.ndarray:
-    """The items read, most recent first: s_0 .. s_{n-1}, n = min(len, N) (spec 1, 3)."""
+    """The items read, most recent first: s_0 .. s_{n-1}, n = min(len, N) (spec 1, 3);
+    with a mask token, s_0 is the mask id I+1 and n = min(len + 1, N) (spec 3.0)."""
     history = [int(v) for v in history]
     if not history:
         raise ValueError("empty history")
     for v in history:
         if not 1 <= v <= cfg.num_items:
             raise ValueError(f"item id {v} outside 1..{cfg.num_items}")
-    n = min(len(history), cfg.max_len)
-    return np.array(history[::-1][:n], dtype=np.int64)
+    mask = [cfg.num_items + 1] if cfg.mask_token else []
+    n = min(len(history) + len(mask), cfg.max_len)
+    return np.array((mask + history[::-1])[:n], dtype=np.int64)
 
 
-def embed(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int]) -> np.ndarray:
-    """Spec 3.1: X[r] = item_emb[s_r] + pos_emb[r], r = 0..n-1 (recency positions)."""
-    s = read_history(cfg, history)
+def embed(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int],
+          read: Optional[np.ndarray] = None) -> np.ndarray:
+    """Spec 3.1: X[r] = item_emb[s_r] + pos_emb[r], r = 0..n-1 (recency positions).
+    `read` gives s itself (training inputs, which may hold the mask anywhere)."""
+    s = read_history(cfg, history) if read is None else np.asarray(read, dtype=np.int64)
     return params["item_emb"][s] + params["pos_emb"][: len(s)]
 
 
@@ -406,12 +421,12 @@ def imr_margin(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int
     return min(memory_margin(Q[j], params["imr.subkeys"], c.mem_topk) for j in range(c.experts))
 
 
-def elastic_states(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int]
-                   ) -> Tuple[np.ndarray, np.ndarray]:
-    """Spec 3.1-3.3: the final X [n, d] and P [k, d] of one user."""
+def elastic_states(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int],
+                   read: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Spec 3.1-3.3: the final X [n, d] and P [k, d] of one user (`read`: see embed)."""
     c = cfg.resolved()
     eps, h = c.ln_eps, c.heads
-    X = embed(c, params, history)                                    # 3.1
+    X = embed(c, params, history, read)                              # 3.1
     P = imr(c, params, X)                                            # 3.2
     for i in range(c.layers):                                        # 3.3, pre-LN residual
         p = f"layers.{i}"
@@ -432,12 +447,12 @@ def causal_allowed(n: int) -> np.ndarray:
     return r[None, :] >= r[:, None]   # [query r, key r']
 
 
-def sasrec_states(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int]
-                  ) -> np.ndarray:
-    """Spec 7: the final X [n, d] of the SASRec baseline for one user."""
+def sasrec_states(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[int],
+                  read: Optional[np.ndarray] = None) -> np.ndarray:
+    """Spec 7: the final X [n, d] of the SASRec baseline for one user (`read`: see embed)."""
     c = cfg.resolved()
     eps = c.ln_eps
-    X = embed(c, params, history)                                    # same embedding (3.1)
+    X = embed(c, params, history, read)                              # same embedding (3.1)
     allowed = causal_allowed(X.shape[0])
     for i in range(c.layers):
         p = f"layers.{i}"
@@ -458,9 +473,11 @@ def user_vector(cfg: Config, params: Dict[str, np.ndarray], history: Sequence[in
     return norm(X[0], params, "final_norm", c.ln_eps)
 
 
-def item_scores(params: Dict[str, np.ndarray], hu: np.ndarray) -> np.ndarray:
-    """Spec 3.5: score(v) = hu . item_emb[v] for v = 1..I; entry v-1 is item v."""
-    return params["item_emb"][1:] @ hu
+def item_scores(params: Dict[str, np.ndarray], hu: np.ndarray,
+                num_items: Optional[int] = None) -> np.ndarray:
+    """Spec 3.5: score(v) = hu . item_emb[v] for v = 1..I; entry v-1 is item v.
+    Give num_items for a model with a mask token (its row I+1 is no class)."""
+    return params["item_emb"][1:(num_items + 1 if num_items else None)] @ hu
 
 
 def top_k(scores_row: np.ndarray, k: int, history: Sequence[int] = (),
@@ -505,8 +522,44 @@ def user_vectors(cfg: Config, params: Dict[str, np.ndarray],
 
 def scores(cfg: Config, params: Dict[str, np.ndarray],
            histories: Sequence[Sequence[int]]) -> np.ndarray:
-    """[B, I]: row b, entry v-1 is the score of item v for user b."""
-    return user_vectors(cfg, params, histories) @ params["item_emb"][1:].T
+    """[B, I]: row b, entry v-1 is the score of item v for user b (never the mask)."""
+    return user_vectors(cfg, params, histories) @ params["item_emb"][1:cfg.num_items + 1].T
+
+
+# --------------------------------------------------------------------------
+# spec 5: the position objectives (causal, cloze)
+# --------------------------------------------------------------------------
+
+def position_loss(cfg: Config, params: Dict[str, np.ndarray], inputs: Sequence[Sequence[int]],
+                  targets: Sequence[Sequence[int]]) -> float:
+    """The loss of a batch scored at chosen positions (spec 5, causal and cloze):
+    sequence b is inputs[b] (oldest first, ids 1..I or the mask I+1, at most N),
+    targets[b][i] the item the output at position i is scored against (0: not
+    scored).  Every position runs the whole model (no shortcut); the loss is
+    the mean over scored positions of logsumexp(scores) - score[target], the
+    scores against items 1..I only."""
+    c = cfg.resolved()
+    total, count = 0.0, 0
+    E = params["item_emb"][1:c.num_items + 1]
+    for x, t in zip(inputs, targets):
+        s = np.array([int(v) for v in x][::-1], dtype=np.int64)  # recency order
+        if not 1 <= len(s) <= c.max_len:
+            raise ValueError(f"sequence of {len(s)} items, not 1..{c.max_len}")
+        if c.model == "elastic":
+            X, _ = elastic_states(c, params, [], read=s)
+        else:
+            X = sasrec_states(c, params, [], read=s)
+        H = norm(X, params, "final_norm", c.ln_eps)               # [n, d]
+        for i, v in enumerate(t):
+            if not v:
+                continue
+            row = E @ H[len(s) - 1 - i]                            # position i: recency n-1-i
+            m = row.max()
+            total += m + math.log(np.exp(row - m).sum()) - row[int(v) - 1]
+            count += 1
+    if not count:
+        raise ValueError("no position has a target")
+    return total / count
 
 
 def recommend(cfg: Config, params: Dict[str, np.ndarray], histories: Sequence[Sequence[int]],
