@@ -32,3 +32,11 @@ bash ci/smoke.sh build-asan
 bash ci/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_TSAN=ON \
   -DELASTIC_OPENCL=OFF -DELASTIC_CUDA=OFF --target elastic_cli
 (cd build-tsan && ctest -R '^serve$' --output-on-failure)
+
+# Cross builds under QEMU (ci/cross.sh; README "Cross-building for ARM and
+# others"): aarch64 (NEON table), riscv64 and big-endian s390x, each with every
+# unit test but test_train, `elastic conformance --backends cpu:*`,
+# test_byteorder and golden_cross (4 of its cases here; all 19 by hand).
+for target in aarch64 riscv64 s390x; do
+  ELASTIC_CROSS_QUICK=1 bash ci/cross.sh "$target"
+done
