@@ -96,7 +96,7 @@ def run_case(case, seed, dump, emulator, tmp):
         case.tweak(cfg, params)
     histories = tg.draw_histories(cfg.num_items, case.lengths, seed + 1)
     ref_hu = ref.user_vectors(cfg, params, histories)
-    ref_scores = ref_hu @ params["item_emb"][1:].T
+    ref_scores = ref_hu @ params["item_emb"][1:cfg.num_items + 1].T  # never a mask row
 
     model = os.path.join(tmp, f"{case.name}.safetensors")
     ref.save_model(model, cfg, params, {"golden_case": case.name, "golden_seed": str(seed)})
