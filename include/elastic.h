@@ -175,7 +175,8 @@ typedef struct elastic_session_options {
      * "backend.key=value" pairs, e.g. "cpu.isa=avx2,opencl.device=Intel".
      * Keys of a backend that is not used are checked for form only; an
      * unknown key of the backend in use is an error. The keys:
-     *   cpu.isa           best (default), generic, avx2, avx512, or reference
+     *   cpu.isa           best (default), generic, avx2, avx512 (x86-64), neon
+     *                     (aarch64), or reference
      *                     (the scalar float64 oracle of the conformance suite)
      *   opencl.device     the first device whose name contains this text
      *   opencl.cache_dir  where compiled OpenCL programs are cached */

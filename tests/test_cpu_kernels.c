@@ -38,11 +38,11 @@ static const elastic_cpu_kernels *ref(void)
 static int fast_tables(const elastic_cpu_kernels **out)
 {
     static const elastic_cpu_isa isas[] = {ELASTIC_CPU_ISA_GENERIC, ELASTIC_CPU_ISA_AVX2,
-                                           ELASTIC_CPU_ISA_AVX512};
-    static const char *names[] = {"generic", "avx2", "avx512"};
+                                           ELASTIC_CPU_ISA_AVX512, ELASTIC_CPU_ISA_NEON};
+    static const char *names[] = {"generic", "avx2", "avx512", "neon"};
     static int printed;
     int n = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         const elastic_cpu_kernels *t = elastic_cpu_kernels_for(isas[i]);
         if (t) {
             out[n++] = t;

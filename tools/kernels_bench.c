@@ -27,7 +27,7 @@ static const char usage[] =
     "  -n, --len N        history length (default 200)\n"
     "  -r, --reps R       timed runs after two warm-ups; the median is shown (default 10)\n"
     "  -t, --threads T    CPU threads, also OpenBLAS's (default: all)\n"
-    "  -i, --isa NAME     kernels: best, generic, avx2 or avx512 (default best)\n"
+    "  -i, --isa NAME     kernels: best, generic, avx2, avx512 or neon (default best)\n"
     "  -h, --help         this text\n";
 
 static int cmp_double(const void *a, const void *b)
@@ -70,7 +70,7 @@ static double sgemm_gflops(int m, int n, int k, int reps)
 
 int main(int argc, char **argv)
 {
-    static const char *const isas[] = {"best", "generic", "avx2", "avx512"};
+    static const char *const isas[] = {"best", "generic", "avx2", "avx512", "neon"};
     static const struct option opts[] = {
         {"batch", required_argument, 0, 'b'}, {"len", required_argument, 0, 'n'},
         {"reps", required_argument, 0, 'r'},  {"threads", required_argument, 0, 't'},
@@ -98,10 +98,10 @@ int main(int argc, char **argv)
             threads = (int)v;
             break;
         case 'i':
-            for (isa = 3; isa >= 0 && strcmp(optarg, isas[isa]); isa--)
+            for (isa = 4; isa >= 0 && strcmp(optarg, isas[isa]); isa--)
                 ;
             if (isa < 0) {
-                cli_error("--isa must be best, generic, avx2 or avx512, got '%s'", optarg);
+                cli_error("--isa must be best, generic, avx2, avx512 or neon, got '%s'", optarg);
                 return 2;
             }
             break;

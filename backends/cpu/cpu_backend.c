@@ -55,14 +55,14 @@ static elastic_status cpu_init(elastic_backend **out, const elastic_session_opti
     if (!strcmp(isa, "reference")) {
         k = &elastic_cpu_kernels_reference;
     } else {
-        static const char *const names[] = {"best", "generic", "avx2", "avx512"};
+        static const char *const names[] = {"best", "generic", "avx2", "avx512", "neon"};
         int i = 0;
-        while (i < 4 && strcmp(isa, names[i]))
+        while (i < 5 && strcmp(isa, names[i]))
             i++;
-        if (i == 4)
+        if (i == 5)
             return elastic_error(ELASTIC_ERR_INVALID_ARG,
                                  "cpu backend: unknown cpu.isa '%s' (best, generic, avx2, avx512, "
-                                 "reference)",
+                                 "neon, reference)",
                                  isa);
         if (!(k = elastic_cpu_kernels_for((elastic_cpu_isa)i)))
             return elastic_error(ELASTIC_ERR_BACKEND,

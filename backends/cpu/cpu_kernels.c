@@ -2,7 +2,7 @@
  * cpu_kernels.c - the fast float32 CPU kernels.
  *
  * One source, compiled once per instruction set with
- * -DELASTIC_CPU_ISA_NAME=generic|avx2|avx512 and that set's flags; each
+ * -DELASTIC_CPU_ISA_NAME=generic|avx2|avx512|neon and that set's flags; each
  * compilation defines exactly one table, elastic_cpu_kernels_<name>, and
  * keeps every helper static so the objects link side by side.
  *
@@ -29,6 +29,12 @@
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
 #include <immintrin.h>
+#endif
+/* The aarch64 NEON table (-DELASTIC_CPU_NEON): fused multiply-add and lane
+ * tests by intrinsics; the generic table on aarch64 stays plain vectors. */
+#if defined(ELASTIC_CPU_NEON) && defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#define EK_NEON 1
 #endif
 
 #ifndef ELASTIC_CPU_ISA_NAME
@@ -85,6 +91,8 @@ EK_INLINE vf vfma(vf a, vf b, vf c)
     return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
 #elif defined(__FMA__)
     return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif defined(EK_NEON)
+    return (vf)vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);
 #else
     return a * b + c;
 #endif
@@ -113,6 +121,8 @@ EK_INLINE int vany_gt(vf v, float t)
     return _mm256_movemask_ps(_mm256_cmp_ps((__m256)v, _mm256_set1_ps(t), _CMP_GT_OQ)) != 0;
 #elif defined(__SSE2__)
     return _mm_movemask_ps(_mm_cmpgt_ps((__m128)v, _mm_set1_ps(t))) != 0;
+#elif defined(EK_NEON)
+    return vmaxvq_u32(vcgtq_f32((float32x4_t)v, vdupq_n_f32(t))) != 0;
 #else
     vi m = v > vset1(t);
     int any = 0;
@@ -315,7 +325,7 @@ EK_INLINE vf vgelu(vf x)
     p = vfma(p, t, vset1(1.00002368f));
     p = vfma(p, t, vset1(-1.26551223f));
     vf hi = z * z;
-#if defined(__AVX512F__) || defined(__FMA__)
+#if defined(__AVX512F__) || defined(__FMA__) || defined(EK_NEON)
     vf lo = vfma(z, z, -hi);
 #else
     /* Dekker: z = zh + zl with zh of 12 significant bits, products exact */

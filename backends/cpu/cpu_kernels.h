@@ -5,7 +5,8 @@
  *   - the reference (cpu_ref.c): scalar loops that accumulate in double, the
  *     oracle of the conformance suite;
  *   - fast float32 tables (cpu_kernels.c, compiled once per instruction set:
- *     generic x86-64, AVX2+FMA, AVX-512), OpenMP-parallel.
+ *     generic (any architecture), x86-64 AVX2+FMA and AVX-512, aarch64 NEON),
+ *     OpenMP-parallel.
  * The backend picks one at run time (cpu_isa.c) from what the CPU supports.
  *
  * Every pointer is to contiguous row-major data; the backend has checked
@@ -28,7 +29,7 @@
 #include <stdint.h>
 
 typedef struct elastic_cpu_kernels {
-    const char *isa; /* "reference", "generic", "avx2", "avx512" */
+    const char *isa; /* "reference", "generic", "avx2", "avx512", "neon" */
 
     void (*gather)(const float *table, int64_t d, const int32_t *idx, int64_t n, float *out,
                    int threads);
@@ -67,12 +68,16 @@ extern const elastic_cpu_kernels elastic_cpu_kernels_generic;
 extern const elastic_cpu_kernels elastic_cpu_kernels_avx2;
 extern const elastic_cpu_kernels elastic_cpu_kernels_avx512;
 #endif
+#if defined(ELASTIC_CPU_AARCH64)
+extern const elastic_cpu_kernels elastic_cpu_kernels_neon;
+#endif
 
 typedef enum elastic_cpu_isa {
     ELASTIC_CPU_ISA_BEST = 0,
     ELASTIC_CPU_ISA_GENERIC = 1,
     ELASTIC_CPU_ISA_AVX2 = 2,
-    ELASTIC_CPU_ISA_AVX512 = 3
+    ELASTIC_CPU_ISA_AVX512 = 3,
+    ELASTIC_CPU_ISA_NEON = 4
 } elastic_cpu_isa;
 
 /* The fast table for an instruction set, or NULL if this CPU lacks it. */

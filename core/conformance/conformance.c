@@ -138,8 +138,8 @@ static elastic_status add_backend(conf_run *r, const char *spec)
 /* "cpu:*": every instruction set this CPU has. */
 static void all_cpu_variants(conf_run *r)
 {
-    static const char *cpu[] = {"cpu:generic", "cpu:avx2", "cpu:avx512"};
-    for (int i = 0; i < 3; i++)
+    static const char *cpu[] = {"cpu:generic", "cpu:avx2", "cpu:avx512", "cpu:neon"};
+    for (int i = 0; i < 4; i++)
         if (add_backend(r, cpu[i]) != ELASTIC_OK) elastic_error_clear(); /* ISA absent */
 }
 

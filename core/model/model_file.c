@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/byteorder.h"
 #include "base/error.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -153,7 +154,7 @@ static elastic_status fill_model(const elastic_st_file *file, const elastic_conf
             status = elastic_error(ELASTIC_ERR_INTERNAL, "tensor '%s': size mismatch", p->name);
             break;
         }
-        if (found[i]->nbytes) memcpy(dst, found[i]->data, found[i]->nbytes);
+        elastic_f32_from_le(dst, found[i]->data, (size_t)p->numel); /* file: little-endian */
         for (int64_t j = 0; j < p->numel; j++)
             if (!isfinite(dst[j])) {
                 status = elastic_error(ELASTIC_ERR_FORMAT,
@@ -280,7 +281,14 @@ elastic_status elastic_model_save(const elastic_model *model, const char *path)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_model_save: NULL argument");
     meta_list meta = {0};
     elastic_st_tensor *tensors = NULL;
-    elastic_status status = elastic_config_to_strings(&model->config, meta_add, &meta);
+    /* The file's float32 are little-endian: the parameters themselves on
+     * little-endian hosts, a converted copy on big-endian ones. */
+    void *le_copy = NULL;
+    const unsigned char *le =
+        elastic_f32_le_bytes(model->data, (size_t)model->data_numel, &le_copy);
+    elastic_status status =
+        le ? ELASTIC_OK : elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory saving a model");
+    if (status == ELASTIC_OK) status = elastic_config_to_strings(&model->config, meta_add, &meta);
     /* Extra metadata; the config (above) is authoritative for its keys. */
     for (int i = 0; i < model->n_meta && status == ELASTIC_OK; i++)
         if (!elastic_config_is_key(model->meta[i].key))
@@ -298,12 +306,13 @@ elastic_status elastic_model_save(const elastic_model *model, const char *path)
         for (int d = 0; d < p->ndim; d++)
             t->shape[d] = p->shape[d];
         t->numel = p->numel;
-        t->data = model->data + p->offset;
+        t->data = le + (size_t)p->offset * sizeof(float);
         t->nbytes = (size_t)p->numel * sizeof(float);
     }
     if (status == ELASTIC_OK)
         status = elastic_st_write(path, meta.items, meta.n, tensors, model->n_params);
     free(tensors);
+    free(le_copy);
     meta_list_free(&meta);
     return status;
 }

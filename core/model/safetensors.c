@@ -15,14 +15,10 @@
 
 #include "base/error.h"
 
-/* Tensor data is handed out as the file's bytes: the host must be
- * little-endian like the format (x86-64, arm64). The header length is
- * decoded and encoded byte by byte, so it does not depend on the host. */
-#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
-#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "libelastic's safetensors code assumes a little-endian host"
-#endif
-#endif
+/* Tensor data is handed out, and written, as the file's little-endian bytes:
+ * callers convert with base/byteorder.h (a memcpy on little-endian hosts, a
+ * byte swap on big-endian ones such as s390x). The header length is decoded
+ * and encoded byte by byte, so it does not depend on the host. */
 _Static_assert(sizeof(float) == 4, "float must be 32-bit IEEE 754");
 _Static_assert(sizeof(json_int_t) >= sizeof(int64_t), "jansson integers must hold int64");
 

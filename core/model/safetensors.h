@@ -10,7 +10,8 @@
  * ELASTIC_ERR_FORMAT with a message naming the problem (and the tensor or
  * key), never a crash or an allocation sized by an unchecked declared value.
  * Tensor data is not converted: it is the file's bytes, little-endian, and
- * not necessarily aligned (copy it with memcpy).
+ * not necessarily aligned, both read and written (convert it with
+ * base/byteorder.h, e.g. elastic_f32_from_le / elastic_f32_le_bytes).
  */
 #ifndef ELASTIC_CORE_SAFETENSORS_H
 #define ELASTIC_CORE_SAFETENSORS_H

@@ -14,6 +14,7 @@
 #include "graph/autodiff.h"
 #include "runtime/backend_options.h"
 #include "session/batch.h"
+#include "base/byteorder.h"
 #include "base/error.h"
 #include "runtime/executor.h"
 #include "runtime/plan_cache.h"
@@ -567,20 +568,31 @@ elastic_status elastic_trainer_save_state(const elastic_trainer *tr, const char 
     snprintf(epochs, sizeof epochs, "%lld", (long long)tr->epochs);
     elastic_st_meta meta[3] = {
         {"kind", "elastic-trainer-state"}, {"steps", steps}, {"epochs", epochs}};
-    size_t bytes = (size_t)tr->model->data_numel * sizeof(float);
+    size_t n = (size_t)tr->model->data_numel, bytes = n * sizeof(float);
+    /* Little-endian float32 in the file, whatever the host (base/byteorder.h). */
+    void *m_copy = NULL, *v_copy = NULL;
+    const void *m_le = elastic_f32_le_bytes(tr->adam_m, n, &m_copy);
+    const void *v_le = m_le ? elastic_f32_le_bytes(tr->adam_v, n, &v_copy) : NULL;
+    if (!m_le || !v_le) {
+        free(m_copy);
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory saving the trainer state");
+    }
     elastic_st_tensor t[2] = {{.name = "adam.m",
                                .dtype = "F32",
                                .ndim = 1,
                                .shape = {tr->model->data_numel},
-                               .data = tr->adam_m,
+                               .data = m_le,
                                .nbytes = bytes},
                               {.name = "adam.v",
                                .dtype = "F32",
                                .ndim = 1,
                                .shape = {tr->model->data_numel},
-                               .data = tr->adam_v,
+                               .data = v_le,
                                .nbytes = bytes}};
-    return elastic_st_write(path, meta, 3, t, 2);
+    elastic_status st = elastic_st_write(path, meta, 3, t, 2);
+    free(m_copy);
+    free(v_copy);
+    return st;
 }
 
 static elastic_status parse_count(const elastic_st_file *f, const char *key, const char *path,
@@ -616,8 +628,8 @@ elastic_status elastic_trainer_load_state(elastic_trainer *tr, const char *path)
     if (st == ELASTIC_OK) st = parse_count(&f, "steps", path, &steps);
     if (st == ELASTIC_OK) st = parse_count(&f, "epochs", path, &epochs);
     if (st == ELASTIC_OK) {
-        memcpy(tr->adam_m, m->data, bytes);
-        memcpy(tr->adam_v, v->data, bytes);
+        elastic_f32_from_le(tr->adam_m, m->data, bytes / sizeof(float));
+        elastic_f32_from_le(tr->adam_v, v->data, bytes / sizeof(float));
         tr->steps = steps;
         tr->epochs = epochs;
     }
