@@ -34,6 +34,7 @@
  *     if it still does at B=1. Predictions only choose B and what is
  *     skipped; they are never reported.
  */
+#include "bench_items.h"
 #include "cli_util.h"
 #include "commands.h"
 
@@ -70,6 +71,10 @@ const char cmd_bench_usage[] =
     "  --backend-options TEXT  backend.key=value,... (README: cpu.isa, opencl.device, ...)\n"
     "  --seed S          seed of the weights and histories (default 1)\n"
     "  --no-throughput   leave out the B=256, n=200 throughput lines\n"
+    "  --items L         instead: top-10 recommendation for B=256 users (histories\n"
+    "                    of 50) over catalogues of each size in L (e.g.\n"
+    "                    3706,100000,1000000,10000000) beside the memory bandwidth\n"
+    "                    (by default on the CPU only; --backends to choose)\n"
     "  --json            JSON on stdout (the tables then go to stderr)\n"
     "  -h, --help        this text\n";
 
@@ -150,19 +155,19 @@ static uint64_t splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-/* Parses a comma list of lengths n. */
-static int parse_lengths(const char *s, int64_t *out, int *count)
+/* Parses a comma list of lengths n (or of catalogue sizes: what names the flag). */
+static int parse_lengths(const char *s, int64_t *out, int *count, const char *what)
 {
     *count = 0;
     for (const char *p = s;; p++) {
         size_t len = strcspn(p, ",");
         if (*count == BENCH_MAX_LIST) {
-            cli_error("--lengths takes at most %d lengths", BENCH_MAX_LIST);
+            cli_error("%s takes at most %d values", what, BENCH_MAX_LIST);
             return -1;
         }
         char *tok = strndup(p, len);
         long long v;
-        int bad = !tok || cli_int(tok, "--lengths: each length", 1, 1 << 24, &v);
+        int bad = !tok || cli_int(tok, what, 1, 1 << 30, &v);
         free(tok);
         if (bad) return -1;
         out[(*count)++] = v;
@@ -404,7 +409,7 @@ static double predict(const bench_result *prev, int model, int batch, int64_t n)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { O_BACKENDS = 300, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_SEED, O_JSON, O_NOTP };
+    enum { O_BACKENDS = 300, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_SEED, O_JSON, O_NOTP, O_ITEMS };
     static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
                                          {"models", required_argument, 0, O_MODELS},
                                          {"lengths", required_argument, 0, O_LENGTHS},
@@ -413,7 +418,10 @@ int cmd_bench(int argc, char **argv)
                                          {"seed", required_argument, 0, O_SEED},
                                          {"json", no_argument, 0, O_JSON},
                                          {"no-throughput", no_argument, 0, O_NOTP},
+                                         {"items", required_argument, 0, O_ITEMS},
                                          {0, 0, 0, 0}};
+    int64_t catalogues[BENCH_MAX_LIST];
+    int n_catalogues = 0;
     static const char *const backend_names[3] = {"cpu", "opencl", "cuda"};
     int want_backend[3] = {0, 0, 0}, want_model[BENCH_MODELS] = {1, 1, 1}, backends_given = 0;
     int64_t lengths[BENCH_MAX_LIST] = {64, 256, 1024, 4096, 8192, 16384, 65536};
@@ -435,7 +443,7 @@ int cmd_bench(int argc, char **argv)
             if (parse_names(optarg, model_names, BENCH_MODELS, want_model)) goto usage;
             break;
         case O_LENGTHS:
-            if (parse_lengths(optarg, lengths, &n_lengths)) return 2;
+            if (parse_lengths(optarg, lengths, &n_lengths, "--lengths")) return 2;
             break;
         case O_MAXS:
             if (cli_number(optarg, "--max-seconds", 0, INFINITY, 1, &budget)) return 2;
@@ -449,6 +457,9 @@ int cmd_bench(int argc, char **argv)
             break;
         case O_JSON: json = 1; break;
         case O_NOTP: throughput = 0; break;
+        case O_ITEMS:
+            if (parse_lengths(optarg, catalogues, &n_catalogues, "--items")) return 2;
+            break;
         default: return cli_stop(c);
         }
     }
@@ -468,6 +479,14 @@ int cmd_bench(int argc, char **argv)
                 return 1;
             }
         }
+    }
+    if (n_catalogues > 0) { /* the catalogue benchmark instead (bench_items.c) */
+        int rc = 0;
+        for (int k = 0; k < 3; k++)
+            if (want_backend[k] && (k == 0 || backends_given))
+                rc |= bench_items(catalogues, n_catalogues, &so, backend_names[k], 256, 50, 10,
+                                  budget, seed, json);
+        return rc;
     }
     FILE *table = json ? stderr : stdout;
     int64_t max_n = throughput ? 200 : 1;

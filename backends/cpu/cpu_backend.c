@@ -299,6 +299,15 @@ CPU_OP(topk)
     return ELASTIC_OK;
 }
 
+CPU_OP(score_topk)
+{
+    CPU_ARGS;
+    k->score_topk(ptr(&in[0]), ptr(&in[1]), d->aux ? opt(node, in, 2) : NULL, d->aux,
+                  d->steps ? opt(node, in, 3) : NULL, d->steps, ptr(&out[0]), ptr(&out[1]),
+                  d->batch, d->items, d->width, p->top_k, th);
+    return ELASTIC_OK;
+}
+
 CPU_OP(copy)
 {
     CPU_ARGS;

@@ -184,6 +184,9 @@ elastic_status conf_tolerances(const conf_case *c, conf_case_data *cd)
         conf_tol_exact(cd->out_numel[0], t[0]);
         conf_tol_exact(cd->out_numel[1], t[1]);
         break;
+    case ELASTIC_OP_SCORE_TOPK:
+        conf_tol_score_topk(x0, x1, cd->ref_out[0], r1, d->batch, d->width, p->top_k, t[0], t[1]);
+        break;
     case ELASTIC_OP_ADD: conf_tol_add(x0, x1, d->numel, d->aux, t[0]); break;
     case ELASTIC_OP_MASKED_MEAN:
         conf_tol_masked_mean(x0, i1, d->batch, d->steps, d->width, t[0]);

@@ -45,6 +45,10 @@
  *     the softmax over t adds (t + 4) EPS: e_w = EPS (4 (c/2 + 4) (S + 1) +
  *     2 (t + 4)), times max|value|. (The selection itself must agree.)
  *   - GATHER, TOPK, COPY: exact.
+ *   - SCORE_TOPK: ids exact (the cases keep near-ties out, or use small
+ *     integers whose scores are exact); each kept score as LINEAR's, of the
+ *     reference's id: gamma_{2K+4} sum_k |u_k w_k|; padding and non-finite
+ *     scores exactly.
  *
  * Training ops (R: rows summed over; g = dy * w in LAYER_NORM_GRAD):
  *   - DROPOUT: the scale 1/(1-p) rounded and one product: 2 EPS |y|; zero
@@ -318,6 +322,23 @@ void conf_tol_linear(const float *x, const float *w, const float *bias, int64_t 
             for (int64_t p = 0; p < k; p++)
                 mag += fabs((double)x[i * k + p] * w[j * k + p]);
             tol[i * n + j] = g * mag;
+        }
+}
+
+void conf_tol_score_topk(const float *user, const float *items, const int32_t *ref_ids,
+                         const float *ref_vals, int64_t batch, int64_t d, int64_t k,
+                         double *tol_ids, double *tol_vals)
+{
+    double g = gamma_n(2.0 * (double)d + 4.0);
+    conf_tol_exact(batch * k, tol_ids);
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t r = 0; r < k; r++) {
+            int32_t id = ref_ids[b * k + r];
+            double mag = 0.0;
+            if (id >= 1 && isfinite(ref_vals[b * k + r]))
+                for (int64_t q = 0; q < d; q++)
+                    mag += fabs((double)user[b * d + q] * items[(int64_t)(id - 1) * d + q]);
+            tol_vals[b * k + r] = g * mag;
         }
 }
 

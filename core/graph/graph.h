@@ -68,7 +68,7 @@ typedef struct elastic_op_params {
     int causal;    /* ATTENTION, ATTENTION_PROBS: query r sees keys r' >= r only (recency order) */
     int experts;   /* PKM: k */
     int mem_topk;  /* PKM: t */
-    int top_k;     /* TOPK: K */
+    int top_k;     /* TOPK, SCORE_TOPK: K */
     float dropout; /* DROPOUT: probability p of zeroing an element */
     uint64_t seed; /* DROPOUT: the mask is a function of (seed, element index) */
     int keep;      /* SUM_ROWS: trailing dims kept */
@@ -92,6 +92,8 @@ typedef struct elastic_op_params {
  *   PKM(_GRAD)      batch, pkm_c (key size c), pkm_m (sub-keys per half m),
  *                   width (value size d); experts and top-t are params
  *   TOPK            batch, items, aux: exclusions per row (0 = none)
+ *   SCORE_TOPK      batch, items, width (d), aux: exclusions per row,
+ *                   steps: candidates per row (0 = rank every item)
  *   ADD             aux: elements of b (broadcast period)
  *   GATHER          aux: indices (rows, cols: the table's)
  *   GATHER_GRAD     aux: indices (the table's rows are params.rows)

@@ -9,7 +9,8 @@
  *
  * Inference computes only what the outputs need: in the last layer only the
  * most recent position (r = 0) is carried through dispatch and FFN_x (or
- * self-attention and FFN_x for SASRec), since hu reads X[0] alone.
+ * self-attention and FFN_x for SASRec), since hu reads X[0] alone. Top-K
+ * output: LINEAR then TOPK, or one SCORE_TOPK (fused_topk, candidates).
  */
 #include "model/model_builder.h"
 
@@ -232,7 +233,7 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);
     memset(io, 0, sizeof *io);
-    io->exclude = io->out_vals = -1;
+    io->exclude = io->candidates = io->out_vals = -1;
     int64_t shape[2] = {s->batch, s->len};
     io->items = elastic_graph_input(g, "items", ELASTIC_DTYPE_I32, 2, shape);
     io->lengths = elastic_graph_input(g, "lengths", ELASTIC_DTYPE_I32, 1, shape);
@@ -248,14 +249,30 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
     int x0 = elastic_graph_view(g, x, 2, hshape, NULL, 0);
     int hu = layer_norm(&b, x0, "final_norm");
     io->out = hu;
-    if (s->output != ELASTIC_BUILD_OUTPUT_USER_VECTORS) {
+    if (s->output == ELASTIC_BUILD_OUTPUT_TOPK && (s->fused_topk || s->n_candidates > 0)) {
+        /* Steps 5 and 6 fused: the same scores and rule, streamed. */
+        int64_t ishape[2] = {c->num_items, c->hidden};
+        int items = elastic_graph_view(g, weight(&b, "item_emb"), 2, ishape, NULL, c->hidden);
+        if (s->n_exclude > 0) {
+            int64_t eshape[2] = {s->batch, s->n_exclude};
+            io->exclude = elastic_graph_input(g, "exclude", ELASTIC_DTYPE_I32, 2, eshape);
+        }
+        if (s->n_candidates > 0) {
+            int64_t cshape[2] = {s->batch, s->n_candidates};
+            io->candidates = elastic_graph_input(g, "candidates", ELASTIC_DTYPE_I32, 2, cshape);
+        }
+        elastic_op_params params = {.top_k = (int)s->top_k};
+        int in[4] = {hu, items, io->exclude, io->candidates};
+        io->out = elastic_graph_node(g, ELASTIC_OP_SCORE_TOPK, in, 4, &params, "scores.topk");
+        io->out_vals = io->out + 1;
+    } else if (s->output != ELASTIC_BUILD_OUTPUT_USER_VECTORS) {
         /* Step 5: scores against item_emb rows 1..I (row 0 is padding). */
         int64_t ishape[2] = {c->num_items, c->hidden};
         int items = elastic_graph_view(g, weight(&b, "item_emb"), 2, ishape, NULL, c->hidden);
         int in[3] = {hu, items, -1};
         io->out = node(&b, ELASTIC_OP_LINEAR, in, 3, "scores");
     }
-    if (s->output == ELASTIC_BUILD_OUTPUT_TOPK) {
+    if (s->output == ELASTIC_BUILD_OUTPUT_TOPK && io->out_vals < 0) {
         if (s->n_exclude > 0) {
             int64_t eshape[2] = {s->batch, s->n_exclude};
             io->exclude = elastic_graph_input(g, "exclude", ELASTIC_DTYPE_I32, 2, eshape);
