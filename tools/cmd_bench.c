@@ -23,7 +23,8 @@
  *   - memory: the planned arena (activations, liveness reuse) plus the
  *     weights; beside it the measured growth of the process's peak RSS
  *     over the warm-up run, which allocates the arena (Linux:
- *     /proc/self/clear_refs + VmHWM), when available;
+ *     /proc/self/clear_refs + VmHWM), when available, and the whole
+ *     process's peak RSS over that run ("proc", weights included);
  *   - where a single batch is predicted (from the previous length's
  *     measured time per user, scaled as n^2 for SASRec and n for ELASTIC)
  *     to take more than half the budget, B is halved for all models until
@@ -99,6 +100,7 @@ typedef struct bench_result {
     double flops;
     size_t arena_bytes, weight_bytes, max_tensor_bytes;
     long long rss_growth; /* bytes, -1 when not measurable */
+    long long proc_peak;  /* the whole process's peak RSS over the warm-up, -1 when unknown */
 } bench_result;
 
 enum { MODEL_ELASTIC = 0, MODEL_SASREC = 1, MODEL_SASREC_STD = 2 };
@@ -251,6 +253,7 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         const elastic_model *m = c->models[r->model];
         r->weight_bytes = weight_bytes(m);
         r->rss_growth = -1;
+        r->proc_peak = -1;
         r->reps = 0;
         if (elastic_session_init(&sess[i], m, &so) != ELASTIC_OK) {
             set_failed(r);
@@ -278,6 +281,7 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         }
         long long peak = rss_peak();
         if (rss0 >= 0 && peak >= 0) r->rss_growth = peak - rss0;
+        if (rss0 >= 0) r->proc_peak = peak;
         elastic_run_stats stats;
         memset(&stats, 0, sizeof stats);
         elastic_session_last_stats(sess[i], &stats);
@@ -333,9 +337,9 @@ static double std_attention_bytes(int batch, int64_t n, int64_t heads)
 
 static void print_header(FILE *out)
 {
-    fprintf(out, "%-8s %-10s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s\n", "backend",
-            "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s", "arena MiB",
-            "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos");
+    fprintf(out, "%-8s %-10s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s %9s\n",
+            "backend", "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s",
+            "arena MiB", "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos", "proc MiB");
 }
 
 static void print_row(FILE *out, const bench_result *r)
@@ -356,11 +360,16 @@ static void print_row(FILE *out, const bench_result *r)
         snprintf(rss, sizeof rss, "%.1f", (double)r->rss_growth / 1048576.0);
     else
         snprintf(rss, sizeof rss, "n/a");
-    fprintf(out, "%5d %11.2f %10.1f %10.0f %8.1f %10.1f %10.1f %10s %11.2f %9.0f\n", r->reps,
+    char proc[32];
+    if (r->proc_peak >= 0)
+        snprintf(proc, sizeof proc, "%.1f", (double)r->proc_peak / 1048576.0);
+    else
+        snprintf(proc, sizeof proc, "n/a");
+    fprintf(out, "%5d %11.2f %10.1f %10.0f %8.1f %10.1f %10.1f %10s %11.2f %9.0f %9s\n", r->reps,
             r->median_s * 1e3, r->median_s * 1e6 / r->batch, r->batch / r->median_s,
             r->flops / r->median_s * 1e-9, mib(r->arena_bytes),
             mib(r->arena_bytes + r->weight_bytes), rss, mib(r->max_tensor_bytes),
-            (double)r->max_tensor_bytes / 4.0 / ((double)r->batch * (double)r->n));
+            (double)r->max_tensor_bytes / 4.0 / ((double)r->batch * (double)r->n), proc);
 }
 
 static void json_result(FILE *out, const bench_result *r, int last)
@@ -389,11 +398,12 @@ static void json_result(FILE *out, const bench_result *r, int last)
                 "\"us_per_user\": %.6g, \"users_per_s\": %.6g, \"gflop_per_batch\": %.6g, "
                 "\"gflops\": %.6g, \"arena_bytes\": %zu, \"weight_bytes\": %zu, "
                 "\"peak_bytes\": %zu, \"rss_growth_bytes\": %lld, \"max_tensor_bytes\": %zu, "
-                "\"nn_bytes\": %.6g",
+                "\"nn_bytes\": %.6g, \"process_peak_rss_bytes\": %lld",
                 r->reps, r->warmup_s, r->median_s, r->min_s, r->median_s * 1e6 / r->batch,
                 r->batch / r->median_s, r->flops * 1e-9, r->flops / r->median_s * 1e-9,
                 r->arena_bytes, r->weight_bytes, r->arena_bytes + r->weight_bytes, r->rss_growth,
-                r->max_tensor_bytes, (double)r->batch * (double)r->n * (double)r->n * 4.0);
+                r->max_tensor_bytes, (double)r->batch * (double)r->n * (double)r->n * 4.0,
+                r->proc_peak);
     }
     fprintf(out, "}%s\n", last ? "" : ",");
 }
@@ -552,7 +562,8 @@ int cmd_bench(int argc, char **argv)
             threads ? "set" : "default");
     fprintf(table, "time = median of interleaved timed runs of elastic_session_user_vectors "
                    "after a warm-up;\npeak = planned arena + weights; RSS+ = measured peak-RSS "
-                   "growth during the warm-up run (it allocates the arena);\nmaxT = largest "
+                   "growth during the warm-up run (it allocates the arena); proc = the whole "
+                   "process's peak RSS during it (weights and all);\nmaxT = largest "
                    "activation tensor of the plan, maxT/pos = its floats per user and position "
                    "(a fixed number = no tensor grows like n*n);\nsasrec = SASRec with "
                    "streaming attention, sasrec-std = SASRec with standard attention (softmax "

@@ -308,6 +308,16 @@ CPU_OP(score_topk)
     return ELASTIC_OK;
 }
 
+CPU_OP(ffn)
+{
+    CPU_ARGS;
+    if (k->ffn(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
+               ptr(&in[6]), ptr(&out[0]), d->m, d->k, d->n, p->eps, th))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "ffn '%s': out of memory (scratch)",
+                             node->name);
+    return ELASTIC_OK;
+}
+
 CPU_OP(copy)
 {
     CPU_ARGS;

@@ -1453,6 +1453,41 @@ static void k_score_topk(const float *user, const float *items, const int32_t *e
     free(exs);
 }
 
+/* ------------------------------------------------------------------ ffn */
+
+/*
+ * z + fc2(GELU(fc1(LN(z)))) FFN_CHUNK rows at a time, through the kernels
+ * above: every one of them computes a row (an element) by the same
+ * operations whatever the number of rows it is given, so the result is
+ * bitwise that of the five separate ops, while the [rows, f] activations
+ * only ever exist for one chunk.
+ */
+#define FFN_CHUNK 1024
+
+static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                 const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+                 int64_t d, int64_t f, float eps, int threads)
+{
+    int64_t chunk = ek_min(rows, FFN_CHUNK);
+    if (chunk <= 0) return 0;
+    float *a = malloc((size_t)(chunk * d) * sizeof(float));
+    float *h = malloc((size_t)(chunk * f) * sizeof(float));
+    float *y = malloc((size_t)(chunk * d) * sizeof(float));
+    int rc = a && h && y ? 0 : -1;
+    for (int64_t r0 = 0; rc == 0 && r0 < rows; r0 += chunk) {
+        int64_t m = ek_min(chunk, rows - r0);
+        k_layer_norm(z + r0 * d, ln_w, ln_b, a, m, d, eps, threads);
+        k_linear(a, w1, b1, h, m, f, d, threads);
+        k_gelu(h, h, m * f, threads);
+        k_linear(h, w2, b2, y, m, d, f, threads);
+        k_add(z + r0 * d, y, out + r0 * d, m * d, m * d, threads);
+    }
+    free(a);
+    free(h);
+    free(y);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ table */
 
 extern const elastic_cpu_kernels EK_TABLE;
@@ -1470,4 +1505,5 @@ const elastic_cpu_kernels EK_TABLE = {
     .pkm = k_pkm,
     .topk = k_topk,
     .score_topk = k_score_topk,
+    .ffn = k_ffn,
 };

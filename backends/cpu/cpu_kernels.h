@@ -70,6 +70,13 @@ typedef struct elastic_cpu_kernels {
                        int64_t n_exclude, const int32_t *cand, int64_t n_cand, int32_t *ids,
                        float *vals, int64_t batch, int64_t n_items, int64_t d, int64_t k,
                        int threads);
+    /* out = z + fc2(GELU(fc1(LN(z)))) over rows of z [rows, d], W1 [f, d],
+     * W2 [d, f]: in the fast tables, bitwise what layer_norm, linear, gelu,
+     * linear and add give, a chunk of rows at a time. Returns 0, or -1 when
+     * its scratch cannot be allocated (out untouched). */
+    int (*ffn)(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+               const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+               int64_t d, int64_t f, float eps, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

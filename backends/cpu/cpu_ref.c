@@ -328,6 +328,53 @@ static void ref_score_topk(const float *user, const float *items, const int32_t 
     }
 }
 
+/* The FFN block row by row, in double from z to the output: LayerNorm,
+ * fc1, GELU (erfc form), fc2, plus z, rounded once. */
+static int ref_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                   const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+                   int64_t d, int64_t f, float eps, int threads)
+{
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        double *a = malloc((size_t)(d + f) * sizeof(double));
+        if (!a) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (!a) continue;
+            double *g = a + d;
+            const float *x = z + r * d;
+            double mean = 0, var = 0;
+            for (int64_t j = 0; j < d; j++)
+                mean += x[j];
+            mean /= (double)d;
+            for (int64_t j = 0; j < d; j++)
+                var += (x[j] - mean) * (x[j] - mean);
+            var /= (double)d;
+            double inv = 1.0 / sqrt(var + (double)eps);
+            for (int64_t j = 0; j < d; j++)
+                a[j] = (x[j] - mean) * inv * ln_w[j] + ln_b[j];
+            for (int64_t i = 0; i < f; i++) {
+                double h = b1[i];
+                for (int64_t j = 0; j < d; j++)
+                    h += (double)w1[i * d + j] * a[j];
+                g[i] = 0.5 * h * erfc(-h / sqrt(2.0));
+            }
+            for (int64_t j = 0; j < d; j++) {
+                double y = b2[j];
+                for (int64_t i = 0; i < f; i++)
+                    y += (double)w2[j * f + i] * g[i];
+                out[r * d + j] = (float)((double)x[j] + y);
+            }
+        }
+        free(a);
+    }
+    return failed ? -1 : 0;
+}
+
 const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .isa = "reference",
     .gather = ref_gather,
@@ -342,4 +389,5 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .pkm = ref_pkm,
     .topk = ref_topk,
     .score_topk = ref_score_topk,
+    .ffn = ref_ffn,
 };

@@ -216,6 +216,23 @@ static conf_case *score_topk_case(int64_t B, int64_t items, int64_t d, int K, in
     return c;
 }
 
+/* FFN: z, LayerNorm weight (around 1) and bias, fc1 and fc2 with weights
+ * of the spec's initial scale and larger. */
+static void ffn_case(int ndim, int64_t a, int64_t b, int64_t d, int64_t f, double wscale,
+                     const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_FFN, label);
+    c->n_inputs = 7;
+    c->params.eps = 1e-5f;
+    c->in[0] = ndim == 3 ? range(f32(3, a, b, d, 0), -2, 2) : range(f32(2, a, d, 0, 0), -2, 2);
+    c->in[1] = range(f32(1, d, 0, 0, 0), 0.5, 1.5);
+    c->in[2] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+    c->in[3] = range(f32(2, f, d, 0, 0), -wscale, wscale);
+    c->in[4] = range(f32(1, f, 0, 0, 0), -0.2, 0.2);
+    c->in[5] = range(f32(2, d, f, 0, 0), -wscale, wscale);
+    c->in[6] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+}
+
 static void copy_case(int ndim, const int64_t *shape, const int64_t *strides, int64_t offset,
                       int64_t base_numel, const char *label)
 {
@@ -539,6 +556,12 @@ static void build_cases(void)
     topk_case(4, 3706, 10, 200, 0, "I=3706, 200 exclusions");
     topk_case(3, 100, 37, 0, 0, "K=37 odd");
     topk_case(2, 50, 12, 5, 1, "NaN and Inf scores");
+
+    ffn_case(2, 1, 0, 4, 16, 0.5, "one row, d=4 f=16");
+    ffn_case(3, 2, 37, 24, 96, 0.3, "[2,37,24], f=96");
+    ffn_case(2, 300, 0, 64, 256, 0.1, "300 rows, d=64 f=256 (spec shape)");
+    ffn_case(2, 2500, 0, 16, 64, 0.4, "2500 rows: three chunks");
+    ffn_case(3, 1, 5, 7, 20, 1.0, "odd widths d=7 f=20, large weights");
 
     score_topk_case(1, 1, 3, 1, 0, 0, 0, 0, "one user, one item");
     score_topk_case(3, 40, 4, 50, 5, 0, 2, 0, "ties everywhere, K > I, exclusions");

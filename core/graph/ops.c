@@ -312,6 +312,29 @@ static elastic_status infer_score_topk(op_args *a)
     return ELASTIC_OK;
 }
 
+/* z + fc2(GELU(fc1(LN(z)))): the residual FFN block of spec section 3 as one
+ * node, so that the [..., f] activations never exist whole. */
+static elastic_status infer_ffn(op_args *a)
+{
+    const elastic_tensor *z = a->x[0], *nw = a->x[1], *nb = a->x[2], *w1 = a->x[3], *b1 = a->x[4],
+                         *w2 = a->x[5], *b2 = a->x[6];
+    if (!is_f32(z) || z->ndim < 1) return bad(a, "needs float z [...,d]");
+    int64_t d = z->shape[last(z)];
+    if (!is_f32(w1) || w1->ndim != 2 || w1->shape[1] != d || !is_f32(w2) || w2->ndim != 2 ||
+        w2->shape[0] != d || w2->shape[1] != w1->shape[0])
+        return bad(a, "needs fc1 W [f,d] and fc2 W [d,f]");
+    int64_t f = w1->shape[0];
+    if (nw->ndim != 1 || nw->shape[0] != d || nb->ndim != 1 || nb->shape[0] != d || b1->ndim != 1 ||
+        b1->shape[0] != f || b2->ndim != 1 || b2->shape[0] != d)
+        return bad(a, "needs norm weight and bias [d], fc1 bias [f], fc2 bias [d]");
+    if (!(a->n->params.eps > 0)) return bad(a, "eps must be positive");
+    like(&a->out[0], z);
+    a->n->dims.m = a->n->dims.rows;
+    a->n->dims.k = d;
+    a->n->dims.n = f;
+    return ELASTIC_OK;
+}
+
 static elastic_status infer_copy(op_args *a)
 {
     like(&a->out[0], a->x[0]);
@@ -514,6 +537,9 @@ double elastic_node_flops(const elastic_graph *g, const elastic_node *n)
                 2.0 * n->params.mem_topk * (double)d->width);
     case ELASTIC_OP_SCORE_TOPK: /* a dot product per (user, item or candidate) */
         return 2.0 * (double)d->batch * (double)(d->steps ? d->steps : d->items) * (double)d->width;
+    case ELASTIC_OP_FFN: /* two products, GELU and LayerNorm of the rows */
+        return 4.0 * (double)d->m * (double)d->n * (double)d->k +
+               8.0 * (double)d->m * (double)d->n + 10.0 * numel;
     case ELASTIC_OP_LAYER_NORM: return 8.0 * numel;
     case ELASTIC_OP_GELU: return 8.0 * numel;
     case ELASTIC_OP_ADD: return numel;

@@ -30,6 +30,7 @@ typedef struct builder {
     uint64_t seed;
     int n_dropout;   /* dropout nodes so far: each draws its own mask */
     int materialize; /* MHA as ATTENTION_PROBS + ATTENTION_MIX */
+    int fused_ffn;   /* FFN blocks as one FFN node (inference) */
 } builder;
 
 static int weight(builder *b, const char *name)
@@ -113,10 +114,21 @@ static int mha(builder *b, int q_in, int kv_in, int key_len, int causal, const c
     return dropout(b, linear(b, a, name), name);
 }
 
-/* z + FFN(z) with the block's own norm: fc2(GELU(fc1(LN(z)))). */
+/* z + FFN(z) with the block's own norm: fc2(GELU(fc1(LN(z)))); one FFN
+ * node when fused (never with dropout: training differentiates the parts). */
 static int ffn_residual(builder *b, int z, const char *prefix)
 {
     char name[96];
+    if (b->fused_ffn && b->dropout <= 0) {
+        static const char *const parts[6] = {"norm.weight", "norm.bias",  "fc1.weight",
+                                             "fc1.bias",    "fc2.weight", "fc2.bias"};
+        int in[7] = {z};
+        for (int i = 0; i < 6; i++) {
+            snprintf(name, sizeof name, "%s.%s", prefix, parts[i]);
+            in[i + 1] = weight(b, name);
+        }
+        return node(b, ELASTIC_OP_FFN, in, 7, prefix);
+    }
     snprintf(name, sizeof name, "%s.norm", prefix);
     int h = layer_norm(b, z, name);
     snprintf(name, sizeof name, "%s.fc1", prefix);
@@ -226,9 +238,17 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
                                      elastic_graph *g, elastic_build_io *io)
 {
     const elastic_config *c = &model->config;
-    builder b = {.g = g, .model = model, .B = s->batch, .n = s->len, .d = c->hidden,
-                 .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
-                 .seed = s->seed, .materialize = s->materialize_attention};
+    builder b = {.g = g,
+                 .model = model,
+                 .B = s->batch,
+                 .n = s->len,
+                 .d = c->hidden,
+                 .heads = (int)c->heads,
+                 .eps = (float)c->ln_eps,
+                 .dropout = s->dropout,
+                 .seed = s->seed,
+                 .materialize = s->materialize_attention,
+                 .fused_ffn = s->fused_ffn};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);

@@ -31,6 +31,10 @@ typedef struct elastic_build_shape {
      * item_emb (memory O(B K), never the [B, I] scores) instead of LINEAR
      * then TOPK; the session sets it where its backend has the op. */
     int fused_topk;
+    /* Every residual FFN block (no dropout) as one FFN node, which computes
+     * chunks of rows so that no [B, n, 4d] tensor exists: memory O(n d) at
+     * long n. The session sets it where its backend has the op. */
+    int fused_ffn;
     /* TOPK output among candidates: an I32 input [B, C] (0 = none); implies
      * SCORE_TOPK. 0 = rank every item. */
     int64_t n_candidates;

@@ -22,6 +22,7 @@ struct elastic_session {
     elastic_plan_cache plans; /* by batch shape */
 
     int fused_topk;   /* the backend has SCORE_TOPK: top-K without [B, I] scores */
+    int fused_ffn;    /* the backend has FFN: no [B, n, 4d] activations */
     int32_t *host_in; /* staging for items, lengths, exclusions, candidates */
     size_t host_in_cap;
     elastic_run_stats stats;
@@ -73,6 +74,8 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
     memset(&probe, 0, sizeof probe);
     probe.op = ELASTIC_OP_SCORE_TOPK;
     s->fused_topk = elastic_backend_supports(s->exec.backends[0], &probe);
+    probe.op = ELASTIC_OP_FFN;
+    s->fused_ffn = elastic_backend_supports(s->exec.backends[0], &probe);
     *out = s;
     return ELASTIC_OK;
 }
@@ -125,6 +128,7 @@ static elastic_build_shape shape_key(const elastic_session *s, int64_t batch, in
     k.n_exclude = n_exclude;
     k.materialize_attention = s->options.attention;
     k.fused_topk = output == ELASTIC_BUILD_OUTPUT_TOPK && s->fused_topk;
+    k.fused_ffn = s->fused_ffn;
     return k;
 }
 
