@@ -5,7 +5,7 @@
  *     gelu, linear and add run one after the other on the whole input, bit
  *     for bit, for one row, for rows spanning several chunks and odd widths,
  *     with 1 and 2 threads;
- *   - session level: a model at a long history has no [B, n, 4d] tensor in
+ *   - session level: a model at n = 1024 has no [B, n, 4d] tensor in
  *     its plan (the largest is [B, n, d]-sized), and its user vectors match
  *     the float64 reference session.
  */
@@ -93,7 +93,7 @@ static void test_kernel_equals_unfused(void **state)
 static void test_session_memory(void **state)
 {
     (void)state;
-    enum { N = 2048, D = 32 };
+    enum { N = 1024, D = 32 };
     const char *kinds[2] = {"elastic", "sasrec"};
     for (int m = 0; m < 2; m++) {
         elastic_config c;
