@@ -217,6 +217,17 @@ ELASTIC_API elastic_status elastic_session_recommend(elastic_session *session,
                                                      int top_k, int exclude_history,
                                                      int32_t *ids, float *scores);
 
+/* elastic_session_recommend among candidates: user b's are
+ * cand_items[cand_offsets[b] .. cand_offsets[b+1]) (ids 1..I, a repeated id
+ * counts once; cand_offsets[0] = 0). The same scores and rule as
+ * elastic_session_recommend (bitwise, on the CPU), computed for the
+ * candidates only: the ranking stage of a recommender. Backends without the
+ * fused score_topk op run it on the CPU when fallback is allowed. */
+ELASTIC_API elastic_status elastic_session_recommend_candidates(
+    elastic_session *session, const int32_t *items, const int64_t *offsets, int batch,
+    const int32_t *cand_items, const int64_t *cand_offsets, int top_k, int exclude_history,
+    int32_t *ids, float *scores);
+
 /* Writes the execution plan for a batch of `batch` users of history length
  * `len` (one line per node: op, backend, shapes, memory) to `out`. */
 ELASTIC_API elastic_status elastic_session_print_plan(elastic_session *session, int batch,

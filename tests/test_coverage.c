@@ -162,6 +162,8 @@ static int has_oracle(elastic_op op)
     case ELASTIC_OP_ATTENTION: return k->attention != NULL;
     case ELASTIC_OP_PKM: return k->pkm != NULL;
     case ELASTIC_OP_TOPK: return k->topk != NULL;
+    case ELASTIC_OP_SCORE_TOPK: return k->score_topk != NULL;
+    case ELASTIC_OP_FFN: return k->ffn != NULL;
     case ELASTIC_OP_COPY: return 1; /* moves values: exact, its own reference */
     case ELASTIC_OP_ATTENTION_PROBS: return k->attention_probs != NULL;
     case ELASTIC_OP_ATTENTION_MIX: return k->attention_mix != NULL;

@@ -23,7 +23,8 @@
  *   - memory: the planned arena (activations, liveness reuse) plus the
  *     weights; beside it the measured growth of the process's peak RSS
  *     over the warm-up run, which allocates the arena (Linux:
- *     /proc/self/clear_refs + VmHWM), when available;
+ *     /proc/self/clear_refs + VmHWM), when available, and the whole
+ *     process's peak RSS over that run ("proc", weights included);
  *   - where a single batch is predicted (from the previous length's
  *     measured time per user, scaled as n^2 for SASRec and n for ELASTIC)
  *     to take more than half the budget, B is halved for all models until
@@ -34,6 +35,7 @@
  *     if it still does at B=1. Predictions only choose B and what is
  *     skipped; they are never reported.
  */
+#include "bench_items.h"
 #include "cli_util.h"
 #include "commands.h"
 
@@ -70,6 +72,10 @@ const char cmd_bench_usage[] =
     "  --backend-options TEXT  backend.key=value,... (README: cpu.isa, opencl.device, ...)\n"
     "  --seed S          seed of the weights and histories (default 1)\n"
     "  --no-throughput   leave out the B=256, n=200 throughput lines\n"
+    "  --items L         instead: top-10 recommendation for B=256 users (histories\n"
+    "                    of 50) over catalogues of each size in L (e.g.\n"
+    "                    3706,100000,1000000,10000000) beside the memory bandwidth\n"
+    "                    (by default on the CPU only; --backends to choose)\n"
     "  --json            JSON on stdout (the tables then go to stderr)\n"
     "  -h, --help        this text\n";
 
@@ -94,6 +100,7 @@ typedef struct bench_result {
     double flops;
     size_t arena_bytes, weight_bytes, max_tensor_bytes;
     long long rss_growth; /* bytes, -1 when not measurable */
+    long long proc_peak;  /* the whole process's peak RSS over the warm-up, -1 when unknown */
 } bench_result;
 
 enum { MODEL_ELASTIC = 0, MODEL_SASREC = 1, MODEL_SASREC_STD = 2 };
@@ -150,19 +157,19 @@ static uint64_t splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-/* Parses a comma list of lengths n. */
-static int parse_lengths(const char *s, int64_t *out, int *count)
+/* Parses a comma list of lengths n (or of catalogue sizes: what names the flag). */
+static int parse_lengths(const char *s, int64_t *out, int *count, const char *what)
 {
     *count = 0;
     for (const char *p = s;; p++) {
         size_t len = strcspn(p, ",");
         if (*count == BENCH_MAX_LIST) {
-            cli_error("--lengths takes at most %d lengths", BENCH_MAX_LIST);
+            cli_error("%s takes at most %d values", what, BENCH_MAX_LIST);
             return -1;
         }
         char *tok = strndup(p, len);
         long long v;
-        int bad = !tok || cli_int(tok, "--lengths: each length", 1, 1 << 24, &v);
+        int bad = !tok || cli_int(tok, what, 1, 1 << 30, &v);
         free(tok);
         if (bad) return -1;
         out[(*count)++] = v;
@@ -246,6 +253,7 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         const elastic_model *m = c->models[r->model];
         r->weight_bytes = weight_bytes(m);
         r->rss_growth = -1;
+        r->proc_peak = -1;
         r->reps = 0;
         if (elastic_session_init(&sess[i], m, &so) != ELASTIC_OK) {
             set_failed(r);
@@ -273,6 +281,7 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
         }
         long long peak = rss_peak();
         if (rss0 >= 0 && peak >= 0) r->rss_growth = peak - rss0;
+        if (rss0 >= 0) r->proc_peak = peak;
         elastic_run_stats stats;
         memset(&stats, 0, sizeof stats);
         elastic_session_last_stats(sess[i], &stats);
@@ -328,9 +337,9 @@ static double std_attention_bytes(int batch, int64_t n, int64_t heads)
 
 static void print_header(FILE *out)
 {
-    fprintf(out, "%-8s %-10s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s\n", "backend",
-            "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s", "arena MiB",
-            "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos");
+    fprintf(out, "%-8s %-10s %6s %5s %5s %11s %10s %10s %8s %10s %10s %10s %11s %9s %9s\n",
+            "backend", "model", "n", "B", "reps", "ms/batch", "us/user", "users/s", "GFLOP/s",
+            "arena MiB", "peak MiB", "RSS+ MiB", "maxT MiB", "maxT/pos", "proc MiB");
 }
 
 static void print_row(FILE *out, const bench_result *r)
@@ -351,11 +360,16 @@ static void print_row(FILE *out, const bench_result *r)
         snprintf(rss, sizeof rss, "%.1f", (double)r->rss_growth / 1048576.0);
     else
         snprintf(rss, sizeof rss, "n/a");
-    fprintf(out, "%5d %11.2f %10.1f %10.0f %8.1f %10.1f %10.1f %10s %11.2f %9.0f\n", r->reps,
+    char proc[32];
+    if (r->proc_peak >= 0)
+        snprintf(proc, sizeof proc, "%.1f", (double)r->proc_peak / 1048576.0);
+    else
+        snprintf(proc, sizeof proc, "n/a");
+    fprintf(out, "%5d %11.2f %10.1f %10.0f %8.1f %10.1f %10.1f %10s %11.2f %9.0f %9s\n", r->reps,
             r->median_s * 1e3, r->median_s * 1e6 / r->batch, r->batch / r->median_s,
             r->flops / r->median_s * 1e-9, mib(r->arena_bytes),
             mib(r->arena_bytes + r->weight_bytes), rss, mib(r->max_tensor_bytes),
-            (double)r->max_tensor_bytes / 4.0 / ((double)r->batch * (double)r->n));
+            (double)r->max_tensor_bytes / 4.0 / ((double)r->batch * (double)r->n), proc);
 }
 
 static void json_result(FILE *out, const bench_result *r, int last)
@@ -384,11 +398,12 @@ static void json_result(FILE *out, const bench_result *r, int last)
                 "\"us_per_user\": %.6g, \"users_per_s\": %.6g, \"gflop_per_batch\": %.6g, "
                 "\"gflops\": %.6g, \"arena_bytes\": %zu, \"weight_bytes\": %zu, "
                 "\"peak_bytes\": %zu, \"rss_growth_bytes\": %lld, \"max_tensor_bytes\": %zu, "
-                "\"nn_bytes\": %.6g",
+                "\"nn_bytes\": %.6g, \"process_peak_rss_bytes\": %lld",
                 r->reps, r->warmup_s, r->median_s, r->min_s, r->median_s * 1e6 / r->batch,
                 r->batch / r->median_s, r->flops * 1e-9, r->flops / r->median_s * 1e-9,
                 r->arena_bytes, r->weight_bytes, r->arena_bytes + r->weight_bytes, r->rss_growth,
-                r->max_tensor_bytes, (double)r->batch * (double)r->n * (double)r->n * 4.0);
+                r->max_tensor_bytes, (double)r->batch * (double)r->n * (double)r->n * 4.0,
+                r->proc_peak);
     }
     fprintf(out, "}%s\n", last ? "" : ",");
 }
@@ -404,7 +419,7 @@ static double predict(const bench_result *prev, int model, int batch, int64_t n)
 
 int cmd_bench(int argc, char **argv)
 {
-    enum { O_BACKENDS = 300, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_SEED, O_JSON, O_NOTP };
+    enum { O_BACKENDS = 300, O_MODELS, O_LENGTHS, O_MAXS, O_MAXM, O_SEED, O_JSON, O_NOTP, O_ITEMS };
     static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
                                          {"models", required_argument, 0, O_MODELS},
                                          {"lengths", required_argument, 0, O_LENGTHS},
@@ -413,7 +428,10 @@ int cmd_bench(int argc, char **argv)
                                          {"seed", required_argument, 0, O_SEED},
                                          {"json", no_argument, 0, O_JSON},
                                          {"no-throughput", no_argument, 0, O_NOTP},
+                                         {"items", required_argument, 0, O_ITEMS},
                                          {0, 0, 0, 0}};
+    int64_t catalogues[BENCH_MAX_LIST];
+    int n_catalogues = 0;
     static const char *const backend_names[3] = {"cpu", "opencl", "cuda"};
     int want_backend[3] = {0, 0, 0}, want_model[BENCH_MODELS] = {1, 1, 1}, backends_given = 0;
     int64_t lengths[BENCH_MAX_LIST] = {64, 256, 1024, 4096, 8192, 16384, 65536};
@@ -435,7 +453,7 @@ int cmd_bench(int argc, char **argv)
             if (parse_names(optarg, model_names, BENCH_MODELS, want_model)) goto usage;
             break;
         case O_LENGTHS:
-            if (parse_lengths(optarg, lengths, &n_lengths)) return 2;
+            if (parse_lengths(optarg, lengths, &n_lengths, "--lengths")) return 2;
             break;
         case O_MAXS:
             if (cli_number(optarg, "--max-seconds", 0, INFINITY, 1, &budget)) return 2;
@@ -449,6 +467,9 @@ int cmd_bench(int argc, char **argv)
             break;
         case O_JSON: json = 1; break;
         case O_NOTP: throughput = 0; break;
+        case O_ITEMS:
+            if (parse_lengths(optarg, catalogues, &n_catalogues, "--items")) return 2;
+            break;
         default: return cli_stop(c);
         }
     }
@@ -468,6 +489,14 @@ int cmd_bench(int argc, char **argv)
                 return 1;
             }
         }
+    }
+    if (n_catalogues > 0) { /* the catalogue benchmark instead (bench_items.c) */
+        int rc = 0;
+        for (int k = 0; k < 3; k++)
+            if (want_backend[k] && (k == 0 || backends_given))
+                rc |= bench_items(catalogues, n_catalogues, &so, backend_names[k], 256, 50, 10,
+                                  budget, seed, json);
+        return rc;
     }
     FILE *table = json ? stderr : stdout;
     int64_t max_n = throughput ? 200 : 1;
@@ -533,7 +562,8 @@ int cmd_bench(int argc, char **argv)
             threads ? "set" : "default");
     fprintf(table, "time = median of interleaved timed runs of elastic_session_user_vectors "
                    "after a warm-up;\npeak = planned arena + weights; RSS+ = measured peak-RSS "
-                   "growth during the warm-up run (it allocates the arena);\nmaxT = largest "
+                   "growth during the warm-up run (it allocates the arena); proc = the whole "
+                   "process's peak RSS during it (weights and all);\nmaxT = largest "
                    "activation tensor of the plan, maxT/pos = its floats per user and position "
                    "(a fixed number = no tensor grows like n*n);\nsasrec = SASRec with "
                    "streaming attention, sasrec-std = SASRec with standard attention (softmax "

@@ -1,7 +1,8 @@
 /*
  * cmd_recommend.c - `elastic recommend`: reads histories (one user per line)
  * from a file or stdin and writes each user's top-K items with scores, in the
- * data's own item ids when the model carries an item map.
+ * data's own item ids when the model carries an item map. With --candidates,
+ * each user's top-K among the items listed for it (the ranking stage).
  */
 #include "cli_util.h"
 #include "commands.h"
@@ -20,6 +21,8 @@ const char cmd_recommend_usage[] =
     "  -k, --top K           items per user (default 10)\n" CLI_USAGE_DEVICE_THREADS_FALLBACK
         CLI_USAGE_REFERENCE "      --include-history do not leave the user's own items out\n"
     "      --batch N         users per batch (default 256)\n"
+    "      --candidates FILE rank only these items: one line of ids per user, in\n"
+    "                        the order of the histories, or one line for all users\n"
     "  -h, --help            this text\n"
     "A model trained by `elastic train` carries the map from the data's item ids\n"
     "to its own: histories and recommendations are then in the data's ids (any\n"
@@ -48,13 +51,14 @@ static int read_histories(const char *path, elastic_item_map *map, histories *h)
 
 int cmd_recommend(int argc, char **argv)
 {
-    enum { O_INCLUDE = 300, O_BATCH };
+    enum { O_INCLUDE = 300, O_BATCH, O_CANDIDATES };
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"top", required_argument, 0, 'k'},
                                          {"include-history", no_argument, 0, O_INCLUDE},
                                          {"batch", required_argument, 0, O_BATCH},
+                                         {"candidates", required_argument, 0, O_CANDIDATES},
                                          {0, 0, 0, 0}};
-    const char *model_path = NULL;
+    const char *model_path = NULL, *cand_path = NULL;
     long long top_k = 10, batch = 256;
     int include_history = 0;
     elastic_session_options so;
@@ -70,6 +74,7 @@ int cmd_recommend(int argc, char **argv)
         case O_BATCH:
             if (cli_int(optarg, "--batch", 1, 1 << 20, &batch)) return 2;
             break;
+        case O_CANDIDATES: cand_path = optarg; break;
         default: return cli_stop(c);
         }
     }
@@ -99,19 +104,52 @@ int cmd_recommend(int argc, char **argv)
         return 1;
     }
     int K = (int)top_k, B = (int)batch, status = 0;
+    /* Candidates: one row per user, or one row that every user shares. */
+    histories cand = {0};
+    int have_cand = 0, shared = 0;
+    if (cand_path) {
+        if (!strcmp(cand_path, "-") && !strcmp(path, "-")) {
+            cli_error("--candidates and the histories cannot both be stdin");
+            status = 1;
+        } else if (read_histories(cand_path, map, &cand)) {
+            status = 1;
+        } else {
+            have_cand = 1;
+            shared = cand.count == 1 && h.count != 1;
+            if (!shared && cand.count != h.count) {
+                cli_error("%s: %d rows of candidates for %d users (one per user, or one for all)",
+                          cand_path, cand.count, h.count);
+                status = 1;
+            }
+        }
+    }
+    int64_t shared_len = shared ? cand.offsets[1] : 0;
     int32_t *ids = malloc(sizeof *ids * (size_t)K * (size_t)B);
     float *scores = malloc(sizeof *scores * (size_t)K * (size_t)B);
     int64_t *offs = malloc(sizeof *offs * (size_t)(B + 1));
-    if (!ids || !scores || !offs) {
+    int64_t *coffs = malloc(sizeof *coffs * (size_t)(B + 1));
+    int32_t *rep =
+        shared ? malloc(sizeof *rep * (size_t)(shared_len > 0 ? shared_len : 1) * (size_t)B) : NULL;
+    if (!status && (!ids || !scores || !offs || !coffs || (shared && !rep))) {
         cli_error("out of memory");
         status = 1;
     }
+    for (int b = 0; shared && rep && b < B; b++)
+        memcpy(rep + (size_t)b * (size_t)shared_len, cand.items, sizeof *rep * (size_t)shared_len);
     for (int first = 0; !status && first < h.count; first += B) {
         int n = h.count - first < B ? h.count - first : B;
-        for (int b = 0; b <= n; b++)
+        for (int b = 0; b <= n; b++) {
             offs[b] = h.offsets[first + b] - h.offsets[first];
-        elastic_status st = elastic_session_recommend(session, h.items + h.offsets[first], offs, n,
-                                                      K, !include_history, ids, scores);
+            if (have_cand)
+                coffs[b] = shared ? b * shared_len : cand.offsets[first + b] - cand.offsets[first];
+        }
+        elastic_status st =
+            have_cand ? elastic_session_recommend_candidates(
+                            session, h.items + h.offsets[first], offs, n,
+                            shared ? rep : cand.items + cand.offsets[first], coffs, K,
+                            !include_history, ids, scores)
+                      : elastic_session_recommend(session, h.items + h.offsets[first], offs, n, K,
+                                                  !include_history, ids, scores);
         if (st != ELASTIC_OK) {
             /* Name the input line of the offending user. */
             int user;
@@ -141,6 +179,9 @@ int cmd_recommend(int argc, char **argv)
     free(ids);
     free(scores);
     free(offs);
+    free(coffs);
+    free(rep);
+    if (have_cand) histories_free(&cand);
     histories_free(&h);
     elastic_session_free(session);
     elastic_model_free(model);

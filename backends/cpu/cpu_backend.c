@@ -299,6 +299,25 @@ CPU_OP(topk)
     return ELASTIC_OK;
 }
 
+CPU_OP(score_topk)
+{
+    CPU_ARGS;
+    k->score_topk(ptr(&in[0]), ptr(&in[1]), d->aux ? opt(node, in, 2) : NULL, d->aux,
+                  d->steps ? opt(node, in, 3) : NULL, d->steps, ptr(&out[0]), ptr(&out[1]),
+                  d->batch, d->items, d->width, p->top_k, th);
+    return ELASTIC_OK;
+}
+
+CPU_OP(ffn)
+{
+    CPU_ARGS;
+    if (k->ffn(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
+               ptr(&in[6]), ptr(&out[0]), d->m, d->k, d->n, p->eps, th))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "ffn '%s': out of memory (scratch)",
+                             node->name);
+    return ELASTIC_OK;
+}
+
 CPU_OP(copy)
 {
     CPU_ARGS;

@@ -17,7 +17,8 @@
  *
  * No kernel needs the heap on its fast path except linear (a packed copy of
  * W, one per call), pkm (a double copy of the sub-keys, one per call) and
- * topk (a per-thread exclusion bitmap); all fall back to slower
+ * topk (a per-thread exclusion bitmap) and score_topk (a packed block of
+ * items, a tile of scores and heaps per thread); all fall back to slower
  * allocation-free paths if malloc fails. Stack scratch is bounded (a few
  * KiB per thread; pkm with t > 64 mallocs its O(t) lists).
  */
@@ -127,6 +128,24 @@ EK_INLINE int vany_gt(vf v, float t)
     vi m = v > vset1(t);
     int any = 0;
     for (int l = 0; l < VLEN; l++) any |= m[l] != 0;
+    return any;
+#endif
+}
+
+/* Whether any lane of v is >= t (false for NaN lanes). */
+EK_INLINE int vany_ge(vf v, float t)
+{
+#if defined(__AVX512F__)
+    return _mm512_cmp_ps_mask((__m512)v, _mm512_set1_ps(t), _CMP_GE_OQ) != 0;
+#elif defined(__AVX2__)
+    return _mm256_movemask_ps(_mm256_cmp_ps((__m256)v, _mm256_set1_ps(t), _CMP_GE_OQ)) != 0;
+#elif defined(__SSE2__)
+    return _mm_movemask_ps(_mm_cmpge_ps((__m128)v, _mm_set1_ps(t))) != 0;
+#else
+    vi m = v >= vset1(t);
+    int any = 0;
+    for (int l = 0; l < VLEN; l++)
+        any |= m[l] != 0;
     return any;
 #endif
 }
@@ -1078,6 +1097,25 @@ static void tk_sift_up(int32_t *ids, float *vals, int64_t i)
     }
 }
 
+/* A heap of cnt entries -> the K places in rank order (heap sort: the worst
+ * goes last), then id 0 and -INFINITY where fewer than K were kept. */
+static void tk_finish(int32_t *ids, float *vals, int64_t cnt, int64_t k)
+{
+    for (int64_t n = cnt; n > 1; n--) {
+        float tv = vals[0];
+        int32_t ti = ids[0];
+        vals[0] = vals[n - 1];
+        ids[0] = ids[n - 1];
+        vals[n - 1] = tv;
+        ids[n - 1] = ti;
+        tk_sift_down(ids, vals, n - 1, 0);
+    }
+    for (int64_t r = cnt; r < k; r++) {
+        ids[r] = 0;
+        vals[r] = -INFINITY;
+    }
+}
+
 static int tk_excluded(const uint64_t *bits, const int32_t *ex, int64_t ne, int64_t j)
 {
     if (bits) return (int)((bits[j >> 6] >> (j & 63)) & 1u);
@@ -1134,20 +1172,7 @@ static void tk_row(const float *s, const int32_t *ex, int64_t ne, int32_t *ids, 
             }
         }
     }
-    /* heap sort: the worst goes last */
-    for (int64_t n = cnt; n > 1; n--) {
-        float tv = vals[0];
-        int32_t ti = ids[0];
-        vals[0] = vals[n - 1];
-        ids[0] = ids[n - 1];
-        vals[n - 1] = tv;
-        ids[n - 1] = ti;
-        tk_sift_down(ids, vals, n - 1, 0);
-    }
-    for (int64_t r = cnt; r < k; r++) {
-        ids[r] = 0;
-        vals[r] = -INFINITY;
-    }
+    tk_finish(ids, vals, cnt, k);
     if (bits)
         for (int64_t e = 0; e < ne; e++)
             if (ex[e] >= 1 && ex[e] <= items) bits[(ex[e] - 1) >> 6] = 0;
@@ -1171,6 +1196,308 @@ static void k_topk(const float *scores, const int32_t *exclude, int64_t n_exclud
     }
 }
 
+/* ------------------------------------------------------------ score_topk */
+
+/*
+ * Scores of the users against blocks of SK_NB items, by linear's packing
+ * (bias zero) and micro-kernel, so that every score is the FMA chain over
+ * k = 0..d-1 that linear computes: the result is bitwise linear then topk.
+ * Each block's [LIN_MC, SK_NB] tile of scores goes at once into a running
+ * top-K per user (topk's bounded heap, with the whole rule, since a heap
+ * does not see its items in order after a merge or with candidates).
+ * Threads take contiguous ranges of blocks, each with its own heaps, merged
+ * at the end: the top K of a total order is unique, so the split changes
+ * nothing. Exclusions: a sorted copy per user, searched only when a score
+ * would enter. Memory: per thread one packed block, one tile of scores and
+ * B*K heap entries; never [B, I]. Candidates: per user, LIN_NR listed rows
+ * at a time packed into one panel. Without scratch memory: one score at a
+ * time, the same FMA chain in lane 0 of a vector.
+ */
+#define SK_NB (LIN_NC_PANELS * LIN_NR)
+
+static int sk_cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct sk_rules {
+    const int32_t *ex; /* the user's exclusions */
+    int64_t ne;
+    int sorted; /* ex ascends: binary search */
+    int dedup;  /* ids may repeat (candidates): skip one already kept */
+} sk_rules;
+
+static int sk_excluded(const sk_rules *r, int32_t id)
+{
+    if (r->sorted) {
+        int64_t lo = 0, hi = r->ne;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (r->ex[mid] < id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo < r->ne && r->ex[lo] == id;
+    }
+    for (int64_t e = 0; e < r->ne; e++)
+        if (r->ex[e] == id) return 1;
+    return 0;
+}
+
+/* Offers (v, id) to a heap of *cnt <= k entries whose root is the worst. */
+static void sk_offer(int32_t *ids, float *vals, int64_t *cnt, int64_t k, float v, int32_t id,
+                     const sk_rules *r)
+{
+    if (*cnt == k && !tk_before(v, id, vals[0], ids[0])) return;
+    if (r->ne > 0 && sk_excluded(r, id)) return;
+    if (r->dedup)
+        for (int64_t i = 0; i < *cnt; i++)
+            if (ids[i] == id) return;
+    if (*cnt < k) {
+        ids[*cnt] = id;
+        vals[*cnt] = v;
+        tk_sift_up(ids, vals, *cnt);
+        (*cnt)++;
+        return;
+    }
+    ids[0] = id;
+    vals[0] = v;
+    tk_sift_down(ids, vals, k, 0);
+}
+
+/* Scores s[0..nb) of the items id0+1..id0+nb: once the heap is full and its
+ * root a number, VLEN scores at a time cost one compare with the root. */
+static void sk_feed(int32_t *ids, float *vals, int64_t *cnt, int64_t k, const float *s, int64_t nb,
+                    int64_t id0, const sk_rules *r)
+{
+    int64_t j = 0;
+    while (j < nb) {
+        if (*cnt == k && vals[0] == vals[0]) {
+            float rv = vals[0];
+            for (; j + VLEN <= nb && !vany_ge(vload(s + j), rv); j += VLEN) {
+            }
+            int64_t end = ek_min(nb, j + VLEN);
+            for (; j < end; j++)
+                if (s[j] >= vals[0]) sk_offer(ids, vals, cnt, k, s[j], (int32_t)(id0 + j + 1), r);
+        } else {
+            sk_offer(ids, vals, cnt, k, s[j], (int32_t)(id0 + j + 1), r);
+            j++;
+        }
+    }
+}
+
+/* One score without scratch: lane 0 of linear's chain (bias 0, then an FMA
+ * per k in order). */
+static float sk_dot(const float *x, const float *w, int64_t d)
+{
+    vf acc = vset1(0.0f);
+    for (int64_t q = 0; q < d; q++)
+        acc = vfma(vset1(x[q]), vset1(w[q]), acc);
+    return acc[0];
+}
+
+static sk_rules sk_user_rules(const int32_t *ex, int64_t ne, int sorted, int dedup, int64_t b)
+{
+    sk_rules r = {ex ? ex + b * ne : NULL, ex ? ne : 0, sorted, dedup};
+    return r;
+}
+
+/* Items [blk0, blk1) of SK_NB for every user, into heaps hid/hv/hcnt. */
+static void sk_range(const float *user, const float *items, const int32_t *ex, int64_t ne,
+                     int sorted, int32_t *hid, float *hv, int64_t *hcnt, int64_t batch,
+                     int64_t n_items, int64_t d, int64_t k, int64_t blk0, int64_t blk1)
+{
+    int64_t pstride = (d + 1) * LIN_NR;
+    size_t pbytes = ((size_t)(LIN_NC_PANELS * pstride) * sizeof(float) + 63) & ~(size_t)63;
+    size_t sbytes = ((size_t)(LIN_MC * SK_NB) * sizeof(float) + 63) & ~(size_t)63;
+    float *packed = aligned_alloc(64, pbytes), *S = aligned_alloc(64, sbytes);
+    for (int64_t blk = blk0; blk < blk1; blk++) {
+        int64_t j0 = blk * SK_NB, nb = ek_min(SK_NB, n_items - j0);
+        if (!packed || !S) { /* no scratch: one score at a time */
+            for (int64_t b = 0; b < batch; b++) {
+                sk_rules r = sk_user_rules(ex, ne, sorted, 0, b);
+                for (int64_t j = 0; j < nb; j++)
+                    sk_offer(hid + b * k, hv + b * k, hcnt + b, k,
+                             sk_dot(user + b * d, items + (j0 + j) * d, d), (int32_t)(j0 + j + 1),
+                             &r);
+            }
+            continue;
+        }
+        int64_t np = (nb + LIN_NR - 1) / LIN_NR;
+        for (int64_t p = 0; p < np; p++)
+            lin_pack_panel(items + j0 * d, NULL, packed + p * pstride, p, nb, d);
+        for (int64_t i0 = 0; i0 < batch; i0 += LIN_MC) {
+            int64_t rows = ek_min(LIN_MC, batch - i0);
+            lin_block(user + i0 * d, packed, S, 0, rows, 0, np, nb, d);
+            for (int64_t r = 0; r < rows; r++) {
+                int64_t b = i0 + r;
+                sk_rules rl = sk_user_rules(ex, ne, sorted, 0, b);
+                sk_feed(hid + b * k, hv + b * k, hcnt + b, k, S + r * nb, nb, j0, &rl);
+            }
+        }
+    }
+    free(packed);
+    free(S);
+}
+
+/* Ranks each user's candidates (threads split the users). */
+static void sk_candidates(const float *user, const float *items, const int32_t *ex, int64_t ne,
+                          int sorted, const int32_t *cand, int64_t nc, int32_t *ids, float *vals,
+                          int64_t batch, int64_t n_items, int64_t d, int64_t k, int threads)
+{
+    int nt = (double)batch * (double)nc * (double)d > 1e5 ? threads : 1;
+#pragma omp parallel num_threads(nt)
+    {
+        size_t pbytes = ((size_t)((d + 1) * LIN_NR) * sizeof(float) + 63) & ~(size_t)63;
+        float *panel = aligned_alloc(64, pbytes);
+        float tmp[LIN_NR];
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const int32_t *c = cand + b * nc;
+            const float *x = user + b * d;
+            int32_t *bi = ids + b * k;
+            float *bv = vals + b * k;
+            int64_t cnt = 0;
+            sk_rules r = sk_user_rules(ex, ne, sorted, 1, b);
+            for (int64_t c0 = 0; c0 < nc; c0 += LIN_NR) {
+                int64_t m = ek_min(LIN_NR, nc - c0);
+                if (panel) {
+                    for (int64_t cc = 0; cc < LIN_NR; cc++) {
+                        int32_t id = cc < m ? c[c0 + cc] : 0;
+                        int ok = id >= 1 && id <= n_items;
+                        const float *w = items + (ok ? (int64_t)(id - 1) * d : 0);
+                        for (int64_t q = 0; q < d; q++)
+                            panel[q * LIN_NR + cc] = ok ? w[q] : 0.0f;
+                        panel[d * LIN_NR + cc] = 0.0f;
+                    }
+                    lin_tile(1, x, d, panel, tmp, LIN_NR, LIN_NR);
+                }
+                for (int64_t cc = 0; cc < m; cc++) {
+                    int32_t id = c[c0 + cc];
+                    if (id < 1 || id > n_items) continue;
+                    float v = panel ? tmp[cc] : sk_dot(x, items + (int64_t)(id - 1) * d, d);
+                    sk_offer(bi, bv, &cnt, k, v, id, &r);
+                }
+            }
+            tk_finish(bi, bv, cnt, k);
+        }
+        free(panel);
+    }
+}
+
+static void k_score_topk(const float *user, const float *items, const int32_t *exclude,
+                         int64_t n_exclude, const int32_t *cand, int64_t n_cand, int32_t *ids,
+                         float *vals, int64_t batch, int64_t n_items, int64_t d, int64_t k,
+                         int threads)
+{
+    if (k <= 0 || batch <= 0) return;
+    if (!exclude) n_exclude = 0;
+    /* exclusions sorted per user (else searched in place) */
+    int32_t *exs = NULL;
+    if (n_exclude > 0 && (exs = malloc((size_t)(batch * n_exclude) * sizeof(int32_t)))) {
+        memcpy(exs, exclude, (size_t)(batch * n_exclude) * sizeof(int32_t));
+        for (int64_t b = 0; b < batch; b++)
+            qsort(exs + b * n_exclude, (size_t)n_exclude, sizeof(int32_t), sk_cmp_i32);
+    }
+    const int32_t *ex = exs ? exs : exclude;
+    int sorted = exs != NULL;
+    if (cand) {
+        sk_candidates(user, items, ex, n_exclude, sorted, cand, n_cand, ids, vals, batch, n_items,
+                      d, k, threads);
+        free(exs);
+        return;
+    }
+    int64_t nblocks = (n_items + SK_NB - 1) / SK_NB;
+    int nt = threads;
+    if (2.0 * (double)batch * (double)n_items * (double)d < 2e5) nt = 1;
+    if (nt > nblocks) nt = (int)(nblocks > 0 ? nblocks : 1);
+    /* heaps: thread 0's are the outputs, the others' scratch */
+    size_t extra = (size_t)(nt - 1) * (size_t)(batch * k);
+    int32_t *hid = extra ? malloc(extra * sizeof(int32_t)) : NULL;
+    float *hv = extra ? malloc(extra * sizeof(float)) : NULL;
+    int64_t *hcnt = calloc((size_t)nt * (size_t)batch, sizeof(int64_t));
+    if (!hcnt || (extra && (!hid || !hv))) {
+        free(hid);
+        free(hv);
+        hid = NULL;
+        hv = NULL;
+        nt = 1;
+        if (!hcnt) { /* one user at a time, its count on the stack */
+            for (int64_t b = 0; b < batch; b++) {
+                int64_t cnt = 0;
+                sk_rules r = sk_user_rules(ex, n_exclude, sorted, 0, b);
+                for (int64_t j = 0; j < n_items; j++)
+                    sk_offer(ids + b * k, vals + b * k, &cnt, k,
+                             sk_dot(user + b * d, items + j * d, d), (int32_t)(j + 1), &r);
+                tk_finish(ids + b * k, vals + b * k, cnt, k);
+            }
+            free(exs);
+            return;
+        }
+    }
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int t = 0; t < nt; t++) {
+        int64_t blk0 = nblocks * t / nt, blk1 = nblocks * (t + 1) / nt;
+        int32_t *ti = t ? hid + (size_t)(t - 1) * (size_t)(batch * k) : ids;
+        float *tv = t ? hv + (size_t)(t - 1) * (size_t)(batch * k) : vals;
+        sk_range(user, items, ex, n_exclude, sorted, ti, tv, hcnt + (size_t)t * (size_t)batch,
+                 batch, n_items, d, k, blk0, blk1);
+    }
+    /* merge into thread 0's heaps (exclusions are applied already) */
+    sk_rules none = {NULL, 0, 0, 0};
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int t = 1; t < nt; t++) {
+            const int32_t *ti = hid + (size_t)(t - 1) * (size_t)(batch * k) + b * k;
+            const float *tv = hv + (size_t)(t - 1) * (size_t)(batch * k) + b * k;
+            for (int64_t e = 0; e < hcnt[(size_t)t * (size_t)batch + b]; e++)
+                sk_offer(ids + b * k, vals + b * k, &hcnt[b], k, tv[e], ti[e], &none);
+        }
+        tk_finish(ids + b * k, vals + b * k, hcnt[b], k);
+    }
+    free(hid);
+    free(hv);
+    free(hcnt);
+    free(exs);
+}
+
+/* ------------------------------------------------------------------ ffn */
+
+/*
+ * z + fc2(GELU(fc1(LN(z)))) FFN_CHUNK rows at a time, through the kernels
+ * above: every one of them computes a row (an element) by the same
+ * operations whatever the number of rows it is given, so the result is
+ * bitwise that of the five separate ops, while the [rows, f] activations
+ * only ever exist for one chunk.
+ */
+#define FFN_CHUNK 1024
+
+static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                 const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+                 int64_t d, int64_t f, float eps, int threads)
+{
+    int64_t chunk = ek_min(rows, FFN_CHUNK);
+    if (chunk <= 0) return 0;
+    float *a = malloc((size_t)(chunk * d) * sizeof(float));
+    float *h = malloc((size_t)(chunk * f) * sizeof(float));
+    float *y = malloc((size_t)(chunk * d) * sizeof(float));
+    int rc = a && h && y ? 0 : -1;
+    for (int64_t r0 = 0; rc == 0 && r0 < rows; r0 += chunk) {
+        int64_t m = ek_min(chunk, rows - r0);
+        k_layer_norm(z + r0 * d, ln_w, ln_b, a, m, d, eps, threads);
+        k_linear(a, w1, b1, h, m, f, d, threads);
+        k_gelu(h, h, m * f, threads);
+        k_linear(h, w2, b2, y, m, d, f, threads);
+        k_add(z + r0 * d, y, out + r0 * d, m * d, m * d, threads);
+    }
+    free(a);
+    free(h);
+    free(y);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ table */
 
 extern const elastic_cpu_kernels EK_TABLE;
@@ -1187,4 +1514,6 @@ const elastic_cpu_kernels EK_TABLE = {
     .attention_mix = k_attention_mix,
     .pkm = k_pkm,
     .topk = k_topk,
+    .score_topk = k_score_topk,
+    .ffn = k_ffn,
 };

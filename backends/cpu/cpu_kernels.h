@@ -22,6 +22,11 @@
  *   - topk: over columns j of a row, item id j+1; ids listed in exclude
  *     (1-based, 0 = none) are skipped; NaN ranks below every number; ties by
  *     the smaller id; missing places get id 0 and -INFINITY.
+ *   - score_topk: topk of the scores linear(user, items) would give, bit for
+ *     bit in the fast tables (the same FMA chain per score), without holding
+ *     them: memory O(B K) plus a block of items per thread. With candidates
+ *     [B, C], a user's row lists the ids ranked (0 and ids outside 1..I are
+ *     ignored; a repeated id counts once).
  */
 #ifndef ELASTIC_CPU_KERNELS_H
 #define ELASTIC_CPU_KERNELS_H
@@ -60,6 +65,19 @@ typedef struct elastic_cpu_kernels {
     /* scores [B, I], exclude [B, E] or NULL -> ids [B, K], vals [B, K] */
     void (*topk)(const float *scores, const int32_t *exclude, int64_t n_exclude, int32_t *ids,
                  float *vals, int64_t batch, int64_t items, int64_t k, int threads);
+    /* user [B, d], items [I, d], exclude [B, E] or NULL, cand [B, C] or NULL
+     * -> ids [B, K], vals [B, K] */
+    void (*score_topk)(const float *user, const float *items, const int32_t *exclude,
+                       int64_t n_exclude, const int32_t *cand, int64_t n_cand, int32_t *ids,
+                       float *vals, int64_t batch, int64_t n_items, int64_t d, int64_t k,
+                       int threads);
+    /* out = z + fc2(GELU(fc1(LN(z)))) over rows of z [rows, d], W1 [f, d],
+     * W2 [d, f]: in the fast tables, bitwise what layer_norm, linear, gelu,
+     * linear and add give, a chunk of rows at a time. Returns 0, or -1 when
+     * its scratch cannot be allocated (out untouched). */
+    int (*ffn)(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+               const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+               int64_t d, int64_t f, float eps, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

@@ -286,6 +286,95 @@ static void ref_topk(const float *scores, const int32_t *exclude, int64_t n_excl
     }
 }
 
+/* score_topk as its definition: every eligible item's score (a double dot
+ * product rounded once, as ref_linear), then ref_topk's selection. Eligible:
+ * every item, or the user's listed candidates; minus the exclusions. */
+static void ref_score_topk(const float *user, const float *items, const int32_t *exclude,
+                           int64_t n_exclude, const int32_t *cand, int64_t n_cand, int32_t *ids,
+                           float *vals, int64_t batch, int64_t n_items, int64_t d, int64_t k,
+                           int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        float *s = malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof(float));
+        unsigned char *taken = malloc((size_t)(n_items > 0 ? n_items : 1)); /* not eligible */
+        if (s && taken) {
+            memset(taken, cand ? 1 : 0, (size_t)n_items);
+            for (int64_t c = 0; cand && c < n_cand; c++) {
+                int32_t id = cand[b * n_cand + c];
+                if (id >= 1 && id <= n_items) taken[id - 1] = 0;
+            }
+            for (int64_t e = 0; exclude && e < n_exclude; e++) {
+                int32_t id = exclude[b * n_exclude + e];
+                if (id >= 1 && id <= n_items) taken[id - 1] = 1;
+            }
+            for (int64_t j = 0; j < n_items; j++) {
+                double acc = 0.0;
+                for (int64_t q = 0; q < d; q++)
+                    acc += (double)user[b * d + q] * (double)items[j * d + q];
+                s[j] = (float)acc;
+            }
+        }
+        for (int64_t r = 0; r < k; r++) {
+            int64_t best = -1;
+            for (int64_t j = 0; s && taken && j < n_items; j++)
+                if (!taken[j] && (best < 0 || ref_before(s[j], j, s[best], best))) best = j;
+            if (best >= 0) taken[best] = 1;
+            ids[b * k + r] = best < 0 ? 0 : (int32_t)(best + 1);
+            vals[b * k + r] = best < 0 ? -INFINITY : s[best];
+        }
+        free(s);
+        free(taken);
+    }
+}
+
+/* The FFN block row by row, in double from z to the output: LayerNorm,
+ * fc1, GELU (erfc form), fc2, plus z, rounded once. */
+static int ref_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                   const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+                   int64_t d, int64_t f, float eps, int threads)
+{
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        double *a = malloc((size_t)(d + f) * sizeof(double));
+        if (!a) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (!a) continue;
+            double *g = a + d;
+            const float *x = z + r * d;
+            double mean = 0, var = 0;
+            for (int64_t j = 0; j < d; j++)
+                mean += x[j];
+            mean /= (double)d;
+            for (int64_t j = 0; j < d; j++)
+                var += (x[j] - mean) * (x[j] - mean);
+            var /= (double)d;
+            double inv = 1.0 / sqrt(var + (double)eps);
+            for (int64_t j = 0; j < d; j++)
+                a[j] = (x[j] - mean) * inv * ln_w[j] + ln_b[j];
+            for (int64_t i = 0; i < f; i++) {
+                double h = b1[i];
+                for (int64_t j = 0; j < d; j++)
+                    h += (double)w1[i * d + j] * a[j];
+                g[i] = 0.5 * h * erfc(-h / sqrt(2.0));
+            }
+            for (int64_t j = 0; j < d; j++) {
+                double y = b2[j];
+                for (int64_t i = 0; i < f; i++)
+                    y += (double)w2[j * f + i] * g[i];
+                out[r * d + j] = (float)((double)x[j] + y);
+            }
+        }
+        free(a);
+    }
+    return failed ? -1 : 0;
+}
+
 const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .isa = "reference",
     .gather = ref_gather,
@@ -299,4 +388,6 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .attention_mix = ref_attention_mix,
     .pkm = ref_pkm,
     .topk = ref_topk,
+    .score_topk = ref_score_topk,
+    .ffn = ref_ffn,
 };

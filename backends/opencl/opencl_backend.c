@@ -48,12 +48,14 @@ enum {
     K_PKM,
     K_TOPK,
     K_COPY,
+    K_SCORE_TOPK,
     K_COUNT
 };
 static const char *kernel_names[K_COUNT] = {
     "elastic_gather",        "elastic_add",  "elastic_bias",      "elastic_masked_mean",
     "elastic_layer_norm",    "elastic_gelu", "elastic_attention", "elastic_attention_probs",
-    "elastic_attention_mix", "elastic_pkm",  "elastic_topk",      "elastic_copy"};
+    "elastic_attention_mix", "elastic_pkm",  "elastic_topk",      "elastic_copy",
+    "elastic_score_topk"};
 
 typedef struct cl_backend {
     elastic_backend base;
@@ -586,6 +588,28 @@ CL_OP(topk) /* one work-item per row; scratch holds a byte per score (marks) */
     return launch(be, &a, d->batch, node->name);
 }
 
+CL_OP(score_topk) /* one work-item per user; its heap lives in its rows of the outputs */
+{
+    CL_ARGS;
+    args a;
+    ELASTIC_TRY(begin(be, K_SCORE_TOPK, &a));
+    const elastic_tensor_ref *ex = node->n_inputs > 2 && d->aux && in[2].buffer ? &in[2] : NULL;
+    const elastic_tensor_ref *cd = node->n_inputs > 3 && d->steps && in[3].buffer ? &in[3] : NULL;
+    arg_tensor(&a, &in[0]);
+    arg_tensor(&a, &in[1]);
+    arg_tensor(&a, ex ? ex : &in[0]);
+    arg_long(&a, ex ? d->aux : 0);
+    arg_tensor(&a, cd ? cd : &in[0]);
+    arg_long(&a, cd ? d->steps : 0);
+    arg_tensor(&a, &out[0]);
+    arg_tensor(&a, &out[1]);
+    arg_long(&a, d->batch);
+    arg_long(&a, d->items);
+    arg_long(&a, d->width);
+    arg_long(&a, p->top_k);
+    return launch(be, &a, d->batch, node->name);
+}
+
 CL_OP(copy) /* the input's own shape and strides, right-aligned to rank 4 */
 {
     CL_ARGS;
@@ -618,6 +642,7 @@ static const elastic_op_kernel cl_op_table[ELASTIC_OP_COUNT] = {
     [ELASTIC_OP_ATTENTION] = {cl_attention, cl_attention_fits},
     [ELASTIC_OP_PKM] = {cl_pkm, cl_pkm_fits},
     [ELASTIC_OP_TOPK] = {cl_topk, NULL},
+    [ELASTIC_OP_SCORE_TOPK] = {cl_score_topk, NULL},
     [ELASTIC_OP_COPY] = {cl_copy, NULL},
     [ELASTIC_OP_ATTENTION_PROBS] = {cl_attention_probs, NULL},
     [ELASTIC_OP_ATTENTION_MIX] = {cl_attention_mix, NULL},

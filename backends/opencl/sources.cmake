@@ -14,6 +14,7 @@ set(ELASTIC_CL_KERNELS
     kernels_cl/elastic_attention_mix.cl
     kernels_cl/elastic_pkm.cl
     kernels_cl/elastic_topk.cl
+    kernels_cl/elastic_score_topk.cl
     kernels_cl/elastic_copy.cl)
 set(ELASTIC_CL_EMBEDDED ${CMAKE_CURRENT_BINARY_DIR}/elastic_cl_sources.c)
 list(TRANSFORM ELASTIC_CL_KERNELS PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/ OUTPUT_VARIABLE cl_paths)

@@ -184,6 +184,12 @@ elastic_status conf_tolerances(const conf_case *c, conf_case_data *cd)
         conf_tol_exact(cd->out_numel[0], t[0]);
         conf_tol_exact(cd->out_numel[1], t[1]);
         break;
+    case ELASTIC_OP_FFN:
+        return conf_tol_ffn(x0, x1, x2, x3, cd->in_host[4], cd->in_host[5], cd->in_host[6], d->m,
+                            d->k, d->n, p->eps, t[0]);
+    case ELASTIC_OP_SCORE_TOPK:
+        conf_tol_score_topk(x0, x1, cd->ref_out[0], r1, d->batch, d->width, p->top_k, t[0], t[1]);
+        break;
     case ELASTIC_OP_ADD: conf_tol_add(x0, x1, d->numel, d->aux, t[0]); break;
     case ELASTIC_OP_MASKED_MEAN:
         conf_tol_masked_mean(x0, i1, d->batch, d->steps, d->width, t[0]);

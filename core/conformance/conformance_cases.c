@@ -192,6 +192,47 @@ static void topk_case(int64_t B, int64_t items, int K, int64_t E, int with_nan, 
     c->in[1] = E ? i32(2, B, E, CONF_FILL_INDEX, 0, (double)items) : absent();
 }
 
+/* SCORE_TOPK: small integers (ints = 1) make every score exact, so ties are
+ * real and the ids must match; otherwise uniform, with few enough items
+ * that no near-tie reaches the K-th place. Candidates (C > 0) are drawn in
+ * -1..I+2: repeats and ids outside 1..I included. */
+static conf_case *score_topk_case(int64_t B, int64_t items, int64_t d, int K, int64_t E, int64_t C,
+                                  int ints, int with_nan, const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_SCORE_TOPK, label);
+    c->exact = ints;
+    c->n_inputs = 4;
+    c->params.top_k = K;
+    c->in[0] = f32(2, B, d, 0, 0);
+    c->in[1] = f32(2, items, d, 0, 0);
+    if (ints) {
+        c->in[0].fill = c->in[1].fill = CONF_FILL_SMALL_INT;
+        c->in[0].lo = c->in[1].lo = -ints;
+        c->in[0].hi = c->in[1].hi = ints;
+    }
+    if (with_nan) c->in[1].fill = CONF_FILL_WITH_NAN;
+    c->in[2] = E ? i32(2, B, E, CONF_FILL_INDEX, 0, (double)items) : absent();
+    c->in[3] = C ? i32(2, B, C, CONF_FILL_INDEX, -1, (double)items + 2) : absent();
+    return c;
+}
+
+/* FFN: z, LayerNorm weight (around 1) and bias, fc1 and fc2 with weights
+ * of the spec's initial scale and larger. */
+static void ffn_case(int ndim, int64_t a, int64_t b, int64_t d, int64_t f, double wscale,
+                     const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_FFN, label);
+    c->n_inputs = 7;
+    c->params.eps = 1e-5f;
+    c->in[0] = ndim == 3 ? range(f32(3, a, b, d, 0), -2, 2) : range(f32(2, a, d, 0, 0), -2, 2);
+    c->in[1] = range(f32(1, d, 0, 0, 0), 0.5, 1.5);
+    c->in[2] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+    c->in[3] = range(f32(2, f, d, 0, 0), -wscale, wscale);
+    c->in[4] = range(f32(1, f, 0, 0, 0), -0.2, 0.2);
+    c->in[5] = range(f32(2, d, f, 0, 0), -wscale, wscale);
+    c->in[6] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+}
+
 static void copy_case(int ndim, const int64_t *shape, const int64_t *strides, int64_t offset,
                       int64_t base_numel, const char *label)
 {
@@ -520,6 +561,21 @@ static void build_cases(void)
     topk_case(4, 3706, 10, 200, 0, "I=3706, 200 exclusions");
     topk_case(3, 100, 37, 0, 0, "K=37 odd");
     topk_case(2, 50, 12, 5, 1, "NaN and Inf scores");
+
+    ffn_case(2, 1, 0, 4, 16, 0.5, "one row, d=4 f=16");
+    ffn_case(3, 2, 37, 24, 96, 0.3, "[2,37,24], f=96");
+    ffn_case(2, 300, 0, 64, 256, 0.1, "300 rows, d=64 f=256 (spec shape)");
+    ffn_case(2, 2500, 0, 16, 64, 0.4, "2500 rows: three chunks");
+    ffn_case(3, 1, 5, 7, 20, 1.0, "odd widths d=7 f=20, large weights");
+
+    score_topk_case(1, 1, 3, 1, 0, 0, 0, 0, "one user, one item");
+    score_topk_case(3, 40, 4, 50, 5, 0, 2, 0, "ties everywhere, K > I, exclusions");
+    score_topk_case(100, 5000, 32, 20, 50, 0, 3, 0, "100 users, 10 blocks, exclusions");
+    score_topk_case(4, 3706, 64, 10, 200, 0, 0, 0, "I=3706 d=64, 200 exclusions, uniform");
+    score_topk_case(5, 300, 16, 12, 10, 40, 2, 0, "candidates with repeats and bad ids");
+    sparse(score_topk_case(2, 50, 8, 30, 5, 10, 0, 0, "fewer candidates than K, uniform"),
+           CONF_SPARSE(0), "most of the K places are padding: id 0");
+    score_topk_case(3, 60, 8, 8, 0, 0, 0, 1, "NaN and Inf in item rows");
 
     probs_case(1, 1, 1, 1, 1, 0, 0, "all sizes 1");
     probs_case(2, 16, 200, 64, 2, 0, 1, "aggregation k=16 over 200, padded");

@@ -45,6 +45,17 @@
  *     the softmax over t adds (t + 4) EPS: e_w = EPS (4 (c/2 + 4) (S + 1) +
  *     2 (t + 4)), times max|value|. (The selection itself must agree.)
  *   - GATHER, TOPK, COPY: exact.
+ *   - FFN: z + fc2(GELU(fc1(LN(z)))) per row, the five bounds above carried
+ *     forward to first order: a = LN(z) within t_a (LAYER_NORM's);
+ *     h = W1 a + b1 within t_h = gamma_{2d+4} (|b1| + sum |W1 a|) +
+ *     sum_j |W1_ij| t_a_j; g = GELU(h) within GELU's bound plus 1.13 t_h
+ *     (|GELU'| <= 1.13); y = W2 g + b2 within gamma_{2f+4} (|b2| +
+ *     sum |W2 g|) + sum_i |W2_ji| t_g_i; the output z + y within
+ *     EPS (|z| + |y|) + t_y (a, h, g, y from the float64 oracle's values).
+ *   - SCORE_TOPK: ids exact (the cases keep near-ties out, or use small
+ *     integers whose scores are exact); each kept score as LINEAR's, of the
+ *     reference's id: gamma_{2K+4} sum_k |u_k w_k|; padding and non-finite
+ *     scores exactly.
  *
  * Training ops (R: rows summed over; g = dy * w in LAYER_NORM_GRAD):
  *   - DROPOUT: the scale 1/(1-p) rounded and one product: 2 EPS |y|; zero
@@ -319,6 +330,72 @@ void conf_tol_linear(const float *x, const float *w, const float *bias, int64_t 
             for (int64_t p = 0; p < k; p++)
                 mag += fabs((double)x[i * k + p] * w[j * k + p]);
             tol[i * n + j] = g * mag;
+        }
+}
+
+elastic_status conf_tol_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                            const float *b1, const float *w2, const float *b2, int64_t rows,
+                            int64_t d, int64_t f, float eps, double *tol)
+{
+    double *t_a = malloc((size_t)d * sizeof(double)), *a = malloc((size_t)d * sizeof(double));
+    double *g = malloc((size_t)f * sizeof(double)), *t_g = malloc((size_t)f * sizeof(double));
+    if (!t_a || !a || !g || !t_g) {
+        free(t_a);
+        free(a);
+        free(g);
+        free(t_g);
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
+    }
+    double gd = gamma_n(2.0 * (double)d + 4.0), gf = gamma_n(2.0 * (double)f + 4.0);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = z + r * d;
+        conf_tol_layer_norm(x, ln_w, ln_b, 1, d, eps, t_a);
+        double mean, inv, mx, mh;
+        row_stats(x, d, eps, &mean, &inv, &mx, &mh);
+        for (int64_t j = 0; j < d; j++)
+            a[j] = (x[j] - mean) * inv * ln_w[j] + ln_b[j];
+        for (int64_t i = 0; i < f; i++) {
+            double h = b1[i], mag = fabs((double)b1[i]), carried = 0;
+            for (int64_t j = 0; j < d; j++) {
+                h += (double)w1[i * d + j] * a[j];
+                mag += fabs((double)w1[i * d + j] * a[j]);
+                carried += fabs((double)w1[i * d + j]) * t_a[j];
+            }
+            double t_h = gd * mag + carried;
+            g[i] = 0.5 * h * erfc(-h / sqrt(2.0));
+            t_g[i] = 8.0 * EPS * (fabs(g[i]) + 0.5 * fabs(h)) + 1e-30 + 1.13 * t_h;
+        }
+        for (int64_t j = 0; j < d; j++) {
+            double y = b2[j], mag = fabs((double)b2[j]), carried = 0;
+            for (int64_t i = 0; i < f; i++) {
+                y += (double)w2[j * f + i] * g[i];
+                mag += fabs((double)w2[j * f + i] * g[i]);
+                carried += fabs((double)w2[j * f + i]) * t_g[i];
+            }
+            tol[r * d + j] = EPS * (fabs((double)x[j]) + fabs(y)) + gf * mag + carried;
+        }
+    }
+    free(t_a);
+    free(a);
+    free(g);
+    free(t_g);
+    return ELASTIC_OK;
+}
+
+void conf_tol_score_topk(const float *user, const float *items, const int32_t *ref_ids,
+                         const float *ref_vals, int64_t batch, int64_t d, int64_t k,
+                         double *tol_ids, double *tol_vals)
+{
+    double g = gamma_n(2.0 * (double)d + 4.0);
+    conf_tol_exact(batch * k, tol_ids);
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t r = 0; r < k; r++) {
+            int32_t id = ref_ids[b * k + r];
+            double mag = 0.0;
+            if (id >= 1 && isfinite(ref_vals[b * k + r]))
+                for (int64_t q = 0; q < d; q++)
+                    mag += fabs((double)user[b * d + q] * items[(int64_t)(id - 1) * d + q]);
+            tol_vals[b * k + r] = g * mag;
         }
 }
 

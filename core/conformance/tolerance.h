@@ -78,6 +78,16 @@ void conf_tol_layer_norm(const float *x, const float *weight, const float *bias,
 void conf_tol_linear(const float *x, const float *w, const float *bias, int64_t m, int64_t n,
                      int64_t k, double *tol);
 void conf_tol_gelu(const float *x, const float *ref, int64_t n, double *tol);
+/* FFN: the bounds of LAYER_NORM, LINEAR, GELU, LINEAR and ADD, each carried
+ * through the ops after it (see tolerance.c). */
+elastic_status conf_tol_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                            const float *b1, const float *w2, const float *b2, int64_t rows,
+                            int64_t d, int64_t f, float eps, double *tol);
+/* SCORE_TOPK: ids exact; each kept score as LINEAR's of the reference's id
+ * (0 for padding and for non-finite scores, which must match exactly). */
+void conf_tol_score_topk(const float *user, const float *items, const int32_t *ref_ids,
+                         const float *ref_vals, int64_t batch, int64_t d, int64_t k,
+                         double *tol_ids, double *tol_vals);
 /* The relative error of a softmax weight of attention (shared by ATTENTION,
  * ATTENTION_PROBS and ATTENTION_GRAD). */
 double conf_attention_weight_error(const float *q, const float *k, int64_t batch, int64_t nq,

@@ -22,7 +22,7 @@
 #include "elastic.h"
 
 #define ELASTIC_MAX_DIMS 4
-#define ELASTIC_MAX_INPUTS 5
+#define ELASTIC_MAX_INPUTS 7 /* FFN: z and its six weights */
 #define ELASTIC_MAX_OUTPUTS 3
 
 typedef enum elastic_dtype { ELASTIC_DTYPE_F32 = 0, ELASTIC_DTYPE_I32 = 1 } elastic_dtype;
@@ -63,12 +63,12 @@ typedef enum elastic_op_phase {
 } elastic_op_phase;
 
 typedef struct elastic_op_params {
-    float eps;     /* LAYER_NORM */
+    float eps;     /* LAYER_NORM, FFN */
     int heads;     /* ATTENTION, ATTENTION_PROBS */
     int causal;    /* ATTENTION, ATTENTION_PROBS: query r sees keys r' >= r only (recency order) */
     int experts;   /* PKM: k */
     int mem_topk;  /* PKM: t */
-    int top_k;     /* TOPK: K */
+    int top_k;     /* TOPK, SCORE_TOPK: K */
     float dropout; /* DROPOUT: probability p of zeroing an element */
     uint64_t seed; /* DROPOUT: the mask is a function of (seed, element index) */
     int keep;      /* SUM_ROWS: trailing dims kept */
@@ -92,6 +92,9 @@ typedef struct elastic_op_params {
  *   PKM(_GRAD)      batch, pkm_c (key size c), pkm_m (sub-keys per half m),
  *                   width (value size d); experts and top-t are params
  *   TOPK            batch, items, aux: exclusions per row (0 = none)
+ *   FFN             m: rows, k: d, n: f (fc1's width)
+ *   SCORE_TOPK      batch, items, width (d), aux: exclusions per row,
+ *                   steps: candidates per row (0 = rank every item)
  *   ADD             aux: elements of b (broadcast period)
  *   GATHER          aux: indices (rows, cols: the table's)
  *   GATHER_GRAD     aux: indices (the table's rows are params.rows)

@@ -286,6 +286,55 @@ static elastic_status infer_topk(op_args *a) /* scores [B, I], exclude [B, E] ->
     return ELASTIC_OK;
 }
 
+/* user [B, d], items [I, d], exclude [B, E], candidates [B, C] -> ids, vals
+ * [B, K]: what LINEAR (no bias) then TOPK give, without the [B, I] scores.
+ * With candidates, only the ids listed in a user's row are ranked (0 and ids
+ * outside 1..I are ignored, a repeated id counts once). */
+static elastic_status infer_score_topk(op_args *a)
+{
+    const elastic_tensor *u = a->x[0], *it = a->x[1], *ex = a->x[2], *cand = a->x[3];
+    if (!is_f32(u) || !is_f32(it) || u->ndim != 2 || it->ndim != 2 || u->shape[1] != it->shape[1])
+        return bad(a, "needs float user [B,d] and items [I,d]");
+    if (ex && (ex->dtype != I || ex->ndim != 2 || ex->shape[0] != u->shape[0]))
+        return bad(a, "exclusions must be int32 [B,E]");
+    if (cand && (cand->dtype != I || cand->ndim != 2 || cand->shape[0] != u->shape[0]))
+        return bad(a, "candidates must be int32 [B,C]");
+    if (a->n->params.top_k < 1) return bad(a, "K must be >= 1");
+    int64_t shape[2] = {u->shape[0], a->n->params.top_k};
+    set_out(&a->out[0], I, 2, shape);
+    set_out(&a->out[1], F, 2, shape);
+    a->n->n_outputs = 2;
+    a->n->dims.batch = u->shape[0];
+    a->n->dims.items = it->shape[0];
+    a->n->dims.width = u->shape[1];
+    a->n->dims.aux = ex ? ex->shape[1] : 0;
+    a->n->dims.steps = cand ? cand->shape[1] : 0;
+    return ELASTIC_OK;
+}
+
+/* z + fc2(GELU(fc1(LN(z)))): the residual FFN block of spec section 3 as one
+ * node, so that the [..., f] activations never exist whole. */
+static elastic_status infer_ffn(op_args *a)
+{
+    const elastic_tensor *z = a->x[0], *nw = a->x[1], *nb = a->x[2], *w1 = a->x[3], *b1 = a->x[4],
+                         *w2 = a->x[5], *b2 = a->x[6];
+    if (!is_f32(z) || z->ndim < 1) return bad(a, "needs float z [...,d]");
+    int64_t d = z->shape[last(z)];
+    if (!is_f32(w1) || w1->ndim != 2 || w1->shape[1] != d || !is_f32(w2) || w2->ndim != 2 ||
+        w2->shape[0] != d || w2->shape[1] != w1->shape[0])
+        return bad(a, "needs fc1 W [f,d] and fc2 W [d,f]");
+    int64_t f = w1->shape[0];
+    if (nw->ndim != 1 || nw->shape[0] != d || nb->ndim != 1 || nb->shape[0] != d || b1->ndim != 1 ||
+        b1->shape[0] != f || b2->ndim != 1 || b2->shape[0] != d)
+        return bad(a, "needs norm weight and bias [d], fc1 bias [f], fc2 bias [d]");
+    if (!(a->n->params.eps > 0)) return bad(a, "eps must be positive");
+    like(&a->out[0], z);
+    a->n->dims.m = a->n->dims.rows;
+    a->n->dims.k = d;
+    a->n->dims.n = f;
+    return ELASTIC_OK;
+}
+
 static elastic_status infer_copy(op_args *a)
 {
     like(&a->out[0], a->x[0]);
@@ -486,6 +535,11 @@ double elastic_node_flops(const elastic_graph *g, const elastic_node *n)
         return (double)d->batch * n->params.experts *
                (2.0 * (double)d->pkm_m * (double)d->pkm_c +
                 2.0 * n->params.mem_topk * (double)d->width);
+    case ELASTIC_OP_SCORE_TOPK: /* a dot product per (user, item or candidate) */
+        return 2.0 * (double)d->batch * (double)(d->steps ? d->steps : d->items) * (double)d->width;
+    case ELASTIC_OP_FFN: /* two products, GELU and LayerNorm of the rows */
+        return 4.0 * (double)d->m * (double)d->n * (double)d->k +
+               8.0 * (double)d->m * (double)d->n + 10.0 * numel;
     case ELASTIC_OP_LAYER_NORM: return 8.0 * numel;
     case ELASTIC_OP_GELU: return 8.0 * numel;
     case ELASTIC_OP_ADD: return numel;

@@ -15,6 +15,8 @@
  * A model with a mask token (spec 3.0) reads the mask id I+1 at recency 0
  * and the history after it: elastic_build_pad lays the inputs out so, for
  * every backend, and elastic_build_read_len counts the mask.
+ *
+ * Top-K output: LINEAR then TOPK, or one SCORE_TOPK (fused_topk, candidates).
  */
 #include "model/model_builder.h"
 
@@ -35,6 +37,7 @@ typedef struct builder {
     int n_dropout;   /* dropout nodes so far: each draws its own mask */
     int materialize; /* MHA as ATTENTION_PROBS + ATTENTION_MIX */
     int all_positions; /* no last-layer shortcut: every position to the end */
+    int fused_ffn;   /* FFN blocks as one FFN node (inference) */
 } builder;
 
 int64_t elastic_build_read_len(const elastic_config *c, int64_t len)
@@ -140,10 +143,21 @@ static int mha(builder *b, int q_in, int kv_in, int key_len, int causal, const c
     return dropout(b, linear(b, a, name), name);
 }
 
-/* z + FFN(z) with the block's own norm: fc2(GELU(fc1(LN(z)))). */
+/* z + FFN(z) with the block's own norm: fc2(GELU(fc1(LN(z)))); one FFN
+ * node when fused (never with dropout: training differentiates the parts). */
 static int ffn_residual(builder *b, int z, const char *prefix)
 {
     char name[96];
+    if (b->fused_ffn && b->dropout <= 0) {
+        static const char *const parts[6] = {"norm.weight", "norm.bias",  "fc1.weight",
+                                             "fc1.bias",    "fc2.weight", "fc2.bias"};
+        int in[7] = {z};
+        for (int i = 0; i < 6; i++) {
+            snprintf(name, sizeof name, "%s.%s", prefix, parts[i]);
+            in[i + 1] = weight(b, name);
+        }
+        return node(b, ELASTIC_OP_FFN, in, 7, prefix);
+    }
     snprintf(name, sizeof name, "%s.norm", prefix);
     int h = layer_norm(b, z, name);
     snprintf(name, sizeof name, "%s.fc1", prefix);
@@ -256,12 +270,13 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
     builder b = {.g = g, .model = model, .B = s->batch, .n = s->len, .d = c->hidden,
                  .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
                  .seed = s->seed, .materialize = s->materialize_attention,
-                 .all_positions = s->output == ELASTIC_BUILD_OUTPUT_POSITIONS};
+                 .all_positions = s->output == ELASTIC_BUILD_OUTPUT_POSITIONS,
+                 .fused_ffn = s->fused_ffn};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);
     memset(io, 0, sizeof *io);
-    io->exclude = io->out_vals = -1;
+    io->exclude = io->candidates = io->out_vals = -1;
     int64_t shape[2] = {s->batch, s->len};
     io->items = elastic_graph_input(g, "items", ELASTIC_DTYPE_I32, 2, shape);
     io->lengths = elastic_graph_input(g, "lengths", ELASTIC_DTYPE_I32, 1, shape);
@@ -278,14 +293,30 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
     int x0 = elastic_graph_view(g, x, 2, hshape, NULL, 0);
     int hu = layer_norm(&b, x0, "final_norm");
     io->out = hu;
-    if (s->output == ELASTIC_BUILD_OUTPUT_SCORES || s->output == ELASTIC_BUILD_OUTPUT_TOPK) {
+    if (s->output == ELASTIC_BUILD_OUTPUT_TOPK && (s->fused_topk || s->n_candidates > 0)) {
+        /* Steps 5 and 6 fused: the same scores and rule, streamed. */
+        int64_t ishape[2] = {c->num_items, c->hidden};
+        int items = elastic_graph_view(g, weight(&b, "item_emb"), 2, ishape, NULL, c->hidden);
+        if (s->n_exclude > 0) {
+            int64_t eshape[2] = {s->batch, s->n_exclude};
+            io->exclude = elastic_graph_input(g, "exclude", ELASTIC_DTYPE_I32, 2, eshape);
+        }
+        if (s->n_candidates > 0) {
+            int64_t cshape[2] = {s->batch, s->n_candidates};
+            io->candidates = elastic_graph_input(g, "candidates", ELASTIC_DTYPE_I32, 2, cshape);
+        }
+        elastic_op_params params = {.top_k = (int)s->top_k};
+        int in[4] = {hu, items, io->exclude, io->candidates};
+        io->out = elastic_graph_node(g, ELASTIC_OP_SCORE_TOPK, in, 4, &params, "scores.topk");
+        io->out_vals = io->out + 1;
+    } else if (s->output == ELASTIC_BUILD_OUTPUT_SCORES || s->output == ELASTIC_BUILD_OUTPUT_TOPK) {
         /* Step 5: scores against item_emb rows 1..I (row 0 is padding). */
         int64_t ishape[2] = {c->num_items, c->hidden};
         int items = elastic_graph_view(g, weight(&b, "item_emb"), 2, ishape, NULL, c->hidden);
         int in[3] = {hu, items, -1};
         io->out = node(&b, ELASTIC_OP_LINEAR, in, 3, "scores");
     }
-    if (s->output == ELASTIC_BUILD_OUTPUT_TOPK) {
+    if (s->output == ELASTIC_BUILD_OUTPUT_TOPK && io->out_vals < 0) {
         if (s->n_exclude > 0) {
             int64_t eshape[2] = {s->batch, s->n_exclude};
             io->exclude = elastic_graph_input(g, "exclude", ELASTIC_DTYPE_I32, 2, eshape);

@@ -31,6 +31,17 @@ typedef struct elastic_build_shape {
     /* Every MHA as ATTENTION_PROBS + ATTENTION_MIX, its softmax weights a
      * tensor of the plan (elastic_attention_kind), instead of ATTENTION. */
     int materialize_attention;
+    /* TOPK output: scoring and top-K as one SCORE_TOPK node streaming over
+     * item_emb (memory O(B K), never the [B, I] scores) instead of LINEAR
+     * then TOPK; the session sets it where its backend has the op. */
+    int fused_topk;
+    /* Every residual FFN block (no dropout) as one FFN node, which computes
+     * chunks of rows so that no [B, n, 4d] tensor exists: memory O(n d) at
+     * long n. The session sets it where its backend has the op. */
+    int fused_ffn;
+    /* TOPK output among candidates: an I32 input [B, C] (0 = none); implies
+     * SCORE_TOPK. 0 = rank every item. */
+    int64_t n_candidates;
 } elastic_build_shape;
 
 /* The graph's named inputs, as tensor ids. */
@@ -38,6 +49,7 @@ typedef struct elastic_build_io {
     int items;   /* I32 [B, n]: item at recency r, 0 for padding */
     int lengths; /* I32 [B]: n_b = min(len_b, N) */
     int exclude; /* I32 [B, E] or -1 */
+    int candidates; /* I32 [B, C] or -1 */
     int out;     /* hu, scores or top-K ids */
     int out_vals;/* top-K scores, else -1 */
 } elastic_build_io;

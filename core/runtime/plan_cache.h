@@ -22,7 +22,7 @@
 #include "runtime/planner.h"
 
 #define ELASTIC_PLAN_CACHE_SIZE 8
-#define ELASTIC_PLAN_KEY_BYTES 64
+#define ELASTIC_PLAN_KEY_BYTES 96
 
 typedef struct elastic_cached_plan {
     int valid; /* graph and plan are built */

@@ -21,7 +21,9 @@ struct elastic_session {
 
     elastic_plan_cache plans; /* by batch shape */
 
-    int32_t *host_in; /* staging for items, lengths, exclusions */
+    int fused_topk;   /* the backend has SCORE_TOPK: top-K without [B, I] scores */
+    int fused_ffn;    /* the backend has FFN: no [B, n, 4d] activations */
+    int32_t *host_in; /* staging for items, lengths, exclusions, candidates */
     size_t host_in_cap;
     elastic_run_stats stats;
 };
@@ -68,6 +70,12 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
     }
     s->options = o;
     s->options.backend = s->exec.backend_name;
+    elastic_node probe;
+    memset(&probe, 0, sizeof probe);
+    probe.op = ELASTIC_OP_SCORE_TOPK;
+    s->fused_topk = elastic_backend_supports(s->exec.backends[0], &probe);
+    probe.op = ELASTIC_OP_FFN;
+    s->fused_ffn = elastic_backend_supports(s->exec.backends[0], &probe);
     *out = s;
     return ELASTIC_OK;
 }
@@ -119,13 +127,54 @@ static elastic_build_shape shape_key(const elastic_session *s, int64_t batch, in
     k.top_k = top_k;
     k.n_exclude = n_exclude;
     k.materialize_attention = s->options.attention;
+    k.fused_topk = output == ELASTIC_BUILD_OUTPUT_TOPK && s->fused_topk;
+    k.fused_ffn = s->fused_ffn;
     return k;
+}
+
+/* Candidates of a run: user b's are ids[offsets[b] .. offsets[b+1]). */
+typedef struct cand_rows {
+    const int32_t *ids;
+    const int64_t *offsets;
+} cand_rows;
+
+/* Checks candidate rows (offsets from 0, non-decreasing; ids in 1..I) and
+ * returns the padded width C: the longest row rounded up to a power of two
+ * (at least 16), so that few plans serve many calls. */
+static elastic_status check_candidates(const cand_rows *cr, int batch, int64_t num_items,
+                                       int64_t *width)
+{
+    if (!cr->ids || !cr->offsets)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL candidates or candidate offsets");
+    if (cr->offsets[0] != 0)
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "candidate offsets must start at 0");
+    int64_t longest = 0;
+    for (int b = 0; b < batch; b++) {
+        int64_t n = cr->offsets[b + 1] - cr->offsets[b];
+        if (n < 0)
+            return elastic_error(ELASTIC_ERR_INVALID_ARG, "candidate offsets decrease at user %d",
+                                 b);
+        if (n > longest) longest = n;
+        for (int64_t i = cr->offsets[b]; i < cr->offsets[b + 1]; i++)
+            if (cr->ids[i] < 1 || cr->ids[i] > num_items)
+                return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
+                                     "candidate item %d of user %d outside 1..%lld",
+                                     (int)cr->ids[i], b, (long long)num_items);
+    }
+    if (longest > INT32_MAX)
+        return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "%lld candidates for one user",
+                             (long long)longest);
+    int64_t w = 16;
+    while (w < longest)
+        w *= 2;
+    *width = w;
+    return ELASTIC_OK;
 }
 
 /* Validates, plans and runs one batch; outputs are downloaded to out/out2. */
 static elastic_status run(elastic_session *s, const int32_t *items, const int64_t *offsets,
                           int batch, elastic_build_output output, int top_k, int exclude, void *out,
-                          void *out2)
+                          void *out2, const cand_rows *cand)
 {
     elastic_error_clear();
     if (!s || !out || (output == ELASTIC_BUILD_OUTPUT_TOPK && !out2))
@@ -140,12 +189,13 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
     int topk = output == ELASTIC_BUILD_OUTPUT_TOPK;
     elastic_build_shape shape =
         shape_key(s, batch, n, output, topk ? top_k : 0, topk && exclude ? longest : 0);
+    if (cand) ELASTIC_TRY(check_candidates(cand, batch, c->num_items, &shape.n_candidates));
     elastic_cached_plan *cp;
     const elastic_build_io *io;
     ELASTIC_TRY(ensure_plan(s, &shape, &cp, &io));
 
     /* Staging: items [B, n] in recency order, lengths [B], exclusions [B, E]. */
-    size_t need = (size_t)batch * (size_t)(n + 1 + shape.n_exclude);
+    size_t need = (size_t)batch * (size_t)(n + 1 + shape.n_exclude + shape.n_candidates);
     if (need > s->host_in_cap) {
         int32_t *p = realloc(s->host_in, need * sizeof *p);
         if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (batch staging)");
@@ -160,12 +210,20 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
         for (int64_t e = 0; e < shape.n_exclude; e++)
             ex[b * shape.n_exclude + e] = e < lb ? h[e] : 0;
     }
+    int32_t *cs = ex + (size_t)batch * (size_t)shape.n_exclude;
+    for (int b = 0; cand && b < batch; b++) {
+        int64_t first = cand->offsets[b], nb = cand->offsets[b + 1] - first;
+        for (int64_t i = 0; i < shape.n_candidates; i++)
+            cs[(size_t)b * (size_t)shape.n_candidates + (size_t)i] =
+                i < nb ? cand->ids[first + i] : 0;
+    }
     elastic_executor *e = &s->exec;
     const elastic_graph *g = &cp->graph;
     const elastic_plan *plan = &cp->plan;
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->items, it));
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->lengths, len));
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->exclude, ex));
+    ELASTIC_TRY(elastic_executor_upload(e, g, plan, io->candidates, cs));
     ELASTIC_TRY(elastic_executor_run(e, g, plan));
     ELASTIC_TRY(elastic_executor_download(e, g, plan, io->out, out));
     if (io->out_vals >= 0) ELASTIC_TRY(elastic_executor_download(e, g, plan, io->out_vals, out2));
@@ -183,13 +241,13 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
 elastic_status elastic_session_user_vectors(elastic_session *s, const int32_t *items,
                                             const int64_t *offsets, int batch, float *out)
 {
-    return run(s, items, offsets, batch, ELASTIC_BUILD_OUTPUT_USER_VECTORS, 0, 0, out, NULL);
+    return run(s, items, offsets, batch, ELASTIC_BUILD_OUTPUT_USER_VECTORS, 0, 0, out, NULL, NULL);
 }
 
 elastic_status elastic_session_scores(elastic_session *s, const int32_t *items,
                                       const int64_t *offsets, int batch, float *out)
 {
-    return run(s, items, offsets, batch, ELASTIC_BUILD_OUTPUT_SCORES, 0, 0, out, NULL);
+    return run(s, items, offsets, batch, ELASTIC_BUILD_OUTPUT_SCORES, 0, 0, out, NULL, NULL);
 }
 
 elastic_status elastic_session_recommend(elastic_session *s, const int32_t *items,
@@ -197,7 +255,19 @@ elastic_status elastic_session_recommend(elastic_session *s, const int32_t *item
                                          int exclude_history, int32_t *ids, float *scores)
 {
     return run(s, items, offsets, batch, ELASTIC_BUILD_OUTPUT_TOPK, top_k, exclude_history, ids,
-               scores);
+               scores, NULL);
+}
+
+elastic_status elastic_session_recommend_candidates(elastic_session *s, const int32_t *items,
+                                                    const int64_t *offsets, int batch,
+                                                    const int32_t *cand_items,
+                                                    const int64_t *cand_offsets, int top_k,
+                                                    int exclude_history, int32_t *ids,
+                                                    float *scores)
+{
+    cand_rows cr = {cand_items, cand_offsets};
+    return run(s, items, offsets, batch, ELASTIC_BUILD_OUTPUT_TOPK, top_k, exclude_history, ids,
+               scores, &cr);
 }
 
 elastic_status elastic_session_print_plan(elastic_session *s, int batch, int64_t len, int top_k,

@@ -179,6 +179,8 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "elastic_session_scores": (c_int, [c_void_p, _I32P, _I64P, c_int, _F32P]),
     "elastic_session_recommend": (c_int, [c_void_p, _I32P, _I64P, c_int, c_int, c_int, _I32P,
                                           _F32P]),
+    "elastic_session_recommend_candidates": (c_int, [c_void_p, _I32P, _I64P, c_int, _I32P,
+                                                     _I64P, c_int, c_int, _I32P, _F32P]),
     "elastic_session_print_plan": (c_int, [c_void_p, c_int, c_int64, c_int, c_void_p]),
     "elastic_session_last_stats": (c_int, [c_void_p, P(RunStats)]),
     # data

@@ -23,10 +23,6 @@ from .model import Model, _as_int32
 
 Histories = Union[Sequence[Sequence[Any]], np.ndarray, Tuple[np.ndarray, np.ndarray]]
 
-#: Scores of at most this many floats are held at once by the candidate path.
-_SCORE_CHUNK = 1 << 24
-
-
 def _is_csr(h: Any) -> bool:
     if not (isinstance(h, tuple) and len(h) == 2 and isinstance(h[0], np.ndarray)
             and isinstance(h[1], np.ndarray)):
@@ -310,27 +306,26 @@ class Session:
     def _recommend_candidates(self, items: np.ndarray, offsets: np.ndarray, k: int,
                               exclude_history: bool, candidates: Any, use_item_map: bool
                               ) -> Tuple[np.ndarray, np.ndarray]:
-        """Top-k among candidates: the library's scores, then the library's rule
-        in numpy (larger score first, NaN last, ties by the smaller id)."""
+        """Top-k among candidates: elastic_session_recommend_candidates (only the
+        candidates are scored; the library's rule: larger score first, NaN last,
+        ties by the smaller id)."""
         B = offsets.size - 1
         row = self._candidate_rows(candidates, B, use_item_map)
         ids = np.zeros((B, k), dtype=np.int32)
         sc = np.full((B, k), -np.inf, dtype=np.float32)
-        chunk = max(1, _SCORE_CHUNK // max(1, self.model.num_items))
-        for first in range(0, B, chunk):
-            last = min(B, first + chunk)
-            sub_off = offsets[first:last + 1] - offsets[first]
-            sub_items = items[offsets[first]:offsets[last]]
-            scores = self._scores_csr(np.ascontiguousarray(sub_items), sub_off)
-            for b in range(first, last):
-                c = row(b)
-                if exclude_history and c.size:
-                    c = c[~np.isin(c, items[offsets[b]:offsets[b + 1]])]
-                s = scores[b - first, c - 1]
-                order = np.argsort(-s, kind="stable")[:k]   # c ascends: ties -> smaller id
-                n = order.size
-                ids[b, :n] = c[order]
-                sc[b, :n] = s[order]
+        if B == 0:
+            return ids, sc
+        rows = [row(b) for b in range(B)]
+        c_off = np.zeros(B + 1, dtype=np.int64)
+        np.cumsum([r.size for r in rows], out=c_off[1:])
+        c_items = (np.concatenate(rows).astype(np.int32, copy=False) if c_off[-1]
+                   else np.zeros(1, dtype=np.int32))
+        with self._lock:
+            check(self._lib.elastic_session_recommend_candidates(
+                self._h(), _capi.ptr(items, _capi.c_int32), _capi.ptr(offsets, _capi.c_int64),
+                B, _capi.ptr(c_items, _capi.c_int32), _capi.ptr(c_off, _capi.c_int64), k,
+                int(bool(exclude_history)), _capi.ptr(ids, _capi.c_int32),
+                _capi.ptr(sc, _capi.c_float)), "recommend")
         return ids, sc
 
     def __repr__(self) -> str:
