@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Fuzzing campaign over every target of tests/fuzz (docs/reliability.md):
+#   ci/fuzz.sh SECONDS [TARGET...]
+# builds the libFuzzer targets with clang (build-fuzz: ELASTIC_FUZZ=ON, ASan
+# and UBSan), then runs each target for SECONDS seconds, FUZZ_JOBS targets at
+# a time (default 1), on a working corpus under build-fuzz/corpus/TARGET that
+# starts from the checked-in seeds and grows from run to run. Crashes land in
+# build-fuzz/crashes/TARGET/ (copy each into tests/fuzz/regressions/TARGET/
+# once fixed). Prints a table: target, executions, CPU seconds, corpus files,
+# crashes; exits 1 if any target crashed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:?usage: ci/fuzz.sh SECONDS [TARGET...]}
+shift
+jobs=${FUZZ_JOBS:-1}
+dir=${FUZZ_BUILD_DIR:-build-fuzz}
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  for f in tests/fuzz/fuzz_*.c; do
+    t=$(basename "$f" .c)
+    [ "$t" = fuzz_util ] && continue
+    targets+=("$t")
+  done
+fi
+# elastic serve's target needs libmicrohttpd (as the server does).
+if ! pkg-config --exists libmicrohttpd; then
+  targets=("${targets[@]/fuzz_serve_request/}")
+fi
+
+build_args=()
+for t in "${targets[@]}"; do [ -n "$t" ] && build_args+=(--target "$t"); done
+CC=clang bash ci/build.sh "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_FUZZ=ON \
+  -DELASTIC_OPENCL=OFF -DELASTIC_CUDA=OFF "${build_args[@]}"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+
+run_one() {
+  local t=$1 secs=$2 dir=$3
+  local bin="$dir/tests/fuzz/$t" corpus="$dir/corpus/$t" crashes="$dir/crashes/$t"
+  mkdir -p "$corpus" "$crashes"
+  local dict=()
+  [ -f "tests/fuzz/dict/$t.dict" ] && dict=(-dict="tests/fuzz/dict/$t.dict")
+  local seeds=(tests/fuzz/corpus/$t)
+  [ -d "tests/fuzz/regressions/$t" ] && seeds+=("tests/fuzz/regressions/$t")
+  local log="$dir/logs/$t.log"
+  mkdir -p "$dir/logs"
+  # CPU time: user+sys of the fuzzer (the subshell's children, read at its end).
+  set +e
+  ( "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -max_len=4096 \
+      -print_final_stats=1 -artifact_prefix="$crashes/" "${dict[@]}" "$corpus" "${seeds[@]}" \
+      >"$log" 2>&1
+    echo $? >"$log.rc"
+    times | sed -n 2p | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m");
+        s += p[1] * 60 + p[2] } printf "%.1f\n", s }' >"$log.cpu" )
+  set -e
+}
+export -f run_one
+
+printf '%s\n' "${targets[@]}" | grep -v '^$' |
+  xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {} "$secs" "$dir"
+
+status=0
+printf '\n%-24s %12s %9s %8s %8s\n' target executions cpu_s corpus crashes
+for t in "${targets[@]}"; do
+  [ -z "$t" ] && continue
+  log="$dir/logs/$t.log"
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  files=$(find "$dir/corpus/$t" -type f | wc -l)
+  crashes=$(find "$dir/crashes/$t" -type f | wc -l)
+  printf '%-24s %12s %9s %8s %8s\n' "$t" "${execs:-0}" "$(cat "$log.cpu")" "$files" "$crashes"
+  if [ "$(cat "$log.rc")" != 0 ] || [ "$crashes" != 0 ]; then
+    status=1
+    echo "  $t: exit $(cat "$log.rc"); see $log" >&2
+    tail -30 "$log" >&2
+  fi
+done
+exit $status
