@@ -50,7 +50,8 @@ run_one() {
   mkdir -p "$dir/logs"
   # CPU time: user+sys of the fuzzer (the subshell's children, read at its end).
   set +e
-  ( "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -max_len=4096 \
+  mkdir -p "$dir/profiles/$t"
+  ( LLVM_PROFILE_FILE="$dir/profiles/$t/%p.profraw" "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -max_len=4096 \
       -print_final_stats=1 -artifact_prefix="$crashes/" "${dict[@]}" "$corpus" "${seeds[@]}" \
       >"$log" 2>&1
     echo $? >"$log.rc"
@@ -63,15 +64,38 @@ export -f run_one
 printf '%s\n' "${targets[@]}" | grep -v '^$' |
   xargs -P "$jobs" -I{} bash -c 'run_one "$@"' _ {} "$secs" "$dir"
 
+# The code each target is there for: its line coverage, from clang's
+# source-based profiles of every run so far (llvm-profdata, llvm-cov).
+declare -A code=(
+  [fuzz_model_load]="core/model/safetensors.c core/model/model_file.c core/model/config.c core/data/item_map.c"
+  [fuzz_data_load]="core/data/data.c core/data/item_map.c"
+  [fuzz_histories]="tools/histories.c"
+  [fuzz_config]="core/model/config.c core/runtime/backend_options.c"
+  [fuzz_conformance_args]="core/conformance/conformance.c"
+  [fuzz_serve_request]="tools/serve/serve_request.c")
+coverage() {
+  local t=$1 prof="$dir/profiles/$t.profdata"
+  command -v llvm-profdata >/dev/null && command -v llvm-cov >/dev/null || { echo "-"; return; }
+  ls "$dir/profiles/$t/"*.profraw >/dev/null 2>&1 || { echo "-"; return; }
+  llvm-profdata merge -sparse "$dir/profiles/$t/"*.profraw -o "$prof" 2>/dev/null || { echo "-"; return; }
+  # TOTAL: regions, missed, %, functions, missed, %, lines, missed, %, ...
+  llvm-cov report "$dir/tests/fuzz/$t" -instr-profile="$prof" ${code[$t]} 2>/dev/null |
+    awk '/^TOTAL/ { printf "%d/%d %s\n", $8 - $9, $8, $10 }'
+}
+
 status=0
-printf '\n%-24s %12s %9s %8s %8s\n' target executions cpu_s corpus crashes
+printf '\n%-24s %12s %9s %8s %8s  %s\n' target executions cpu_s corpus crashes "lines covered"
 for t in "${targets[@]}"; do
   [ -z "$t" ] && continue
   log="$dir/logs/$t.log"
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   files=$(find "$dir/corpus/$t" -type f | wc -l)
   crashes=$(find "$dir/crashes/$t" -type f | wc -l)
-  printf '%-24s %12s %9s %8s %8s\n' "$t" "${execs:-0}" "$(cat "$log.cpu")" "$files" "$crashes"
+  printf '%-24s %12s %9s %8s %8s  %s\n' "$t" "${execs:-0}" "$(cat "$log.cpu")" "$files" \
+    "$crashes" "$(coverage "$t")"
+  # Every run, for totals over campaigns: date, target, seconds, executions, CPU s.
+  printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$secs" "${execs:-0}" \
+    "$(cat "$log.cpu")" >>"$dir/campaigns.tsv"
   if [ "$(cat "$log.rc")" != 0 ] || [ "$crashes" != 0 ]; then
     status=1
     echo "  $t: exit $(cat "$log.rc"); see $log" >&2
