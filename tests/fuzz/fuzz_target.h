@@ -19,6 +19,9 @@ const char *fuzz_scratch_path(const char *suffix);
 /* Writes bytes to the scratch path for `suffix`; returns that path, or NULL
  * when the file could not be written (the input is then skipped). */
 const char *fuzz_write_scratch(const char *suffix, const uint8_t *data, size_t size);
+/* Field by field (no padding bytes): 1 when the two configs are equal. */
+struct elastic_config;
+int fuzz_config_equal(const struct elastic_config *a, const struct elastic_config *b);
 /* Aborts with a message when cond is false: an invariant of the target. */
 void fuzz_check(int cond, const char *what);
 

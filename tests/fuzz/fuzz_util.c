@@ -4,6 +4,8 @@
  */
 #include "fuzz_target.h"
 
+#include "elastic.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,4 +53,12 @@ void fuzz_check(int cond, const char *what)
     if (cond) return;
     fprintf(stderr, "fuzz target invariant failed: %s\n", what);
     abort();
+}
+
+int fuzz_config_equal(const elastic_config *a, const elastic_config *b)
+{
+    return a->model == b->model && a->num_items == b->num_items && a->max_len == b->max_len &&
+           a->hidden == b->hidden && a->heads == b->heads && a->layers == b->layers &&
+           a->experts == b->experts && a->ffn == b->ffn && a->mem_subkeys == b->mem_subkeys &&
+           a->mem_key == b->mem_key && a->mem_topk == b->mem_topk && a->ln_eps == b->ln_eps;
 }
