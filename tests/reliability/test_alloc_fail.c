@@ -53,11 +53,13 @@ void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t n);
 char *__real_strdup(const char *s);
 void *__real_aligned_alloc(size_t align, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-void *__wrap_aligned_alloc(size_t align, size_t n);
+/* Visible: the linker may bind a shared library's reference to them. */
+#define WRAPPER __attribute__((visibility("default")))
+WRAPPER void *__wrap_malloc(size_t n);
+WRAPPER void *__wrap_calloc(size_t n, size_t size);
+WRAPPER void *__wrap_realloc(void *p, size_t n);
+WRAPPER char *__wrap_strdup(const char *s);
+WRAPPER void *__wrap_aligned_alloc(size_t align, size_t n);
 
 static atomic_int armed;
 static atomic_long counted;

@@ -67,6 +67,8 @@ static elastic_status write_log(const char *path, int variant)
 
 static unsigned char *slurp(const char *path, size_t *n)
 {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return NULL; /* none, or a directory */
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
