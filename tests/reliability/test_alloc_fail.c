@@ -18,7 +18,11 @@
  * the objects it used must still work (the clean run is repeated after each
  * failure) and be freeable. Leaks: LeakSanitizer in the sanitized build
  * checks after every path (a leak names the path). The table printed at the
- * end gives, per path, the allocation points failed and how each ended.
+ * end gives, per path, the allocation sites (distinct call sites in the
+ * code) and calls, every one of them failed once, and how each run ended:
+ * an error (and how many ELASTIC_ERR_NO_MEMORY), or absorbed (the call
+ * succeeded with the same results: a kernel that falls back to a loop
+ * without its packing buffer, a plan cache that does not keep a plan).
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -66,36 +70,56 @@ static atomic_long counted;
 static long fail_at; /* 0: none */
 static atomic_int failed_once;
 
-static int should_fail(void)
+/* Allocation sites (the caller's return address) of a path: seen in the
+ * clean run, and failed by some injected run. */
+#define MAX_SITES 4096
+static const void *sites[MAX_SITES];
+static int site_failed[MAX_SITES];
+static int n_sites;
+static int collecting; /* the clean run records sites */
+
+static int site_index(const void *where)
+{
+    for (int i = 0; i < n_sites; i++)
+        if (sites[i] == where) return i;
+    if (!collecting || n_sites == MAX_SITES) return -1;
+    sites[n_sites] = where;
+    return n_sites++;
+}
+
+static int should_fail(const void *where)
 {
     if (!atomic_load(&armed)) return 0;
     long k = atomic_fetch_add(&counted, 1) + 1;
+    int i = site_index(where); /* paths run one OpenMP thread: no race */
     if (k == fail_at) {
         atomic_store(&failed_once, 1);
+        if (i >= 0) site_failed[i] = 1;
         return 1;
     }
     return 0;
 }
 
+#define CALLER __builtin_return_address(0)
 void *__wrap_malloc(size_t n)
 {
-    return should_fail() ? NULL : __real_malloc(n);
+    return should_fail(CALLER) ? NULL : __real_malloc(n);
 }
 void *__wrap_calloc(size_t n, size_t size)
 {
-    return should_fail() ? NULL : __real_calloc(n, size);
+    return should_fail(CALLER) ? NULL : __real_calloc(n, size);
 }
 void *__wrap_realloc(void *p, size_t n)
 {
-    return should_fail() ? NULL : __real_realloc(p, n);
+    return should_fail(CALLER) ? NULL : __real_realloc(p, n);
 }
 char *__wrap_strdup(const char *s)
 {
-    return should_fail() ? NULL : __real_strdup(s);
+    return should_fail(CALLER) ? NULL : __real_strdup(s);
 }
 void *__wrap_aligned_alloc(size_t align, size_t n)
 {
-    return should_fail() ? NULL : __real_aligned_alloc(align, n);
+    return should_fail(CALLER) ? NULL : __real_aligned_alloc(align, n);
 }
 
 /* A path arms the injection right around the call it tests (set-up and
@@ -621,11 +645,16 @@ static const path paths[] = {
 #endif
 };
 
-static void run_path(const path *p, long *points_total)
+static void run_path(const path *p, long *points_total, long *sites_total)
 {
-    result clean = {.n = 0};
+    static result clean, r; /* large: not on the stack */
+    memset(&clean, 0, sizeof clean);
     fail_at = 0;
+    n_sites = 0;
+    memset(site_failed, 0, sizeof site_failed);
+    collecting = 1;
     elastic_status st = p->fn(&clean);
+    collecting = 0;
     long n = atomic_load(&counted);
     if (st != ELASTIC_OK) {
         CHECK(0, "%s: fails without injection: %s", p->name, elastic_last_error());
@@ -633,7 +662,7 @@ static void run_path(const path *p, long *points_total)
     }
     long errors = 0, absorbed = 0, no_memory = 0;
     for (long k = 1; k <= n; k++) {
-        result r = {.n = 0};
+        memset(&r, 0, sizeof r);
         fail_at = k;
         atomic_store(&failed_once, 0);
         own_message = 0;
@@ -657,8 +686,14 @@ static void run_path(const path *p, long *points_total)
     CHECK(__lsan_do_recoverable_leak_check() == 0, "%s: leaks (LeakSanitizer report above)",
           p->name);
 #endif
-    printf("%-28s %10ld %10ld %10ld %10ld\n", p->name, n, errors, no_memory, absorbed);
+    int sites_failed = 0;
+    for (int i = 0; i < n_sites; i++)
+        sites_failed += site_failed[i];
+    CHECK(sites_failed == n_sites, "%s: %d of %d allocation sites were never failed", p->name,
+          n_sites - sites_failed, n_sites);
+    printf("%-28s %6d %8ld %8ld %9ld %9ld\n", p->name, n_sites, n, errors, no_memory, absorbed);
     *points_total += n;
+    *sites_total += n_sites;
 }
 
 static int write_text(const char *file, const char *text)
@@ -717,12 +752,14 @@ int main(void)
         return 1;
     }
 
-    printf("%-28s %10s %10s %10s %10s\n", "path", "allocs", "errors", "no_memory", "absorbed");
-    long total = 0;
+    printf("%-28s %6s %8s %8s %9s %9s\n", "path", "sites", "calls", "errors", "no_memory",
+           "absorbed");
+    long total = 0, total_sites = 0;
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
-        run_path(&paths[i], &total);
-    printf("allocation points failed: %ld over %zu paths; failed checks: %d\n", total,
-           sizeof paths / sizeof paths[0], bad);
+        run_path(&paths[i], &total, &total_sites);
+    printf("%zu paths: %ld allocation calls failed one at a time, at %ld call sites (counted per "
+           "path); failed checks: %d\n",
+           sizeof paths / sizeof paths[0], total, total_sites, bad);
 
     elastic_dataset_free(dataset);
     elastic_model_free(model);
