@@ -55,8 +55,9 @@ run_one() {
       -print_final_stats=1 -artifact_prefix="$crashes/" "${dict[@]}" "$corpus" "${seeds[@]}" \
       >"$log" 2>&1
     echo $? >"$log.rc"
-    times | sed -n 2p | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m");
-        s += p[1] * 60 + p[2] } printf "%.1f\n", s }' >"$log.cpu" )
+    times >"$log.times" ) # not in a pipe: a piped `times` runs in a fork without children
+  sed -n 2p "$log.times" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m");
+      s += p[1] * 60 + p[2] } printf "%.1f\n", s }' >"$log.cpu"
   set -e
 }
 export -f run_one
