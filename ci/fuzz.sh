@@ -51,6 +51,7 @@ run_one() {
   # CPU time: user+sys of the fuzzer (the subshell's children, read at its end).
   set +e
   mkdir -p "$dir/profiles/$t"
+  touch "$dir/logs/$t.start" # crashes newer than this are this run's
   ( LLVM_PROFILE_FILE="$dir/profiles/$t/%p.profraw" "$bin" -max_total_time="$secs" -timeout=20 -rss_limit_mb=4096 -max_len=4096 \
       -print_final_stats=1 -artifact_prefix="$crashes/" "${dict[@]}" "$corpus" "${seeds[@]}" \
       >"$log" 2>&1
@@ -91,7 +92,7 @@ for t in "${targets[@]}"; do
   log="$dir/logs/$t.log"
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   files=$(find "$dir/corpus/$t" -type f | wc -l)
-  crashes=$(find "$dir/crashes/$t" -type f | wc -l)
+  crashes=$(find "$dir/crashes/$t" -type f -newer "$dir/logs/$t.start" | wc -l)
   printf '%-24s %12s %9s %8s %8s  %s\n' "$t" "${execs:-0}" "$(cat "$log.cpu")" "$files" \
     "$crashes" "$(coverage "$t")"
   # Every run, for totals over campaigns: date, target, seconds, executions, CPU s.

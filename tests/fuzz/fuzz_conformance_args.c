@@ -48,8 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.backends = field[0];
     o.ops = field[1] ? field[1] : "";
     o.seed = field[2] ? strtoull(field[2], NULL, 10) : 1;
+    /* One of the first four cases of each op: the edge cases (1x1x1, tiny,
+     * odd sizes). Later ones include model-sized shapes that take tens of
+     * seconds in float64 under ASan, which is not what is fuzzed here. */
     o.case_index = field[3] ? atoi(field[3]) : 0;
     if (o.case_index < 0) o.case_index = 0;
+    o.case_index %= 4;
     o.whole_model = 0;
     int failures = -1;
     elastic_status st = elastic_conformance_run(&o, sink, &failures);
