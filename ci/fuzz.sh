@@ -92,7 +92,8 @@ for t in "${targets[@]}"; do
   log="$dir/logs/$t.log"
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   files=$(find "$dir/corpus/$t" -type f | wc -l)
-  crashes=$(find "$dir/crashes/$t" -type f -newer "$dir/logs/$t.start" | wc -l)
+  crashes=$(find "$dir/crashes/$t" -type f -newer "$dir/logs/$t.start" \( -name 'crash-*' \
+    -o -name 'timeout-*' -o -name 'leak-*' -o -name 'oom-*' \) | wc -l)
   printf '%-24s %12s %9s %8s %8s  %s\n' "$t" "${execs:-0}" "$(cat "$log.cpu")" "$files" \
     "$crashes" "$(coverage "$t")"
   # Every run, for totals over campaigns: date, target, seconds, executions, CPU s.
