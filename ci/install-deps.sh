@@ -7,7 +7,8 @@ pkgs=(cmake make gcc g++ pkg-config
       libjansson-dev libcmocka-dev libopenblas-dev
       ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo libclblast-dev
       python3 python3-pip python3-venv valgrind
-      libmicrohttpd-dev curl)   # elastic serve: HTTP server library; curl for ci/main.sh
+      libmicrohttpd-dev curl    # elastic serve: HTTP server library; curl for ci/main.sh
+      clang libclang-rt-dev libomp-dev llvm)   # ci/fuzz.sh: libFuzzer, OpenMP for clang, llvm-cov
 
 missing=()
 for p in "${pkgs[@]}"; do

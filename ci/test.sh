@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with warnings
 # as errors, and runs every test twice: a normal build and an ASan+UBSan one;
-# then elastic serve's end-to-end test (ctest serve: concurrent clients,
-# reload and drain under load) under ThreadSanitizer.
+# then a short fuzzing run of every fuzz target (ci/fuzz.sh), and elastic
+# serve's end-to-end test (ctest serve: concurrent clients, reload and drain
+# under load) and the library's thread test (ctest threads) under
+# ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
@@ -26,12 +28,17 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd build-asan && ctest --output-on-failure -j2)
 bash ci/smoke.sh build-asan
 
+# Fuzzing, short: every libFuzzer target of tests/fuzz for 20 s, two at a
+# time (clang, ASan+UBSan; ctest above already replayed their corpora with
+# gcc). A longer campaign: ci/fuzz.sh SECONDS (docs/reliability.md).
+FUZZ_JOBS=2 bash ci/fuzz.sh 20
+
 # ThreadSanitizer: the library, the CLI and the server, built alone (no OpenCL,
 # no tests but what ctest serve runs); ctest sets one OpenMP thread per team
 # and tests/serve/tsan.supp (libgomp is not instrumented: docs/serving.md).
 bash ci/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_TSAN=ON \
-  -DELASTIC_OPENCL=OFF -DELASTIC_CUDA=OFF --target elastic_cli
-(cd build-tsan && ctest -R '^serve$' --output-on-failure)
+  -DELASTIC_OPENCL=OFF -DELASTIC_CUDA=OFF --target elastic_cli --target test_threads
+(cd build-tsan && ctest -R '^(serve|threads)$' --output-on-failure)
 
 # Cross builds under QEMU (ci/cross.sh; README "Cross-building for ARM and
 # others"): aarch64 (the NEON table) and big-endian s390x (byte order), each

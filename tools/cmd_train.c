@@ -7,6 +7,7 @@
 #include "cli_util.h"
 #include "commands.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,59 @@ static elastic_status set_meta_number(elastic_model *m, const char *key, double 
     return elastic_model_set_metadata(m, key, buf);
 }
 
+/* A checkpoint is MODEL.ckpt (weights; metadata train.steps) and
+ * MODEL.ckpt.state (the optimizer at that step). It is written as
+ * MODEL.ckpt.next, then the state, then renamed to MODEL.ckpt, each file
+ * through a temporary and a rename: a kill at any point leaves either a
+ * matching pair, or the state one checkpoint ahead of MODEL.ckpt with the
+ * weights of that step in MODEL.ckpt.next; --resume completes the latter. */
+static elastic_status checkpoint_save(elastic_model *model, elastic_trainer *tr, const char *ckpt,
+                                      const char *next, const char *state)
+{
+    elastic_status st = set_meta_number(model, "train.steps", (double)elastic_trainer_steps(tr));
+    if (st == ELASTIC_OK) st = elastic_model_save(model, next);
+    if (st == ELASTIC_OK) st = elastic_trainer_save_state(tr, state);
+    if (st == ELASTIC_OK && rename(next, ckpt) != 0) {
+        cli_error("cannot rename '%s' to '%s': %s", next, ckpt, strerror(errno));
+        st = ELASTIC_ERR_IO;
+    }
+    return st;
+}
+
+/* After --resume loaded MODEL.ckpt and the state: when their steps differ,
+ * the weights of the state's step are MODEL.ckpt.next (a checkpoint cut
+ * between its last two renames): use them and finish the rename. */
+static elastic_status checkpoint_match(elastic_model **model, elastic_trainer **tr,
+                                       const elastic_train_options *to, const char *ckpt,
+                                       const char *next, const char *state)
+{
+    double want = meta_number(*model, "train.steps", -1);
+    long long have = (long long)elastic_trainer_steps(*tr);
+    if (want < 0 || (long long)want == have) return ELASTIC_OK; /* a matching pair */
+    elastic_model *m = NULL;
+    elastic_trainer *t = NULL;
+    elastic_status st = elastic_model_load(&m, next);
+    if (st == ELASTIC_OK && (long long)meta_number(m, "train.steps", -1) != have)
+        st = ELASTIC_ERR_FORMAT;
+    if (st == ELASTIC_OK) st = elastic_trainer_init(&t, m, to);
+    if (st == ELASTIC_OK) st = elastic_trainer_load_state(t, state);
+    if (st == ELASTIC_OK && rename(next, ckpt) != 0) st = ELASTIC_ERR_IO;
+    if (st != ELASTIC_OK) {
+        cli_error("%s (step %lld) and %s (step %lld) are not one checkpoint, and %s does not "
+                  "complete them",
+                  ckpt, (long long)want, state, have, next);
+        elastic_trainer_free(t);
+        elastic_model_free(m);
+        return st;
+    }
+    printf("resume: completed the checkpoint of step %lld from %s\n", have, next);
+    elastic_trainer_free(*tr);
+    elastic_model_free(*model);
+    *model = m;
+    *tr = t;
+    return ELASTIC_OK;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_args a;
@@ -277,9 +331,10 @@ int cmd_train(int argc, char **argv)
            (long long)elastic_dataset_num_users(ds), (long long)elastic_dataset_num_items(ds),
            (long long)elastic_dataset_num_events(ds), cli_now() - t0);
 
-    char ckpt[4096], ckpt_state[4200];
+    char ckpt[4096], ckpt_state[4200], ckpt_next[4200];
     snprintf(ckpt, sizeof ckpt, "%s.ckpt", a.out);
     snprintf(ckpt_state, sizeof ckpt_state, "%s.ckpt.state", a.out);
+    snprintf(ckpt_next, sizeof ckpt_next, "%s.ckpt.next", a.out);
 
     /* model: fresh, or the checkpoint */
     elastic_model *model = NULL;
@@ -333,7 +388,10 @@ int cmd_train(int argc, char **argv)
     elastic_trainer *tr = NULL;
     st = elastic_trainer_init(&tr, model, &to);
     if (st == ELASTIC_OK && a.resume) st = elastic_trainer_load_state(tr, ckpt_state);
+    if (st == ELASTIC_OK && a.resume)
+        st = checkpoint_match(&model, &tr, &to, ckpt, ckpt_next, ckpt_state);
     if (st != ELASTIC_OK) {
+        elastic_trainer_free(tr);
         elastic_model_free(model);
         elastic_dataset_free(ds);
         return cli_fail(st, a.resume ? ckpt_state : "trainer");
@@ -379,8 +437,7 @@ int cmd_train(int argc, char **argv)
         if (a.checkpoint) {
             st = set_meta_number(model, "train.best_valid_hr10", best);
             if (st == ELASTIC_OK) st = set_meta_number(model, "train.bad_epochs", (double)bad);
-            if (st == ELASTIC_OK) st = elastic_model_save(model, ckpt);
-            if (st == ELASTIC_OK) st = elastic_trainer_save_state(tr, ckpt_state);
+            if (st == ELASTIC_OK) st = checkpoint_save(model, tr, ckpt, ckpt_next, ckpt_state);
             if (st != ELASTIC_OK) break;
         }
         if (bad >= a.patience) {

@@ -762,15 +762,36 @@ elastic_status elastic_dataset_save_pairs(const elastic_dataset *d, const char *
         if (strpbrk(elastic_strmap_key(&d->item_names, v), " \t"))
             return elastic_error(ELASTIC_ERR_FORMAT, "item id '%s' holds a space: no pairs file",
                                  elastic_strmap_key(&d->item_names, v));
-    FILE *f = fopen(path, "w");
-    if (!f) return elastic_error(ELASTIC_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    /* Through "path.tmp" and a rename: a failed write leaves the old file. */
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        elastic_status st =
+            elastic_error(ELASTIC_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
     for (int64_t u = 0; u < d->num_users; u++) {
         const char *un = elastic_strmap_key(&d->user_names, u);
         for (int64_t e = d->offsets[u]; e < d->offsets[u + 1]; e++)
             fprintf(f, "%s %s\n", un, elastic_strmap_key(&d->item_names, d->items[e] - 1));
     }
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad)
-        return elastic_error(ELASTIC_ERR_IO, "%s: write error: %s", path, strerror(errno));
+    int bad = ferror(f) || fflush(f) != 0;
+    int err = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    if (bad || rename(tmp, path) != 0) {
+        if (!bad) err = errno;
+        remove(tmp);
+        free(tmp);
+        return elastic_error(ELASTIC_ERR_IO, "%s: write error: %s", path, strerror(err ? err : EIO));
+    }
+    free(tmp);
     return ELASTIC_OK;
 }

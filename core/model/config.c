@@ -115,7 +115,10 @@ elastic_status elastic_config_validate(elastic_config *c)
     if (c->model != ELASTIC_MODEL_KIND_ELASTIC && c->model != ELASTIC_MODEL_KIND_SASREC)
         return elastic_error(ELASTIC_ERR_FORMAT, "config key 'model': unknown model kind %d",
                              (int)c->model);
-    if (c->ffn < 0) c->ffn = 4 * c->hidden;
+    /* Derived from hidden only when that cannot overflow: an out-of-range
+     * hidden is refused below, before ffn is looked at. */
+    if (c->ffn < 0 && c->hidden >= INT64_MIN / 4 && c->hidden <= INT64_MAX / 4)
+        c->ffn = 4 * c->hidden;
     if (c->mem_key < 0) c->mem_key = c->hidden;
     /* Bounds keep every product of sizes far inside int64 and int32 ids. */
     static const int64_t max_value[N_INT_KEYS] = {

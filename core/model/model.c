@@ -129,6 +129,7 @@ elastic_status elastic_model_alloc(elastic_model **out, const elastic_config *co
     elastic_model *m = calloc(1, sizeof *m);
     if (!m) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory allocating a model");
     m->config = *config;
+    m->magic = ELASTIC_MODEL_MAGIC;
     elastic_status st = elastic_model_param_list(config, &m->params, &m->n_params, &m->data_numel);
     if (st == ELASTIC_OK) {
         m->data = calloc((size_t)m->data_numel, sizeof(float));
@@ -146,7 +147,8 @@ elastic_status elastic_model_alloc(elastic_model **out, const elastic_config *co
 
 void elastic_model_free(elastic_model *model)
 {
-    if (!model) return;
+    if (!model || !elastic_model_live(model)) return; /* NULL, or freed already */
+    model->magic = 0;
     for (int i = 0; i < model->n_meta; i++) {
         free(model->meta[i].key);
         free(model->meta[i].value);

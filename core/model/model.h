@@ -32,7 +32,16 @@ struct elastic_model {
     int64_t data_numel;
     elastic_meta *meta; /* extra metadata beyond the config keys */
     int n_meta;
+    uint32_t magic; /* ELASTIC_MODEL_MAGIC while live; cleared by elastic_model_free */
 };
+
+#define ELASTIC_MODEL_MAGIC 0x4D4F444Cu /* "MODL" */
+/* False for a model that elastic_model_free has freed (while its memory is
+ * not reused): calls refuse it instead of reading freed parameters. */
+static inline int elastic_model_live(const elastic_model *model)
+{
+    return model->magic == ELASTIC_MODEL_MAGIC;
+}
 
 /* Builds the parameter list of a validated config (no data). The caller
  * frees *params with free(). */

@@ -279,6 +279,8 @@ elastic_status elastic_model_save(const elastic_model *model, const char *path)
     elastic_error_clear();
     if (!model || !path)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_model_save: NULL argument");
+    if (!elastic_model_live(model))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_model_save: the model was freed");
     meta_list meta = {0};
     elastic_st_tensor *tensors = NULL;
     /* The file's float32 are little-endian: the parameters themselves on

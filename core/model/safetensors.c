@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if !defined(_WIN32)
+#include <unistd.h> /* fsync */
+#endif
 
 #include "base/error.h"
 
@@ -610,6 +613,13 @@ elastic_status elastic_st_write(const char *path, const elastic_st_meta *meta, i
         ok = 0;
         err = errno;
     }
+#if !defined(_WIN32)
+    /* On disk before the rename: a crash never leaves a renamed, empty file. */
+    if (ok && fsync(fileno(f)) != 0) {
+        ok = 0;
+        err = errno;
+    }
+#endif
     if (fclose(f) != 0 && ok) {
         ok = 0;
         err = errno;

@@ -14,7 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Set while a session is live, cleared by elastic_session_free: a call on a
+ * freed session (while its memory is not reused) is refused, not run. */
+#define SESSION_MAGIC 0x53455353u /* "SESS" */
+#define SESSION_LIVE(s) ((s)->magic == SESSION_MAGIC)
+
 struct elastic_session {
+    uint32_t magic;
     const elastic_model *model;
     elastic_session_options options;
     elastic_executor exec;
@@ -38,7 +44,8 @@ void elastic_session_options_default(elastic_session_options *o)
 
 void elastic_session_free(elastic_session *s)
 {
-    if (!s) return;
+    if (!s || !SESSION_LIVE(s)) return; /* NULL, or freed already */
+    s->magic = 0;
     elastic_plan_cache_free(&s->plans);
     elastic_executor_free(&s->exec);
     free(s->host_in);
@@ -52,6 +59,8 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
     if (!out || !model)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_session_init: NULL argument");
     *out = NULL;
+    if (!elastic_model_live(model))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_session_init: the model was freed");
     elastic_session_options o;
     ELASTIC_TRY(elastic_session_options_read(&o, options));
     if (o.attention != ELASTIC_ATTENTION_STREAMING && o.attention != ELASTIC_ATTENTION_MATERIALIZED)
@@ -59,6 +68,7 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
                              o.attention);
     elastic_session *s = calloc(1, sizeof *s);
     if (!s) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (session)");
+    s->magic = SESSION_MAGIC;
     s->model = model;
     /* Backends only read the parameter block; the executor's pointer is
      * non-const because trainers update theirs. */
@@ -179,6 +189,7 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
     elastic_error_clear();
     if (!s || !out || (output == ELASTIC_BUILD_OUTPUT_TOPK && !out2))
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL session or output");
+    if (!SESSION_LIVE(s)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the session was freed");
     int64_t longest = 0;
     const elastic_config *c = &s->model->config;
     ELASTIC_TRY(elastic_batch_check(c->num_items, items, offsets, batch, &longest));
@@ -275,6 +286,7 @@ elastic_status elastic_session_print_plan(elastic_session *s, int batch, int64_t
 {
     elastic_error_clear();
     if (!s || !out) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL session or stream");
+    if (!SESSION_LIVE(s)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the session was freed");
     const elastic_config *c = &s->model->config;
     if (batch < 1 || len < 1 || top_k < 1 || top_k > c->num_items)
         return elastic_error(ELASTIC_ERR_INVALID_ARG,
@@ -296,6 +308,7 @@ elastic_status elastic_session_last_stats(const elastic_session *s, elastic_run_
 {
     elastic_error_clear();
     if (!s || !stats) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL session or stats");
+    if (!SESSION_LIVE(s)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the session was freed");
     *stats = s->stats;
     return ELASTIC_OK;
 }

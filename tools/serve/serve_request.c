@@ -301,7 +301,9 @@ static int parse_root(parser *p, const json_t *root, serve_op endpoint, serve_wo
         return 0;
     }
     w->op = SERVE_OP_RECOMMEND;
+    /* The default, 10, within the model's items and --max-top-k. */
     w->top_k = p->vocab->num_items < 10 ? (int)p->vocab->num_items : 10;
+    if (w->top_k > p->limits->max_top_k) w->top_k = p->limits->max_top_k;
     w->exclude_history = 1;
     const json_t *v;
     if ((v = json_object_get(root, "top_k")) && read_top_k(p, v, &w->top_k)) return -1;
