@@ -48,6 +48,7 @@ What it does, with the settings of --help:
      time of one full batch of U users.
 """
 import argparse
+import collections
 import datetime
 import json
 import os
