@@ -39,42 +39,6 @@
 #define BW_BYTES (512u << 20)
 #define MAX_RUNS 10
 
-static long long status_kib(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long long v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl) && line[kl] == ':') {
-            v = strtoll(line + kl + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
-/* Resets the peak-RSS mark (Linux >= 4.0); the current RSS in bytes or -1. */
-static long long rss_reset(void)
-{
-#if defined(__GLIBC__)
-    malloc_trim(0);
-#endif
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return -1;
-    int ok = fputs("5", f) >= 0;
-    if (fclose(f) != 0 || !ok) return -1;
-    long long rss = status_kib("VmRSS");
-    return rss < 0 ? -1 : rss * 1024;
-}
-
-static long long rss_peak(void)
-{
-    long long hwm = status_kib("VmHWM");
-    return hwm < 0 ? -1 : hwm * 1024;
-}
-
 typedef struct bw_part {
     const float *p;
     size_t n;
@@ -211,12 +175,12 @@ static void run_one(item_result *r, const elastic_session_options *so, int batch
     r->read_s = bandwidth > 0 ? (double)r->items * (double)config.hidden * 4.0 / bandwidth : 0;
     /* warm-ups: hu first, so that RSS+ of recommend is scoring's own */
     if (elastic_session_user_vectors(s, hist, offs, batch, hu) != ELASTIC_OK) goto fail;
-    long long rss0 = rss_reset();
+    long long rss0 = cli_rss_reset();
     double spent = 0, t0 = cli_now();
     if (elastic_session_recommend(s, hist, offs, batch, top_k, 1, ids, vals) != ELASTIC_OK)
         goto fail;
     spent += cli_now() - t0;
-    long long peak = rss_peak();
+    long long peak = cli_rss_peak();
     r->rss_growth = rss0 >= 0 && peak >= 0 ? peak - rss0 : -1;
     double t_hu[MAX_RUNS], t_rec[MAX_RUNS];
     r->runs = 0;
@@ -237,18 +201,18 @@ static void run_one(item_result *r, const elastic_session_options *so, int batch
     r->rec_s = median(t_rec, r->runs);
     r->rec_min_s = t_rec[0];
     r->rec_max_s = t_rec[r->runs - 1];
-    r->peak_rss = rss_peak();
+    r->peak_rss = cli_rss_peak();
     /* the unfused path's [B, I] scores, where they fit 2 GiB */
     r->scores_s = -1;
     r->scores_rss_growth = -1;
     if ((double)batch * (double)r->items * 4.0 <= 2147483648.0) {
         float *sc = malloc(sizeof *sc * (size_t)batch * (size_t)r->items);
         if (sc) {
-            rss0 = rss_reset();
+            rss0 = cli_rss_reset();
             t0 = cli_now();
             elastic_status st = elastic_session_scores(s, hist, offs, batch, sc);
             r->scores_s = cli_now() - t0;
-            peak = rss_peak();
+            peak = cli_rss_peak();
             if (st != ELASTIC_OK) r->scores_s = -1;
             r->scores_rss_growth = rss0 >= 0 && peak >= 0 ? peak - rss0 : -1;
             free(sc);

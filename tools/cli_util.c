@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 static const char *cli_program = "elastic", *cli_command_name, *cli_usage_text = "";
 
@@ -350,4 +353,39 @@ void cli_report_fallback(const elastic_session *session)
     if (elastic_session_last_stats(session, &stats) == ELASTIC_OK && stats.fallback_nodes > 0)
         cli_error("note: %d of %d nodes fell back to the CPU (see `elastic plan`)",
                   stats.fallback_nodes, stats.nodes);
+}
+
+static long long status_kib(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            v = strtoll(line + kl + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+long long cli_rss_reset(void)
+{
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return -1;
+    int ok = fputs("5", f) >= 0;
+    if (fclose(f) != 0 || !ok) return -1;
+    long long rss = status_kib("VmRSS");
+    return rss < 0 ? -1 : rss * 1024;
+}
+
+long long cli_rss_peak(void)
+{
+    long long hwm = status_kib("VmHWM");
+    return hwm < 0 ? -1 : hwm * 1024;
 }

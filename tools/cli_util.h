@@ -107,4 +107,10 @@ int cli_open_session(const char *model_path, const elastic_session_options *opti
 /* "note: N of M nodes fell back to the CPU" after a run that had any. */
 void cli_report_fallback(const elastic_session *session);
 
+/* Peak-RSS probe (Linux >= 4.0): cli_rss_reset resets the process's
+ * high-water mark to its current RSS and returns that RSS in bytes;
+ * cli_rss_peak returns the high-water mark in bytes. -1 when unavailable. */
+long long cli_rss_reset(void);
+long long cli_rss_peak(void);
+
 #endif

@@ -112,43 +112,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Peak-RSS probe: resets the high-water mark to the current RSS (Linux >= 4.0).
- * Returns the current RSS in bytes, or -1 when the reset is not possible. */
-static long long status_kib(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long long v = -1;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl) && line[kl] == ':') {
-            v = strtoll(line + kl + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
-static long long rss_reset(void)
-{
-#if defined(__GLIBC__)
-    malloc_trim(0);
-#endif
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return -1;
-    int ok = fputs("5", f) >= 0;
-    if (fclose(f) != 0 || !ok) return -1;
-    long long rss = status_kib("VmRSS");
-    return rss < 0 ? -1 : rss * 1024;
-}
-
-static long long rss_peak(void)
-{
-    long long hwm = status_kib("VmHWM");
-    return hwm < 0 ? -1 : hwm * 1024;
-}
-
 static uint64_t splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
@@ -266,7 +229,7 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
     for (int i = 0; i < count; i++) {
         bench_result *r = &rs[i];
         if (!sess[i]) continue;
-        long long rss0 = rss_reset();
+        long long rss0 = cli_rss_reset();
         double t0 = cli_now();
         elastic_status st =
             elastic_session_user_vectors(sess[i], c->items, c->offsets, r->batch, c->out);
@@ -279,7 +242,7 @@ static void bench_configs(const bench_ctx *c, bench_result *rs, int count)
             sess[i] = NULL;
             continue;
         }
-        long long peak = rss_peak();
+        long long peak = cli_rss_peak();
         if (rss0 >= 0 && peak >= 0) r->rss_growth = peak - rss0;
         if (rss0 >= 0) r->proc_peak = peak;
         elastic_run_stats stats;
