@@ -283,6 +283,22 @@ static void reseed(elastic_trainer *tr)
 }
 
 /* Sums each weight's gradient of the plan just run into tr->grad. */
+/* The loss rows of the last run ([rows]) downloaded; *loss = the mean of the
+ * first `scored` of them (the rest are padding). */
+static elastic_status mean_loss(elastic_trainer *tr, const train_graph *tg, int64_t rows,
+                                int64_t scored, double *loss)
+{
+    float *lb = realloc(tr->host_loss, (size_t)rows * sizeof *lb);
+    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
+    tr->host_loss = lb;
+    ELASTIC_TRY(elastic_executor_download(&tr->exec, &tr->cur->graph, &tr->cur->plan, tg->loss, lb));
+    double sum = 0;
+    for (int64_t j = 0; j < scored; j++)
+        sum += lb[j];
+    *loss = sum / (double)scored;
+    return ELASTIC_OK;
+}
+
 static elastic_status collect_gradient(elastic_trainer *tr)
 {
     const elastic_graph *g = &tr->cur->graph;
@@ -347,15 +363,7 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     ELASTIC_TRY(elastic_executor_run(e, g, plan));
     tr->fallback_nodes = plan->n_fallback;
 
-    float *lb = realloc(tr->host_loss, (size_t)batch * sizeof *lb);
-    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
-    tr->host_loss = lb;
-    ELASTIC_TRY(elastic_executor_download(e, g, plan, tg->loss, lb));
-    double sum = 0;
-    for (int b = 0; b < batch; b++)
-        sum += lb[b];
-    *loss = sum / batch;
-
+    ELASTIC_TRY(mean_loss(tr, tg, batch, batch, loss));
     return collect_gradient(tr);
 }
 
@@ -454,14 +462,7 @@ static elastic_status run_positions(elastic_trainer *tr, const int32_t *inputs,
     ELASTIC_TRY(elastic_executor_run(e, g, plan));
     tr->fallback_nodes = plan->n_fallback;
 
-    float *lb = realloc(tr->host_loss, (size_t)T * sizeof *lb);
-    if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
-    tr->host_loss = lb;
-    ELASTIC_TRY(elastic_executor_download(e, g, plan, tg->loss, lb));
-    double sum = 0;
-    for (int64_t j = 0; j < scored; j++)
-        sum += lb[j];
-    *loss = sum / (double)scored;
+    ELASTIC_TRY(mean_loss(tr, tg, T, scored, loss));
     return collect_gradient(tr);
 }
 
