@@ -291,7 +291,8 @@ static elastic_status mean_loss(elastic_trainer *tr, const train_graph *tg, int6
     float *lb = realloc(tr->host_loss, (size_t)rows * sizeof *lb);
     if (!lb) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (loss)");
     tr->host_loss = lb;
-    ELASTIC_TRY(elastic_executor_download(&tr->exec, &tr->cur->graph, &tr->cur->plan, tg->loss, lb));
+    ELASTIC_TRY(
+        elastic_executor_download(&tr->exec, &tr->cur->graph, &tr->cur->plan, tg->loss, lb));
     double sum = 0;
     for (int64_t j = 0; j < scored; j++)
         sum += lb[j];
