@@ -7,38 +7,60 @@
 # ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+stage_t0=$SECONDS
 bash ci/install-deps.sh
+install_s=$((SECONDS - stage_t0))
+
+# Each stage prints its wall and CPU time (user+sys of this shell's finished
+# children), and a table of all stages closes the run: CI must stay under 30
+# minutes (docs/testing.md says what each stage costs).
+stages=() cpu=0
+times_file=$(mktemp)
+cpu_now() { # `times` in this shell, not in a $(...) fork that has no children
+  times >"$times_file"
+  cpu=$(sed -n 2p "$times_file" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } printf "%d", s }')
+}
+stage() {
+  local name=$1 t0=$SECONDS c0
+  shift
+  cpu_now; c0=$cpu
+  echo "== [ci] $name"
+  "$@"
+  cpu_now
+  stages+=("$(printf '%-26s %5d s wall %6d s CPU' "$name" $((SECONDS - t0)) $((cpu - c0)))")
+  echo "== [ci] $name: $((SECONDS - t0)) s wall, $((cpu - c0)) s CPU"
+}
 
 # Tests run two at a time on shared cores: idle OpenMP threads must sleep,
 # not spin, or oversubscription makes them crawl.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 export ELASTIC_CACHE_DIR=${ELASTIC_CACHE_DIR:-$PWD/build-cache/kernels}
-bash ci/build.sh build
-(cd build && ctest --output-on-failure -j2)
-bash ci/smoke.sh build
-bash ci/python.sh build
-bash ci/valgrind.sh build
+stage build bash ci/build.sh build
+stage ctest bash -c "cd build && ctest --output-on-failure -j2"
+stage smoke bash ci/smoke.sh build
+stage python bash ci/python.sh build
+stage valgrind bash ci/valgrind.sh build
 
 # The sanitized build: every test again under AddressSanitizer and UBSan.
 # CUDA is left out of it: no GPU runs it here, and the normal build above
 # already compiles every CUDA source with warnings as errors.
-bash ci/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DELASTIC_SANITIZE=ON -DELASTIC_CUDA=OFF
+stage asan-build bash ci/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DELASTIC_SANITIZE=ON -DELASTIC_CUDA=OFF
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-(cd build-asan && ctest --output-on-failure -j2)
-bash ci/smoke.sh build-asan
+stage asan-ctest bash -c "cd build-asan && ctest --output-on-failure -j2"
+stage asan-smoke bash ci/smoke.sh build-asan
 
 # Fuzzing, short: every libFuzzer target of tests/fuzz for 20 s, two at a
 # time (clang, ASan+UBSan; ctest above already replayed their corpora with
 # gcc). A longer campaign: ci/fuzz.sh SECONDS (docs/reliability.md).
-FUZZ_JOBS=2 bash ci/fuzz.sh 20
+stage fuzz env FUZZ_JOBS=2 bash ci/fuzz.sh 20
 
 # ThreadSanitizer: the library, the CLI and the server, built alone (no OpenCL,
 # no tests but what ctest serve runs); ctest sets one OpenMP thread per team
 # and tests/serve/tsan.supp (libgomp is not instrumented: docs/serving.md).
-bash ci/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_TSAN=ON \
+stage tsan-build bash ci/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_TSAN=ON \
   -DELASTIC_OPENCL=OFF -DELASTIC_CUDA=OFF --target elastic_cli --target test_threads
-(cd build-tsan && ctest -R '^(serve|threads)$' --output-on-failure)
+stage tsan-ctest bash -c "cd build-tsan && ctest -R '^(serve|threads)\$' --output-on-failure"
 
 # Cross builds under QEMU (ci/cross.sh; README "Cross-building for ARM and
 # others"): aarch64 (the NEON table) and big-endian s390x (byte order), each
@@ -46,6 +68,11 @@ bash ci/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DELASTIC_TSAN=ON 
 # and golden_cross (4 of its 19 cases here). riscv64 (the generic table, as
 # on s390x) is left to `bash ci/cross.sh riscv64`: all three would take CI
 # past its time budget.
-for target in aarch64 s390x; do
-  ELASTIC_CROSS_QUICK=1 bash ci/cross.sh "$target"
+for target in ${ELASTIC_CI_CROSS:-aarch64 s390x riscv64}; do
+  stage "cross-$target" env ELASTIC_CROSS_QUICK=1 bash ci/cross.sh "$target"
 done
+
+echo "== [ci] stages (install: ${install_s} s wall)"
+printf '%s\n' "${stages[@]}"
+echo "== [ci] total: $((SECONDS - stage_t0)) s wall"
+rm -f "$times_file"
