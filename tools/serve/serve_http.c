@@ -61,10 +61,8 @@ struct serve_conn {
 struct serve_http {
     serve_app *app;
     struct MHD_Daemon *daemon;
-    pthread_mutex_t quiesce_lock;
-    MHD_socket quiesced; /* the listening socket after quiesce, closed at stop */
     atomic_long in_flight;
-    atomic_int draining;
+    atomic_int draining;     /* set by serve_http_quiesce: new connections are closed at accept */
     atomic_llong body_bytes; /* bodies held (--max-body-memory) */
     long long read_us, idle_us;
 
@@ -192,6 +190,22 @@ static void conn_wait(serve_conn *conn, int phase, long long deadline)
     if (!conn) return;
     atomic_store(&conn->phase, phase);
     atomic_store(&conn->deadline_us, deadline);
+}
+
+/* MHD's accept policy: while draining, a new connection is closed as soon as
+ * it is accepted. This is how the server stops taking connections, rather
+ * than MHD_quiesce_daemon: with a thread pool and epoll, libmicrohttpd 0.9.75
+ * (daemon.c) has MHD_quiesce_daemon remove the listening socket from each
+ * worker's epoll set while that worker's own loop may be removing it too (once
+ * it sees the quiesce flag, or at its connection limit); the loser of the race
+ * gets ENOENT and MHD_PANIC aborts the process (seen under load in the serve
+ * test). The listening socket stays open until MHD stops. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    serve_http *h = cls;
+    return atomic_load(&h->draining) ? MHD_NO : MHD_YES;
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -652,13 +666,11 @@ int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound
         return -1;
     }
     h->app = app;
-    h->quiesced = MHD_INVALID_SOCKET;
     h->read_us = 1000ll * o->read_timeout_ms;
     h->idle_us = 1000000ll * o->idle_timeout_s;
     atomic_init(&h->in_flight, 0);
     atomic_init(&h->draining, 0);
     atomic_init(&h->body_bytes, 0);
-    pthread_mutex_init(&h->quiesce_lock, NULL);
     pthread_mutex_init(&h->conn_lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -673,7 +685,7 @@ int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound
             flags |= MHD_USE_DUAL_STACK;
     }
     h->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        flags, 0, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)o->http_threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -708,17 +720,7 @@ int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound
 
 void serve_http_quiesce(serve_http *h)
 {
-    atomic_store(&h->draining, 1);
-    pthread_mutex_lock(&h->quiesce_lock);
-    if (h->quiesced == MHD_INVALID_SOCKET) {
-        h->quiesced = MHD_quiesce_daemon(h->daemon);
-        /* The socket stays open until MHD stops (its threads may still hold
-         * it), but shut down: connections not yet accepted are refused or
-         * reset now instead of waiting in the backlog for the drain to end
-         * (Linux). */
-        if (h->quiesced != MHD_INVALID_SOCKET) shutdown(h->quiesced, SHUT_RDWR);
-    }
-    pthread_mutex_unlock(&h->quiesce_lock);
+    atomic_store(&h->draining, 1); /* on_accept closes what comes now */
 }
 
 long serve_http_in_flight(serve_http *h)
@@ -737,9 +739,7 @@ void serve_http_stop(serve_http *h)
         pthread_join(h->sweeper, NULL);
     }
     if (h->daemon) MHD_stop_daemon(h->daemon); /* closes every connection */
-    if (h->quiesced != MHD_INVALID_SOCKET) close(h->quiesced);
     pthread_cond_destroy(&h->sweep_cond);
     pthread_mutex_destroy(&h->conn_lock);
-    pthread_mutex_destroy(&h->quiesce_lock);
     free(h);
 }

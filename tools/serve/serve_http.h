@@ -87,8 +87,8 @@ int serve_http_is_loopback(const struct sockaddr *address);
  * (for port 0) and `bound` the address text. -1 with a message in err. */
 int serve_http_start(serve_http **out, serve_app *app, char *bound, size_t bound_size, char *err,
                      size_t err_size);
-/* Stops accepting connections; responses from now on close theirs. Any
- * thread, any number of times. */
+/* Stops taking connections (each new one is closed as soon as accepted);
+ * responses from now on close theirs. Any thread, any number of times. */
 void serve_http_quiesce(serve_http *h);
 /* Requests received and not yet answered. */
 long serve_http_in_flight(serve_http *h);
