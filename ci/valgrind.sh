@@ -9,12 +9,21 @@ vg=(valgrind -q --error-exitcode=9 --suppressions="$(dirname "$0")/valgrind.supp
     --leak-check=full --errors-for-leak-kinds=definite
     --show-leak-kinds=definite)
 export OMP_NUM_THREADS=2 ELASTIC_TEST_QUICK=1
+# The unit tests two at a time (valgrind runs a process's threads on one
+# core); `wait PID` gives each one's status, so any failure stops the script.
+pids=()
 for t in test_graph test_planner test_safetensors test_model_file test_ops test_session \
          test_data test_metrics test_synth test_grad; do
   [ -x "$dir/tests/$t" ] || continue
   echo "valgrind $t"
-  "${vg[@]}" "$dir/tests/$t" >/dev/null
+  "${vg[@]}" "$dir/tests/$t" >/dev/null &
+  pids+=($!)
+  if [ ${#pids[@]} -ge 2 ]; then
+    wait "${pids[0]}"
+    pids=("${pids[@]:1}")
+  fi
 done
+for p in "${pids[@]}"; do wait "$p"; done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "valgrind elastic init/recommend/plan"

@@ -156,7 +156,11 @@ static void store_cached(cl_program p, const char *path)
         return;
     }
     char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    int n = snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp) { /* a cache path too long: no cache, no harm */
+        free(bin);
+        return;
+    }
     FILE *f = fopen(tmp, "wb");
     int ok = f && fwrite(bin, 1, size, f) == size;
     if (f) ok &= fclose(f) == 0;
