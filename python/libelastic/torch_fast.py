@@ -316,7 +316,7 @@ def fast_from(module: nn.Module, dropout: Optional[float] = None) -> FastModel:
 
     ln("final_norm", "final_norm")
     for i in range(module.config["layers"]):
-        a, b = f"layers.{i}.", f"layers.{i}."
+        a = b = f"layers.{i}."   # the same prefix in both layouts
         if out.sasrec:
             ln(a + "norm", b + "attn.norm")
             lin(a + "qkv", b + "attn.q", b + "attn.k", b + "attn.v")

@@ -351,7 +351,8 @@ def main():
                 log(f"  {name:18s} failed: {p['error']}")
                 continue
             t = times[name]
-            q1, q3 = (statistics.quantiles(t, n=4)[0::2] if len(t) > 1 else (t[0], t[0]))
+            q1, q3 = (statistics.quantiles(t, n=4, method="inclusive")[0::2]
+                      if len(t) > 1 else (t[0], t[0]))
             p.update(median_s=statistics.median(t), min_s=t[0], max_s=t[-1], q1_s=q1, q3_s=q3,
                      reps=len(t), users_per_s=B / statistics.median(t))
             err = ""

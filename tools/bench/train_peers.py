@@ -270,7 +270,8 @@ def main():
                 log(f"  {name:24s} failed: {p['error']}")
                 continue
             t = sorted(times[name])
-            q1, q3 = (statistics.quantiles(t, n=4)[0::2] if len(t) > 1 else (t[0], t[0]))
+            q1, q3 = (statistics.quantiles(t, n=4, method="inclusive")[0::2]
+                      if len(t) > 1 else (t[0], t[0]))
             med = statistics.median(t)
             # targets/s: the scored positions of the timed batches over their time
             p.update(median_s=med, q1_s=q1, q3_s=q3, min_s=t[0], max_s=t[-1], steps=len(t),
