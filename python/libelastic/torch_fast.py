@@ -35,7 +35,8 @@ API:
   m(items, lengths) -> hu [B, d]   items [B, n] recency order (column 0 newest), as
                                    libelastic.torch.batch gives; the mask is placed (3.0)
   m.scores(hu) -> [B, I];  m.loss_positions(items, lengths, targets) (spec 5, causal/cloze)
-  export_onnx(m, items, lengths, path)   ONNX (TorchScript exporter, static shapes)
+  export_onnx(m, items, lengths, path)   ONNX, static shapes (dynamo exporter at opset 23,
+                                   SDPA as the ONNX Attention op; TorchScript as fallback)
 libelastic.torch.load(path, fast=True) and to_torch(model, fast=True) return one.
 """
 from __future__ import annotations
@@ -92,6 +93,8 @@ class CrossAttn(nn.Module):
         h = self.heads
         q = _heads(self.q(self.norm_q(queries)), h)
         k, v = self.kv(self.norm_k(keys)).chunk(2, dim=-1)
+        if mask is not None:  # [B, 1, 1, n] -> [B, 1, Lq, n] (a view): ONNX Runtime's
+            mask = mask.expand(-1, -1, q.shape[2], -1)  # Attention op does not broadcast Lq
         out = F.scaled_dot_product_attention(q, _heads(k, h), _heads(v, h), attn_mask=mask)
         return self.o(_merge(out))
 
@@ -340,20 +343,41 @@ def fast_from(module: nn.Module, dropout: Optional[float] = None) -> FastModel:
 
 
 def export_onnx(module: FastModel, items: torch.Tensor, lengths: torch.Tensor, path: str,
-                opset: int = 17) -> None:
-    """Exports module(items, lengths) -> hu to ONNX at path (TorchScript
-    exporter, the shapes of items fixed; inputs "items", "lengths", output
-    "hu").  Top-t selections become ONNX TopK, whose equal values keep the
-    lower index first: the spec's tie rule."""
+                exporter: str = "auto") -> str:
+    """Exports module(items, lengths) -> hu to ONNX at path (the shapes of items
+    fixed; inputs "items", "lengths", output "hu"); returns which exporter wrote
+    it.  exporter "dynamo": torch.onnx's dynamo exporter at opset 23, whose
+    SDPA becomes the ONNX Attention op (no [n, n] mask in the graph);
+    "torchscript": the TorchScript exporter at opset 17 (SDPA decomposed into
+    MatMul / Softmax with a materialised causal mask); "auto": dynamo, and
+    TorchScript when that fails.  Top-t selections become ONNX TopK, whose
+    equal values keep the lower index first: the spec's tie rule."""
     import contextlib
     import io
+    import logging
     import warnings
+    errors = []
+    tries = {"auto": ("dynamo", "torchscript")}.get(exporter, (exporter,))
     module.onnx_topk = True
     try:
-        with torch.no_grad(), warnings.catch_warnings(), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (items, lengths), path, input_names=["items", "lengths"],
-                              output_names=["hu"], opset_version=opset, dynamo=False)
+        for kind in tries:
+            try:
+                with torch.no_grad(), warnings.catch_warnings(), \
+                        contextlib.redirect_stderr(io.StringIO()), \
+                        contextlib.redirect_stdout(io.StringIO()):
+                    warnings.simplefilter("ignore")
+                    logging.disable(logging.WARNING)
+                    try:
+                        torch.onnx.export(module, (items, lengths), path,
+                                          input_names=["items", "lengths"], output_names=["hu"],
+                                          opset_version=23 if kind == "dynamo" else 17,
+                                          dynamo=kind == "dynamo")
+                    finally:
+                        logging.disable(logging.NOTSET)
+                return "dynamo exporter, opset 23" if kind == "dynamo" else \
+                    "TorchScript exporter, opset 17"
+            except Exception as exc:  # noqa: BLE001  (the next exporter is tried)
+                errors.append(f"{kind}: {type(exc).__name__}: {exc}".splitlines()[0][:200])
+        raise RuntimeError("ONNX export failed: " + "; ".join(errors))
     finally:
         module.onnx_topk = False

@@ -103,8 +103,9 @@ def test_fast_position_loss_matches_trainer(config) -> None:
     assert abs(got - want) <= 1e-5 * abs(want), (got, want)
 
 
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[3]], ids=["elastic", "sasrec-mask"])
-def test_fast_onnx_export(config) -> None:
+def test_fast_onnx_export(config, exporter) -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from libelastic.torch_fast import export_onnx
@@ -113,7 +114,8 @@ def test_fast_onnx_export(config) -> None:
     items, lengths = et.batch(_histories(8), m.max_len)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.onnx")
-        export_onnx(fast, items, lengths, path)
+        used = export_onnx(fast, items, lengths, path, exporter)
+        assert used.lower().startswith(exporter)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         got = sess.run(None, {"items": items.numpy(), "lengths": lengths.numpy()})[0]
     with torch.no_grad():

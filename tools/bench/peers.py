@@ -204,6 +204,9 @@ def main():
                     help="fast: libelastic.torch_fast (the strong peer: last-layer shortcut, "
                          "SDPA, fused projections, GEMM sub-key scores; default); exact: "
                          "libelastic.torch, the port the golden tests use")
+    ap.add_argument("--onnx-exporter", choices=("auto", "dynamo", "torchscript"),
+                    default="auto", help="fast port: auto (dynamo at opset 23, whose SDPA is "
+                    "the ONNX Attention op; TorchScript at opset 17 if that fails; default)")
     ap.add_argument("--passive", action="store_true",
                     help="threads that wait sleep instead of spinning, for every contender: "
                          "OMP_WAIT_POLICY=passive (libelastic, torch) and ORT "
@@ -325,9 +328,10 @@ def main():
                     t0 = time.perf_counter()
                     if a.port == "fast":
                         from libelastic.torch_fast import export_onnx
-                        export_onnx(module, t_items, t_len, path)
+                        exporter = export_onnx(module, t_items, t_len, path, a.onnx_exporter)
                     else:
                         export_onnx_exact(torch, module, t_items, t_len, path)
+                        exporter = "TorchScript exporter, opset 17"
                     export_s = time.perf_counter() - t0
                     so = ort.SessionOptions()
                     so.intra_op_num_threads = a.threads
@@ -339,7 +343,7 @@ def main():
                     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
                     feeds = {"items": t_items.numpy(), "lengths": t_len.numpy()}
                     prepare("onnxruntime", lambda: sess.run(None, feeds)[0],
-                            {"export_s": export_s})
+                            {"export_s": export_s, "exporter": exporter})
                 except Exception as exc:  # noqa: BLE001
                     fail("onnxruntime", exc)
 
@@ -362,7 +366,7 @@ def main():
             log(f"  {name:18s} {p['median_s'] * 1e3:10.2f} ms  {p['users_per_s']:10.0f} users/s  "
                 f"(median of {len(t)}, quartiles {q1 * 1e3:.2f}..{q3 * 1e3:.2f} ms, "
                 f"min {t[0] * 1e3:.2f}, max {t[-1] * 1e3:.2f}, warm-up {p['warmup_s']:.1f} s)"
-                f"{err}")
+                f"{err}" + (f"  [{p['exporter']}]" if "exporter" in p else ""))
         base = row["peers"]["libelastic"]["users_per_s"]
         for name, p in row["peers"].items():
             if name != "libelastic" and p["state"] == "ran":

@@ -154,6 +154,7 @@ def main():
     import libelastic.torch as et
     from peers import settings
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     libelastic.load_library(a.lib)
