@@ -1,21 +1,34 @@
 #!/usr/bin/env python3
 """peers.py - libelastic's CPU backend against its peers on the CPU, in one
-run, on the same weights and the same inputs: the PyTorch port
-(libelastic.torch, python/libelastic/torch.py) in eager mode, under torch.compile, and
-exported to ONNX and run by ONNX Runtime.  All with the same thread count.
+run, on the same weights and the same inputs: the fast PyTorch port
+(libelastic.torch_fast: last-layer shortcut, SDPA, fused projections, GEMM
+sub-key scores; --port exact for the exact port libelastic.torch) in eager
+mode, under torch.compile, and exported to ONNX and run by ONNX Runtime.  All
+with the same thread count.
 
-For each shape (default B=256, n=200 and B=8, n=4096) it measures the
-forward pass to the user vectors (one warm-up, then repeated runs until
---max-seconds; the median), checks that every peer's user vectors agree
-with libelastic's (max relative error per user), and prints throughput
-ratios libelastic / peer.  A peer that cannot run (torch.compile without a
-working compiler, an op the ONNX exporter lacks) is reported with the reason.
+For each case (default ELASTIC at B=256, n=200 and B=8, n=4096, SASRec at
+B=8, n=4096) it checks that every peer's user vectors agree with libelastic's
+(max relative error per user; above 1e-5: OUTPUT MISMATCH), then times the
+forward pass to the user vectors (one warm-up, then interleaved rounds until
+--rounds or --max-seconds per contender; median, quartiles, min, max) and
+prints throughput ratios libelastic / peer.  A peer that cannot run
+(torch.compile without a working compiler, an op the ONNX exporter lacks) is
+reported with the reason.  Every setting (CPU, AVX2 / AVX-512, threads,
+OMP_* / MALLOC_ARENA_MAX / LD_PRELOAD, allocator, torch threads, mkldnn, ORT
+options, spinning) and the load average before and after each case are
+printed and stored in the JSON.  docs/benchmarks/peers.md explains it all.
+
+One command, estimated 5-6 minutes on 2 idle cores (not measured: the development
+machine was never idle; three torch.compile warm-ups
+included):
 
   python3 tools/bench/peers.py --lib build/libelastic.so --elastic build/elastic \
-      [--threads 2] [--shapes 256x200,8x4096] [--max-seconds 20] [--seed 1] [--json]
+      [--threads 2] [--cases elastic:256x200,elastic:8x4096,sasrec:8x4096] \
+      [--max-seconds 10] [--rounds 10] [--passive] [--seed 1] [--json]
 
-The model is written by `elastic init` (I=3706, d=64, L=2, k=16, otherwise
-the spec's defaults, max_len = the longest n) and loaded by both sides.
+The models are written by `elastic init` (I=3706, d=64, L=2, k=16, otherwise
+the spec's defaults, max_len = the longest n of the model's cases) and loaded
+by both sides.
 """
 import argparse
 import json

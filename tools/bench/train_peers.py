@@ -25,7 +25,8 @@ For each model (SASRec with objective `causal`, ELASTIC with `cloze`, spec 5):
      threads: the examples/s and targets/s it prints for its epoch (its own
      batching: users grouped by length, its own masks), beside the above.
 
-One command, about 5-6 minutes on 2 idle cores at the defaults (each compile
+One command, estimated 5-6 minutes on 2 idle cores at the defaults (not measured:
+the development machine was never idle; each compile
 warm-up takes a minute or two of it):
 
   python3 tools/bench/train_peers.py --lib build/libelastic.so --elastic build/elastic \
