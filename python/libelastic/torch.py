@@ -14,6 +14,9 @@ of X are never read.
 API (other code depends on these names):
   to_torch(model) -> module;  from_torch(module) -> libelastic.Model (bit for bit)
   load(path, device) / save(module, path, metadata)   the safetensors model file
+  load(path, fast=True), to_torch(model, fast=True): the fast inference port
+      (libelastic.torch_fast: last-layer shortcut, SDPA, fused projections, GEMM
+      sub-key scores); the exact port stays the default (the golden tests use it)
   config_from_metadata(meta) -> dict, from_state_dict(config, state_dict)
   batch(histories, max_len) -> (items [B, n], lengths [B]), column 0 = most recent
   module(items, lengths) -> hu [B, d];  module.scores(hu) -> [B, I]
@@ -506,8 +509,10 @@ def from_state_dict(config: Dict[str, object], state_dict: Dict[str, torch.Tenso
     return module
 
 
-def load(path: str, device="cpu", dropout: Optional[float] = None) -> _Recommender:
-    """Reads a model file (spec 2): float32 tensors, config in __metadata__."""
+def load(path: str, device="cpu", dropout: Optional[float] = None, fast: bool = False
+         ) -> _Recommender:
+    """Reads a model file (spec 2): float32 tensors, config in __metadata__.
+    fast=True: the fast inference port instead (libelastic.torch_fast.FastModel)."""
     from safetensors import safe_open
     tensors = {}
     with safe_open(path, "pt") as f:
@@ -521,7 +526,7 @@ def load(path: str, device="cpu", dropout: Optional[float] = None) -> _Recommend
     module = from_state_dict(config, tensors, dropout)
     # the file's metadata (item-id map, provenance, ...)
     module.file_metadata = meta  # type: ignore[assignment]
-    return module.to(device)
+    return _fast(module).to(device) if fast else module.to(device)
 
 
 def save(module: _Recommender, path: str, metadata: Optional[Dict[str, str]] = None) -> None:
@@ -540,11 +545,12 @@ def save(module: _Recommender, path: str, metadata: Optional[Dict[str, str]] = N
 # the bridge to the C library (libelastic.Model)
 # --------------------------------------------------------------------------
 
-def to_torch(model: "Any", device: Any = "cpu", dropout: Optional[float] = None
-             ) -> _Recommender:
+def to_torch(model: "Any", device: Any = "cpu", dropout: Optional[float] = None,
+             fast: bool = False) -> _Recommender:
     """A torch module with exactly the weights of a libelastic.Model (float32
     copies), its config, and its metadata (item map included) in
-    module.file_metadata, as load() gives for the model's file."""
+    module.file_metadata, as load() gives for the model's file.  fast=True:
+    the fast inference port instead (libelastic.torch_fast.FastModel)."""
     meta = dict(model.metadata)
     config: Dict[str, object] = dict(model.config)
     if dropout is None and "dropout" in meta:
@@ -554,7 +560,13 @@ def to_torch(model: "Any", device: Any = "cpu", dropout: Optional[float] = None
     file_meta = config_to_metadata(config)
     file_meta.update({k: v for k, v in meta.items() if k not in file_meta})
     module.file_metadata = file_meta  # type: ignore[assignment]
-    return module.to(device)
+    return _fast(module).to(device) if fast else module.to(device)
+
+
+def _fast(module: _Recommender) -> Any:
+    """The fast port (python/libelastic/torch_fast.py) with the module's weights."""
+    from .torch_fast import fast_from
+    return fast_from(module)
 
 
 def from_torch(module: _Recommender, metadata: Optional[Dict[str, str]] = None) -> "Any":

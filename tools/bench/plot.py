@@ -129,7 +129,8 @@ def plot_peers_row(peers, axes):
             ax.text(b.get_x() + b.get_width() / 2, v, txt, ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(vals)))
         ax.set_xticklabels(labels, rotation=20, fontsize=8)
-        ax.set_title(f"B={row['batch']}, n={row['n']}: {peers_label(peers)}", fontsize=9)
+        ax.set_title(f"{row.get('model', 'elastic')} B={row['batch']}, n={row['n']}: "
+                     f"{peers_label(peers)}", fontsize=9)
         ax.set_ylabel("users/s (median)")
 
 

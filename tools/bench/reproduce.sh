@@ -10,6 +10,8 @@
 #                                              peers_passive opencl plot
 #                                              python_overhead python_dask (not run
 #                                              by default; docs/benchmarks/python.md)
+#                                              train_peers (not run by default;
+#                                              docs/benchmarks/peers.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 E=build/elastic
@@ -36,6 +38,10 @@ for step in "${steps[@]}"; do
         python3 tools/bench/peers.py --lib build/libelastic.so --elastic $E \
             --threads "$THREADS" --max-seconds 20 --seed 1 --passive --json \
             > "$D/peers_passive.json" 2> "$D/peers_passive.txt" ;;
+    train_peers)
+        python3 tools/bench/train_peers.py --lib build/libelastic.so --elastic $E \
+            --data "${DATA:-/work/shared/data/ml-1m.txt}" --threads "$THREADS" --cli --json \
+            > "$D/train_peers.json" 2> "$D/train_peers.txt" ;;
     opencl)
         # PoCL allocates at most 4 GiB per buffer: sasrec-std's weights must fit in one
         $E bench --backends opencl --threads "$THREADS" --max-seconds 60 --max-memory 3584 \
