@@ -551,9 +551,8 @@ int main(void)
     elastic_model *fm = NULL, *tm2 = NULL;
     elastic_session *fs = NULL;
     elastic_dataset *fd = NULL;
-    elastic_trainer *ft = NULL, *ft2 = NULL;
-    elastic_item_map *fmap = NULL, *fmap2 = NULL;
-    char *fjson = NULL;
+    elastic_trainer *ft = NULL;
+    elastic_item_map *fmap = NULL;
     elastic_session *ls = NULL;
     so.users = 30;
     so.items = 20;
@@ -574,6 +573,9 @@ int main(void)
     elastic_trainer_free(ft);
     elastic_item_map_free(fmap);
 #if !defined(UNDER_ASAN)
+    elastic_trainer *ft2 = NULL;
+    elastic_item_map *fmap2 = NULL;
+    char *fjson = NULL;
     const float *tdata = NULL;
     float one = 0;
     int32_t tg[] = {4, 6}, pos_t[] = {0, 0, 4, 0, 6};
