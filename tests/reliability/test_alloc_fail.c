@@ -661,8 +661,8 @@ static elastic_status serve_handle_once(elastic_session *s, const elastic_item_m
     return st;
 }
 
-static elastic_status serve_handle(const elastic_model *m, const elastic_item_map *map,
-                                   serve_op op, const char *body, result *out)
+static elastic_status serve_handle(const elastic_model *m, const elastic_item_map *map, serve_op op,
+                                   const char *body, result *out)
 {
     elastic_session_options o = session_options();
     elastic_session *s = NULL;
@@ -673,7 +673,7 @@ static elastic_status serve_handle(const elastic_model *m, const elastic_item_ma
     arm();
     elastic_status st = serve_handle_once(s, map, op, body, out);
     disarm();
-    own_message = 1; /* checked above: the parser's or the work's message */
+    own_message = 1;        /* checked above: the parser's or the work's message */
     if (st != ELASTIC_OK) { /* the session still serves the request afterwards */
         result again;
         memset(&again, 0, sizeof again);
@@ -685,15 +685,19 @@ static elastic_status serve_handle(const elastic_model *m, const elastic_item_ma
     return st;
 }
 
-#define SERVE_REC "{\"histories\": [[1, 2, 3], [10, 20], [5, 5, 7, 9, 11, 13, 15, 17, 19, 2]], " \
-                  "\"top_k\": 5, \"exclude_history\": true}"
-#define SERVE_RANK "{\"histories\": [[4, 5], [1], [6, 7, 8]], \"candidates\": [[1, 2, 3], " \
-                   "[20, 19, 19], [8, 9]], \"top_k\": 2, \"exclude_history\": true}"
+#define SERVE_REC                                                                                  \
+    "{\"histories\": [[1, 2, 3], [10, 20], [5, 5, 7, 9, 11, 13, 15, 17, 19, 2]], "                 \
+    "\"top_k\": 5, \"exclude_history\": true}"
+#define SERVE_RANK                                                                                 \
+    "{\"histories\": [[4, 5], [1], [6, 7, 8]], \"candidates\": [[1, 2, 3], "                       \
+    "[20, 19, 19], [8, 9]], \"top_k\": 2, \"exclude_history\": true}"
 #define SERVE_VEC "{\"histories\": [[7], [8, 9], [1, 2, 3, 4]]}"
-#define SERVE_REC_MAP "{\"histories\": [[\"i1\", \"i2\", \"i3\"], [\"i10\", \"i20\"], [\"i5\"]], " \
-                      "\"top_k\": 5}"
-#define SERVE_RANK_MAP "{\"history\": [\"i4\", \"i5\"], \"candidates\": [\"i1\", \"i2\", " \
-                       "\"i3\"], \"top_k\": 2}"
+#define SERVE_REC_MAP                                                                              \
+    "{\"histories\": [[\"i1\", \"i2\", \"i3\"], [\"i10\", \"i20\"], [\"i5\"]], "                   \
+    "\"top_k\": 5}"
+#define SERVE_RANK_MAP                                                                             \
+    "{\"history\": [\"i4\", \"i5\"], \"candidates\": [\"i1\", \"i2\", "                            \
+    "\"i3\"], \"top_k\": 2}"
 #define SERVE_VEC_MAP "{\"histories\": [[\"i7\"], [\"i8\", \"i9\"], [\"i20\"]]}"
 
 static elastic_status p_handle_recommend(result *out)
