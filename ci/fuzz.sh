@@ -74,7 +74,7 @@ declare -A code=(
   [fuzz_histories]="tools/histories.c"
   [fuzz_config]="core/model/config.c core/runtime/backend_options.c"
   [fuzz_conformance_args]="core/conformance/conformance.c"
-  [fuzz_serve_request]="tools/serve/serve_request.c")
+  [fuzz_serve_request]="tools/serve/serve_request.c tools/serve/serve_compute.c")
 coverage() {
   local t=$1 prof="$dir/profiles/$t.profdata"
   command -v llvm-profdata >/dev/null && command -v llvm-cov >/dev/null || { echo "-"; return; }

@@ -56,12 +56,13 @@ elastic_dataset *elastic_dataset_new(void)
     elastic_strmap_init(&d->user_names);
     elastic_strmap_init(&d->item_names);
     d->format = ELASTIC_DATA_FORMAT_PAIRS;
+    d->magic = ELASTIC_DATASET_MAGIC;
     return d;
 }
 
 elastic_data_format elastic_dataset_format(const elastic_dataset *d)
 {
-    return d ? d->format : ELASTIC_DATA_FORMAT_AUTO;
+    return elastic_dataset_live(d) ? d->format : ELASTIC_DATA_FORMAT_AUTO;
 }
 
 const char *elastic_data_format_name(elastic_data_format format)
@@ -79,7 +80,8 @@ const char *elastic_data_format_name(elastic_data_format format)
 
 void elastic_dataset_free(elastic_dataset *d)
 {
-    if (!d) return;
+    if (!elastic_dataset_live(d)) return; /* NULL, or freed already */
+    d->magic = 0;
     free(d->offsets);
     free(d->items);
     elastic_strmap_free(&d->user_names);
@@ -606,20 +608,22 @@ elastic_status elastic_dataset_load(elastic_dataset **dataset, const char *path,
 
 int64_t elastic_dataset_num_users(const elastic_dataset *d)
 {
-    return d ? d->num_users : 0;
+    return elastic_dataset_live(d) ? d->num_users : 0;
 }
 int64_t elastic_dataset_num_items(const elastic_dataset *d)
 {
-    return d ? d->num_items : 0;
+    return elastic_dataset_live(d) ? d->num_items : 0;
 }
 int64_t elastic_dataset_num_events(const elastic_dataset *d)
 {
-    return d ? d->num_events : 0;
+    return elastic_dataset_live(d) ? d->num_events : 0;
 }
 
 static elastic_status check_user(const elastic_dataset *d, int64_t user)
 {
     if (!d) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset");
+    if (!elastic_dataset_live(d))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the dataset was freed");
     if (user < 0 || user >= d->num_users)
         return elastic_error(ELASTIC_ERR_OUT_OF_RANGE, "user %lld outside 0..%lld", (long long)user,
                              (long long)d->num_users - 1);
@@ -672,20 +676,20 @@ elastic_status elastic_dataset_train_items(const elastic_dataset *d, int64_t use
 
 const char *elastic_dataset_item_name(const elastic_dataset *d, int32_t item)
 {
-    if (!d || item < 1 || item > d->num_items) return NULL;
+    if (!elastic_dataset_live(d) || item < 1 || item > d->num_items) return NULL;
     return elastic_strmap_key(&d->item_names, item - 1);
 }
 
 int32_t elastic_dataset_item_id(const elastic_dataset *d, const char *name)
 {
-    if (!d || !name) return 0;
+    if (!elastic_dataset_live(d) || !name) return 0;
     int64_t v = elastic_strmap_find(&d->item_names, name, strlen(name));
     return v < 0 ? 0 : (int32_t)(v + 1);
 }
 
 const char *elastic_dataset_user_name(const elastic_dataset *d, int64_t user)
 {
-    if (!d || user < 0 || user >= d->num_users) return NULL;
+    if (!elastic_dataset_live(d) || user < 0 || user >= d->num_users) return NULL;
     return elastic_strmap_key(&d->user_names, user);
 }
 
@@ -693,6 +697,8 @@ elastic_status elastic_dataset_item_map_json(const elastic_dataset *d, char **js
 {
     elastic_error_clear();
     if (!d || !json) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset or output");
+    if (!elastic_dataset_live(d))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the dataset was freed");
     *json = NULL;
     json_t *arr = json_array();
     if (!arr) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (item map)");
@@ -712,6 +718,8 @@ elastic_status elastic_dataset_apply_item_map(elastic_dataset *d, const char *js
 {
     elastic_error_clear();
     if (!d || !json) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset or item map");
+    if (!elastic_dataset_live(d))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the dataset was freed");
     elastic_strmap map;
     int32_t *to = NULL;
     elastic_status st = elastic_item_map_parse(json, &map);
@@ -754,6 +762,8 @@ elastic_status elastic_dataset_save_pairs(const elastic_dataset *d, const char *
 {
     elastic_error_clear();
     if (!d || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset or path");
+    if (!elastic_dataset_live(d))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the dataset was freed");
     for (int64_t u = 0; u < d->num_users; u++)
         if (strpbrk(elastic_strmap_key(&d->user_names, u), " \t"))
             return elastic_error(ELASTIC_ERR_FORMAT, "user id '%s' holds a space: no pairs file",
@@ -790,7 +800,8 @@ elastic_status elastic_dataset_save_pairs(const elastic_dataset *d, const char *
         if (!bad) err = errno;
         remove(tmp);
         free(tmp);
-        return elastic_error(ELASTIC_ERR_IO, "%s: write error: %s", path, strerror(err ? err : EIO));
+        return elastic_error(ELASTIC_ERR_IO, "%s: write error: %s", path,
+                             strerror(err ? err : EIO));
     }
     free(tmp);
     return ELASTIC_OK;

@@ -13,8 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Set while a map is live, cleared by elastic_item_map_free: a call on a
+ * freed map (while its memory is not reused) is refused, not run. */
+#define ITEM_MAP_MAGIC 0x494D4150u /* "IMAP" */
+#define ITEM_MAP_LIVE(m) ((m) && (m)->magic == ITEM_MAP_MAGIC)
+
 struct elastic_item_map {
     elastic_strmap names; /* index i <-> item i+1 */
+    uint32_t magic;
 };
 
 elastic_status elastic_item_map_parse(const char *json, elastic_strmap *map)
@@ -59,6 +65,8 @@ elastic_status elastic_item_map_init(elastic_item_map **out, const elastic_model
     elastic_error_clear();
     if (!out || !model) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL map or model");
     *out = NULL;
+    if (!elastic_model_config(model)) /* NULL only for a freed model */
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the model was freed");
     const char *json = elastic_model_metadata(model, "item_ids");
     if (!json)
         return elastic_error(ELASTIC_ERR_FORMAT, "the model has no item map (metadata 'item_ids')");
@@ -75,26 +83,28 @@ elastic_status elastic_item_map_init(elastic_item_map **out, const elastic_model
         free(m);
         return st;
     }
+    m->magic = ITEM_MAP_MAGIC;
     *out = m;
     return ELASTIC_OK;
 }
 
 void elastic_item_map_free(elastic_item_map *map)
 {
-    if (!map) return;
+    if (!ITEM_MAP_LIVE(map)) return; /* NULL, or freed already */
+    map->magic = 0;
     elastic_strmap_free(&map->names);
     free(map);
 }
 
 int32_t elastic_item_map_id(const elastic_item_map *map, const char *name)
 {
-    if (!map || !name) return 0;
+    if (!ITEM_MAP_LIVE(map) || !name) return 0;
     int64_t idx = elastic_strmap_find(&map->names, name, strlen(name));
     return idx < 0 ? 0 : (int32_t)(idx + 1);
 }
 
 const char *elastic_item_map_name(const elastic_item_map *map, int32_t item)
 {
-    if (!map || item < 1 || item > map->names.count) return NULL;
+    if (!ITEM_MAP_LIVE(map) || item < 1 || item > map->names.count) return NULL;
     return elastic_strmap_key(&map->names, item - 1);
 }

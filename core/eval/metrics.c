@@ -101,6 +101,8 @@ static elastic_status check_eval_args(const elastic_dataset *d, elastic_split sp
                                       int64_t max_users, elastic_metrics *metrics)
 {
     if (!d || !metrics) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL dataset or metrics");
+    if (!elastic_dataset_live(d))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the dataset was freed");
     if (split != ELASTIC_SPLIT_VALID && split != ELASTIC_SPLIT_TEST)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "unknown split %d", (int)split);
     if (max_users < 0) return elastic_error(ELASTIC_ERR_INVALID_ARG, "max_users < 0");
@@ -126,6 +128,8 @@ elastic_status elastic_evaluate(elastic_session *session, const elastic_dataset 
     if (!session) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL session");
     ELASTIC_TRY(check_eval_args(d, split, max_users, metrics));
     memset(metrics, 0, sizeof *metrics);
+    if (!elastic_session_model(session)) /* NULL only for a freed session */
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the session was freed");
     const elastic_config *c = &elastic_session_model(session)->config;
     int64_t I = c->num_items, N = c->max_len;
     if (d->num_items > I)

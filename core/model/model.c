@@ -174,17 +174,17 @@ float *elastic_model_param_data(const elastic_model *model, const char *name)
 
 const elastic_config *elastic_model_config(const elastic_model *model)
 {
-    return model ? &model->config : NULL;
+    return model && elastic_model_live(model) ? &model->config : NULL;
 }
 
 int elastic_model_tensor_count(const elastic_model *model)
 {
-    return model ? model->n_params : 0;
+    return model && elastic_model_live(model) ? model->n_params : 0;
 }
 
 const char *elastic_model_tensor_name(const elastic_model *model, int index)
 {
-    if (!model || index < 0 || index >= model->n_params) return NULL;
+    if (!model || !elastic_model_live(model) || index < 0 || index >= model->n_params) return NULL;
     return model->params[index].name;
 }
 
@@ -194,11 +194,14 @@ elastic_status elastic_model_tensor(const elastic_model *model, const char *name
     elastic_error_clear();
     if (!model || !name)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_model_tensor: NULL argument");
+    if (!elastic_model_live(model))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the model was freed");
     const elastic_param *p = elastic_model_find(model, name);
     if (!p) return elastic_error(ELASTIC_ERR_INVALID_ARG, "model has no tensor '%s'", name);
     if (data) *data = model->data + p->offset;
     if (shape)
-        for (int i = 0; i < 4; i++) shape[i] = i < p->ndim ? p->shape[i] : 1;
+        for (int i = 0; i < 4; i++)
+            shape[i] = i < p->ndim ? p->shape[i] : 1;
     if (ndim) *ndim = p->ndim;
     return ELASTIC_OK;
 }
@@ -209,6 +212,8 @@ elastic_status elastic_model_set_tensor(elastic_model *model, const char *name, 
     elastic_error_clear();
     if (!model || !name || !data)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_model_set_tensor: NULL argument");
+    if (!elastic_model_live(model))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the model was freed");
     const elastic_param *p = elastic_model_find(model, name);
     if (!p) return elastic_error(ELASTIC_ERR_INVALID_ARG, "model has no tensor '%s'", name);
     if (n != p->numel)
@@ -222,17 +227,19 @@ elastic_status elastic_model_set_tensor(elastic_model *model, const char *name, 
 
 int elastic_model_metadata_count(const elastic_model *model)
 {
-    return model ? model->n_meta : 0;
+    return model && elastic_model_live(model) ? model->n_meta : 0;
 }
 
 const char *elastic_model_metadata_key(const elastic_model *model, int index)
 {
-    return model && index >= 0 && index < model->n_meta ? model->meta[index].key : NULL;
+    return model && elastic_model_live(model) && index >= 0 && index < model->n_meta
+               ? model->meta[index].key
+               : NULL;
 }
 
 const char *elastic_model_metadata(const elastic_model *model, const char *key)
 {
-    if (!model || !key) return NULL;
+    if (!model || !elastic_model_live(model) || !key) return NULL;
     for (int i = 0; i < model->n_meta; i++)
         if (!strcmp(model->meta[i].key, key)) return model->meta[i].value;
     return NULL;
@@ -243,6 +250,8 @@ elastic_status elastic_model_set_metadata(elastic_model *model, const char *key,
     elastic_error_clear();
     if (!model || !key || !value)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_model_set_metadata: NULL argument");
+    if (!elastic_model_live(model))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the model was freed");
     if (elastic_config_is_key(key))
         return elastic_error(ELASTIC_ERR_INVALID_ARG,
                              "metadata key '%s' is a config key and cannot be set", key);

@@ -92,15 +92,17 @@ elastic_status elastic_executor_plan(elastic_executor *e, elastic_graph *g, elas
     for (int b = 0; b < plan->n_backends; b++) {
         elastic_backend *be = e->backends[b];
         if (plan->arena_size[b] <= e->arena_cap[b] && e->arena[b]) continue;
-        be->iface->buffer_free(be, e->arena[b]);
-        e->arena[b] = NULL;
-        e->arena_cap[b] = 0;
-        elastic_status st = be->iface->buffer_alloc(
-            be, plan->arena_size[b] ? plan->arena_size[b] : 64, &e->arena[b]);
+        /* The larger arena first: when it cannot be had, the old one stays,
+         * with the plans already cached on it (they fit in it). */
+        elastic_buffer *grown = NULL;
+        elastic_status st =
+            be->iface->buffer_alloc(be, plan->arena_size[b] ? plan->arena_size[b] : 64, &grown);
         if (st != ELASTIC_OK) {
             elastic_plan_free(plan);
             return st;
         }
+        be->iface->buffer_free(be, e->arena[b]);
+        e->arena[b] = grown;
         e->arena_cap[b] = plan->arena_size[b];
     }
     return ELASTIC_OK;

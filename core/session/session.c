@@ -92,12 +92,12 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
 
 const char *elastic_session_backend(const elastic_session *s)
 {
-    return s ? s->exec.description : "";
+    return s && SESSION_LIVE(s) ? s->exec.description : "";
 }
 
 const elastic_model *elastic_session_model(const elastic_session *s)
 {
-    return s ? s->model : NULL;
+    return s && SESSION_LIVE(s) ? s->model : NULL;
 }
 
 /* The graph and plan for a batch shape, built on first use; *io names its

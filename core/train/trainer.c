@@ -56,7 +56,13 @@ typedef struct train_key {
 /* T is padded to a multiple of this (fewer plans; the padding is ignored). */
 enum { POSITION_QUANTUM = 128 };
 
+/* Set while a trainer is live, cleared by elastic_trainer_free: a call on a
+ * freed trainer (while its memory is not reused) is refused, not run. */
+#define TRAINER_MAGIC 0x5452414Eu /* "TRAN" */
+#define TRAINER_LIVE(t) ((t)->magic == TRAINER_MAGIC)
+
 struct elastic_trainer {
+    uint32_t magic;
     elastic_model *model;
     elastic_train_options o;
     elastic_executor exec;
@@ -95,12 +101,13 @@ void elastic_train_options_default(elastic_train_options *o)
 
 int64_t elastic_model_parameter_count(const elastic_model *model)
 {
-    return model ? model->data_numel : 0;
+    return model && elastic_model_live(model) ? model->data_numel : 0;
 }
 
 void elastic_trainer_free(elastic_trainer *tr)
 {
-    if (!tr) return;
+    if (!tr || !TRAINER_LIVE(tr)) return; /* NULL, or freed already */
+    tr->magic = 0;
     elastic_plan_cache_free(&tr->plans);
     elastic_executor_free(&tr->exec);
     free(tr->grad);
@@ -119,6 +126,8 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
     if (!out || !model)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_trainer_init: NULL argument");
     *out = NULL;
+    if (!elastic_model_live(model))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "elastic_trainer_init: the model was freed");
     elastic_train_options o;
     elastic_train_options_default(&o);
     if (options && options->struct_size != sizeof *options)
@@ -155,6 +164,7 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
                              o.last_prob);
     elastic_trainer *tr = calloc(1, sizeof *tr);
     if (!tr) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer)");
+    tr->magic = TRAINER_MAGIC;
     tr->model = model;
     tr->o = o;
     size_t n = (size_t)model->data_numel;
@@ -374,6 +384,7 @@ elastic_status elastic_trainer_gradient(elastic_trainer *tr, const int32_t *item
 {
     elastic_error_clear();
     if (!tr || !loss) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or loss");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
     ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 0, loss));
     if (grad) memcpy(grad, tr->grad, (size_t)tr->model->data_numel * sizeof(float));
     return ELASTIC_OK;
@@ -473,6 +484,7 @@ elastic_status elastic_trainer_gradient_positions(elastic_trainer *tr, const int
 {
     elastic_error_clear();
     if (!tr || !loss) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or loss");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
     ELASTIC_TRY(run_positions(tr, inputs, offsets, targets, batch, 0, loss));
     if (grad) memcpy(grad, tr->grad, (size_t)tr->model->data_numel * sizeof(float));
     return ELASTIC_OK;
@@ -501,6 +513,7 @@ elastic_status elastic_trainer_step(elastic_trainer *tr, const int32_t *items,
 {
     elastic_error_clear();
     if (!tr) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
     double l = 0;
     ELASTIC_TRY(run_batch(tr, items, offsets, targets, batch, 1, &l));
     if (!isfinite(l))
@@ -519,6 +532,7 @@ elastic_status elastic_trainer_step_positions(elastic_trainer *tr, const int32_t
 {
     elastic_error_clear();
     if (!tr) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
     double l = 0;
     ELASTIC_TRY(run_positions(tr, inputs, offsets, targets, batch, 1, &l));
     if (!isfinite(l))
@@ -533,22 +547,27 @@ elastic_status elastic_trainer_step_positions(elastic_trainer *tr, const int32_t
 
 int64_t elastic_trainer_epochs(const elastic_trainer *tr)
 {
-    return tr ? tr->epochs : 0;
+    return tr && TRAINER_LIVE(tr) ? tr->epochs : 0;
 }
 
 int64_t elastic_trainer_steps(const elastic_trainer *tr)
 {
-    return tr ? tr->steps : 0;
+    return tr && TRAINER_LIVE(tr) ? tr->steps : 0;
 }
 
 int elastic_trainer_fallback_nodes(const elastic_trainer *tr)
 {
-    return tr ? tr->fallback_nodes : 0;
+    return tr && TRAINER_LIVE(tr) ? tr->fallback_nodes : 0;
 }
 
 const elastic_train_options *elastic_trainer_options(const elastic_trainer *tr)
 {
     return &tr->o;
+}
+
+int elastic_trainer_live(const elastic_trainer *tr)
+{
+    return TRAINER_LIVE(tr);
 }
 
 const elastic_model *elastic_trainer_model(const elastic_trainer *tr)
@@ -565,6 +584,7 @@ elastic_status elastic_trainer_save_state(const elastic_trainer *tr, const char 
 {
     elastic_error_clear();
     if (!tr || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or path");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
     char steps[32], epochs[32];
     snprintf(steps, sizeof steps, "%lld", (long long)tr->steps);
     snprintf(epochs, sizeof epochs, "%lld", (long long)tr->epochs);
@@ -613,6 +633,7 @@ elastic_status elastic_trainer_load_state(elastic_trainer *tr, const char *path)
 {
     elastic_error_clear();
     if (!tr || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or path");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
     elastic_st_file f;
     ELASTIC_TRY(elastic_st_read(path, &f));
     elastic_status st = ELASTIC_OK;

@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "base/rng.h"
 #include "train/trainer.h"
+#include "data/data.h"
 
 #include <stdlib.h>
 #include <time.h>
@@ -117,6 +118,10 @@ elastic_status elastic_trainer_epoch(elastic_trainer *tr, const elastic_dataset 
 {
     elastic_error_clear();
     if (!tr || !ds) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or dataset");
+    if (!elastic_trainer_live(tr))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
+    if (!elastic_dataset_live(ds))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG, "the dataset was freed");
     const elastic_model *model = elastic_trainer_model(tr);
     if (elastic_dataset_num_items(ds) > model->config.num_items)
         return elastic_error(

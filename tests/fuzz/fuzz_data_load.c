@@ -1,8 +1,14 @@
 /*
  * fuzz_data_load.c - fuzz target: the interaction-log readers of
- * core/data/data.c (pairs, MovieLens, CSV and format detection) through
- * elastic_dataset_load. The first byte picks the format and the file name
- * (.txt, .dat, .csv: detection looks at both); the rest is the file. A log
+ * core/data/data.c (pairs, MovieLens, CSV, sequences, RecBole .inter and
+ * format detection) through elastic_dataset_load. The first byte picks the
+ * format and the file name (detection looks at both); the rest is the file:
+ *   bits 0-1  format: auto, pairs, MovieLens, CSV; with bit 4 set, bit 0
+ *             picks sequences or RecBole instead (so every reader is reached
+ *             directly, not only through detection)
+ *   bits 2-3  name: .txt, .dat, .csv, .log; bit 5 set: .inter
+ * (Inputs with bits 4 and 5 clear mean what they meant before those readers
+ * existed.) A log
  * that loads must give consistent users, splits and item names, and its item
  * map must apply to itself as the identity.
  */
@@ -59,7 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     static const char *const suffix[] = {".txt", ".dat", ".csv", ".log"};
     elastic_data_format format = (elastic_data_format)(data[0] & 3);
-    const char *path = fuzz_write_scratch(suffix[(data[0] >> 2) & 3], data + 1, size - 1);
+    if (data[0] & 0x10)
+        format = data[0] & 1 ? ELASTIC_DATA_FORMAT_RECBOLE : ELASTIC_DATA_FORMAT_SEQUENCES;
+    const char *name = data[0] & 0x20 ? ".inter" : suffix[(data[0] >> 2) & 3];
+    const char *path = fuzz_write_scratch(name, data + 1, size - 1);
     if (!path) return 0;
     elastic_dataset *d = NULL;
     elastic_status st = elastic_dataset_load(&d, path, format);

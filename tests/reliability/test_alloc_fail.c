@@ -11,7 +11,8 @@
  * not libelastic (docs/reliability.md).
  * For each path (model load, session init, plan, recommend, scores, user
  * vectors, trainer init, step, state and model save, log reading, item maps,
- * evaluation, server request parsing) the path first runs with no failure
+ * evaluation, server request parsing, and the server's whole request
+ * handling: parse, compute on a session, render) the path first runs with no failure
  * and counts its allocations, N; then, for every n in 1..N, it runs again
  * with the n-th allocation failing. Every such run must either fail with a
  * status and a message, or succeed with the same results as the clean run;
@@ -34,6 +35,7 @@
 
 #include "elastic.h"
 #if defined(ELASTIC_HAVE_SERVE)
+#include "serve_compute.h"
 #include "serve_request.h"
 #include "serve_work.h"
 #endif
@@ -607,6 +609,121 @@ static elastic_status p_serve_vectors(result *out)
 {
     return serve_parse(SERVE_OP_USER_VECTORS, "{\"histories\": [[7], [8, 9]]}", out);
 }
+
+/* The server's request handler without sockets (tools/serve/serve_routes.c:
+ * parse_job, the batcher's serve_compute, render_job): parse, compute on a
+ * real session (batches of at most 2 users, so a request takes several
+ * library calls), render. A failure is what the server would answer: a 5xx
+ * from the parser, compute_failed (500) with the library's message, or no
+ * body (out of memory rendering). */
+static elastic_model *map_model;   /* the shared model's weights, with an item map */
+static elastic_item_map *item_map; /* its map: items "i1".."i20" */
+
+static elastic_status serve_handle_once(elastic_session *s, const elastic_item_map *map,
+                                        serve_op op, const char *body, result *out)
+{
+    const elastic_config *c = elastic_model_config(elastic_session_model(s));
+    serve_vocab vocab = {c->num_items, c->hidden, map};
+    serve_limits limits;
+    serve_limits_default(&limits);
+    serve_work *w = NULL;
+    serve_error err;
+    memset(&err, 0, sizeof err);
+    serve_scratch scratch;
+    memset(&scratch, 0, sizeof scratch);
+    elastic_status st = ELASTIC_OK;
+    char *text = NULL;
+    if (serve_request_parse(op, body, strlen(body), &vocab, &limits, &w, &err) != 0) {
+        st = err.status >= 500 ? ELASTIC_ERR_NO_MEMORY : ELASTIC_ERR_INVALID_ARG;
+        CHECK(err.message[0] != '\0', "a refused request has no message");
+    } else {
+        serve_compute(s, &w, 1, 2, &scratch);
+        if (w->status != SERVE_WORK_DONE) {
+            CHECK(w->status == SERVE_WORK_FAILED && w->error[0] != '\0',
+                  "a work that was not computed is not FAILED with a message");
+            st = ELASTIC_ERR_NO_MEMORY;
+        } else if (!(text = serve_response_render(w, &vocab))) {
+            st = ELASTIC_ERR_NO_MEMORY; /* the server answers 500 out_of_memory */
+        } else {
+            CHECK(text[0] == '{', "a response body is a JSON object");
+            result_put(out, &w->users, sizeof w->users);
+            if (w->op == SERVE_OP_USER_VECTORS) {
+                result_put_floats(out, w->vectors, (size_t)w->users * (size_t)w->dim);
+            } else {
+                result_put(out, w->ids, (size_t)w->users * (size_t)w->top_k * sizeof *w->ids);
+                result_put_floats(out, w->scores, (size_t)w->users * (size_t)w->top_k);
+            }
+        }
+    }
+    free(text);
+    serve_work_free(w);
+    serve_scratch_free(&scratch);
+    return st;
+}
+
+static elastic_status serve_handle(const elastic_model *m, const elastic_item_map *map, serve_op op,
+                                   const char *body, result *out)
+{
+    elastic_session_options o = session_options();
+    elastic_session *s = NULL;
+    if (elastic_session_init(&s, m, &o) != ELASTIC_OK) {
+        CHECK(0, "session init failed without injection: %s", elastic_last_error());
+        return ELASTIC_OK;
+    }
+    arm();
+    elastic_status st = serve_handle_once(s, map, op, body, out);
+    disarm();
+    own_message = 1;        /* checked above: the parser's or the work's message */
+    if (st != ELASTIC_OK) { /* the session still serves the request afterwards */
+        result again;
+        memset(&again, 0, sizeof again);
+        CHECK(serve_handle_once(s, map, op, body, &again) == ELASTIC_OK,
+              "the session cannot serve %s after a failed request (allocation %ld): %s", body,
+              fail_at, elastic_last_error());
+    }
+    elastic_session_free(s);
+    return st;
+}
+
+#define SERVE_REC                                                                                  \
+    "{\"histories\": [[1, 2, 3], [10, 20], [5, 5, 7, 9, 11, 13, 15, 17, 19, 2]], "                 \
+    "\"top_k\": 5, \"exclude_history\": true}"
+#define SERVE_RANK                                                                                 \
+    "{\"histories\": [[4, 5], [1], [6, 7, 8]], \"candidates\": [[1, 2, 3], "                       \
+    "[20, 19, 19], [8, 9]], \"top_k\": 2, \"exclude_history\": true}"
+#define SERVE_VEC "{\"histories\": [[7], [8, 9], [1, 2, 3, 4]]}"
+#define SERVE_REC_MAP                                                                              \
+    "{\"histories\": [[\"i1\", \"i2\", \"i3\"], [\"i10\", \"i20\"], [\"i5\"]], "                   \
+    "\"top_k\": 5}"
+#define SERVE_RANK_MAP                                                                             \
+    "{\"history\": [\"i4\", \"i5\"], \"candidates\": [\"i1\", \"i2\", "                            \
+    "\"i3\"], \"top_k\": 2}"
+#define SERVE_VEC_MAP "{\"histories\": [[\"i7\"], [\"i8\", \"i9\"], [\"i20\"]]}"
+
+static elastic_status p_handle_recommend(result *out)
+{
+    return serve_handle(model, NULL, SERVE_OP_RECOMMEND, SERVE_REC, out);
+}
+static elastic_status p_handle_rank(result *out)
+{
+    return serve_handle(model, NULL, SERVE_OP_RECOMMEND, SERVE_RANK, out);
+}
+static elastic_status p_handle_vectors(result *out)
+{
+    return serve_handle(model, NULL, SERVE_OP_USER_VECTORS, SERVE_VEC, out);
+}
+static elastic_status p_handle_recommend_map(result *out)
+{
+    return serve_handle(map_model, item_map, SERVE_OP_RECOMMEND, SERVE_REC_MAP, out);
+}
+static elastic_status p_handle_rank_map(result *out)
+{
+    return serve_handle(map_model, item_map, SERVE_OP_RECOMMEND, SERVE_RANK_MAP, out);
+}
+static elastic_status p_handle_vectors_map(result *out)
+{
+    return serve_handle(map_model, item_map, SERVE_OP_USER_VECTORS, SERVE_VEC_MAP, out);
+}
 #endif
 
 /* ------------------------------------------------------------ driver */
@@ -642,6 +759,12 @@ static const path paths[] = {
     {"serve: parse recommend", p_serve_recommend},
     {"serve: parse rank", p_serve_rank},
     {"serve: parse user_vectors", p_serve_vectors},
+    {"serve handling: recommend", p_handle_recommend},
+    {"serve handling: rank", p_handle_rank},
+    {"serve handling: user_vectors", p_handle_vectors},
+    {"serve handling: rec. + map", p_handle_recommend_map},
+    {"serve handling: rank + map", p_handle_rank_map},
+    {"serve handling: vectors + map", p_handle_vectors_map},
 #endif
 };
 
@@ -752,6 +875,21 @@ int main(void)
         return 1;
     }
 
+#if defined(ELASTIC_HAVE_SERVE)
+    /* The model again, with an item map "i1".."i20" for the server paths. */
+    char ids[512] = "[";
+    for (int v = 1; v <= 20; v++) {
+        snprintf(line, sizeof line, "%s\"i%d\"", v > 1 ? "," : "", v);
+        strcat(ids, line);
+    }
+    strcat(ids, "]");
+    if (elastic_model_load(&map_model, model_path) != ELASTIC_OK ||
+        elastic_model_set_metadata(map_model, "item_ids", ids) != ELASTIC_OK ||
+        elastic_item_map_init(&item_map, map_model) != ELASTIC_OK) {
+        fprintf(stderr, "set-up: %s\n", elastic_last_error());
+        return 1;
+    }
+#endif
     printf("%-28s %6s %8s %8s %9s %9s\n", "path", "sites", "calls", "errors", "no_memory",
            "absorbed");
     long total = 0, total_sites = 0;
@@ -762,6 +900,10 @@ int main(void)
            sizeof paths / sizeof paths[0], total, total_sites, bad);
 
     elastic_dataset_free(dataset);
+#if defined(ELASTIC_HAVE_SERVE)
+    elastic_item_map_free(item_map);
+    elastic_model_free(map_model);
+#endif
     elastic_model_free(model);
     remove(model_path);
     remove(out_path);

@@ -3,15 +3,20 @@
  * include/elastic*.h called with NULL pointers, zero and negative sizes,
  * out-of-range ids, mismatched CSR offsets, K larger than I, a model with
  * max_len 1, and (outside ASan builds, where the read itself is the report)
- * handles used after they were freed. Each row names the call and the status
+ * handles (models, sessions, datasets, trainers, item maps) used after they
+ * were freed. Each row names the call and the status
  * it must return (or, for functions without a status, the value); the table
  * is printed, and any row that differs, crashes or leaks fails the test.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "elastic.h"
 
@@ -78,6 +83,12 @@ static elastic_session_options cpu_options(void)
 
 int main(void)
 {
+#if defined(__GLIBC__)
+    /* Freed heap memory stays mapped (glibc returns none to the system), so
+     * the use-after-free rows read a freed handle's cleared magic field, never
+     * an unmapped page. The handles themselves are small heap blocks. */
+    mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
     char path[256], missing[256], empty[256], pairs[256];
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp) tmp = "/tmp";
@@ -535,6 +546,102 @@ int main(void)
     elastic_model_free(dead); /* a double free is ignored */
     VAL("elastic_model_free(freed model) is ignored", 1);
 #endif
+    /* Every other function taking a model, a session, a dataset, a trainer
+     * or an item map, on one freed by its _free. */
+    elastic_model *fm = NULL, *tm2 = NULL;
+    elastic_session *fs = NULL;
+    elastic_dataset *fd = NULL;
+    elastic_trainer *ft = NULL;
+    elastic_item_map *fmap = NULL;
+    elastic_session *ls = NULL;
+    so.users = 30;
+    so.items = 20;
+    elastic_train_options_default(&to);
+    to.session = cpu_options();
+    to.batch_size = 4;
+    ROW(OK, "elastic_session_init(live session)", elastic_session_init(&ls, model, &o));
+    ROW(OK, "elastic_model_load(copy to free)", elastic_model_load(&fm, path));
+    ROW(OK, "elastic_model_load(copy to train)", elastic_model_load(&tm2, path));
+    ROW(OK, "elastic_session_init(session to free)", elastic_session_init(&fs, model, &o));
+    ROW(OK, "elastic_dataset_synth(dataset to free)", elastic_dataset_synth(&fd, &so));
+    ROW(OK, "elastic_trainer_init(trainer to free)", elastic_trainer_init(&ft, tm2, &to));
+    ROW(OK, "elastic_item_map_init(map to free)", elastic_item_map_init(&fmap, model));
+    if (!ls || !fm || !tm2 || !fs || !fd || !ft || !fmap) return 1;
+    elastic_model_free(fm);
+    elastic_session_free(fs);
+    elastic_dataset_free(fd);
+    elastic_trainer_free(ft);
+    elastic_item_map_free(fmap);
+#if !defined(UNDER_ASAN)
+    elastic_trainer *ft2 = NULL;
+    elastic_item_map *fmap2 = NULL;
+    char *fjson = NULL;
+    const float *tdata = NULL;
+    float one = 0;
+    int32_t tg[] = {4, 6}, pos_t[] = {0, 0, 4, 0, 6};
+    ROW(ARG, "elastic_model_tensor(freed model)", elastic_model_tensor(fm, "item_emb", &tdata, NULL, NULL));
+    ROW(ARG, "elastic_model_set_tensor(freed model)", elastic_model_set_tensor(fm, "item_emb", &one, 1));
+    ROW(ARG, "elastic_model_set_metadata(freed model)", elastic_model_set_metadata(fm, "k", "v"));
+    VAL("elastic_model_config(freed model) is NULL", elastic_model_config(fm) == NULL);
+    VAL("elastic_model_tensor_count(freed model) is 0", elastic_model_tensor_count(fm) == 0);
+    VAL("elastic_model_tensor_name(freed model, 0) is NULL", elastic_model_tensor_name(fm, 0) == NULL);
+    VAL("elastic_model_metadata_count(freed model) is 0", elastic_model_metadata_count(fm) == 0);
+    VAL("elastic_model_metadata_key(freed model, 0) is NULL", elastic_model_metadata_key(fm, 0) == NULL);
+    VAL("elastic_model_metadata(freed model) is NULL", elastic_model_metadata(fm, "item_ids") == NULL);
+    VAL("elastic_model_parameter_count(freed model) is 0", elastic_model_parameter_count(fm) == 0);
+    ROW(ARG, "elastic_trainer_init(freed model)", elastic_trainer_init(&ft2, fm, &to));
+    ROW(ARG, "elastic_item_map_init(freed model)", elastic_item_map_init(&fmap2, fm));
+    ROW(ARG, "elastic_session_user_vectors(freed session)", elastic_session_user_vectors(fs, items, off, 2, vec));
+    ROW(ARG, "elastic_session_scores(freed session)", elastic_session_scores(fs, items, off, 2, all));
+    ROW(ARG, "elastic_session_recommend_candidates(freed session)", elastic_session_recommend_candidates(fs, items, off, 2, items, off, 1, 0, ids, scores));
+    ROW(ARG, "elastic_session_last_stats(freed session)", elastic_session_last_stats(fs, &stats));
+    ROW(ARG, "elastic_evaluate(freed session)", elastic_evaluate(fs, d, ELASTIC_SPLIT_TEST, 0, &met));
+    VAL("elastic_session_backend(freed session) is \"\"", elastic_session_backend(fs) && !elastic_session_backend(fs)[0]);
+    VAL("elastic_session_model(freed session) is NULL", elastic_session_model(fs) == NULL);
+    VAL("elastic_dataset_format(freed dataset) is AUTO", elastic_dataset_format(fd) == ELASTIC_DATA_FORMAT_AUTO);
+    VAL("elastic_dataset_num_users(freed dataset) is 0", elastic_dataset_num_users(fd) == 0);
+    VAL("elastic_dataset_num_items(freed dataset) is 0", elastic_dataset_num_items(fd) == 0);
+    VAL("elastic_dataset_num_events(freed dataset) is 0", elastic_dataset_num_events(fd) == 0);
+    ROW(ARG, "elastic_dataset_user(freed dataset)", elastic_dataset_user(fd, 0, &seq, &len));
+    ROW(ARG, "elastic_dataset_split(freed dataset)", elastic_dataset_split(fd, 0, ELASTIC_SPLIT_TEST, &seq, &len, &target));
+    ROW(ARG, "elastic_dataset_train_items(freed dataset)", elastic_dataset_train_items(fd, 0, &seq, &len));
+    VAL("elastic_dataset_item_name(freed dataset) is NULL", elastic_dataset_item_name(fd, 1) == NULL);
+    VAL("elastic_dataset_item_id(freed dataset) is 0", elastic_dataset_item_id(fd, "1") == 0);
+    VAL("elastic_dataset_user_name(freed dataset) is NULL", elastic_dataset_user_name(fd, 0) == NULL);
+    ROW(ARG, "elastic_dataset_item_map_json(freed dataset)", elastic_dataset_item_map_json(fd, &fjson));
+    ROW(ARG, "elastic_dataset_apply_item_map(freed dataset)", elastic_dataset_apply_item_map(fd, "[\"1\"]"));
+    ROW(ARG, "elastic_dataset_save_pairs(freed dataset)", elastic_dataset_save_pairs(fd, missing));
+    ROW(ARG, "elastic_evaluate(freed dataset)", elastic_evaluate(ls, fd, ELASTIC_SPLIT_TEST, 0, &met));
+    ROW(ARG, "elastic_evaluate_popularity(freed dataset)", elastic_evaluate_popularity(fd, ELASTIC_SPLIT_TEST, 0, &met));
+    elastic_dataset_free(fd); /* a double free is ignored */
+    VAL("elastic_dataset_free(freed dataset) is ignored", 1);
+    ROW(ARG, "elastic_trainer_gradient(freed trainer)", elastic_trainer_gradient(ft, items, off, tg, 2, &loss, NULL));
+    ROW(ARG, "elastic_trainer_step(freed trainer)", elastic_trainer_step(ft, items, off, tg, 2, &loss));
+    ROW(ARG, "elastic_trainer_gradient_positions(freed trainer)", elastic_trainer_gradient_positions(ft, items, off, pos_t, 2, &loss, NULL));
+    ROW(ARG, "elastic_trainer_step_positions(freed trainer)", elastic_trainer_step_positions(ft, items, off, pos_t, 2, &loss));
+    ROW(ARG, "elastic_trainer_epoch(freed trainer)", elastic_trainer_epoch(ft, d, NULL, NULL, &prog));
+    VAL("elastic_trainer_epochs(freed trainer) is 0", elastic_trainer_epochs(ft) == 0);
+    VAL("elastic_trainer_steps(freed trainer) is 0", elastic_trainer_steps(ft) == 0);
+    VAL("elastic_trainer_fallback_nodes(freed trainer) is 0", elastic_trainer_fallback_nodes(ft) == 0);
+    ROW(ARG, "elastic_trainer_save_state(freed trainer)", elastic_trainer_save_state(ft, missing));
+    ROW(ARG, "elastic_trainer_load_state(freed trainer)", elastic_trainer_load_state(ft, state));
+    elastic_trainer_free(ft); /* a double free is ignored */
+    VAL("elastic_trainer_free(freed trainer) is ignored", 1);
+    VAL("elastic_item_map_id(freed map) is 0", elastic_item_map_id(fmap, "1") == 0);
+    VAL("elastic_item_map_name(freed map) is NULL", elastic_item_map_name(fmap, 1) == NULL);
+    elastic_item_map_free(fmap); /* a double free is ignored */
+    VAL("elastic_item_map_free(freed map) is ignored", 1);
+    elastic_model_free(fm); /* a double free is ignored */
+    VAL("... and of a model freed after its accessors", 1);
+#endif
+    /* A trainer on a live dataset, after that dataset's twin was freed. */
+    ROW(OK, "elastic_dataset_synth(live dataset)", elastic_dataset_synth(&fd, &so));
+    ROW(OK, "elastic_trainer_init(live trainer)", elastic_trainer_init(&ft, tm2, &to));
+    ROW(OK, "elastic_trainer_epoch(live trainer, live dataset)", elastic_trainer_epoch(ft, fd, NULL, NULL, &prog));
+    elastic_trainer_free(ft);
+    elastic_dataset_free(fd);
+    elastic_model_free(tm2);
+    elastic_session_free(ls);
     elastic_model_free(model);
     elastic_model_free(m1);
     elastic_dataset_free(d);
