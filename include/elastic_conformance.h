@@ -55,7 +55,9 @@ typedef struct elastic_conformance_options {
     int case_index;       /* -1 = all cases, else only this case of each op */
     int json;             /* JSON report instead of text */
     int perf;             /* also time each op and shape (GFLOP/s, GB/s) */
-    int whole_model;      /* also run whole models (default 1) */
+    int whole_model;      /* also run whole models (default 1); 2: the same models at
+                             reduced sizes (max_len 24, 300 items, batch 3: for runs
+                             under emulation, ci/cross.sh) */
     int verbose;          /* a line for every case, not only failures */
 } elastic_conformance_options;
 

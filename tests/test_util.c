@@ -20,6 +20,12 @@ uint64_t tu_seed(void)
     return seed;
 }
 
+int tu_quick(void)
+{
+    const char *env = getenv("ELASTIC_TEST_QUICK");
+    return env && env[0] == '1' && env[1] == '\0';
+}
+
 static uint64_t splitmix64(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ULL;

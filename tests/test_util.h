@@ -12,6 +12,10 @@
  * Printed once so any failure can be replayed. */
 uint64_t tu_seed(void);
 
+/* 1 when ELASTIC_TEST_QUICK=1 (ci/valgrind.sh; ci/cross.sh under QEMU): a
+ * test may then skip a learning run (hundreds of steps), saying why. */
+int tu_quick(void);
+
 /* Counter-based generator: value number i of stream s (splitmix64 of both). */
 uint64_t tu_hash(uint64_t seed, uint64_t stream, uint64_t i);
 /* Uniform in [lo, hi). */

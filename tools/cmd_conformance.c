@@ -20,12 +20,14 @@ const char cmd_conformance_usage[] =
     "      --json           JSON report on stdout (the text goes to stderr)\n"
     "      --perf           time every op and shape: ms, GFLOP/s, GB/s\n"
     "      --no-models      skip the whole-model checks\n"
+    "      --small-models   the whole models at reduced sizes (max_len 24, 300 items):\n"
+    "                       quick runs under emulation\n"
     "  -v, --verbose        a line for every case\n"
     "  -h, --help           this text\n";
 
 int cmd_conformance(int argc, char **argv)
 {
-    enum { O_BACKENDS = 300, O_OPS, O_SEED, O_CASE, O_JSON, O_PERF, O_NO_MODELS };
+    enum { O_BACKENDS = 300, O_OPS, O_SEED, O_CASE, O_JSON, O_PERF, O_NO_MODELS, O_SMALL_MODELS };
     static const struct option opts[] = {{"backends", required_argument, 0, O_BACKENDS},
                                          {"ops", required_argument, 0, O_OPS},
                                          {"seed", required_argument, 0, O_SEED},
@@ -33,6 +35,7 @@ int cmd_conformance(int argc, char **argv)
                                          {"json", no_argument, 0, O_JSON},
                                          {"perf", no_argument, 0, O_PERF},
                                          {"no-models", no_argument, 0, O_NO_MODELS},
+                                         {"small-models", no_argument, 0, O_SMALL_MODELS},
                                          {"verbose", no_argument, 0, 'v'},
                                          {0, 0, 0, 0}};
     elastic_conformance_options o;
@@ -53,6 +56,7 @@ int cmd_conformance(int argc, char **argv)
         case O_JSON: o.json = 1; break;
         case O_PERF: o.perf = 1; break;
         case O_NO_MODELS: o.whole_model = 0; break;
+        case O_SMALL_MODELS: o.whole_model = 2; break;
         case 'v': o.verbose = 1; break;
         default: return cli_stop(c);
         }

@@ -516,13 +516,32 @@ static elastic_status run_model(conf_run *r, const char *label, const elastic_co
     return st;
 }
 
+/* whole_model == 2 (`--small-models`, for runs under emulation): the same
+ * five models, the same code paths (every layer kind, streaming and
+ * materialized attention, the memory, the output scores and top-K), with the
+ * default hidden width, heads and experts but a shorter max_len, a smaller
+ * catalogue and batch: the float64 reference session costs ~O(batch * n *
+ * (n + items)), most of the suite's time under QEMU at full size. */
+static void small_model(const conf_run *r, elastic_config *c, int *batch)
+{
+    if (r->o->whole_model != 2) return;
+    if (c->max_len > 24) c->max_len = 24;
+    if (c->num_items > 300) c->num_items = 300;
+    *batch = 3;
+}
+
 static elastic_status run_models(conf_run *r)
 {
     elastic_config c;
+    int batch = 8;
+    if (r->o->whole_model == 2)
+        fprintf(r->out, "# whole models at reduced sizes (--small-models): max_len <= 24, "
+                        "items <= 300, batch 3\n");
     elastic_config_default(&c);
     c.num_items = 3706; /* the defaults of spec section 1 with ML-1M's catalogue */
-    ELASTIC_TRY(run_model(r, "elastic (defaults)", &c, 8, ELASTIC_ATTENTION_STREAMING));
-    ELASTIC_TRY(run_model(r, "elastic (materialized)", &c, 8, ELASTIC_ATTENTION_MATERIALIZED));
+    small_model(r, &c, &batch);
+    ELASTIC_TRY(run_model(r, "elastic (defaults)", &c, batch, ELASTIC_ATTENTION_STREAMING));
+    ELASTIC_TRY(run_model(r, "elastic (materialized)", &c, batch, ELASTIC_ATTENTION_MATERIALIZED));
     elastic_config_default(&c);
     c.num_items = 500;
     c.max_len = 50;
@@ -533,12 +552,16 @@ static elastic_status run_models(conf_run *r)
     c.mem_subkeys = 2;
     c.mem_topk = 2;
     c.mem_key = 6;
-    ELASTIC_TRY(run_model(r, "elastic (edge: d=12...)", &c, 8, ELASTIC_ATTENTION_STREAMING));
+    batch = 8;
+    small_model(r, &c, &batch);
+    ELASTIC_TRY(run_model(r, "elastic (edge: d=12...)", &c, batch, ELASTIC_ATTENTION_STREAMING));
     elastic_config_default(&c);
     c.model = ELASTIC_MODEL_KIND_SASREC;
     c.num_items = 3706;
-    ELASTIC_TRY(run_model(r, "sasrec (defaults)", &c, 8, ELASTIC_ATTENTION_STREAMING));
-    return run_model(r, "sasrec (materialized)", &c, 8, ELASTIC_ATTENTION_MATERIALIZED);
+    batch = 8;
+    small_model(r, &c, &batch);
+    ELASTIC_TRY(run_model(r, "sasrec (defaults)", &c, batch, ELASTIC_ATTENTION_STREAMING));
+    return run_model(r, "sasrec (materialized)", &c, batch, ELASTIC_ATTENTION_MATERIALIZED);
 }
 
 /* ---------------------------------------------------------------- report */

@@ -33,6 +33,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "elastic.h"
 #if defined(ELASTIC_HAVE_SERVE)
 #include "serve_compute.h"
@@ -829,6 +831,11 @@ static int write_text(const char *file, const char *text)
 
 int main(void)
 {
+    /* jansson's own allocations never fail (see the top): Debian's jansson
+     * is a shared library, outside the --wrap, but ci/cross.sh links the
+     * target's jansson statically, where its malloc calls would be wrapped
+     * too (under QEMU: "double free or corruption" in jansson). */
+    json_set_alloc_funcs(__real_malloc, free);
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp) tmp = "/tmp";
     long pid = (long)getpid();
