@@ -522,84 +522,6 @@ def test_concurrent_clients(env):
           f"{shared} of them shared by several requests")
 
 
-def test_one_user_batches_here(env):
-    """--max-batch 1: a request finding an idle worker and an empty queue is
-    computed at once on the thread that parsed it (the worker's session,
-    lent); the rest go through the queue. Both give the library's results,
-    bitwise, and a SIGTERM under this load still answers every request."""
-    # 4 HTTP threads for 2 workers: some requests find both workers busy
-    server = Server(env.model_a, "--max-batch", "1", "--drain-seconds", "20",
-                    "--http-threads", "4")
-    try:
-        port = server.port
-        rng = random.Random(21)
-        plans = [[random_request(rng, 300, users=1) for _ in range(6)] for _ in range(16)]
-        errors = []
-
-        def client(c):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            try:
-                for i, req in enumerate(plans[c]):
-                    st, _, body = post(port, "/v1/recommend", req, conn)
-                    if st != 200:
-                        errors.append(f"client {c} request {i}: {st} {body}")
-                        continue
-                    check_response(env.oracle_a, req, body, f"client {c} request {i}")
-            except Exception as e:  # noqa: BLE001 - reported as a failure
-                errors.append(f"client {c}: {e!r}")
-            finally:
-                conn.close()
-
-        # one client alone: every request finds an idle worker
-        client(0)
-        text = metrics(port)
-        assert metric(text, "elastic_serve_batches_here_total") == 6, text
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(1, 16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors, f"{len(errors)} failures, first: {errors[:3]}"
-        text = metrics(port)
-        assert metric(text, "elastic_serve_batches_total") == 16 * 6, text
-        here = metric(text, "elastic_serve_batches_here_total")
-        assert 6 < here <= 16 * 6, text
-        print(f"    {here:.0f} of {16 * 6} one-user requests computed on the HTTP thread")
-
-        # SIGTERM while 8 clients send: every request sent before it is answered
-        stop = threading.Event()
-        answered, failed = [], []
-
-        def busy(c):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            req = {"history": [c + 1, c + 2], "top_k": 3}
-            try:
-                while not stop.is_set():
-                    st, _, body = post(port, "/v1/recommend", req, conn)
-                    if st == 200:
-                        answered.append(c)
-                    elif st != 503:
-                        failed.append((st, body))
-            except (OSError, http.client.HTTPException):
-                pass  # the server closed the connection: the drain
-            finally:
-                conn.close()
-
-        threads = [threading.Thread(target=busy, args=(c,)) for c in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
-        rc = server.stop()
-        stop.set()
-        for t in threads:
-            t.join(60)
-        assert rc == 0 and not failed, (rc, failed[:3])
-        assert answered, "nothing was answered under load"
-        assert any("drained: every accepted request was answered" in l for l in server.log())
-    finally:
-        server.stop()
-
-
 def test_item_maps(env):
     for path, numeric in [(env.model_t, True), (env.model_n, False)]:
         oracle = Oracle(path)
@@ -1390,7 +1312,6 @@ def test_cli_errors(env):
 
 
 TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concurrent_clients,
-         test_one_user_batches_here,
          test_item_maps, test_http_errors, test_idle_client, test_malformed_corpus,
          test_queue_full_and_deadline, test_reload_under_load, test_sigterm_under_load,
          test_header_deadline, test_json_off_http_threads, test_body_memory,

@@ -321,7 +321,7 @@ static void renders_metrics(void **state)
     serve_metrics_request(&m, 0, 200, 0.003);
     serve_metrics_request(&m, 0, 200, 7.0);
     serve_metrics_request(&m, 2, 404, 0.0001);
-    serve_metrics_batch(&m, 5, 0);
+    serve_metrics_batch(&m, 5);
     serve_metrics_model(&m, 1, "cpu (\"x\"\\)", 0, "fnv1a64:00", 2, 1.5);
     size_t len;
     char *t = serve_metrics_render(&m, &len);

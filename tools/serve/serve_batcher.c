@@ -11,13 +11,6 @@
  * enough users to fill its batch (otherwise it takes them when its delay
  * ends). The reaper sleeps until the earliest deadline in the queue and is
  * woken only by a work whose deadline comes before that.
- *
- * Computing on the caller's thread (serve_batcher_run_here): when batches
- * hold one user (max_batch 1), the queue is empty and a worker is idle, the
- * thread that parsed the request borrows that worker's session and scratch
- * and computes it at once, saving the two thread wake-ups of a hand-off
- * (submit -> worker -> HTTP thread). The worker stays asleep while lent; a
- * lent worker woken for queued work passes the wake-up on to another.
  */
 #include "serve_batcher.h"
 #include "serve_compute.h"
@@ -34,9 +27,6 @@ typedef struct worker {
     serve_batcher *b;
     int index; /* its session in every generation */
     pthread_t thread;
-    serve_scratch scratch; /* its buffers (also a borrower's while lent) */
-    int waiting;           /* asleep on idle_cond (under the lock) */
-    int lent;              /* its session is in use by serve_batcher_run_here */
 } worker;
 
 struct serve_batcher {
@@ -56,7 +46,6 @@ struct serve_batcher {
     long long batches;
     worker *workers;
     int n_workers;
-    int lent; /* workers lent out */
     pthread_t reaper;
     int reaper_started;
 };
@@ -215,6 +204,8 @@ static void *worker_main(void *arg)
 {
     worker *self = arg;
     serve_batcher *b = self->b;
+    serve_scratch scratch;
+    memset(&scratch, 0, sizeof scratch);
     int cap = b->cfg.max_batch > 0 ? b->cfg.max_batch : 1;
     serve_work **batch = malloc(sizeof *batch * (size_t)cap);
     pthread_mutex_lock(&b->lock);
@@ -223,12 +214,8 @@ static void *worker_main(void *arg)
             pthread_cond_broadcast(&b->idle_cond); /* the others see it too */
             break;
         }
-        if (b->collecting || !b->head || self->lent) {
-            if (self->lent && b->head && !b->collecting)
-                pthread_cond_signal(&b->idle_cond); /* meant for a worker that can work */
-            self->waiting = 1;
+        if (b->collecting || !b->head) {
             pthread_cond_wait(&b->idle_cond, &b->lock);
-            self->waiting = 0;
             continue;
         }
         serve_work *expired = NULL;
@@ -247,8 +234,8 @@ static void *worker_main(void *arg)
                 nanosleep(&d, NULL);
             }
             serve_model *m = batch[0]->model;
-            serve_compute(m->sessions[self->index], batch, n, b->cfg.max_batch, &self->scratch);
-            serve_metrics_batch(b->cfg.metrics, users, 0);
+            serve_compute(m->sessions[self->index], batch, n, b->cfg.max_batch, &scratch);
+            serve_metrics_batch(b->cfg.metrics, users);
             for (int i = 0; i < n; i++) {
                 batch[i]->batch_id = id;
                 batch[i]->batch_users = users;
@@ -259,42 +246,8 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&b->lock);
     free(batch);
+    serve_scratch_free(&scratch);
     return NULL;
-}
-
-int serve_batcher_run_here(serve_batcher *b, serve_work *w, double deadline)
-{
-    if (b->cfg.max_batch != 1 || w->users != 1 || b->cfg.debug_delay_ms > 0) return 0;
-    pthread_mutex_lock(&b->lock);
-    worker *k = NULL;
-    if (!b->stopping && !b->head && !b->collecting)
-        for (int i = 0; i < b->n_workers && !k; i++)
-            if (b->workers[i].waiting && !b->workers[i].lent) k = &b->workers[i];
-    long long id = 0;
-    if (k) {
-        k->lent = 1;
-        b->lent++;
-        id = ++b->batches;
-    }
-    pthread_mutex_unlock(&b->lock);
-    if (!k) return 0;
-    w->enqueued = serve_now();
-    w->deadline = deadline;
-    w->status = SERVE_WORK_PENDING;
-    w->next = NULL;
-    serve_work *one[1] = {w};
-    serve_compute(w->model->sessions[k->index], one, 1, 1, &k->scratch);
-    serve_metrics_batch(b->cfg.metrics, 1, 1);
-    w->batch_id = id;
-    w->batch_users = 1;
-    pthread_mutex_lock(&b->lock);
-    k->lent = 0;
-    b->lent--;
-    /* work that came meanwhile, or serve_batcher_stop waiting for the loan */
-    pthread_cond_broadcast(&b->idle_cond);
-    pthread_mutex_unlock(&b->lock);
-    w->done(w, w->done_ctx);
-    return 1;
 }
 
 /* Answers works at their deadline while every worker is busy. */
@@ -349,7 +302,7 @@ int serve_batcher_start(serve_batcher **out, const serve_batcher_config *cfg, ch
     pthread_condattr_destroy(&attr);
     int rc = 0;
     for (int i = 0; i < cfg->workers && !rc; i++) {
-        b->workers[i] = (worker){.b = b, .index = i};
+        b->workers[i] = (worker){b, i, 0};
         rc = pthread_create(&b->workers[i].thread, NULL, worker_main, &b->workers[i]);
         if (!rc) b->n_workers++;
     }
@@ -370,10 +323,6 @@ int serve_batcher_start(serve_batcher **out, const serve_batcher_config *cfg, ch
 void serve_batcher_stop(serve_batcher *b, double drain_deadline)
 {
     pthread_mutex_lock(&b->lock);
-    if (b->quit) { /* stopped already */
-        pthread_mutex_unlock(&b->lock);
-        return;
-    }
     b->stopping = 1;
     b->drain_deadline = drain_deadline;
     pthread_cond_broadcast(&b->idle_cond);
@@ -381,9 +330,8 @@ void serve_batcher_stop(serve_batcher *b, double drain_deadline)
     pthread_mutex_unlock(&b->lock);
     for (int i = 0; i < b->n_workers; i++)
         pthread_join(b->workers[i].thread, NULL);
+    b->n_workers = 0;
     pthread_mutex_lock(&b->lock);
-    while (b->lent) /* a borrower computing on a worker's session */
-        pthread_cond_wait(&b->idle_cond, &b->lock);
     b->quit = 1;
     serve_work *left = NULL;
     while (b->head) {
@@ -408,8 +356,6 @@ void serve_batcher_free(serve_batcher *b)
     pthread_cond_destroy(&b->collect_cond);
     pthread_cond_destroy(&b->reap_cond);
     pthread_mutex_destroy(&b->lock);
-    for (int i = 0; i < b->n_workers; i++)
-        serve_scratch_free(&b->workers[i].scratch);
     free(b->workers);
     free(b);
 }

@@ -50,13 +50,6 @@ typedef enum serve_submit_result {
 serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *work, double deadline,
                                          void (*on_accept)(void *ctx), void *ctx);
 
-/* Computes a work on the calling thread, at once, when that cannot change
- * any batch: batches of one user (max_batch 1), a one-user work, an empty
- * queue and an idle worker, whose session and buffers it borrows. Returns 1
- * when it did (done() has run, on this thread), 0 when the work must go
- * through serve_batcher_submit. Set model, done and done_ctx first. */
-int serve_batcher_run_here(serve_batcher *b, serve_work *w, double deadline);
-
 /* Stops taking works, computes the queue until `drain_deadline` (monotonic
  * seconds), ends the rest with SERVE_WORK_SHUTDOWN and joins the threads. */
 void serve_batcher_stop(serve_batcher *b, double drain_deadline);

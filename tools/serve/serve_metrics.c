@@ -74,12 +74,11 @@ void serve_metrics_cut_off(serve_metrics *m, int body)
     pthread_mutex_unlock(&m->lock);
 }
 
-void serve_metrics_batch(serve_metrics *m, int users, int here)
+void serve_metrics_batch(serve_metrics *m, int users)
 {
     pthread_mutex_lock(&m->lock);
     observe(&m->batch_users, batch_bounds, SERVE_BATCH_BUCKETS, users);
     m->batches++;
-    m->batches_here += here != 0;
     m->users_scored += (unsigned long long)users;
     pthread_mutex_unlock(&m->lock);
 }
@@ -229,10 +228,6 @@ char *serve_metrics_render(serve_metrics *m, size_t *len)
     put(&t, "elastic_serve_users_scored_total %llu\n", m->users_scored);
     put_header(&t, "elastic_serve_batches_total", "counter", "Batches computed.");
     put(&t, "elastic_serve_batches_total %llu\n", m->batches);
-    put_header(&t, "elastic_serve_batches_here_total", "counter",
-               "Batches computed at once on the thread that parsed the request (--max-batch 1, "
-               "a worker idle).");
-    put(&t, "elastic_serve_batches_here_total %llu\n", m->batches_here);
     put_header(&t, "elastic_serve_queue_depth", "gauge", "Requests waiting for a worker.");
     put(&t, "elastic_serve_queue_depth %ld\n", m->queue_depth);
     put_header(&t, "elastic_serve_in_flight_requests", "gauge",

@@ -29,7 +29,7 @@ typedef struct serve_metrics {
     unsigned long long requests[SERVE_METRICS_ENDPOINTS][600]; /* by HTTP status */
     serve_histogram latency[SERVE_METRICS_ENDPOINTS];
     serve_histogram batch_users;
-    unsigned long long users_scored, batches, batches_here, aborted;
+    unsigned long long users_scored, batches, aborted;
     unsigned long long cut_headers, cut_body; /* connections cut off: too slow */
     unsigned long long reloads, reload_failures;
     long queue_depth, in_flight;
@@ -56,8 +56,7 @@ void serve_metrics_aborted(serve_metrics *m);
  * did not arrive in time (--read-timeout-ms). */
 void serve_metrics_cut_off(serve_metrics *m, int body);
 /* A computed batch of `users` users. */
-/* A batch of `users` computed; here: on the thread that parsed it. */
-void serve_metrics_batch(serve_metrics *m, int users, int here);
+void serve_metrics_batch(serve_metrics *m, int users);
 void serve_metrics_queue_depth(serve_metrics *m, long depth);
 void serve_metrics_in_flight(serve_metrics *m, long delta);
 /* A model load or reload and its outcome; on success, what is now served. */

@@ -211,7 +211,6 @@ static void parse_job(serve_job *job)
     x->ctx_free = free_work;
     x->users = w->users;
     double deadline = serve_now() + 1e-3 * app->options->timeout_ms;
-    if (serve_batcher_run_here(app->batcher, w, deadline)) return; /* work_done woke it */
     switch (serve_batcher_submit(app->batcher, w, deadline, NULL, NULL)) {
     case SERVE_SUBMIT_OK: return; /* work_done wakes the connection */
     case SERVE_SUBMIT_FULL: {
