@@ -478,6 +478,32 @@ static void test_corrupt_metadata(void **state)
     elastic_model_free(m);
 }
 
+/* A file written before spec version 2 has no mask_token key: it loads, with
+ * mask_token 0 and the same weights (spec: a version-1 model file is a valid
+ * version-2 file whose mask_token is 0). */
+static void test_version1_file_without_mask_token(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        elastic_model *m = pattern_model(k ? "sasrec" : "elastic");
+        variant v;
+        variant_init(&v, m);
+        variant_drop_meta(&v, "mask_token");
+        char path[128];
+        path_in_dir(path, sizeof path, "version1.safetensors");
+        assert_int_equal(variant_write(&v, path), ELASTIC_OK);
+        elastic_model *back;
+        elastic_status st = elastic_model_load(&back, path);
+        if (st != ELASTIC_OK) fail_msg("%s", elastic_last_error());
+        assert_int_equal(back->config.mask_token, 0);
+        assert_int_equal(back->n_params, m->n_params);
+        assert_memory_equal(back->data, m->data, (size_t)m->data_numel * 4);
+        elastic_model_free(back);
+        variant_free(&v);
+        elastic_model_free(m);
+    }
+}
+
 static void test_sasrec_optional_keys(void **state)
 {
     (void)state;
@@ -567,10 +593,15 @@ static void test_io_and_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_elastic),     cmocka_unit_test(test_roundtrip_sasrec),
-        cmocka_unit_test(test_roundtrip_init_random), cmocka_unit_test(test_corrupt_tensors),
-        cmocka_unit_test(test_corrupt_metadata),      cmocka_unit_test(test_sasrec_optional_keys),
-        cmocka_unit_test(test_io_and_arguments),      cmocka_unit_test(test_roundtrip_mask_token),
+        cmocka_unit_test(test_roundtrip_elastic),
+        cmocka_unit_test(test_roundtrip_sasrec),
+        cmocka_unit_test(test_roundtrip_init_random),
+        cmocka_unit_test(test_corrupt_tensors),
+        cmocka_unit_test(test_corrupt_metadata),
+        cmocka_unit_test(test_sasrec_optional_keys),
+        cmocka_unit_test(test_version1_file_without_mask_token),
+        cmocka_unit_test(test_io_and_arguments),
+        cmocka_unit_test(test_roundtrip_mask_token),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

@@ -39,12 +39,15 @@ typedef struct key_check {
 } key_check;
 
 /* Every config key must be in the file (spec section 2), except those a
- * SASRec config ignores (spec section 7). */
+ * SASRec config ignores (spec section 7) and `mask_token`, which version 2
+ * added: a version-1 file, written without it, is a version-2 file whose
+ * mask_token is 0 (spec, introduction). */
 static elastic_status require_key(const char *key, const char *value, void *ctx)
 {
     (void)value;
     const key_check *kc = ctx;
     if (kc->sasrec && (!strcmp(key, "experts") || !strncmp(key, "mem_", 4))) return ELASTIC_OK;
+    if (!strcmp(key, "mask_token")) return ELASTIC_OK;
     if (!elastic_st_meta_get(kc->file, key))
         return elastic_error(ELASTIC_ERR_FORMAT, "__metadata__ lacks the config key '%s'", key);
     return ELASTIC_OK;
