@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .torch import DEFAULT_DROPOUT, resolve_config
+from .torch import DEFAULT_DROPOUT, FFN, resolve_config
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -61,19 +61,6 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     """[B, h, L, dh] -> [B, L, h*dh]."""
     B, h, L, dh = x.shape
     return x.transpose(1, 2).reshape(B, L, h * dh)
-
-
-class FusedFFN(nn.Module):
-    """FFN(z) = fc2(GELU(fc1(LN(z)))), exact GELU (spec 3)."""
-
-    def __init__(self, d: int, f: int, eps: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(d, eps=eps)
-        self.fc1 = nn.Linear(d, f)
-        self.fc2 = nn.Linear(f, d)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(z))))
 
 
 class CrossAttn(nn.Module):
@@ -105,9 +92,9 @@ class ElasticBlock(nn.Module):
     def __init__(self, d: int, heads: int, f: int, eps: float):
         super().__init__()
         self.agg = CrossAttn(d, heads, eps)    # norm_q = agg.norm_p, norm_k = agg.norm_x
-        self.ffn_p = FusedFFN(d, f, eps)
+        self.ffn_p = FFN(d, f, eps)
         self.disp = CrossAttn(d, heads, eps)   # norm_q = disp.norm_x, norm_k = disp.norm_p
-        self.ffn_x = FusedFFN(d, f, eps)
+        self.ffn_x = FFN(d, f, eps)
 
 
 class SASRecBlock(nn.Module):
@@ -119,7 +106,7 @@ class SASRecBlock(nn.Module):
         self.norm = nn.LayerNorm(d, eps=eps)
         self.qkv = nn.Linear(d, 3 * d)
         self.o = nn.Linear(d, d)
-        self.ffn_x = FusedFFN(d, f, eps)
+        self.ffn_x = FFN(d, f, eps)
 
 
 class FastModel(nn.Module):

@@ -197,6 +197,23 @@ def parse_cases(text):
     return cases
 
 
+def start_torch(threads, passive):
+    """Imports torch with `threads` threads (and passive waiting): the
+    environment is set first, before torch and OpenMP start their pools; one
+    interop thread; torch.compile's warnings quiet. Returns the module."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if passive:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
+    import logging
+    import torch
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    return torch
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", default=os.path.join(ROOT, "build", "libelastic.so"))
@@ -230,19 +247,9 @@ def main():
     ap.add_argument("--json", action="store_true", help="JSON on stdout (the table on stderr)")
     a = ap.parse_args()
 
-    # Threads before torch starts its pools.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(a.threads)
-    if a.passive:
-        os.environ["OMP_WAIT_POLICY"] = "passive"
+    torch = start_torch(a.threads, a.passive)
     import numpy as np
-    import logging
-    import torch
     import libelastic.torch as et
-    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    torch.set_num_threads(a.threads)
-    torch.set_num_interop_threads(1)
     try:
         import onnxruntime as ort
         onnx_import_error = None

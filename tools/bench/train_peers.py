@@ -143,21 +143,12 @@ def main():
     ap.add_argument("--json", action="store_true", help="JSON on stdout (the table on stderr)")
     a = ap.parse_args()
 
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(a.threads)
-    if a.passive:
-        os.environ["OMP_WAIT_POLICY"] = "passive"
-    import logging
+    from peers import settings, start_torch
+    torch = start_torch(a.threads, a.passive)
     import numpy as np
-    import torch
     import libelastic
     from libelastic import _capi
     import libelastic.torch as et
-    from peers import settings
-    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    torch.set_num_threads(a.threads)
-    torch.set_num_interop_threads(1)
     libelastic.load_library(a.lib)
     t_start = time.perf_counter()
     a.port = "fast"
