@@ -268,6 +268,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
           eval_users: Optional[int] = None, backend: str = "cpu", device: int = 0,
           threads: Optional[int] = None, allow_fallback: bool = False,
           backend_options: Optional[str] = None, checkpoint: bool = False, resume: bool = False,
+          objective: Optional[str] = None, mask_prob: Optional[float] = None,
+          last_prob: Optional[float] = None,
           progress: Union[None, bool, str, ProgressFn] = None, verbose: bool = False
           ) -> Dict[str, Any]:
     """Trains a model as `elastic train` does and writes the one with the best
@@ -279,7 +281,9 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
     max_minutes, lr, batch, dropout, samples_per_user, seed, eval_users,
     backend, device, threads, allow_fallback, backend_options, checkpoint
     (write output.ckpt and output.ckpt.state after every epoch), resume
-    (continue from them): as the command's options.  progress: a callable
+    (continue from them), objective ("prefix", "causal" or "cloze", spec
+    section 5; "cloze" gives a new model the mask token, mask_token=1),
+    mask_prob, last_prob: as the command's options.  progress: a callable
     receiving a dict after every step, "tqdm" for a tqdm bar, True for a
     stderr line, None for nothing.  verbose: print the command's lines.
 
@@ -318,6 +322,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
         else:
             c = dict(config)
             c["num_items"] = ds.num_items
+            if objective == "cloze":
+                c["mask_token"] = 1  # spec 3.0, as `elastic train --objective cloze`
             _config_struct(c)  # the same validation as the command, before anything else
             model = Model.init_random(c, seed)
             model.set_metadata("item_ids", ds.item_map_json())
@@ -326,7 +332,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
         trainer = Trainer(model, lr=lr, dropout=dropout, batch_size=batch,
                           samples_per_user=samples_per_user, seed=seed, backend=backend,
                           device=device, threads=threads, allow_fallback=allow_fallback,
-                          backend_options=backend_options)
+                          backend_options=backend_options, objective=objective,
+                          mask_prob=mask_prob, last_prob=last_prob)
         if resume:
             trainer.load_state(ckpt_state)
         sess_kw: Dict[str, Any] = dict(backend=backend, device=device, threads=threads,

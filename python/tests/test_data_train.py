@@ -104,6 +104,27 @@ def test_train_equals_cli(cli, tmp_path) -> None:
     assert ex == sorted(ex)
 
 
+@pytest.mark.parametrize("model,objective", [("sasrec", "causal"), ("elastic", "cloze")])
+def test_train_objectives_equal_cli(cli, tmp_path, model, objective) -> None:
+    """objective= trains what `elastic train --objective` trains, bit for bit
+    (cloze: with the mask token the command adds)."""
+    data_path = str(tmp_path / "s.txt")
+    _cli_synth(cli, data_path)
+    config = dict(TINY_TRAIN, model=model)
+    keys = [f"{k}={v}" for k, v in config.items()]
+    cli("train", "--data", data_path, "-o", str(tmp_path / "cli.st"), "--epochs", "1",
+        "--seed", "5", "--objective", objective, "--mask-prob", "0.3", "--quiet", *keys)
+    libelastic.train(tmp_path / "py.st", data_path, config=config, epochs=1, seed=5,
+                     objective=objective, mask_prob=0.3)
+    a = libelastic.Model.load(tmp_path / "cli.st")
+    b = libelastic.Model.load(tmp_path / "py.st")
+    assert a.config == b.config and b.config["mask_token"] == (objective == "cloze")
+    for name in a.tensor_names:
+        assert np.array_equal(a.tensor(name), b.tensor(name)), name
+    with pytest.raises(libelastic.InvalidArgError, match="objective"):
+        libelastic.train(tmp_path / "x.st", data_path, config=config, objective="mlm")
+
+
 def test_train_checkpoint_resume_and_errors(tmp_path) -> None:
     data = libelastic.synth(**SYNTH)
     out = tmp_path / "m.st"
