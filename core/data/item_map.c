@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/hashmap.h"
 #include "data/item_map.h"
+#include "model/model.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -65,7 +66,7 @@ elastic_status elastic_item_map_init(elastic_item_map **out, const elastic_model
     elastic_error_clear();
     if (!out || !model) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL map or model");
     *out = NULL;
-    if (!elastic_model_config(model)) /* NULL only for a freed model */
+    if (!elastic_model_live(model))
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "the model was freed");
     const char *json = elastic_model_metadata(model, "item_ids");
     if (!json)

@@ -292,7 +292,6 @@ static void reseed(elastic_trainer *tr)
     }
 }
 
-/* Sums each weight's gradient of the plan just run into tr->grad. */
 /* The loss rows of the last run ([rows]) downloaded; *loss = the mean of the
  * first `scored` of them (the rest are padding). */
 static elastic_status mean_loss(elastic_trainer *tr, const train_graph *tg, int64_t rows,
@@ -310,6 +309,7 @@ static elastic_status mean_loss(elastic_trainer *tr, const train_graph *tg, int6
     return ELASTIC_OK;
 }
 
+/* Sums each weight's gradient of the plan just run into tr->grad. */
 static elastic_status collect_gradient(elastic_trainer *tr)
 {
     const elastic_graph *g = &tr->cur->graph;

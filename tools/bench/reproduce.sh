@@ -40,7 +40,7 @@ for step in "${steps[@]}"; do
             > "$D/peers_passive.json" 2> "$D/peers_passive.txt" ;;
     train_peers)
         python3 tools/bench/train_peers.py --lib build/libelastic.so --elastic $E \
-            --data "${DATA:-/work/shared/data/ml-1m.txt}" --threads "$THREADS" --cli --json \
+            --data "${DATA:-../shared/data/ml-1m.txt}" --threads "$THREADS" --cli --json \
             > "$D/train_peers.json" 2> "$D/train_peers.txt" ;;
     opencl)
         # PoCL allocates at most 4 GiB per buffer: sasrec-std's weights must fit in one

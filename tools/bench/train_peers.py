@@ -30,7 +30,7 @@ the development machine was never idle; each compile
 warm-up takes a minute or two of it):
 
   python3 tools/bench/train_peers.py --lib build/libelastic.so --elastic build/elastic \
-      --data /work/shared/data/ml-1m.txt --threads 2 [--steps 10] [--warmup 3] \
+      --data ../shared/data/ml-1m.txt --threads 2 [--steps 10] [--warmup 3] \
       [--models sasrec,elastic] [--peers eager,compile] [--cli] [--passive] [--json]
 
 Every setting (threads, OMP_NUM_THREADS, allocator, torch threads, mkldnn, CPU,
@@ -123,8 +123,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", default=os.path.join(ROOT, "build", "libelastic.so"))
     ap.add_argument("--elastic", default=os.path.join(ROOT, "build", "elastic"))
-    ap.add_argument("--data", default="/work/shared/data/ml-1m.txt",
-                    help="interaction log, read by path (never copied)")
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "ml-1m.txt"),
+                    help="interaction log, read by path (never copied; default: MovieLens-1M "
+                         "beside the repository, ../shared/data/ml-1m.txt)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="sasrec,elastic")
     ap.add_argument("--peers", default="eager,compile", help="comma list of eager, compile")
