@@ -4,7 +4,8 @@
  * too).
  *
  * A trainer updates a model in place as spec section 5 (docs/spec/model.md)
- * says: softmax cross-entropy over all items, dropout, Adam, and one of the
+ * says: softmax cross-entropy over all items (or a sampled softmax with
+ * shared negatives and the log-Q correction), dropout, Adam, and one of the
  * objectives of section 5: `prefix` (a prefix of a user's training items and
  * the item after it), `causal` (every position against the next item: SASRec)
  * or `cloze` (masked positions against the items they hide: models with a
@@ -67,7 +68,16 @@ typedef enum elastic_objective {
                                      against the items they hide (mask_token = 1 only) */
 } elastic_objective;
 
-/* Spec section 5: softmax cross-entropy over all items, dropout, Adam. */
+/* Where the negatives of a sampled softmax come from (spec section 5). */
+typedef enum elastic_sampler {
+    ELASTIC_SAMPLER_UNIFORM = 0,   /* every item alike */
+    ELASTIC_SAMPLER_POPULARITY = 1 /* in proportion to its training count + 1 */
+} elastic_sampler;
+
+/* Negatives per step when the catalogue is larger than full_softmax_max. */
+#define ELASTIC_DEFAULT_NEGATIVES 4096
+
+/* Spec section 5: softmax cross-entropy, dropout, Adam. */
 typedef struct elastic_train_options {
     size_t struct_size;              /* sizeof(elastic_train_options); set by _default */
     double lr;                       /* 1e-3 */
@@ -81,6 +91,14 @@ typedef struct elastic_train_options {
     int objective;                   /* an elastic_objective: prefix (the default) */
     float mask_prob;                 /* cloze: each position masked with it, 0.2 */
     float last_prob;                 /* cloze: only the newest masked instead, 0.1 */
+    /* Sampled softmax (spec 5): each step draws `negatives` items shared by
+     * the batch and scores every row against the batch's targets and the
+     * draws only, each corrected by -log P(drawn) (log-Q). 0 (the default):
+     * the full softmax over all items when there are at most
+     * full_softmax_max (200000), else ELASTIC_DEFAULT_NEGATIVES. */
+    int negatives;
+    int sampler;              /* an elastic_sampler: uniform (the default) */
+    int64_t full_softmax_max; /* 200000 */
 } elastic_train_options;
 
 ELASTIC_API void elastic_train_options_default(elastic_train_options *options);
@@ -157,6 +175,15 @@ ELASTIC_API elastic_status elastic_trainer_epoch(elastic_trainer *trainer,
                                                  const elastic_dataset *dataset,
                                                  elastic_train_progress_fn progress, void *ctx,
                                                  elastic_train_progress *result);
+
+/* The popularity sampler's weights: counts[v - 1] training events of item
+ * v = 1..I (the number of items of the model). elastic_trainer_epoch sets
+ * them from its dataset; callers of elastic_trainer_step set them first. */
+ELASTIC_API elastic_status elastic_trainer_set_item_counts(elastic_trainer *trainer,
+                                                           const int64_t *counts);
+
+/* Negatives per step of the trainer's sampled softmax, 0 for the full one. */
+ELASTIC_API int elastic_trainer_negatives(const elastic_trainer *trainer);
 
 /* Epochs and Adam steps done so far. */
 ELASTIC_API int64_t elastic_trainer_epochs(const elastic_trainer *trainer);

@@ -109,6 +109,9 @@ int main(void)
     FIELD(elastic_train_options, objective);
     FIELD(elastic_train_options, mask_prob);
     FIELD(elastic_train_options, last_prob);
+    FIELD(elastic_train_options, negatives);
+    FIELD(elastic_train_options, sampler);
+    FIELD(elastic_train_options, full_softmax_max);
     end();
 
     BEGIN(elastic_train_progress);

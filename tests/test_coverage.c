@@ -164,6 +164,8 @@ static int has_oracle(elastic_op op)
     case ELASTIC_OP_TOPK: return k->topk != NULL;
     case ELASTIC_OP_SCORE_TOPK: return k->score_topk != NULL;
     case ELASTIC_OP_FFN: return k->ffn != NULL;
+    case ELASTIC_OP_AGGREGATE: return k->aggregate != NULL;
+    case ELASTIC_OP_DISPATCH: return k->dispatch != NULL;
     case ELASTIC_OP_COPY: return 1; /* moves values: exact, its own reference */
     case ELASTIC_OP_ATTENTION_PROBS: return k->attention_probs != NULL;
     case ELASTIC_OP_ATTENTION_MIX: return k->attention_mix != NULL;

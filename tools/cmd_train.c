@@ -33,6 +33,11 @@ const char cmd_train_usage[] =
     "  --objective O        prefix, causal (SASRec) or cloze (adds the mask token,\n"
     "                       mask_token=1) (spec section 5; default prefix)\n"
     "  --mask-prob P --last-prob Q   cloze masking (spec defaults 0.2, 0.1)\n"
+    "  --negatives S        sampled softmax: S negatives per step shared by the batch,\n"
+    "                       log-Q corrected (default: the full softmax up to 200000\n"
+    "                       items, else 4096)\n"
+    "  --sampler K          the negatives' distribution: uniform (default) or\n"
+    "                       popularity (training count + 1)\n"
     "  --lr X --batch B --dropout P --samples-per-user S   (spec defaults)\n"
     "  --seed S             initialisation, sampling and dropout (default 1)\n"
     "  --eval-users N       validate on N users each epoch (default all)\n"
@@ -63,13 +68,16 @@ enum {
     OPT_OBJECTIVE,
     OPT_MASK_PROB,
     OPT_LAST_PROB,
-    OPT_CPU_MINUTES
+    OPT_CPU_MINUTES,
+    OPT_NEGATIVES,
+    OPT_SAMPLER
 };
 
 typedef struct train_args {
     const char *out, *data;
     elastic_data_format format;
-    long long epochs, patience, batch, spu, eval_users;
+    long long epochs, patience, batch, spu, eval_users, negatives;
+    int sampler;
     double minutes, cpu_minutes, lr, dropout, mask_prob, last_prob;
     int objective;
     uint64_t seed;
@@ -99,6 +107,8 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
                                          {"mask-prob", required_argument, 0, OPT_MASK_PROB},
                                          {"last-prob", required_argument, 0, OPT_LAST_PROB},
                                          {"max-cpu-minutes", required_argument, 0, OPT_CPU_MINUTES},
+                                         {"negatives", required_argument, 0, OPT_NEGATIVES},
+                                         {"sampler", required_argument, 0, OPT_SAMPLER},
                                          {0, 0, 0, 0}};
     elastic_train_options d;
     elastic_train_options_default(&d);
@@ -167,6 +177,17 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
             break;
         case OPT_CPU_MINUTES:
             if (cli_number(optarg, "--max-cpu-minutes", 0, 1e6, 0, &a->cpu_minutes)) return 2;
+            break;
+        case OPT_NEGATIVES:
+            if (cli_int(optarg, "--negatives", 1, 1 << 24, &a->negatives)) return 2;
+            break;
+        case OPT_SAMPLER:
+            if (!strcmp(optarg, "uniform"))
+                a->sampler = ELASTIC_SAMPLER_UNIFORM;
+            else if (!strcmp(optarg, "popularity"))
+                a->sampler = ELASTIC_SAMPLER_POPULARITY;
+            else
+                return cli_usage_error("--sampler must be uniform or popularity");
             break;
         case OPT_LAST_PROB:
             if (cli_number(optarg, "--last-prob", 0, 1, 0, &a->last_prob)) return 2;
@@ -385,8 +406,14 @@ int cmd_train(int argc, char **argv)
     to.objective = a.objective;
     to.mask_prob = (float)a.mask_prob;
     to.last_prob = (float)a.last_prob;
+    to.negatives = (int)a.negatives;
+    to.sampler = a.sampler;
     elastic_trainer *tr = NULL;
     st = elastic_trainer_init(&tr, model, &to);
+    if (st == ELASTIC_OK && elastic_trainer_negatives(tr))
+        printf("loss: sampled softmax, %d %s negatives per step, log-Q corrected\n",
+               elastic_trainer_negatives(tr),
+               a.sampler == ELASTIC_SAMPLER_POPULARITY ? "popularity" : "uniform");
     if (st == ELASTIC_OK && a.resume) st = elastic_trainer_load_state(tr, ckpt_state);
     if (st == ELASTIC_OK && a.resume)
         st = checkpoint_match(&model, &tr, &to, ckpt, ckpt_next, ckpt_state);

@@ -318,6 +318,28 @@ CPU_OP(ffn)
     return ELASTIC_OK;
 }
 
+CPU_OP(aggregate)
+{
+    CPU_ARGS;
+    if (k->aggregate(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
+                     ptr(&in[6]), ptr(&in[7]), opt(node, in, 8), ptr(&out[0]), d->batch, d->nq,
+                     d->nk, d->width, p->heads, p->eps, th))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "aggregate '%s': out of memory (scratch)",
+                             node->name);
+    return ELASTIC_OK;
+}
+
+CPU_OP(dispatch)
+{
+    CPU_ARGS;
+    if (k->dispatch(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
+                    ptr(&in[6]), ptr(&in[7]), ptr(&in[8]), ptr(&out[0]), d->batch, d->nq, d->nk,
+                    d->width, p->heads, p->eps, th))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "dispatch '%s': out of memory (scratch)",
+                             node->name);
+    return ELASTIC_OK;
+}
+
 CPU_OP(copy)
 {
     CPU_ARGS;

@@ -641,21 +641,38 @@ static void att_scores(const float *qt, const float *k, int64_t kb, int64_t d, i
     }
 }
 
-static void att_block(const float *q, const float *k, const float *v, float *o, int64_t i0,
-                      int64_t nqb, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
+/* The running state of a query block's online softmax: per lane the max
+ * and the sum of the weights so far, and whether a key block was seen (the
+ * partial output, kept in the output rows, is rescaled from the second on). */
+typedef struct att_state {
+    float m[VLEN], l[VLEN]; /* not vf: states live in malloc'd arrays of any alignment */
+    int started;
+} att_state;
+
+/* Starts a query block: zero output rows, empty state. */
+static void att_begin(float *o, int64_t i0, int64_t nqb, int64_t d, int64_t dh, att_state *st)
 {
-    float qt[ATT_DHMAX * VLEN];
-    float S[ATT_KB * VLEN];
-    att_load_queries(q + i0 * d, nqb, d, dh, scale, qt);
     for (int64_t qq = 0; qq < nqb; qq++) memset(o + (i0 + qq) * d, 0, (size_t)dh * sizeof(float));
-    int64_t jstart = causal ? i0 : 0;
-    if (jstart >= valid) return;
-    vf m = vset1(-INFINITY), l = vset1(0.0f);
+    vstore(st->m, vset1(-INFINITY));
+    vstore(st->l, vset1(0.0f));
+    st->started = 0;
+}
+
+/* Keys [j_from, j_to) of a query block (qt: its transposed, scaled queries),
+ * in blocks of ATT_KB from j_from; k and v start at key `base`. Calls with
+ * consecutive ranges whose starts are multiples of ATT_KB after the first
+ * compute exactly what one call over the union does. */
+static void att_keys(const float *qt, const float *k, const float *v, float *o, int64_t i0,
+                     int64_t nqb, int64_t base, int64_t j_from, int64_t j_to, int64_t d, int64_t dh,
+                     int causal, att_state *st)
+{
+    float S[ATT_KB * VLEN];
+    vf m = vload(st->m), l = vload(st->l);
     vi lane = {0};
     for (int t = 0; t < VLEN; t++) lane[t] = t;
-    for (int64_t j0 = jstart; j0 < valid; j0 += ATT_KB) {
-        int64_t kb = ek_min(ATT_KB, valid - j0);
-        att_scores(qt, k + j0 * d, kb, d, dh, S);
+    for (int64_t j0 = j_from; j0 < j_to; j0 += ATT_KB) {
+        int64_t kb = ek_min(ATT_KB, j_to - j0);
+        att_scores(qt, k + (j0 - base) * d, kb, d, dh, S);
         int64_t j;
         /* causal mask: query i0 + lane sees key j0 + j only if j0 + j >= i0 + lane */
         if (causal && j0 < i0 + VLEN) {
@@ -677,7 +694,7 @@ static void att_block(const float *q, const float *k, const float *v, float *o, 
             vstore(S + j * VLEN, p);
         }
         l = vfma(l, alpha, lsum);
-        if (j0 != jstart) {
+        if (st->started) {
             for (int64_t qq = 0; qq < nqb; qq++) {
                 float a = alpha[qq];
                 if (a == 1.0f) continue;
@@ -685,15 +702,36 @@ static void att_block(const float *q, const float *k, const float *v, float *o, 
                 for (int64_t c = 0; c < dh; c++) oq[c] *= a;
             }
         }
-        att_pv(S, v, j0, kb, d, o + i0 * d, d, nqb, dh);
+        st->started = 1;
+        att_pv(S, v, j0 - base, kb, d, o + i0 * d, d, nqb, dh);
     }
+    vstore(st->m, m);
+    vstore(st->l, l);
+}
+
+/* Ends a query block: the output rows divided by the weights' sum. */
+static void att_end(float *o, int64_t i0, int64_t nqb, int64_t d, int64_t dh, const att_state *st)
+{
     for (int64_t qq = 0; qq < nqb; qq++) {
-        float lq = l[qq];
+        float lq = st->l[qq];
         if (!(lq > 0.0f)) continue; /* no visible key: stays zero */
         float inv = 1.0f / lq;
         float *oq = o + (i0 + qq) * d;
         for (int64_t c = 0; c < dh; c++) oq[c] *= inv;
     }
+}
+
+static void att_block(const float *q, const float *k, const float *v, float *o, int64_t i0,
+                      int64_t nqb, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
+{
+    float qt[ATT_DHMAX * VLEN];
+    att_state st;
+    att_load_queries(q + i0 * d, nqb, d, dh, scale, qt);
+    att_begin(o, i0, nqb, d, dh, &st);
+    int64_t jstart = causal ? i0 : 0;
+    if (jstart >= valid) return;
+    att_keys(qt, k, v, o, i0, nqb, 0, jstart, valid, d, dh, causal, &st);
+    att_end(o, i0, nqb, d, dh, &st);
 }
 
 /* One query, scalar online softmax: for heads wider than ATT_DHMAX. */
@@ -1498,6 +1536,129 @@ static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const flo
     return rc;
 }
 
+/* ------------------------------------------------------ aggregate, dispatch */
+
+/*
+ * The two attentions of an ELASTIC layer with the position-wise work around
+ * them, so that no [B, n, d] tensor but x and the output exists at long n.
+ * Rows go in chunks of ATT_CHUNK (a multiple of ATT_KB and of VLEN): whole
+ * users when n fits a chunk, else chunks of one user's positions. Every
+ * kernel computes a row the same way whatever rows it is given, and the
+ * online softmax takes its key blocks in the same order, so the results are
+ * bitwise those of the separate ops.
+ */
+#define ATT_CHUNK 1024
+_Static_assert(ATT_CHUNK % ATT_KB == 0 && ATT_CHUNK % VLEN == 0, "chunks of whole key blocks");
+
+/* Rows of the chunk at (user b, position r0) and how many users it holds. */
+static int64_t att_chunk_rows(int64_t batch, int64_t n, int64_t b, int64_t r0, int64_t *users)
+{
+    if (n <= ATT_CHUNK) {
+        *users = ek_min(ek_max(1, ATT_CHUNK / n), batch - b);
+        return *users * n;
+    }
+    *users = 1;
+    return ek_min(ATT_CHUNK, n - r0);
+}
+
+static int k_aggregate(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                       const float *wk, const float *bk, const float *wv, const float *bv,
+                       const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
+                       int64_t d, int heads, float eps, int threads)
+{
+    int64_t dh = d / heads, nqb = (m + VLEN - 1) / VLEN, per_user = heads * nqb;
+    if (dh > ATT_DHMAX) { /* the scalar path's heads: whole tensors, as the separate ops */
+        float *a = malloc((size_t)(batch * n * d) * sizeof(float));
+        float *kv = malloc((size_t)(2 * batch * n * d) * sizeof(float));
+        if (a && kv) {
+            k_layer_norm(x, ln_w, ln_b, a, batch * n, d, eps, threads);
+            k_linear(a, wk, bk, kv, batch * n, d, d, threads);
+            k_linear(a, wv, bv, kv + batch * n * d, batch * n, d, d, threads);
+            k_attention(q, kv, kv + batch * n * d, key_len, out, batch, m, n, d, heads, 0, threads);
+        }
+        free(a);
+        free(kv);
+        return a && kv ? 0 : -1;
+    }
+    float scale = (float)(1.0 / sqrt((double)dh));
+    int64_t cap = ek_min(batch * n, ATT_CHUNK); /* att_chunk_rows is at most this */
+    float *a = malloc((size_t)(cap * d) * sizeof(float));
+    float *kc = malloc((size_t)(cap * d) * sizeof(float));
+    float *vc = malloc((size_t)(cap * d) * sizeof(float));
+    att_state *st = malloc((size_t)(batch * per_user) * sizeof *st);
+    int rc = a && kc && vc && st ? 0 : -1;
+    for (int64_t it = 0; rc == 0 && it < batch * per_user; it++) {
+        int64_t b = it / per_user, h = (it % per_user) / nqb, i0 = (it % nqb) * VLEN;
+        att_begin(out + b * m * d + h * dh, i0, ek_min(VLEN, m - i0), d, dh, &st[it]);
+    }
+    for (int64_t b = 0, r0 = 0; rc == 0 && b < batch;) {
+        int64_t users, rows = att_chunk_rows(batch, n, b, r0, &users);
+        const float *xc = x + (b * n + r0) * d;
+        k_layer_norm(xc, ln_w, ln_b, a, rows, d, eps, threads);
+        k_linear(a, wk, bk, kc, rows, d, d, threads);
+        k_linear(a, wv, bv, vc, rows, d, d, threads);
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (rows * m * d > 100000)
+        for (int64_t w = 0; w < users * per_user; w++) {
+            int64_t u = b + w / per_user, h = (w % per_user) / nqb, i0 = (w % nqb) * VLEN;
+            int64_t cnt = ek_min(VLEN, m - i0);
+            int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[u], n)) : n;
+            int64_t from = users > 1 ? 0 : r0, to = ek_min(valid, users > 1 ? n : r0 + rows);
+            if (from >= to) continue;
+            float qt[ATT_DHMAX * VLEN];
+            att_load_queries(q + u * m * d + h * dh + i0 * d, cnt, d, dh, scale, qt);
+            /* the chunk's rows of user u start at its position `from` */
+            const float *kb = kc + (u - b) * n * d + h * dh, *vb = vc + (u - b) * n * d + h * dh;
+            att_keys(qt, kb, vb, out + u * m * d + h * dh, i0, cnt, from, from, to, d, dh, 0,
+                     &st[u * per_user + w % per_user]);
+        }
+        if (users > 1 || r0 + rows >= n) {
+            b += users;
+            r0 = 0;
+        } else {
+            r0 += rows;
+        }
+    }
+    for (int64_t it = 0; rc == 0 && it < batch * per_user; it++) {
+        int64_t b = it / per_user, h = (it % per_user) / nqb, i0 = (it % nqb) * VLEN;
+        att_end(out + b * m * d + h * dh, i0, ek_min(VLEN, m - i0), d, dh, &st[it]);
+    }
+    free(a);
+    free(kc);
+    free(vc);
+    free(st);
+    return rc;
+}
+
+static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, const float *wq,
+                      const float *bq, const float *k, const float *v, const float *wo,
+                      const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
+                      int heads, float eps, int threads)
+{
+    int64_t cap = ek_min(batch * n, ATT_CHUNK);
+    float *a = malloc((size_t)(cap * d) * sizeof(float));
+    float *qc = malloc((size_t)(cap * d) * sizeof(float));
+    int rc = a && qc ? 0 : -1;
+    for (int64_t b = 0, r0 = 0; rc == 0 && b < batch;) {
+        int64_t users, rows = att_chunk_rows(batch, n, b, r0, &users);
+        int64_t off = (b * n + r0) * d;
+        k_layer_norm(x + off, ln_w, ln_b, a, rows, d, eps, threads);
+        k_linear(a, wq, bq, qc, rows, d, d, threads);
+        k_attention(qc, k + b * m * d, v + b * m * d, NULL, a, users, rows / users, m, d, heads,
+                    0, threads);
+        k_linear(a, wo, bo, qc, rows, d, d, threads);
+        k_add(x + off, qc, out + off, rows * d, rows * d, threads);
+        if (users > 1 || r0 + rows >= n) {
+            b += users;
+            r0 = 0;
+        } else {
+            r0 += rows;
+        }
+    }
+    free(a);
+    free(qc);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ table */
 
 extern const elastic_cpu_kernels EK_TABLE;
@@ -1516,4 +1677,6 @@ const elastic_cpu_kernels EK_TABLE = {
     .topk = k_topk,
     .score_topk = k_score_topk,
     .ffn = k_ffn,
+    .aggregate = k_aggregate,
+    .dispatch = k_dispatch,
 };

@@ -78,6 +78,22 @@ typedef struct elastic_cpu_kernels {
     int (*ffn)(const float *z, const float *ln_w, const float *ln_b, const float *w1,
                const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
                int64_t d, int64_t f, float eps, int threads);
+    /* out [B, m, d] = attention(q [B, m, d], k(LN(x)), v(LN(x)), key_len)
+     * for x [B, n, d], wk and wv [d, d]: in the fast tables, bitwise what
+     * layer_norm, linear, linear and attention give, a chunk of positions at
+     * a time. Returns 0, or -1 when its scratch cannot be allocated. */
+    int (*aggregate)(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                     const float *wk, const float *bk, const float *wv, const float *bv,
+                     const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
+                     int64_t d, int heads, float eps, int threads);
+    /* out [B, n, d] = x + o(attention(q(LN(x)), k, v)) for x [B, n, d], k and
+     * v [B, m, d], wq and wo [d, d]: in the fast tables, bitwise what
+     * layer_norm, linear, attention, linear and add give, a chunk of rows at
+     * a time. Returns 0, or -1 when its scratch cannot be allocated. */
+    int (*dispatch)(const float *x, const float *ln_w, const float *ln_b, const float *wq,
+                    const float *bq, const float *k, const float *v, const float *wo,
+                    const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
+                    int heads, float eps, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

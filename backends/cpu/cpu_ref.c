@@ -375,6 +375,135 @@ static int ref_ffn(const float *z, const float *ln_w, const float *ln_b, const f
     return failed ? -1 : 0;
 }
 
+/* LayerNorm of one row in double (biased variance). */
+static void ref_ln_row(const float *x, const float *w, const float *b, int64_t d, float eps,
+                       double *out)
+{
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < d; j++)
+        mean += x[j];
+    mean /= (double)d;
+    for (int64_t j = 0; j < d; j++)
+        var += (x[j] - mean) * (x[j] - mean);
+    var /= (double)d;
+    double inv = 1.0 / sqrt(var + (double)eps);
+    for (int64_t j = 0; j < d; j++)
+        out[j] = (x[j] - mean) * inv * w[j] + b[j];
+}
+
+/* y = W a + bias for W [d, d], in double. */
+static void ref_proj(const float *w, const float *bias, const double *a, int64_t d, double *y)
+{
+    for (int64_t i = 0; i < d; i++) {
+        double s = bias[i];
+        for (int64_t j = 0; j < d; j++)
+            s += (double)w[i * d + j] * a[j];
+        y[i] = s;
+    }
+}
+
+/* One head of one query over keys j < nk: sum_j softmax(scale q.k_j) v_j,
+ * in double, added to out[0 .. dh) (which the caller zeroed). */
+static void ref_head(const double *q, const double *k, const double *v, int64_t kstride,
+                     int64_t nk, int64_t dh, double scale, double *s, double *out)
+{
+    if (nk <= 0) return;
+    double mx = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < nk; j++) {
+        double dot = 0;
+        for (int64_t c = 0; c < dh; c++)
+            dot += q[c] * k[j * kstride + c];
+        s[j] = dot * scale;
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    for (int64_t j = 0; j < nk; j++)
+        sum += s[j] = exp(s[j] - mx);
+    for (int64_t j = 0; j < nk; j++)
+        for (int64_t c = 0; c < dh; c++)
+            out[c] += s[j] / sum * v[j * kstride + c];
+}
+
+/* Aggregation in double per user: LN, K and V of its positions, then the
+ * attention of its m queries; rounded once. */
+static int ref_aggregate(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                         const float *wk, const float *bk, const float *wv, const float *bv,
+                         const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
+                         int64_t d, int heads, float eps, int threads)
+{
+    int failed = 0;
+    int64_t dh = d / heads;
+    double scale = 1.0 / sqrt((double)dh);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t valid = key_len ? (key_len[b] < 0 ? 0 : key_len[b] > n ? n : key_len[b]) : n;
+        double *buf = malloc((size_t)(2 * n * d + 3 * d + n) * sizeof(double));
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        double *K = buf, *V = K + n * d, *a = V + n * d, *qd = a + d, *o = qd + d, *s = o + d;
+        for (int64_t r = 0; r < valid; r++) {
+            ref_ln_row(x + (b * n + r) * d, ln_w, ln_b, d, eps, a);
+            ref_proj(wk, bk, a, d, K + r * d);
+            ref_proj(wv, bv, a, d, V + r * d);
+        }
+        for (int64_t i = 0; i < m; i++) {
+            for (int64_t c = 0; c < d; c++) {
+                qd[c] = q[(b * m + i) * d + c];
+                o[c] = 0;
+            }
+            for (int h = 0; h < heads; h++)
+                ref_head(qd + h * dh, K + h * dh, V + h * dh, d, valid, dh, scale, s, o + h * dh);
+            for (int64_t c = 0; c < d; c++)
+                out[(b * m + i) * d + c] = (float)o[c];
+        }
+        free(buf);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Dispatch in double per row: LN, Q, the attention over the user's m keys,
+ * the output projection and the residual; rounded once. */
+static int ref_dispatch(const float *x, const float *ln_w, const float *ln_b, const float *wq,
+                        const float *bq, const float *k, const float *v, const float *wo,
+                        const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
+                        int heads, float eps, int threads)
+{
+    int failed = 0;
+    int64_t dh = d / heads;
+    double scale = 1.0 / sqrt((double)dh);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        double *buf = malloc((size_t)(2 * m * d + 4 * d + m) * sizeof(double));
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        double *K = buf, *V = K + m * d, *a = V + m * d, *qd = a + d, *o = qd + d, *y = o + d,
+               *s = y + d;
+        for (int64_t j = 0; j < m * d; j++) {
+            K[j] = k[b * m * d + j];
+            V[j] = v[b * m * d + j];
+        }
+        for (int64_t r = 0; r < n; r++) {
+            const float *xr = x + (b * n + r) * d;
+            ref_ln_row(xr, ln_w, ln_b, d, eps, a);
+            ref_proj(wq, bq, a, d, qd);
+            for (int64_t c = 0; c < d; c++)
+                o[c] = 0;
+            for (int h = 0; h < heads; h++)
+                ref_head(qd + h * dh, K + h * dh, V + h * dh, d, m, dh, scale, s, o + h * dh);
+            ref_proj(wo, bo, o, d, y);
+            for (int64_t c = 0; c < d; c++)
+                out[(b * n + r) * d + c] = (float)((double)xr[c] + y[c]);
+        }
+        free(buf);
+    }
+    return failed ? -1 : 0;
+}
+
 const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .isa = "reference",
     .gather = ref_gather,
@@ -390,4 +519,6 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .topk = ref_topk,
     .score_topk = ref_score_topk,
     .ffn = ref_ffn,
+    .aggregate = ref_aggregate,
+    .dispatch = ref_dispatch,
 };

@@ -187,6 +187,14 @@ elastic_status conf_tolerances(const conf_case *c, conf_case_data *cd)
     case ELASTIC_OP_FFN:
         return conf_tol_ffn(x0, x1, x2, x3, cd->in_host[4], cd->in_host[5], cd->in_host[6], d->m,
                             d->k, d->n, p->eps, t[0]);
+    case ELASTIC_OP_AGGREGATE:
+        return conf_tol_aggregate(x0, x1, x2, x3, cd->in_host[4], cd->in_host[5], cd->in_host[6],
+                                  cd->in_host[7], nd->n_inputs > 8 ? cd->in_host[8] : NULL,
+                                  d->batch, d->nq, d->nk, d->width, heads, p->eps, t[0]);
+    case ELASTIC_OP_DISPATCH:
+        return conf_tol_dispatch(x0, x1, x2, x3, cd->in_host[4], cd->in_host[5], cd->in_host[6],
+                                 cd->in_host[7], cd->in_host[8], d->batch, d->nq, d->nk, d->width,
+                                 heads, p->eps, t[0]);
     case ELASTIC_OP_SCORE_TOPK:
         conf_tol_score_topk(x0, x1, cd->ref_out[0], r1, d->batch, d->width, p->top_k, t[0], t[1]);
         break;

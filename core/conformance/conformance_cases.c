@@ -233,6 +233,45 @@ static void ffn_case(int ndim, int64_t a, int64_t b, int64_t d, int64_t f, doubl
     c->in[6] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
 }
 
+/* AGGREGATE: expert queries q [B,m,d] over x [B,n,d] through the LayerNorm
+ * and K, V projections, with padded users (key lengths) or all positions. */
+static void aggregate_case(int64_t B, int64_t m, int64_t n, int64_t d, int heads, int masked,
+                           double wscale, const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_AGGREGATE, label);
+    c->n_inputs = 9;
+    c->params.eps = 1e-5f;
+    c->params.heads = heads;
+    c->in[0] = range(f32(3, B, m, d, 0), -2, 2);
+    c->in[1] = range(f32(3, B, n, d, 0), -2, 2);
+    c->in[2] = range(f32(1, d, 0, 0, 0), 0.5, 1.5);
+    c->in[3] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+    for (int i = 4; i < 8; i += 2) {
+        c->in[i] = range(f32(2, d, d, 0, 0), -wscale, wscale);
+        c->in[i + 1] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+    }
+    c->in[8] = masked ? i32(1, B, 0, CONF_FILL_LENGTHS, 1, (double)n) : absent();
+}
+
+/* DISPATCH: positions x [B,n,d] querying m keys and values per user. */
+static void dispatch_case(int64_t B, int64_t n, int64_t m, int64_t d, int heads, double wscale,
+                          const char *label)
+{
+    conf_case *c = add_case(ELASTIC_OP_DISPATCH, label);
+    c->n_inputs = 9;
+    c->params.eps = 1e-5f;
+    c->params.heads = heads;
+    c->in[0] = range(f32(3, B, n, d, 0), -2, 2);
+    c->in[1] = range(f32(1, d, 0, 0, 0), 0.5, 1.5);
+    c->in[2] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+    c->in[3] = range(f32(2, d, d, 0, 0), -wscale, wscale);
+    c->in[4] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+    c->in[5] = range(f32(3, B, m, d, 0), -2, 2);
+    c->in[6] = f32(3, B, m, d, 0);
+    c->in[7] = range(f32(2, d, d, 0, 0), -wscale, wscale);
+    c->in[8] = range(f32(1, d, 0, 0, 0), -0.2, 0.2);
+}
+
 static void copy_case(int ndim, const int64_t *shape, const int64_t *strides, int64_t offset,
                       int64_t base_numel, const char *label)
 {
@@ -567,6 +606,18 @@ static void build_cases(void)
     ffn_case(2, 300, 0, 64, 256, 0.1, "300 rows, d=64 f=256 (spec shape)");
     ffn_case(2, 2500, 0, 16, 64, 0.4, "2500 rows: three chunks");
     ffn_case(3, 1, 5, 7, 20, 1.0, "odd widths d=7 f=20, large weights");
+
+    aggregate_case(1, 1, 1, 4, 1, 0, 0.5, "all sizes 1, d=4");
+    aggregate_case(2, 16, 200, 64, 2, 1, 0.1, "k=16 over 200, padded (spec shape)");
+    aggregate_case(3, 5, 37, 12, 3, 1, 0.4, "odd sizes, d=12 h=3");
+    aggregate_case(1, 16, 2500, 16, 2, 0, 0.3, "2500 positions: three chunks");
+    aggregate_case(40, 16, 60, 16, 2, 1, 0.3, "40 padded users of 60: users per chunk");
+    aggregate_case(1, 3, 9, 520, 2, 0, 0.05, "head width 260");
+    dispatch_case(1, 1, 1, 4, 1, 0.5, "all sizes 1, d=4");
+    dispatch_case(2, 200, 16, 64, 2, 0.1, "200 positions over k=16 (spec shape)");
+    dispatch_case(3, 37, 5, 12, 3, 0.4, "odd sizes, d=12 h=3");
+    dispatch_case(1, 2500, 16, 16, 2, 0.3, "2500 positions: three chunks");
+    dispatch_case(40, 60, 16, 16, 2, 0.3, "40 users of 60: users per chunk");
 
     score_topk_case(1, 1, 3, 1, 0, 0, 0, 0, "one user, one item");
     score_topk_case(3, 40, 4, 50, 5, 0, 2, 0, "ties everywhere, K > I, exclusions");

@@ -52,6 +52,17 @@
  *     (|GELU'| <= 1.13); y = W2 g + b2 within gamma_{2f+4} (|b2| +
  *     sum |W2 g|) + sum_i |W2_ji| t_g_i; the output z + y within
  *     EPS (|z| + |y|) + t_y (a, h, g, y from the float64 oracle's values).
+ *   - AGGREGATE: per user, a = LN(x_r) within t_a and K, V = W a + b within
+ *     t = gamma_{2d+4} (|b| + sum |W a|) + sum |W| t_a (as FFN's fc1), for
+ *     the visible positions; the attention of q over them as ATTENTION's
+ *     (e from max|q| and the user's max|K|), plus the logits' share of K's
+ *     error, delta = scale dh max|q| max t_K (the weights move by 2 delta
+ *     relative): (e + 2 delta) max|V| + max t_V.
+ *   - DISPATCH: per row, a = LN(x) within t_a, Q = Wq a + bq within t_Q as
+ *     above; the attention A over the user's keys within t_A = (e + 2 delta)
+ *     max|v| (e from max|Q| and max|k|, delta = scale dh max|k| max t_Q);
+ *     O = Wo A + bo within gamma_{2d+4} (|bo| + sum |Wo A|) + sum |Wo| t_A;
+ *     the output x + O within EPS (|x| + |O|) + t_O.
  *   - SCORE_TOPK: ids exact (the cases keep near-ties out, or use small
  *     integers whose scores are exact); each kept score as LINEAR's, of the
  *     reference's id: gamma_{2K+4} sum_k |u_k w_k|; padding and non-finite
@@ -379,6 +390,125 @@ elastic_status conf_tol_ffn(const float *z, const float *ln_w, const float *ln_b
     free(a);
     free(g);
     free(t_g);
+    return ELASTIC_OK;
+}
+
+/* y = W a + bias ([d, d] W, a in double) and its bound: the product's
+ * rounding plus a's error t_a carried through |W|. */
+static void tol_proj(const float *w, const float *bias, const double *a, const double *t_a,
+                     int64_t d, double *y, double *t_y)
+{
+    double g = gamma_n(2.0 * (double)d + 4.0);
+    for (int64_t i = 0; i < d; i++) {
+        double s = bias[i], mag = fabs((double)bias[i]), carried = 0;
+        for (int64_t j = 0; j < d; j++) {
+            s += (double)w[i * d + j] * a[j];
+            mag += fabs((double)w[i * d + j] * a[j]);
+            carried += fabs((double)w[i * d + j]) * t_a[j];
+        }
+        y[i] = s;
+        t_y[i] = g * mag + carried;
+    }
+}
+
+/* LN of a row in double, and its bound (LAYER_NORM's). */
+static void tol_ln(const float *x, const float *w, const float *b, int64_t d, float eps, double *a,
+                   double *t_a)
+{
+    double mean, inv, mx, mh;
+    row_stats(x, d, eps, &mean, &inv, &mx, &mh);
+    conf_tol_layer_norm(x, w, b, 1, d, eps, t_a);
+    for (int64_t j = 0; j < d; j++)
+        a[j] = (x[j] - mean) * inv * w[j] + b[j];
+}
+
+static double max_abs_d(const double *x, int64_t n)
+{
+    double m = 0;
+    for (int64_t i = 0; i < n; i++)
+        m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+elastic_status conf_tol_aggregate(const float *q, const float *x, const float *ln_w,
+                                  const float *ln_b, const float *wk, const float *bk,
+                                  const float *wv, const float *bv, const int32_t *key_len,
+                                  int64_t batch, int64_t m, int64_t n, int64_t d, int heads,
+                                  float eps, double *tol)
+{
+    double *buf = malloc((size_t)(6 * d) * sizeof(double));
+    if (!buf) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
+    double *a = buf, *t_a = a + d, *y = t_a + d, *t_y = y + d, *z = t_y + d, *t_z = z + d;
+    int64_t dh = d / heads;
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t valid = key_len ? (key_len[b] < 0 ? 0 : key_len[b] > n ? n : key_len[b]) : n;
+        double max_k = 0, max_v = 0, max_tk = 0, max_tv = 0;
+        for (int64_t r = 0; r < valid; r++) {
+            tol_ln(x + (b * n + r) * d, ln_w, ln_b, d, eps, a, t_a);
+            tol_proj(wk, bk, a, t_a, d, y, t_y);
+            tol_proj(wv, bv, a, t_a, d, z, t_z);
+            max_k = fmax(max_k, max_abs_d(y, d));
+            max_tk = fmax(max_tk, max_abs_d(t_y, d));
+            max_v = fmax(max_v, max_abs_d(z, d));
+            max_tv = fmax(max_tv, max_abs_d(t_z, d));
+        }
+        double max_q = max_abs(q + b * m * d, m * d);
+        double L = (double)dh * max_q * max_k / sqrt((double)dh);
+        double e = EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(valid + 4));
+        double delta = (double)dh * max_q * max_tk / sqrt((double)dh);
+        for (int64_t i = 0; i < m * d; i++)
+            tol[b * m * d + i] = valid ? (e + 2.0 * delta) * max_v + max_tv : 0.0;
+    }
+    free(buf);
+    return ELASTIC_OK;
+}
+
+elastic_status conf_tol_dispatch(const float *x, const float *ln_w, const float *ln_b,
+                                 const float *wq, const float *bq, const float *k, const float *v,
+                                 const float *wo, const float *bo, int64_t batch, int64_t n,
+                                 int64_t m, int64_t d, int heads, float eps, double *tol)
+{
+    double *buf = malloc((size_t)(7 * d + m) * sizeof(double));
+    if (!buf) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory");
+    double *a = buf, *t_a = a + d, *qd = t_a + d, *t_q = qd + d, *att = t_q + d, *t_att = att + d,
+           *t_o = t_att + d, *s = t_o + d;
+    int64_t dh = d / heads;
+    double scale = 1.0 / sqrt((double)dh);
+    for (int64_t b = 0; b < batch; b++) {
+        const float *kb = k + b * m * d, *vb = v + b * m * d;
+        double max_k = max_abs(kb, m * d), max_v = max_abs(vb, m * d);
+        for (int64_t r = 0; r < n; r++) {
+            const float *xr = x + (b * n + r) * d;
+            tol_ln(xr, ln_w, ln_b, d, eps, a, t_a);
+            tol_proj(wq, bq, a, t_a, d, qd, t_q);
+            double L = (double)dh * max_abs_d(qd, d) * max_k * scale;
+            double e = EPS * (2.0 * (double)(dh + 4) * (L + 1.0) + 2.0 * (double)(m + 4));
+            double delta = (double)dh * max_k * max_abs_d(t_q, d) * scale;
+            for (int h = 0; h < heads; h++) { /* the attention in double */
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < m; j++) {
+                    double dot = 0;
+                    for (int64_t c = 0; c < dh; c++)
+                        dot += qd[h * dh + c] * kb[j * d + h * dh + c];
+                    s[j] = dot * scale;
+                    mx = fmax(mx, s[j]);
+                }
+                for (int64_t j = 0; j < m; j++)
+                    sum += s[j] = exp(s[j] - mx);
+                for (int64_t c = 0; c < dh; c++) {
+                    double o = 0;
+                    for (int64_t j = 0; j < m; j++)
+                        o += s[j] / sum * vb[j * d + h * dh + c];
+                    att[h * dh + c] = o;
+                    t_att[h * dh + c] = (e + 2.0 * delta) * max_v;
+                }
+            }
+            tol_proj(wo, bo, att, t_att, d, qd, t_o); /* qd: O now */
+            for (int64_t c = 0; c < d; c++)
+                tol[(b * n + r) * d + c] = EPS * (fabs((double)xr[c]) + fabs(qd[c])) + t_o[c];
+        }
+    }
+    free(buf);
     return ELASTIC_OK;
 }
 

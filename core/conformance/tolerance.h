@@ -92,6 +92,15 @@ void conf_tol_score_topk(const float *user, const float *items, const int32_t *r
  * ATTENTION_PROBS and ATTENTION_GRAD). */
 double conf_attention_weight_error(const float *q, const float *k, int64_t batch, int64_t nq,
                                    int64_t nk, int64_t d, int heads);
+elastic_status conf_tol_aggregate(const float *q, const float *x, const float *ln_w,
+                                  const float *ln_b, const float *wk, const float *bk,
+                                  const float *wv, const float *bv, const int32_t *key_len,
+                                  int64_t batch, int64_t m, int64_t n, int64_t d, int heads,
+                                  float eps, double *tol);
+elastic_status conf_tol_dispatch(const float *x, const float *ln_w, const float *ln_b,
+                                 const float *wq, const float *bq, const float *k, const float *v,
+                                 const float *wo, const float *bo, int64_t batch, int64_t n,
+                                 int64_t m, int64_t d, int heads, float eps, double *tol);
 void conf_tol_attention(const float *q, const float *k, const float *v, int64_t batch, int64_t nq,
                         int64_t nk, int64_t d, int heads, double *tol);
 /* ref: the reference weights P [B, heads, nq, nk] */

@@ -22,7 +22,7 @@
 #include "elastic.h"
 
 #define ELASTIC_MAX_DIMS 4
-#define ELASTIC_MAX_INPUTS 7 /* FFN: z and its six weights */
+#define ELASTIC_MAX_INPUTS 9 /* AGGREGATE, DISPATCH: three tensors and six weights */
 #define ELASTIC_MAX_OUTPUTS 3
 
 typedef enum elastic_dtype { ELASTIC_DTYPE_F32 = 0, ELASTIC_DTYPE_I32 = 1 } elastic_dtype;
@@ -63,8 +63,8 @@ typedef enum elastic_op_phase {
 } elastic_op_phase;
 
 typedef struct elastic_op_params {
-    float eps;     /* LAYER_NORM, FFN */
-    int heads;     /* ATTENTION, ATTENTION_PROBS */
+    float eps;     /* LAYER_NORM, FFN, AGGREGATE, DISPATCH */
+    int heads;     /* ATTENTION, ATTENTION_PROBS, AGGREGATE, DISPATCH */
     int causal;    /* ATTENTION, ATTENTION_PROBS: query r sees keys r' >= r only (recency order) */
     int experts;   /* PKM: k */
     int mem_topk;  /* PKM: t */
@@ -93,6 +93,9 @@ typedef struct elastic_op_params {
  *                   width (value size d); experts and top-t are params
  *   TOPK            batch, items, aux: exclusions per row (0 = none)
  *   FFN             m: rows, k: d, n: f (fc1's width)
+ *   AGGREGATE, DISPATCH  as ATTENTION (batch, nq, nk, width, heads,
+ *                   head_size) for the attention inside; AGGREGATE's keys
+ *                   are x's n positions, DISPATCH's queries x's n positions
  *   SCORE_TOPK      batch, items, width (d), aux: exclusions per row,
  *                   steps: candidates per row (0 = rank every item)
  *   ADD             aux: elements of b (broadcast period)

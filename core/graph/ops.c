@@ -335,6 +335,55 @@ static elastic_status infer_ffn(op_args *a)
     return ELASTIC_OK;
 }
 
+/* Square [d,d] projection weight and [d] vectors (AGGREGATE, DISPATCH). */
+static int square_ok(const elastic_tensor *w, const elastic_tensor *bias, int64_t d)
+{
+    return is_f32(w) && w->ndim == 2 && w->shape[0] == d && w->shape[1] == d && is_f32(bias) &&
+           bias->ndim == 1 && bias->shape[0] == d;
+}
+
+static int vector_ok(const elastic_tensor *v, int64_t d)
+{
+    return is_f32(v) && v->ndim == 1 && v->shape[0] == d;
+}
+
+/* ATTENTION(q, k(LN(x)), v(LN(x))): the aggregation of spec 3.3 step 1 up to
+ * its output projection, keys streamed in chunks of positions. */
+static elastic_status infer_aggregate(op_args *a)
+{
+    const elastic_tensor *q = a->x[0], *x = a->x[1];
+    if (!is_f32(q) || !is_f32(x) || q->ndim != 3 || x->ndim != 3 || x->shape[0] != q->shape[0] ||
+        x->shape[2] != q->shape[2])
+        return bad(a, "needs float q [B,m,d] and x [B,n,d]");
+    int64_t d = q->shape[2];
+    if (!vector_ok(a->x[2], d) || !vector_ok(a->x[3], d) || !square_ok(a->x[4], a->x[5], d) ||
+        !square_ok(a->x[6], a->x[7], d))
+        return bad(a, "needs norm weight and bias [d], k and v W [d,d] and bias [d]");
+    if (!lengths_ok(a->x[8], q->shape[0])) return bad(a, "key lengths must be int32 [B]");
+    if (!(a->n->params.eps > 0)) return bad(a, "eps must be positive");
+    like(&a->out[0], q);
+    return attention_dims(a, q, x);
+}
+
+/* x + o(ATTENTION(q(LN(x)), k, v)): the dispatch of spec 3.3 step 3 with its
+ * residual, rows in chunks. */
+static elastic_status infer_dispatch(op_args *a)
+{
+    const elastic_tensor *x = a->x[0], *k = a->x[5], *v = a->x[6];
+    if (!is_f32(x) || !is_f32(k) || !is_f32(v) || x->ndim != 3 || k->ndim != 3 || v->ndim != 3)
+        return bad(a, "needs float x [B,n,d], k [B,m,d], v [B,m,d]");
+    int64_t d = x->shape[2];
+    if (k->shape[0] != x->shape[0] || v->shape[0] != x->shape[0] || k->shape[2] != d ||
+        v->shape[2] != d || v->shape[1] != k->shape[1])
+        return bad(a, "x, k and v disagree in batch, keys or width");
+    if (!vector_ok(a->x[1], d) || !vector_ok(a->x[2], d) || !square_ok(a->x[3], a->x[4], d) ||
+        !square_ok(a->x[7], a->x[8], d))
+        return bad(a, "needs norm weight and bias [d], q and o W [d,d] and bias [d]");
+    if (!(a->n->params.eps > 0)) return bad(a, "eps must be positive");
+    like(&a->out[0], x);
+    return attention_dims(a, x, k);
+}
+
 static elastic_status infer_copy(op_args *a)
 {
     like(&a->out[0], a->x[0]);
@@ -540,6 +589,12 @@ double elastic_node_flops(const elastic_graph *g, const elastic_node *n)
     case ELASTIC_OP_FFN: /* two products, GELU and LayerNorm of the rows */
         return 4.0 * (double)d->m * (double)d->n * (double)d->k +
                8.0 * (double)d->m * (double)d->n + 10.0 * numel;
+    case ELASTIC_OP_AGGREGATE: /* LN, K and V of every position, then the attention */
+        return 4.0 * (double)d->batch * (double)d->nk * (double)d->width * (double)d->width +
+               8.0 * (double)d->batch * (double)d->nk * (double)d->width + 4.0 * pairs * (double)d->width;
+    case ELASTIC_OP_DISPATCH: /* LN, Q and O of every position, the attention, the residual */
+        return 4.0 * (double)d->batch * (double)d->nq * (double)d->width * (double)d->width +
+               9.0 * numel + 4.0 * pairs * (double)d->width;
     case ELASTIC_OP_LAYER_NORM: return 8.0 * numel;
     case ELASTIC_OP_GELU: return 8.0 * numel;
     case ELASTIC_OP_ADD: return numel;

@@ -38,6 +38,7 @@ typedef struct builder {
     int materialize; /* MHA as ATTENTION_PROBS + ATTENTION_MIX */
     int all_positions; /* no last-layer shortcut: every position to the end */
     int fused_ffn;   /* FFN blocks as one FFN node (inference) */
+    int fused_attention; /* AGGREGATE and DISPATCH nodes (inference) */
 } builder;
 
 int64_t elastic_build_read_len(const elastic_config *c, int64_t len)
@@ -201,6 +202,57 @@ static int imr(builder *b, int x, int lengths)
     return elastic_graph_node(b->g, ELASTIC_OP_PKM, pk, 3, &params, "imr.retrieve");
 }
 
+/* The weights named prefix.part for each part, into in[]. */
+static void weights(builder *b, const char *prefix, const char *const *parts, int n, int *in)
+{
+    char name[128];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s.%s", prefix, parts[i]);
+        in[i] = weight(b, name);
+    }
+}
+
+/* Aggregation as one AGGREGATE node: ATTENTION(q(norm_p(P)), k(norm_x(X)),
+ * v(norm_x(X))), then the output projection and the residual. */
+static int fused_aggregation(builder *b, int x, int p, int lengths, const char *pre)
+{
+    static const char *const parts[6] = {"norm_x.weight", "norm_x.bias", "k.weight",
+                                         "k.bias",        "v.weight",    "v.bias"};
+    char name[128];
+    snprintf(name, sizeof name, "%s.norm_p", pre);
+    int pn = layer_norm(b, p, name);
+    snprintf(name, sizeof name, "%s.q", pre);
+    int in[9] = {linear(b, pn, name), x};
+    weights(b, pre, parts, 6, in + 2);
+    in[8] = lengths;
+    snprintf(name, sizeof name, "%s.attention", pre);
+    int a = node(b, ELASTIC_OP_AGGREGATE, in, 9, name);
+    snprintf(name, sizeof name, "%s.o", pre);
+    a = linear(b, a, name);
+    snprintf(name, sizeof name, "%s.residual", pre);
+    return add(b, p, a, name);
+}
+
+/* Dispatch as one DISPATCH node: X + o(ATTENTION(q(norm_x(X)), k(norm_p(P)),
+ * v(norm_p(P)))), the experts' keys and values computed first. */
+static int fused_dispatch(builder *b, int x, int p, const char *pre)
+{
+    static const char *const parts[9] = {"norm_x.weight", "norm_x.bias", "q.weight",
+                                         "q.bias",        "",            "",
+                                         "o.weight",      "o.bias",      ""};
+    char name[128];
+    snprintf(name, sizeof name, "%s.norm_p", pre);
+    int pn = layer_norm(b, p, name);
+    int in[9] = {x};
+    weights(b, pre, parts, 4, in + 1);
+    snprintf(name, sizeof name, "%s.k", pre);
+    in[5] = linear(b, pn, name);
+    snprintf(name, sizeof name, "%s.v", pre);
+    in[6] = linear(b, pn, name);
+    weights(b, pre, parts + 6, 2, in + 7);
+    return node(b, ELASTIC_OP_DISPATCH, in, 9, pre);
+}
+
 /* Step 3 for ELASTIC; returns the final X (only row 0 in the last layer). */
 static int elastic_layers(builder *b, int x, int p, int lengths)
 {
@@ -208,6 +260,21 @@ static int elastic_layers(builder *b, int x, int p, int lengths)
     int L = (int)b->model->config.layers;
     for (int i = 0; i < L; i++) {
         snprintf(pre, sizeof pre, "layers.%d", i);
+        if (b->fused_attention) {
+            snprintf(name, sizeof name, "%s.agg", pre);
+            p = fused_aggregation(b, x, p, lengths, name);
+            snprintf(name, sizeof name, "%s.ffn_p", pre);
+            p = ffn_residual(b, p, name);
+            if (i == L - 1 && !b->all_positions) {
+                snprintf(name, sizeof name, "%s.recent", pre);
+                x = most_recent(b, x, name);
+            }
+            snprintf(name, sizeof name, "%s.disp", pre);
+            x = fused_dispatch(b, x, p, name);
+            snprintf(name, sizeof name, "%s.ffn_x", pre);
+            x = ffn_residual(b, x, name);
+            continue;
+        }
         /* aggregation: k expert queries over the n positions */
         snprintf(name, sizeof name, "%s.agg.norm_p", pre);
         int pn = layer_norm(b, p, name);
@@ -271,7 +338,9 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
                  .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
                  .seed = s->seed, .materialize = s->materialize_attention,
                  .all_positions = s->output == ELASTIC_BUILD_OUTPUT_POSITIONS,
-                 .fused_ffn = s->fused_ffn};
+                 .fused_ffn = s->fused_ffn,
+                 .fused_attention = s->fused_attention && s->dropout <= 0 &&
+                                    !s->materialize_attention};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);

@@ -39,6 +39,12 @@ typedef struct elastic_build_shape {
      * chunks of rows so that no [B, n, 4d] tensor exists: memory O(n d) at
      * long n. The session sets it where its backend has the op. */
     int fused_ffn;
+    /* ELASTIC's aggregation (LayerNorm, K and V of the positions, attention)
+     * as one AGGREGATE node and its dispatch (LayerNorm, Q, attention, output
+     * projection, residual) as one DISPATCH node, so that at long n only X
+     * and the next X exist: memory O(n d) with a small constant. Inference
+     * only; the session sets it where its backend has the ops. */
+    int fused_attention;
     /* TOPK output among candidates: an I32 input [B, C] (0 = none); implies
      * SCORE_TOPK. 0 = rank every item. */
     int64_t n_candidates;

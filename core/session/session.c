@@ -29,6 +29,7 @@ struct elastic_session {
 
     int fused_topk;   /* the backend has SCORE_TOPK: top-K without [B, I] scores */
     int fused_ffn;    /* the backend has FFN: no [B, n, 4d] activations */
+    int fused_attention; /* ... AGGREGATE and DISPATCH: no [B, n, d] beyond X */
     int32_t *host_in; /* staging for items, lengths, exclusions, candidates */
     size_t host_in_cap;
     elastic_run_stats stats;
@@ -86,6 +87,10 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
     s->fused_topk = elastic_backend_supports(s->exec.backends[0], &probe);
     probe.op = ELASTIC_OP_FFN;
     s->fused_ffn = elastic_backend_supports(s->exec.backends[0], &probe);
+    probe.op = ELASTIC_OP_AGGREGATE;
+    s->fused_attention = elastic_backend_supports(s->exec.backends[0], &probe);
+    probe.op = ELASTIC_OP_DISPATCH;
+    s->fused_attention &= elastic_backend_supports(s->exec.backends[0], &probe);
     *out = s;
     return ELASTIC_OK;
 }
@@ -139,6 +144,7 @@ static elastic_build_shape shape_key(const elastic_session *s, int64_t batch, in
     k.materialize_attention = s->options.attention;
     k.fused_topk = output == ELASTIC_BUILD_OUTPUT_TOPK && s->fused_topk;
     k.fused_ffn = s->fused_ffn;
+    k.fused_attention = s->fused_attention;
     return k;
 }
 

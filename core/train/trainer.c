@@ -10,6 +10,11 @@
  * padded to a multiple of POSITION_QUANTUM with ignored rows, target 0) and
  * only then multiply by the item embeddings, so the scores are [T, I] for T
  * scored positions, never [B, n, I].
+ *
+ * A sampled softmax (negatives.h) replaces the item embeddings by the rows
+ * of the step's classes (a `classes` input gathered from item_emb) and adds
+ * their log-Q correction (a `class_bias` input): the scores are then
+ * [rows, rows + S], and the targets are the classes' columns.
  */
 #include "graph/autodiff.h"
 #include "runtime/backend_options.h"
@@ -22,6 +27,7 @@
 #include "model/model_builder.h"
 #include "base/rng.h"
 #include "model/safetensors.h"
+#include "train/negatives.h"
 #include "train/trainer.h"
 
 #include <math.h>
@@ -42,6 +48,7 @@ typedef struct train_graph {
     elastic_build_io io;
     int targets, loss;
     int positions; /* I32 [T]: flat b*n + r of each scored position, or -1 (prefix) */
+    int classes, class_bias; /* sampled softmax: I32 [C] rows of item_emb, F32 [C]; or -1 */
     int n_slots;
     grad_slot slots[]; /* one per weight tensor at most */
 } train_graph;
@@ -51,6 +58,7 @@ typedef struct train_key {
     int64_t batch, len;
     int64_t train;
     int64_t positions; /* T of the position graph, 0 for the prefix graph */
+    int64_t classes;   /* C of a sampled softmax (rows + S), 0 for the full softmax */
 } train_key;
 
 /* T is padded to a multiple of this (fewer plans; the padding is ignored). */
@@ -77,6 +85,7 @@ struct elastic_trainer {
     float *host_loss;
     int64_t steps, epochs;
     int fallback_nodes;
+    elastic_negatives negatives; /* draws 0: the full softmax */
 };
 
 void elastic_train_options_default(elastic_train_options *o)
@@ -97,6 +106,9 @@ void elastic_train_options_default(elastic_train_options *o)
     o->objective = ELASTIC_OBJECTIVE_PREFIX;
     o->mask_prob = 0.2f;
     o->last_prob = 0.1f;
+    o->negatives = 0;
+    o->sampler = ELASTIC_SAMPLER_UNIFORM;
+    o->full_softmax_max = 200000;
 }
 
 int64_t elastic_model_parameter_count(const elastic_model *model)
@@ -116,6 +128,7 @@ void elastic_trainer_free(elastic_trainer *tr)
     free(tr->host_grad);
     free(tr->host_in);
     free(tr->host_loss);
+    elastic_negatives_free(&tr->negatives);
     free(tr);
 }
 
@@ -162,11 +175,27 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
         return elastic_error(ELASTIC_ERR_INVALID_ARG,
                              "mask_prob %g must be in (0,1] and last_prob %g in [0,1]", o.mask_prob,
                              o.last_prob);
+    if (o.negatives < 0 || o.negatives > (1 << 24) || o.full_softmax_max < 1 ||
+        (o.sampler != ELASTIC_SAMPLER_UNIFORM && o.sampler != ELASTIC_SAMPLER_POPULARITY))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "sampled softmax: negatives %d must be in 0..16777216, "
+                             "full_softmax_max %lld >= 1 and sampler uniform or popularity",
+                             o.negatives, (long long)o.full_softmax_max);
+    int draws = o.negatives;
+    if (!draws && model->config.num_items > o.full_softmax_max) draws = ELASTIC_DEFAULT_NEGATIVES;
     elastic_trainer *tr = calloc(1, sizeof *tr);
     if (!tr) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (trainer)");
     tr->magic = TRAINER_MAGIC;
     tr->model = model;
     tr->o = o;
+    if (draws) {
+        elastic_status sst =
+            elastic_negatives_init(&tr->negatives, model->config.num_items, draws, o.sampler);
+        if (sst != ELASTIC_OK) {
+            elastic_trainer_free(tr);
+            return sst;
+        }
+    }
     size_t n = (size_t)model->data_numel;
     tr->grad = malloc(n * sizeof(float));
     tr->adam_m = calloc(n, sizeof(float));
@@ -192,12 +221,15 @@ elastic_status elastic_trainer_init(elastic_trainer **out, elastic_model *model,
 static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len, int train,
                                  int64_t positions)
 {
+    int64_t rows = positions ? positions : batch;
+    int64_t classes = tr->negatives.draws ? rows + tr->negatives.draws : 0;
     train_key key;
     memset(&key, 0, sizeof key);
     key.batch = batch;
     key.len = len;
     key.train = train;
     key.positions = positions;
+    key.classes = classes;
     elastic_cached_plan *cp;
     int hit;
     ELASTIC_TRY(elastic_plan_cache_get(&tr->plans, &key, sizeof key, &cp, &hit));
@@ -208,33 +240,46 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
     elastic_graph *g = &cp->graph;
     elastic_build_shape shape = {.batch = batch,
                                  .len = len,
-                                 .output = positions ? ELASTIC_BUILD_OUTPUT_POSITIONS
+                                 .output = positions  ? ELASTIC_BUILD_OUTPUT_POSITIONS
+                                           : classes ? ELASTIC_BUILD_OUTPUT_USER_VECTORS
                                                      : ELASTIC_BUILD_OUTPUT_SCORES,
                                  .dropout = train ? tr->o.dropout : 0.0f,
                                  .seed = tr->o.seed};
     int *grads = NULL;
     elastic_build_io io;
-    int targets = -1, loss = -1, pos = -1, scores = -1;
+    int targets = -1, loss = -1, pos = -1, scores = -1, cls = -1, cls_bias = -1;
     elastic_status st = elastic_build_forward(tr->model, &shape, g, &io);
     if (st == ELASTIC_OK) {
         elastic_op_params none = {0};
         scores = io.out;
-        if (positions) {
+        if (positions || classes) {
             /* The scored positions first, then their scores against items
-             * 1..I (spec 5: the mask, row I+1, is never a class). */
+             * 1..I (spec 5: the mask, row I+1, is never a class), or against
+             * the step's classes with their log-Q correction. */
             const elastic_config *c = &tr->model->config;
             const elastic_param *emb = elastic_model_find(tr->model, "item_emb");
             int64_t pshape[1] = {positions}, ishape[2] = {c->num_items, c->hidden};
-            pos = elastic_graph_input(g, "positions", ELASTIC_DTYPE_I32, 1, pshape);
-            int in_g[2] = {io.out, pos};
-            int h = elastic_graph_node(g, ELASTIC_OP_GATHER, in_g, 2, &none, "scored");
+            int h = io.out;
+            if (positions) {
+                pos = elastic_graph_input(g, "positions", ELASTIC_DTYPE_I32, 1, pshape);
+                int in_g[2] = {io.out, pos};
+                h = elastic_graph_node(g, ELASTIC_OP_GATHER, in_g, 2, &none, "scored");
+            }
             int w = elastic_graph_weight(g, "item_emb", emb->ndim, emb->shape,
                                          tr->model->data + emb->offset);
-            int items = elastic_graph_view(g, w, 2, ishape, NULL, c->hidden);
-            int in_s[3] = {h, items, -1};
+            int items = elastic_graph_view(g, w, 2, ishape, NULL, c->hidden), bias = -1;
+            if (classes) {
+                int64_t cshape[1] = {classes};
+                cls = elastic_graph_input(g, "classes", ELASTIC_DTYPE_I32, 1, cshape);
+                cls_bias = elastic_graph_input(g, "class_bias", ELASTIC_DTYPE_F32, 1, cshape);
+                int in_c[2] = {items, cls};
+                items = elastic_graph_node(g, ELASTIC_OP_GATHER, in_c, 2, &none, "classes.emb");
+                bias = cls_bias;
+            }
+            int in_s[3] = {h, items, bias};
             scores = elastic_graph_node(g, ELASTIC_OP_LINEAR, in_s, 3, &none, "scores");
         }
-        int64_t tshape[1] = {positions ? positions : batch};
+        int64_t tshape[1] = {rows};
         targets = elastic_graph_input(g, "targets", ELASTIC_DTYPE_I32, 1, tshape);
         int in[2] = {scores, targets};
         loss = elastic_graph_node(g, ELASTIC_OP_CROSS_ENTROPY, in, 2, &none, "loss");
@@ -256,6 +301,8 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
         tg->targets = targets;
         tg->loss = loss;
         tg->positions = pos;
+        tg->classes = cls;
+        tg->class_bias = cls_bias;
         tg->n_slots = 0;
         for (int t = 0; t < n_fwd; t++) {
             const elastic_tensor *w = &g->tensors[t];
@@ -336,6 +383,24 @@ static elastic_status collect_gradient(elastic_trainer *tr)
     return ELASTIC_OK;
 }
 
+/* Uploads the targets of the plan just built ([rows], 0 = ignored row); with
+ * a sampled softmax, first the step's classes, and `targets` rewritten to
+ * their columns (so it must be the caller's copy). */
+static elastic_status upload_targets(elastic_trainer *tr, int32_t *targets, int64_t rows)
+{
+    const elastic_graph *g = &tr->cur->graph;
+    const elastic_plan *plan = &tr->cur->plan;
+    const train_graph *tg = tr->cur->extra;
+    elastic_executor *e = &tr->exec;
+    if (tg->classes >= 0) {
+        elastic_negatives *neg = &tr->negatives;
+        ELASTIC_TRY(elastic_negatives_draw(neg, tr->o.seed, (uint64_t)tr->steps, targets, rows));
+        ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->classes, neg->ids));
+        ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->class_bias, neg->bias));
+    }
+    return elastic_executor_upload(e, g, plan, tg->targets, targets);
+}
+
 /* Forward, loss and backward of one batch; fills tr->grad and *loss. */
 static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const int64_t *offsets,
                                 const int32_t *targets, int batch, int train, double *loss)
@@ -358,19 +423,20 @@ static elastic_status run_batch(elastic_trainer *tr, const int32_t *items, const
     const train_graph *tg = tr->cur->extra;
     if (train) reseed(tr);
 
-    size_t need = (size_t)batch * (size_t)(n + 1);
+    size_t need = (size_t)batch * (size_t)(n + 2);
     if (need > tr->host_in_cap) {
         int32_t *p = realloc(tr->host_in, need * sizeof *p);
         if (!p) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (batch staging)");
         tr->host_in = p;
         tr->host_in_cap = need;
     }
-    int32_t *it = tr->host_in, *len = it + (size_t)batch * n;
+    int32_t *it = tr->host_in, *len = it + (size_t)batch * n, *tgt = len + batch;
     elastic_build_pad(c, items, offsets, batch, n, it, len);
+    memcpy(tgt, targets, (size_t)batch * sizeof *tgt);
     elastic_executor *e = &tr->exec;
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.items, it));
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.lengths, len));
-    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->targets, targets));
+    ELASTIC_TRY(upload_targets(tr, tgt, batch));
     ELASTIC_TRY(elastic_executor_run(e, g, plan));
     tr->fallback_nodes = plan->n_fallback;
 
@@ -470,7 +536,7 @@ static elastic_status run_positions(elastic_trainer *tr, const int32_t *inputs,
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.items, it));
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->io.lengths, len));
     ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->positions, pos));
-    ELASTIC_TRY(elastic_executor_upload(e, g, plan, tg->targets, tgt));
+    ELASTIC_TRY(upload_targets(tr, tgt, T));
     ELASTIC_TRY(elastic_executor_run(e, g, plan));
     tr->fallback_nodes = plan->n_fallback;
 
@@ -545,6 +611,20 @@ elastic_status elastic_trainer_step_positions(elastic_trainer *tr, const int32_t
     return ELASTIC_OK;
 }
 
+elastic_status elastic_trainer_set_item_counts(elastic_trainer *tr, const int64_t *counts)
+{
+    elastic_error_clear();
+    if (!tr || !counts) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or counts");
+    if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
+    if (!tr->negatives.draws) return ELASTIC_OK; /* the full softmax needs none */
+    return elastic_negatives_set_counts(&tr->negatives, counts);
+}
+
+int elastic_trainer_negatives(const elastic_trainer *tr)
+{
+    return tr && TRAINER_LIVE(tr) ? tr->negatives.draws : 0;
+}
+
 int64_t elastic_trainer_epochs(const elastic_trainer *tr)
 {
     return tr && TRAINER_LIVE(tr) ? tr->epochs : 0;
@@ -580,16 +660,33 @@ void elastic_trainer_count_epoch(elastic_trainer *tr)
     tr->epochs++;
 }
 
+/* What a checkpoint's optimizer state was trained for: the objective and the
+ * softmax, e.g. "causal" or "cloze, 4096 popularity negatives". A resumed
+ * run must use the same (the moments are of that loss). */
+static void loss_description(const elastic_trainer *tr, char *buf, size_t size)
+{
+    static const char *names[] = {"prefix", "causal", "cloze"};
+    const elastic_negatives *n = &tr->negatives;
+    if (!n->draws)
+        snprintf(buf, size, "%s", names[tr->o.objective]);
+    else
+        snprintf(buf, size, "%s, %d %s negatives", names[tr->o.objective], n->draws,
+                 n->sampler == ELASTIC_SAMPLER_POPULARITY ? "popularity" : "uniform");
+}
+
 elastic_status elastic_trainer_save_state(const elastic_trainer *tr, const char *path)
 {
     elastic_error_clear();
     if (!tr || !path) return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL trainer or path");
     if (!TRAINER_LIVE(tr)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the trainer was freed");
-    char steps[32], epochs[32];
+    char steps[32], epochs[32], loss[64];
     snprintf(steps, sizeof steps, "%lld", (long long)tr->steps);
     snprintf(epochs, sizeof epochs, "%lld", (long long)tr->epochs);
-    elastic_st_meta meta[3] = {
-        {"kind", "elastic-trainer-state"}, {"steps", steps}, {"epochs", epochs}};
+    loss_description(tr, loss, sizeof loss);
+    elastic_st_meta meta[4] = {{"kind", "elastic-trainer-state"},
+                               {"steps", steps},
+                               {"epochs", epochs},
+                               {"objective", loss}};
     size_t n = (size_t)tr->model->data_numel, bytes = n * sizeof(float);
     /* Little-endian float32 in the file, whatever the host (base/byteorder.h). */
     void *m_copy = NULL, *v_copy = NULL;
@@ -611,7 +708,7 @@ elastic_status elastic_trainer_save_state(const elastic_trainer *tr, const char 
                                .shape = {tr->model->data_numel},
                                .data = v_le,
                                .nbytes = bytes}};
-    elastic_status st = elastic_st_write(path, meta, 3, t, 2);
+    elastic_status st = elastic_st_write(path, meta, 4, t, 2);
     free(m_copy);
     free(v_copy);
     return st;
@@ -650,6 +747,14 @@ elastic_status elastic_trainer_load_state(elastic_trainer *tr, const char *path)
                            (long long)tr->model->data_numel);
     if (st == ELASTIC_OK) st = parse_count(&f, "steps", path, &steps);
     if (st == ELASTIC_OK) st = parse_count(&f, "epochs", path, &epochs);
+    const char *saved = elastic_st_meta_get(&f, "objective"); /* absent before it was kept */
+    char mine[64];
+    loss_description(tr, mine, sizeof mine);
+    if (st == ELASTIC_OK && saved && strcmp(saved, mine))
+        st = elastic_error(ELASTIC_ERR_INVALID_ARG,
+                           "%s: trained with objective '%s', but this trainer's is '%s': resume "
+                           "with the same options",
+                           path, saved, mine);
     if (st == ELASTIC_OK) {
         elastic_f32_from_le(tr->adam_m, m->data, bytes / sizeof(float));
         elastic_f32_from_le(tr->adam_v, v->data, bytes / sizeof(float));

@@ -112,6 +112,26 @@ static elastic_status prefix_epoch(elastic_trainer *tr, const elastic_dataset *d
     return ELASTIC_OK;
 }
 
+/* The popularity sampler's weights: each item's count among the dataset's
+ * training items (the test and validation targets are not counted). */
+static elastic_status set_counts(elastic_trainer *tr, const elastic_dataset *ds)
+{
+    int64_t items = elastic_trainer_model(tr)->config.num_items;
+    int64_t *counts = calloc((size_t)items, sizeof *counts);
+    if (!counts) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (item counts)");
+    elastic_status st = ELASTIC_OK;
+    for (int64_t u = 0; st == ELASTIC_OK && u < elastic_dataset_num_users(ds); u++) {
+        const int32_t *seq;
+        int64_t len;
+        st = elastic_dataset_train_items(ds, u, &seq, &len);
+        for (int64_t i = 0; st == ELASTIC_OK && i < len; i++)
+            counts[seq[i] - 1]++;
+    }
+    if (st == ELASTIC_OK) st = elastic_trainer_set_item_counts(tr, counts);
+    free(counts);
+    return st;
+}
+
 elastic_status elastic_trainer_epoch(elastic_trainer *tr, const elastic_dataset *ds,
                                      elastic_train_progress_fn progress, void *ctx,
                                      elastic_train_progress *result)
@@ -127,6 +147,9 @@ elastic_status elastic_trainer_epoch(elastic_trainer *tr, const elastic_dataset 
         return elastic_error(
             ELASTIC_ERR_OUT_OF_RANGE, "the dataset has %lld items, the model only %lld",
             (long long)elastic_dataset_num_items(ds), (long long)model->config.num_items);
+    if (elastic_trainer_negatives(tr) &&
+        elastic_trainer_options(tr)->sampler == ELASTIC_SAMPLER_POPULARITY)
+        ELASTIC_TRY(set_counts(tr, ds));
     if (elastic_trainer_options(tr)->objective == ELASTIC_OBJECTIVE_PREFIX)
         return prefix_epoch(tr, ds, progress, ctx, result);
     return positions_epoch(tr, ds, progress, ctx, result);

@@ -51,6 +51,7 @@ ATTENTION_KINDS = {"streaming": 0, "materialized": 1}
 DATA_FORMATS = {"auto": 0, "pairs": 1, "movielens": 2, "csv": 3, "sequences": 4, "recbole": 5}
 SPLITS = {"valid": 0, "test": 1}
 OBJECTIVES = {"prefix": 0, "causal": 1, "cloze": 2}
+SAMPLERS = {"uniform": 0, "popularity": 1}
 
 #: The integer keys of elastic_config, in struct order (spec section 1).
 CONFIG_INT_KEYS = ("num_items", "max_len", "hidden", "heads", "layers", "experts", "ffn",
@@ -105,7 +106,8 @@ class TrainOptions(ctypes.Structure):
                 ("beta2", c_double), ("adam_eps", c_double), ("dropout", c_float),
                 ("batch_size", c_int), ("samples_per_user", c_int), ("seed", c_uint64),
                 ("session", SessionOptions), ("objective", c_int), ("mask_prob", c_float),
-                ("last_prob", c_float)]
+                ("last_prob", c_float), ("negatives", c_int), ("sampler", c_int),
+                ("full_softmax_max", c_int64)]
 
 
 class TrainProgress(ctypes.Structure):
@@ -220,6 +222,8 @@ SIGNATURES: Dict[str, Tuple[Any, List[Any]]] = {
     "elastic_trainer_epochs": (c_int64, [c_void_p]),
     "elastic_trainer_steps": (c_int64, [c_void_p]),
     "elastic_trainer_fallback_nodes": (c_int, [c_void_p]),
+    "elastic_trainer_negatives": (c_int, [c_void_p]),
+    "elastic_trainer_set_item_counts": (c_int, [c_void_p, _I64P]),
     "elastic_trainer_save_state": (c_int, [c_void_p, c_char_p]),
     "elastic_trainer_load_state": (c_int, [c_void_p, c_char_p]),
     # conformance

@@ -53,7 +53,8 @@ class Trainer:
                  backend: str = "cpu", device: int = 0, threads: Optional[int] = None,
                  allow_fallback: bool = False, backend_options: Optional[str] = None,
                  objective: Optional[str] = None, mask_prob: Optional[float] = None,
-                 last_prob: Optional[float] = None):
+                 last_prob: Optional[float] = None, negatives: Optional[int] = None,
+                 sampler: Optional[str] = None):
         self._lib = _capi.lib()
         self.model = model
         o = _capi.TrainOptions()
@@ -61,7 +62,8 @@ class Trainer:
         for name, value in (("lr", lr), ("beta1", beta1), ("beta2", beta2),
                             ("adam_eps", adam_eps), ("dropout", dropout),
                             ("batch_size", batch_size), ("samples_per_user", samples_per_user),
-                            ("seed", seed), ("mask_prob", mask_prob), ("last_prob", last_prob)):
+                            ("seed", seed), ("mask_prob", mask_prob), ("last_prob", last_prob),
+                            ("negatives", negatives)):
             if value is not None:
                 setattr(o, name, value)
         if objective is not None:
@@ -69,6 +71,11 @@ class Trainer:
                 raise InvalidArgError(f"objective {objective!r}: not one of "
                                       f"{', '.join(_capi.OBJECTIVES)}")
             o.objective = _capi.OBJECTIVES[objective]
+        if sampler is not None:
+            if sampler not in _capi.SAMPLERS:
+                raise InvalidArgError(f"sampler {sampler!r}: not one of "
+                                      f"{', '.join(_capi.SAMPLERS)}")
+            o.sampler = _capi.SAMPLERS[sampler]
         self._keep: List[Any] = []
         _session_options(o.session, self._keep, backend, device, threads, allow_fallback,
                          backend_options)
@@ -207,6 +214,20 @@ class Trainer:
         """Nodes of the last step that ran on the CPU fallback."""
         return int(self._lib.elastic_trainer_fallback_nodes(self._h()))
 
+    @property
+    def negatives(self) -> int:
+        """Negatives per step of the sampled softmax, 0 for the full softmax."""
+        return int(self._lib.elastic_trainer_negatives(self._h()))
+
+    def set_item_counts(self, counts: Any) -> None:
+        """The popularity sampler's weights: counts[v - 1] training events of
+        item v = 1..I (epoch() sets them from its dataset)."""
+        c = np.ascontiguousarray(counts, dtype=np.int64)
+        if c.shape != (self.model.num_items,):
+            raise InvalidArgError(f"counts of shape {c.shape}, expected ({self.model.num_items},)")
+        check(self._lib.elastic_trainer_set_item_counts(self._h(), _capi.ptr(c, _capi.c_int64)),
+              "item counts")
+
     def save_state(self, path: PathLike) -> None:
         """Writes the optimizer state (Adam moments, counts) for a checkpoint."""
         check(self._lib.elastic_trainer_save_state(self._h(), encode(os.fspath(path))),
@@ -269,7 +290,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
           threads: Optional[int] = None, allow_fallback: bool = False,
           backend_options: Optional[str] = None, checkpoint: bool = False, resume: bool = False,
           objective: Optional[str] = None, mask_prob: Optional[float] = None,
-          last_prob: Optional[float] = None,
+          last_prob: Optional[float] = None, negatives: Optional[int] = None,
+          sampler: Optional[str] = None,
           progress: Union[None, bool, str, ProgressFn] = None, verbose: bool = False
           ) -> Dict[str, Any]:
     """Trains a model as `elastic train` does and writes the one with the best
@@ -283,7 +305,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
     (write output.ckpt and output.ckpt.state after every epoch), resume
     (continue from them), objective ("prefix", "causal" or "cloze", spec
     section 5; "cloze" gives a new model the mask token, mask_token=1),
-    mask_prob, last_prob: as the command's options.  progress: a callable
+    mask_prob, last_prob, negatives, sampler ("uniform" or "popularity": the
+    sampled softmax of spec section 5): as the command's options.  progress: a callable
     receiving a dict after every step, "tqdm" for a tqdm bar, True for a
     stderr line, None for nothing.  verbose: print the command's lines.
 
@@ -333,7 +356,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
                           samples_per_user=samples_per_user, seed=seed, backend=backend,
                           device=device, threads=threads, allow_fallback=allow_fallback,
                           backend_options=backend_options, objective=objective,
-                          mask_prob=mask_prob, last_prob=last_prob)
+                          mask_prob=mask_prob, last_prob=last_prob, negatives=negatives,
+                          sampler=sampler)
         if resume:
             trainer.load_state(ckpt_state)
         sess_kw: Dict[str, Any] = dict(backend=backend, device=device, threads=threads,

@@ -125,6 +125,35 @@ def test_train_objectives_equal_cli(cli, tmp_path, model, objective) -> None:
         libelastic.train(tmp_path / "x.st", data_path, config=config, objective="mlm")
 
 
+def test_train_sampled_softmax_equals_cli(cli, tmp_path) -> None:
+    """negatives= and sampler= train what `elastic train --negatives --sampler`
+    trains, bit for bit; a resumed run must keep the loss it was trained with."""
+    data_path = str(tmp_path / "s.txt")
+    _cli_synth(cli, data_path)
+    config = dict(TINY_TRAIN, model="sasrec")
+    keys = [f"{k}={v}" for k, v in config.items()]
+    cli("train", "--data", data_path, "-o", str(tmp_path / "cli.st"), "--epochs", "1",
+        "--objective", "causal", "--negatives", "8", "--sampler", "popularity", "--quiet",
+        "--checkpoint", *keys)
+    libelastic.train(tmp_path / "py.st", data_path, config=config, epochs=1,
+                     objective="causal", negatives=8, sampler="popularity")
+    a = libelastic.Model.load(tmp_path / "cli.st")
+    b = libelastic.Model.load(tmp_path / "py.st")
+    for name in a.tensor_names:
+        assert np.array_equal(a.tensor(name), b.tensor(name)), name
+    with libelastic.Trainer(b, negatives=8, sampler="popularity") as t:
+        assert t.negatives == 8
+        with pytest.raises(libelastic.InvalidArgError, match="counts"):
+            t.step([[1, 2, 3]], [4])
+        t.set_item_counts(np.arange(b.num_items))
+        assert t.step([[1, 2, 3]], [4]) > 0
+    with pytest.raises(libelastic.InvalidArgError, match="sampler"):
+        libelastic.Trainer(b, sampler="zipf")
+    with pytest.raises(libelastic.InvalidArgError, match="causal, 8 popularity negatives"):
+        libelastic.train(tmp_path / "cli.st", data_path, epochs=2, resume=True,
+                         objective="causal")
+
+
 def test_train_checkpoint_resume_and_errors(tmp_path) -> None:
     data = libelastic.synth(**SYNTH)
     out = tmp_path / "m.st"
