@@ -64,17 +64,16 @@ static void check_aggregate(const elastic_cpu_kernels *k, int64_t B, int64_t m, 
     k->linear(a, wv, bv, vv, B * n, d, d, threads);
     k->attention(q, kk, vv, kl, want, B, m, n, d, heads, 0, threads);
     memset(got, 0xff, sizeof(float) * (size_t)(B * m * d));
-    assert_int_equal(k->aggregate(q, x, lw, lb, wk, bk, wv, bv, kl, got, B, m, n, d, heads, 1e-5f,
-                                  threads),
-                     0);
+    assert_int_equal(
+        k->aggregate(q, x, lw, lb, wk, bk, wv, bv, kl, got, B, m, n, d, heads, 1e-5f, threads), 0);
     same_bits(got, want, B * m * d, "aggregate", k, B, n, threads);
     free(q), free(x), free(lw), free(lb), free(wk), free(bk), free(wv), free(bv);
     free(a), free(kk), free(vv), free(want), free(got), free(len);
 }
 
 /* dispatch vs the separate ops: n positions querying m keys per user. */
-static void check_dispatch(const elastic_cpu_kernels *k, int64_t B, int64_t n, int64_t m,
-                           int64_t d, int heads, int threads, uint64_t seed)
+static void check_dispatch(const elastic_cpu_kernels *k, int64_t B, int64_t n, int64_t m, int64_t d,
+                           int heads, int threads, uint64_t seed)
 {
     float *x = filled(B * n * d, seed, 1, -2, 2), *kp = filled(B * m * d, seed, 2, -2, 2);
     float *vp = filled(B * m * d, seed, 3, -1, 1);

@@ -80,8 +80,8 @@ static void test_log_q_by_hand(void **state)
         elastic_model *m = tu_small_model(kinds[k], 5);
         int64_t d = elastic_model_config(m)->hidden, n = elastic_model_parameter_count(m);
         int64_t off = item_emb_offset(m);
-        elastic_trainer *tr = sampled_trainer(m, ELASTIC_OBJECTIVE_PREFIX, S,
-                                              ELASTIC_SAMPLER_POPULARITY, 0);
+        elastic_trainer *tr =
+            sampled_trainer(m, ELASTIC_OBJECTIVE_PREFIX, S, ELASTIC_SAMPLER_POPULARITY, 0);
         assert_int_equal(elastic_trainer_negatives(tr), S);
         int64_t counts[ITEMS];
         double q[ITEMS + 1], total = 0;
@@ -109,8 +109,9 @@ static void test_log_q_by_hand(void **state)
         float *grad = malloc((size_t)n * sizeof *grad);
         assert_non_null(grad);
         double loss = 0;
-        assert_int_equal(elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &loss, grad),
-                         ELASTIC_OK);
+        assert_int_equal(
+            elastic_trainer_gradient(tr, b.items, b.offsets, b.targets, 8, &loss, grad),
+            ELASTIC_OK);
 
         /* The classes: the items whose embedding has a gradient. */
         int is_class[ITEMS + 1] = {0}, n_classes = 0, n_targets = 0, seen[ITEMS + 1] = {0};
@@ -204,9 +205,9 @@ static void test_covering_is_full(void **state)
             for (int u = 0; u < 8; u++)
                 for (int64_t i = b.offsets[u]; i < b.offsets[u + 1]; i++)
                     t[i] = i + 1 < b.offsets[u + 1] ? b.items[i + 1] : b.targets[u];
-            assert_int_equal(elastic_trainer_gradient_positions(full, b.items, b.offsets, t, 8,
-                                                                &l_full, g_full),
-                             ELASTIC_OK);
+            assert_int_equal(
+                elastic_trainer_gradient_positions(full, b.items, b.offsets, t, 8, &l_full, g_full),
+                ELASTIC_OK);
             assert_int_equal(
                 elastic_trainer_gradient_positions(smp, b.items, b.offsets, t, 8, &l_smp, g_smp),
                 ELASTIC_OK);

@@ -1643,8 +1643,8 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
         int64_t off = (b * n + r0) * d;
         k_layer_norm(x + off, ln_w, ln_b, a, rows, d, eps, threads);
         k_linear(a, wq, bq, qc, rows, d, d, threads);
-        k_attention(qc, k + b * m * d, v + b * m * d, NULL, a, users, rows / users, m, d, heads,
-                    0, threads);
+        k_attention(qc, k + b * m * d, v + b * m * d, NULL, a, users, rows / users, m, d, heads, 0,
+                    threads);
         k_linear(a, wo, bo, qc, rows, d, d, threads);
         k_add(x + off, qc, out + off, rows * d, rows * d, threads);
         if (users > 1 || r0 + rows >= n) {

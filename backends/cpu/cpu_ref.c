@@ -404,8 +404,8 @@ static void ref_proj(const float *w, const float *bias, const double *a, int64_t
 
 /* One head of one query over keys j < nk: sum_j softmax(scale q.k_j) v_j,
  * in double, added to out[0 .. dh) (which the caller zeroed). */
-static void ref_head(const double *q, const double *k, const double *v, int64_t kstride,
-                     int64_t nk, int64_t dh, double scale, double *s, double *out)
+static void ref_head(const double *q, const double *k, const double *v, int64_t kstride, int64_t nk,
+                     int64_t dh, double scale, double *s, double *out)
 {
     if (nk <= 0) return;
     double mx = -INFINITY, sum = 0;

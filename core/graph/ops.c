@@ -591,7 +591,8 @@ double elastic_node_flops(const elastic_graph *g, const elastic_node *n)
                8.0 * (double)d->m * (double)d->n + 10.0 * numel;
     case ELASTIC_OP_AGGREGATE: /* LN, K and V of every position, then the attention */
         return 4.0 * (double)d->batch * (double)d->nk * (double)d->width * (double)d->width +
-               8.0 * (double)d->batch * (double)d->nk * (double)d->width + 4.0 * pairs * (double)d->width;
+               8.0 * (double)d->batch * (double)d->nk * (double)d->width +
+               4.0 * pairs * (double)d->width;
     case ELASTIC_OP_DISPATCH: /* LN, Q and O of every position, the attention, the residual */
         return 4.0 * (double)d->batch * (double)d->nq * (double)d->width * (double)d->width +
                9.0 * numel + 4.0 * pairs * (double)d->width;

@@ -237,19 +237,18 @@ static int fused_aggregation(builder *b, int x, int p, int lengths, const char *
  * v(norm_p(P)))), the experts' keys and values computed first. */
 static int fused_dispatch(builder *b, int x, int p, const char *pre)
 {
-    static const char *const parts[9] = {"norm_x.weight", "norm_x.bias", "q.weight",
-                                         "q.bias",        "",            "",
-                                         "o.weight",      "o.bias",      ""};
+    static const char *const first[4] = {"norm_x.weight", "norm_x.bias", "q.weight", "q.bias"};
+    static const char *const last[2] = {"o.weight", "o.bias"};
     char name[128];
     snprintf(name, sizeof name, "%s.norm_p", pre);
     int pn = layer_norm(b, p, name);
     int in[9] = {x};
-    weights(b, pre, parts, 4, in + 1);
+    weights(b, pre, first, 4, in + 1);
     snprintf(name, sizeof name, "%s.k", pre);
     in[5] = linear(b, pn, name);
     snprintf(name, sizeof name, "%s.v", pre);
     in[6] = linear(b, pn, name);
-    weights(b, pre, parts + 6, 2, in + 7);
+    weights(b, pre, last, 2, in + 7);
     return node(b, ELASTIC_OP_DISPATCH, in, 9, pre);
 }
 
@@ -334,13 +333,20 @@ elastic_status elastic_build_forward(const elastic_model *model, const elastic_b
                                      elastic_graph *g, elastic_build_io *io)
 {
     const elastic_config *c = &model->config;
-    builder b = {.g = g, .model = model, .B = s->batch, .n = s->len, .d = c->hidden,
-                 .heads = (int)c->heads, .eps = (float)c->ln_eps, .dropout = s->dropout,
-                 .seed = s->seed, .materialize = s->materialize_attention,
+    builder b = {.g = g,
+                 .model = model,
+                 .B = s->batch,
+                 .n = s->len,
+                 .d = c->hidden,
+                 .heads = (int)c->heads,
+                 .eps = (float)c->ln_eps,
+                 .dropout = s->dropout,
+                 .seed = s->seed,
+                 .materialize = s->materialize_attention,
                  .all_positions = s->output == ELASTIC_BUILD_OUTPUT_POSITIONS,
                  .fused_ffn = s->fused_ffn,
-                 .fused_attention = s->fused_attention && s->dropout <= 0 &&
-                                    !s->materialize_attention};
+                 .fused_attention =
+                     s->fused_attention && s->dropout <= 0 && !s->materialize_attention};
     if (s->batch < 1 || s->len < 1 || s->len > c->max_len)
         return elastic_error(ELASTIC_ERR_INTERNAL, "bad batch shape B=%lld n=%lld",
                              (long long)s->batch, (long long)s->len);

@@ -72,8 +72,8 @@ static double draw_probability(const elastic_negatives *n, int64_t v)
 static int64_t draw_item(const elastic_negatives *n, uint64_t seed, uint64_t step, uint64_t i)
 {
     if (n->sampler == ELASTIC_SAMPLER_UNIFORM)
-        return 1 + (int64_t)(elastic_rng_u64(seed, NEGATIVES_STREAM + step, i) %
-                             (uint64_t)n->items);
+        return 1 +
+               (int64_t)(elastic_rng_u64(seed, NEGATIVES_STREAM + step, i) % (uint64_t)n->items);
     double u = elastic_rng_uniform(seed, NEGATIVES_STREAM + step, i) * n->cdf[n->items - 1];
     int64_t lo = 0, hi = n->items - 1; /* the first v with cdf[v] > u */
     while (lo < hi) {

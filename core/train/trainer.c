@@ -240,7 +240,7 @@ static elastic_status build_plan(elastic_trainer *tr, int64_t batch, int64_t len
     elastic_graph *g = &cp->graph;
     elastic_build_shape shape = {.batch = batch,
                                  .len = len,
-                                 .output = positions  ? ELASTIC_BUILD_OUTPUT_POSITIONS
+                                 .output = positions ? ELASTIC_BUILD_OUTPUT_POSITIONS
                                            : classes ? ELASTIC_BUILD_OUTPUT_USER_VECTORS
                                                      : ELASTIC_BUILD_OUTPUT_SCORES,
                                  .dropout = train ? tr->o.dropout : 0.0f,
