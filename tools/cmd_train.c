@@ -31,7 +31,9 @@ const char cmd_train_usage[] =
     "  --max-cpu-minutes M  stop after the epoch that crosses M minutes of this\n"
     "                       process's CPU time (a fair budget on a shared machine)\n"
     "  --objective O        prefix, causal (SASRec) or cloze (adds the mask token,\n"
-    "                       mask_token=1) (spec section 5; default prefix)\n"
+    "                       mask_token=1) (spec section 5; default: the one measured\n"
+    "                       best on ML-1M, docs/training.md: causal for SASRec,\n"
+    "                       prefix for ELASTIC)\n"
     "  --mask-prob P --last-prob Q   cloze masking (spec defaults 0.2, 0.1)\n"
     "  --negatives S        sampled softmax: S negatives per step shared by the batch,\n"
     "                       log-Q corrected (default: the full softmax up to 200000\n"
@@ -121,7 +123,7 @@ static int parse(int argc, char **argv, train_args *a, elastic_config *config)
                       .dropout = d.dropout,
                       .mask_prob = d.mask_prob,
                       .last_prob = d.last_prob,
-                      .objective = d.objective,
+                      .objective = -1, /* by model kind, once it is known */
                       .seed = 1};
     cli_run_defaults(&a->session);
     int c;
@@ -323,6 +325,13 @@ static elastic_status checkpoint_match(elastic_model **model, elastic_trainer **
     return ELASTIC_OK;
 }
 
+/* The objective measured best per model on ML-1M at equal time
+ * (docs/training.md, spec section 5's rule for the default). */
+static int default_objective(elastic_model_kind kind)
+{
+    return kind == ELASTIC_MODEL_KIND_SASREC ? ELASTIC_OBJECTIVE_CAUSAL : ELASTIC_OBJECTIVE_PREFIX;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_args a;
@@ -373,6 +382,7 @@ int cmd_train(int argc, char **argv)
         }
     } else {
         config.num_items = elastic_dataset_num_items(ds);
+        if (a.objective < 0) a.objective = default_objective(config.model);
         if (a.objective == ELASTIC_OBJECTIVE_CLOZE) config.mask_token = 1; /* spec 3.0 */
         st = elastic_model_init_random(&model, &config, a.seed);
         if (st == ELASTIC_OK) st = elastic_dataset_item_map_json(ds, &map);
@@ -385,6 +395,7 @@ int cmd_train(int argc, char **argv)
         return cli_fail(st, a.resume ? ckpt : "model");
     }
     const elastic_config *c = elastic_model_config(model);
+    if (a.objective < 0) a.objective = default_objective(c->model); /* --resume */
     printf("model: %s, d=%lld, heads=%lld, layers=%lld, N=%lld",
            c->model == ELASTIC_MODEL_KIND_SASREC ? "sasrec" : "elastic", (long long)c->hidden,
            (long long)c->heads, (long long)c->layers, (long long)c->max_len);

@@ -304,7 +304,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
     backend, device, threads, allow_fallback, backend_options, checkpoint
     (write output.ckpt and output.ckpt.state after every epoch), resume
     (continue from them), objective ("prefix", "causal" or "cloze", spec
-    section 5; "cloze" gives a new model the mask token, mask_token=1),
+    section 5; "cloze" gives a new model the mask token, mask_token=1; by
+    default causal for SASRec and prefix for ELASTIC, as the command),
     mask_prob, last_prob, negatives, sampler ("uniform" or "popularity": the
     sampled softmax of spec section 5): as the command's options.  progress: a callable
     receiving a dict after every step, "tqdm" for a tqdm bar, True for a
@@ -352,6 +353,8 @@ def train(output: PathLike, data: Union[None, PathLike, Dataset] = None, *,
             model.set_metadata("item_ids", ds.item_map_json())
         result["parameters"] = model.parameter_count
         result["config"] = model.config
+        if objective is None:  # the command's default: measured best per model
+            objective = "causal" if model.config["model"] == "sasrec" else "prefix"
         trainer = Trainer(model, lr=lr, dropout=dropout, batch_size=batch,
                           samples_per_user=samples_per_user, seed=seed, backend=backend,
                           device=device, threads=threads, allow_fallback=allow_fallback,

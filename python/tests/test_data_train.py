@@ -125,6 +125,26 @@ def test_train_objectives_equal_cli(cli, tmp_path, model, objective) -> None:
         libelastic.train(tmp_path / "x.st", data_path, config=config, objective="mlm")
 
 
+@pytest.mark.parametrize("model,objective", [("sasrec", "causal"), ("elastic", "prefix")])
+def test_default_objective_per_model(cli, tmp_path, model, objective) -> None:
+    """Without an objective the command and train() use the one measured best
+    per model (docs/training.md): causal for SASRec, prefix for ELASTIC."""
+    data_path = str(tmp_path / "s.txt")
+    _cli_synth(cli, data_path)
+    config = dict(TINY_TRAIN, model=model)
+    keys = [f"{k}={v}" for k, v in config.items()]
+    out = cli("train", "--data", data_path, "-o", str(tmp_path / "cli.st"), "--epochs", "1",
+              "--quiet", *keys)
+    assert f"objective {objective}\n" in out
+    cli("train", "--data", data_path, "-o", str(tmp_path / "explicit.st"), "--epochs", "1",
+        "--quiet", "--objective", objective, *keys)
+    libelastic.train(tmp_path / "py.st", data_path, config=config, epochs=1)
+    a, b, c = (libelastic.Model.load(tmp_path / f) for f in ("cli.st", "explicit.st", "py.st"))
+    for name in a.tensor_names:
+        assert np.array_equal(a.tensor(name), b.tensor(name)), name
+        assert np.array_equal(a.tensor(name), c.tensor(name)), name
+
+
 def test_train_sampled_softmax_equals_cli(cli, tmp_path) -> None:
     """negatives= and sampler= train what `elastic train --negatives --sampler`
     trains, bit for bit; a resumed run must keep the loss it was trained with."""
