@@ -365,8 +365,7 @@ CPU_OP(cross_entropy)
             return elastic_error(ELASTIC_ERR_OUT_OF_RANGE,
                                  "cross_entropy '%s': target %d outside 0..%lld", node->name,
                                  (int)target[b], (long long)d->items);
-    elastic_cpu_cross_entropy(ptr(&in[0]), target, ptr(&out[0]), ptr(&out[1]), d->batch, d->items,
-                              th);
+    k->cross_entropy(ptr(&in[0]), target, ptr(&out[0]), ptr(&out[1]), d->batch, d->items, th);
     return ELASTIC_OK;
 }
 

@@ -204,34 +204,32 @@ elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float
                                        const float *dy, float *dx, float *dw, float *dbias,
                                        int64_t m, int64_t n, int64_t kk, int threads)
 {
-    /* dW = dy^T x runs over row chunks: each chunk's slices are transposed
-     * into cache-sized buffers and multiplied by the fast kernel into a
-     * partial dW; the partials are added in chunk order (thread-count
-     * independent). dx = dy W uses W^T, which is small. */
+    /* dW = dy^T x runs over row chunks: each chunk's x slice is transposed
+     * (small: [kk, rows]) and multiplied by the chunk's dy as it lies
+     * (linear_tn), giving the chunk's dW^T; the partials are added in chunk
+     * order (thread-count independent) and transposed once. dx = dy W takes
+     * W as it lies too. */
     enum { ROWS = 512 };
     int64_t chunks = (m + ROWS - 1) / ROWS;
-    float *wt = malloc((size_t)(kk * n) * sizeof(float));
+    float *wt = malloc((size_t)(kk * n) * sizeof(float)); /* the summed dW^T */
     float *part = malloc((size_t)(chunks * n * kk) * sizeof(float));
     int failed = !wt || !part;
     if (!failed) {
-        transpose(w, wt, n, kk, threads);
-        k->linear(dy, wt, NULL, dx, m, kk, n, threads); /* dx = dy W */
+        k->linear_tn(dy, w, dx, m, kk, n, threads); /* dx = dy W */
 #pragma omp parallel num_threads(threads) reduction(| : failed)
         {
-            float *buf = malloc((size_t)(ROWS * (n + kk)) * sizeof(float));
+            float *xt = malloc((size_t)(ROWS * kk) * sizeof(float));
 #pragma omp for schedule(static)
             for (int64_t c = 0; c < chunks; c++) {
-                if (!buf) {
+                if (!xt) {
                     failed = 1;
                     continue;
                 }
                 int64_t r0 = c * ROWS, rows = m - r0 < ROWS ? m - r0 : ROWS;
-                float *dyt = buf, *xt = buf + rows * n;
-                transpose(dy + r0 * n, dyt, rows, n, 1); /* [n, rows] */
                 transpose(x + r0 * kk, xt, rows, kk, 1); /* [kk, rows] */
-                k->linear(dyt, xt, NULL, part + c * n * kk, n, kk, rows, 1);
+                k->linear_tn(xt, dy + r0 * n, part + c * n * kk, kk, n, rows, 1);
             }
-            free(buf);
+            free(xt);
         }
     }
     if (!failed) {
@@ -240,8 +238,9 @@ elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float
             float acc = 0.0f;
             for (int64_t c = 0; c < chunks; c++)
                 acc += part[c * n * kk + i];
-            dw[i] = acc;
+            wt[i] = acc;
         }
+        transpose(wt, dw, kk, n, threads); /* [n, kk] */
         elastic_cpu_sum_rows(dy, m, n, dbias, threads);
     }
     free(wt);

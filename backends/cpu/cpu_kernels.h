@@ -94,6 +94,15 @@ typedef struct elastic_cpu_kernels {
                     const float *bq, const float *k, const float *v, const float *wo,
                     const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
                     int heads, float eps, int threads);
+    /* loss [B] and dscores [B, I] of the mean softmax cross-entropy over the
+     * rows whose target (1..I) is not 0 (op CROSS_ENTROPY); the reference is
+     * cpu_grad.c's, in double. */
+    void (*cross_entropy)(const float *scores, const int32_t *target, float *loss,
+                          float *dscores, int64_t batch, int64_t items, int threads);
+    /* out[M,N] = x[M,K] wt[K,N] (W given transposed, no bias): in the fast
+     * tables bitwise linear(x, W) for W = wt^T, without forming W. */
+    void (*linear_tn)(const float *x, const float *wt, float *out, int64_t m, int64_t n,
+                      int64_t k, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

@@ -7,6 +7,7 @@
  * is not a goal, but the loops still run over users in parallel so whole
  * models stay testable.
  */
+#include "cpu_grad.h"
 #include "cpu_kernels.h"
 
 #include <math.h>
@@ -67,6 +68,19 @@ static void ref_linear(const float *x, const float *w, const float *bias, float 
         for (int64_t j = 0; j < n; j++) {
             double s = bias ? (double)bias[j] : 0.0;
             for (int64_t p = 0; p < k; p++) s += (double)x[i * k + p] * (double)w[j * k + p];
+            out[i * n + j] = (float)s;
+        }
+    }
+}
+
+static void ref_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
+                          int64_t k, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t p = 0; p < k; p++) s += (double)x[i * k + p] * (double)wt[p * n + j];
             out[i * n + j] = (float)s;
         }
     }
@@ -521,4 +535,6 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .ffn = ref_ffn,
     .aggregate = ref_aggregate,
     .dispatch = ref_dispatch,
+    .cross_entropy = elastic_cpu_cross_entropy,
+    .linear_tn = ref_linear_tn,
 };
