@@ -409,7 +409,7 @@ CPU_OP(linear_grad)
 CPU_OP(gelu_grad)
 {
     CPU_ARGS;
-    elastic_cpu_gelu_grad(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->numel, th);
+    k->gelu_grad(ptr(&in[0]), ptr(&in[1]), ptr(&out[0]), d->numel, th);
     return ELASTIC_OK;
 }
 

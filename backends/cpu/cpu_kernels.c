@@ -328,7 +328,7 @@ EK_INLINE vf vexp_sum(vf a, vf b)
  * neither side cancels. About 7 u relative at worst (vs. 4 u for libm's
  * erfcf), at a fraction of its cost.
  */
-EK_INLINE vf vgelu(vf x)
+EK_INLINE vf vphi2(vf x) /* 2 Phi(x) = 1 + erf(x / sqrt 2) */
 {
     vf ax = (vf)((vi)x & (vi)((vi){0} + 0x7fffffff));
     vf z = ax * vset1(0.70710678118654752f);
@@ -354,8 +354,16 @@ EK_INLINE vf vgelu(vf x)
 #endif
     vf e = t * vexp_sum(-hi, p - lo);
     e = vselect(z > vset1(9.0f), vset1(0.0f), e); /* erfc(9) < 1e-36; also z = inf */
-    vf phi2 = vselect(x < vset1(0.0f), e, vset1(2.0f) - e);
-    return vset1(0.5f) * x * phi2;
+    return vselect(x < vset1(0.0f), e, vset1(2.0f) - e);
+}
+
+EK_INLINE vf vgelu(vf x) { return vset1(0.5f) * x * vphi2(x); }
+
+/* GELU'(x) dy = (Phi(x) + x phi(x)) dy, phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
+EK_INLINE vf vgelu_grad(vf x, vf dy)
+{
+    vf pdf = vset1(0.39894228040143267794f) * vexp(vset1(-0.5f) * x * x);
+    return dy * vfma(x, pdf, vset1(0.5f) * vphi2(x));
 }
 
 static void k_gelu(const float *x, float *out, int64_t n, int threads)
@@ -371,6 +379,24 @@ static void k_gelu(const float *x, float *out, int64_t n, int threads)
             memcpy(tmp, x + i, (size_t)(end - i) * sizeof(float));
             vstore(tmp, vgelu(vload(tmp)));
             memcpy(out + i, tmp, (size_t)(end - i) * sizeof(float));
+        }
+    }
+}
+
+static void k_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, int threads)
+{
+    const int64_t chunk = 4096;
+    int64_t nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(threads) schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t i = c * chunk, end = ek_min(n, i + chunk);
+        for (; i + VLEN <= end; i += VLEN) vstore(dx + i, vgelu_grad(vload(x + i), vload(dy + i)));
+        if (i < end) {
+            float tx[VLEN] = {0}, tdy[VLEN] = {0};
+            memcpy(tx, x + i, (size_t)(end - i) * sizeof(float));
+            memcpy(tdy, dy + i, (size_t)(end - i) * sizeof(float));
+            vstore(tx, vgelu_grad(vload(tx), vload(tdy)));
+            memcpy(dx + i, tx, (size_t)(end - i) * sizeof(float));
         }
     }
 }
@@ -1779,4 +1805,5 @@ const elastic_cpu_kernels EK_TABLE = {
     .dispatch = k_dispatch,
     .cross_entropy = k_cross_entropy,
     .linear_tn = k_linear_tn,
+    .gelu_grad = k_gelu_grad,
 };

@@ -103,6 +103,8 @@ typedef struct elastic_cpu_kernels {
      * tables bitwise linear(x, W) for W = wt^T, without forming W. */
     void (*linear_tn)(const float *x, const float *wt, float *out, int64_t m, int64_t n,
                       int64_t k, int threads);
+    /* dx = dy GELU'(x) (op GELU_GRAD); the reference is cpu_grad.c's, on libm */
+    void (*gelu_grad)(const float *x, const float *dy, float *dx, int64_t n, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

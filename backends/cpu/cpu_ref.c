@@ -537,4 +537,5 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .dispatch = ref_dispatch,
     .cross_entropy = elastic_cpu_cross_entropy,
     .linear_tn = ref_linear_tn,
+    .gelu_grad = elastic_cpu_gelu_grad,
 };
