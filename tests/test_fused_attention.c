@@ -110,16 +110,16 @@ static void test_kernels_equal_unfused(void **state)
         ran++;
         for (int th = 1; th <= 2; th++) {
             check_aggregate(tables[t], 1, 16, 1, 64, 2, 0, th, s);
-            check_aggregate(tables[t], 1, 16, 2500, 16, 2, 0, th, s + 1); /* three chunks */
-            check_aggregate(tables[t], 2, 16, 1030, 16, 2, 1, th, s + 2); /* padded, 2 chunks */
-            check_aggregate(tables[t], 40, 16, 60, 16, 2, 1, th, s + 3);  /* users per chunk */
+            check_aggregate(tables[t], 1, 16, 9000, 16, 2, 0, th, s + 1); /* three chunks */
+            check_aggregate(tables[t], 2, 16, 4200, 16, 2, 1, th, s + 2); /* padded, 2 chunks */
+            check_aggregate(tables[t], 150, 16, 60, 16, 2, 1, th, s + 3); /* users per chunk */
             check_aggregate(tables[t], 3, 5, 37, 12, 3, 1, th, s + 4);    /* odd sizes */
             check_aggregate(tables[t], 2, 3, 9, 520, 2, 1, th, s + 5);    /* head width 260 */
             check_dispatch(tables[t], 1, 1, 16, 64, 2, th, s + 6);
-            check_dispatch(tables[t], 1, 2500, 16, 16, 2, th, s + 7);
-            check_dispatch(tables[t], 40, 60, 16, 16, 2, th, s + 8);
+            check_dispatch(tables[t], 1, 9000, 16, 16, 2, th, s + 7);
+            check_dispatch(tables[t], 150, 60, 16, 16, 2, th, s + 8);
             check_dispatch(tables[t], 3, 37, 5, 12, 3, th, s + 9);
-            check_dispatch(tables[t], 2, 1030, 4, 520, 2, th, s + 10);
+            check_dispatch(tables[t], 2, 4200, 4, 520, 2, th, s + 10);
         }
     }
     assert_true(ran >= 1);

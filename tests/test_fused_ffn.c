@@ -82,8 +82,8 @@ static void test_kernel_equals_unfused(void **state)
         ran++;
         for (int threads = 1; threads <= 2; threads++) {
             check_shape(tables[t], 1, 64, 256, threads, tu_seed());
-            check_shape(tables[t], 2500, 16, 64, threads, tu_seed() + 1); /* three chunks */
-            check_shape(tables[t], 1030, 7, 20, threads, tu_seed() + 2);  /* odd widths */
+            check_shape(tables[t], 9000, 16, 64, threads, tu_seed() + 1); /* three chunks */
+            check_shape(tables[t], 4200, 7, 20, threads, tu_seed() + 2);  /* odd widths */
             check_shape(tables[t], 300, 64, 256, threads, tu_seed() + 3);
         }
     }

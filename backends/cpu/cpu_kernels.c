@@ -1580,7 +1580,7 @@ static void k_score_topk(const float *user, const float *items, const int32_t *e
  * bitwise that of the five separate ops, while the [rows, f] activations
  * only ever exist for one chunk.
  */
-#define FFN_CHUNK 1024
+#define FFN_CHUNK 4096
 
 static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
                  const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
@@ -1671,7 +1671,7 @@ static void k_cross_entropy(const float *scores, const int32_t *target, float *l
  * online softmax takes its key blocks in the same order, so the results are
  * bitwise those of the separate ops.
  */
-#define ATT_CHUNK 1024
+#define ATT_CHUNK 4096
 _Static_assert(ATT_CHUNK % ATT_KB == 0 && ATT_CHUNK % VLEN == 0, "chunks of whole key blocks");
 
 /* Rows of the chunk at (user b, position r0) and how many users it holds. */

@@ -604,20 +604,20 @@ static void build_cases(void)
     ffn_case(2, 1, 0, 4, 16, 0.5, "one row, d=4 f=16");
     ffn_case(3, 2, 37, 24, 96, 0.3, "[2,37,24], f=96");
     ffn_case(2, 300, 0, 64, 256, 0.1, "300 rows, d=64 f=256 (spec shape)");
-    ffn_case(2, 2500, 0, 16, 64, 0.4, "2500 rows: three chunks");
+    ffn_case(2, 9000, 0, 16, 64, 0.4, "9000 rows: three chunks");
     ffn_case(3, 1, 5, 7, 20, 1.0, "odd widths d=7 f=20, large weights");
 
     aggregate_case(1, 1, 1, 4, 1, 0, 0.5, "all sizes 1, d=4");
     aggregate_case(2, 16, 200, 64, 2, 1, 0.1, "k=16 over 200, padded (spec shape)");
     aggregate_case(3, 5, 37, 12, 3, 1, 0.4, "odd sizes, d=12 h=3");
-    aggregate_case(1, 16, 2500, 16, 2, 0, 0.3, "2500 positions: three chunks");
-    aggregate_case(40, 16, 60, 16, 2, 1, 0.3, "40 padded users of 60: users per chunk");
+    aggregate_case(1, 16, 9000, 16, 2, 0, 0.3, "9000 positions: three chunks");
+    aggregate_case(150, 16, 60, 16, 2, 1, 0.3, "150 padded users of 60: users per chunk");
     aggregate_case(1, 3, 9, 520, 2, 0, 0.05, "head width 260");
     dispatch_case(1, 1, 1, 4, 1, 0.5, "all sizes 1, d=4");
     dispatch_case(2, 200, 16, 64, 2, 0.1, "200 positions over k=16 (spec shape)");
     dispatch_case(3, 37, 5, 12, 3, 0.4, "odd sizes, d=12 h=3");
-    dispatch_case(1, 2500, 16, 16, 2, 0.3, "2500 positions: three chunks");
-    dispatch_case(40, 60, 16, 16, 2, 0.3, "40 users of 60: users per chunk");
+    dispatch_case(1, 9000, 16, 16, 2, 0.3, "9000 positions: three chunks");
+    dispatch_case(150, 60, 16, 16, 2, 0.3, "150 users of 60: users per chunk");
 
     score_topk_case(1, 1, 3, 1, 0, 0, 0, 0, "one user, one item");
     score_topk_case(3, 40, 4, 50, 5, 0, 2, 0, "ties everywhere, K > I, exclusions");
