@@ -5,7 +5,9 @@ against wall-clock minutes), one line per run, read from the `epoch` lines
 that `elastic train` prints; also prints a table of each run's epochs,
 targets/s, best validation HR@10 and final test metrics.
 
-  python3 docs/training/plot_curves.py LOG_DIR OUT.png
+  python3 docs/training/plot_curves.py LOG_DIR OUT.png [TITLE XLABEL_CPU XLABEL_WALL YLABEL]
+
+(without the labels: those of the short N = 50 comparison)
 """
 import os
 import re
@@ -44,10 +46,15 @@ def read(path):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__.strip().splitlines()[-1])
+    if len(sys.argv) not in (3, 7):
+        print([ln for ln in __doc__.splitlines() if "plot_curves.py LOG_DIR" in ln][0].strip())
         return 2
     logs, out = sys.argv[1], sys.argv[2]
+    title, x_cpu, x_wall, y_label = sys.argv[3:7] if len(sys.argv) == 7 else (
+        "ML-1M, N = 50: objectives at an equal CPU-time budget",
+        "CPU minutes of the training process (2 threads)",
+        "wall-clock minutes (shared machine, nice 19)",
+        "validation HR@10 (1,000 users, full ranking)")
     fig, (ax_cpu, ax_wall) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     print("| run | epochs | CPU min | wall min | targets/s (mean) | best valid HR@10 | "
           "test HR@10 | test NDCG@10 |")
@@ -70,13 +77,13 @@ def main():
         print(f"| {label} | {len(epochs)} | {epochs[-1]['cpu']:.2f} | {epochs[-1]['min']:.1f} | "
               f"{tg:.0f} | {max(e['hr10'] for e in epochs):.4f} | "
               + (f"{test['hr10']:.4f} | {test['ndcg10']:.4f} |" if test else "- | - |"))
-    ax_cpu.set_xlabel("CPU minutes of the training process (2 threads)")
-    ax_wall.set_xlabel("wall-clock minutes (shared machine, nice 19)")
-    ax_cpu.set_ylabel("validation HR@10 (1,000 users, full ranking)")
+    ax_cpu.set_xlabel(x_cpu)
+    ax_wall.set_xlabel(x_wall)
+    ax_cpu.set_ylabel(y_label)
     for ax in (ax_cpu, ax_wall):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("ML-1M, N = 50: objectives at an equal CPU-time budget", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
