@@ -520,15 +520,17 @@ static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_
 }
 
 /* Without scratch memory: one dot product per output, same order as above
- * minus the fusing. Only used when malloc fails. */
+ * minus the fusing (W as [n, k], or transposed as [k, n]). Only used when
+ * malloc fails. */
 static void lin_unpacked(const float *x, const float *w, const float *bias, float *out,
-                         int64_t m, int64_t n, int64_t k, int threads)
+                         int64_t m, int64_t n, int64_t k, int w_transposed, int threads)
 {
+    int64_t sj = w_transposed ? 1 : k, sp = w_transposed ? n : 1; /* W(j, p) = w[j sj + p sp] */
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             float s = bias ? bias[j] : 0.0f;
-            for (int64_t p = 0; p < k; p++) s += x[i * k + p] * w[j * k + p];
+            for (int64_t p = 0; p < k; p++) s += x[i * k + p] * w[j * sj + p * sp];
             out[i * n + j] = s;
         }
 }
@@ -548,21 +550,6 @@ static void lin_pack_panel_t(const float *wt, float *dst, int64_t p, int64_t n, 
 /* out[M,N] = x[M,K] w[N,K]^T + bias (w_transposed: w is wt [K,N], no bias):
  * the packed panels are the same either way, so both give the same bits. */
 static void lin_run(const float *x, const float *w, const float *bias, float *out, int64_t m,
-                    int64_t n, int64_t k, int w_transposed, int threads);
-
-static void k_linear(const float *x, const float *w, const float *bias, float *out, int64_t m,
-                     int64_t n, int64_t k, int threads)
-{
-    lin_run(x, w, bias, out, m, n, k, 0, threads);
-}
-
-static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
-                        int64_t k, int threads)
-{
-    lin_run(x, wt, NULL, out, m, n, k, 1, threads);
-}
-
-static void lin_run(const float *x, const float *w, const float *bias, float *out, int64_t m,
                     int64_t n, int64_t k, int w_transposed, int threads)
 {
     if (m <= 0 || n <= 0) return;
@@ -571,18 +558,8 @@ static void lin_run(const float *x, const float *w, const float *bias, float *ou
     size_t bytes = (size_t)(panels * pstride) * sizeof(float);
     bytes = (bytes + 63) & ~(size_t)63;
     float *packed = aligned_alloc(64, bytes);
-    if (!packed && w_transposed) { /* no scratch: one dot product per output, in order */
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                float s = 0.0f;
-                for (int64_t p = 0; p < k; p++) s += x[i * k + p] * w[p * n + j];
-                out[i * n + j] = s;
-            }
-        return;
-    }
     if (!packed) {
-        lin_unpacked(x, w, bias, out, m, n, k, threads);
+        lin_unpacked(x, w, bias, out, m, n, k, w_transposed, threads);
         return;
     }
     int64_t mtiles = (m + LIN_MC - 1) / LIN_MC;
@@ -609,6 +586,18 @@ static void lin_run(const float *x, const float *w, const float *bias, float *ou
         }
     }
     free(packed);
+}
+
+static void k_linear(const float *x, const float *w, const float *bias, float *out, int64_t m,
+                     int64_t n, int64_t k, int threads)
+{
+    lin_run(x, w, bias, out, m, n, k, 0, threads);
+}
+
+static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
+                        int64_t k, int threads)
+{
+    lin_run(x, wt, NULL, out, m, n, k, 1, threads);
 }
 
 /* ------------------------------------------------------------------ attention */
