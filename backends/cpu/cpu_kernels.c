@@ -24,6 +24,7 @@
  */
 #include "cpu_kernels.h"
 
+#include <omp.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +70,10 @@ EK_INLINE vf vload(const float *p)
     return v;
 }
 
-EK_INLINE void vstore(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+EK_INLINE void vstore(float *p, vf v)
+{
+    __builtin_memcpy(p, &v, sizeof v);
+}
 
 /* Broadcast (not (vf){0} + s: without -fno-signed-zeros that is a real add). */
 EK_INLINE vf vset1(float s)
@@ -100,7 +104,10 @@ EK_INLINE vf vfma(vf a, vf b, vf c)
 }
 
 /* Bitwise select: m ? a : b, m all-ones or all-zeros per lane. */
-EK_INLINE vf vselect(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+EK_INLINE vf vselect(vi m, vf a, vf b)
+{
+    return (vf)(((vi)a & m) | ((vi)b & ~m));
+}
 
 EK_INLINE vf vmax(vf a, vf b)
 {
@@ -127,7 +134,8 @@ EK_INLINE int vany_gt(vf v, float t)
 #else
     vi m = v > vset1(t);
     int any = 0;
-    for (int l = 0; l < VLEN; l++) any |= m[l] != 0;
+    for (int l = 0; l < VLEN; l++)
+        any |= m[l] != 0;
     return any;
 #endif
 }
@@ -154,7 +162,8 @@ EK_INLINE int vany_ge(vf v, float t)
 EK_INLINE float vhsum(vf v)
 {
     float s = 0.0f;
-    for (int l = 0; l < VLEN; l++) s += v[l];
+    for (int l = 0; l < VLEN; l++)
+        s += v[l];
     return s;
 }
 
@@ -200,8 +209,14 @@ EK_INLINE vf vexp(vf x)
     return vselect(under, vset1(0.0f), res);
 }
 
-static inline int64_t ek_min(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t ek_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t ek_min(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+static inline int64_t ek_max(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
 
 /* ------------------------------------------------------------------ simple ops */
 
@@ -225,7 +240,8 @@ static void k_add(const float *a, const float *b, float *out, int64_t n, int64_t
             int64_t run = ek_min(end - i, nb - j);
             const float *ai = a + i, *bj = b + j;
             float *oi = out + i;
-            for (int64_t t = 0; t < run; t++) oi[t] = ai[t] + bj[t];
+            for (int64_t t = 0; t < run; t++)
+                oi[t] = ai[t] + bj[t];
             i += run;
             j = 0;
         }
@@ -234,8 +250,8 @@ static void k_add(const float *a, const float *b, float *out, int64_t n, int64_t
 
 /* Sums in double (a block of columns at a time, so scratch stays small):
  * the mean of up to 16k rows keeps float32 accuracy. */
-static void k_masked_mean(const float *x, const int32_t *len, float *out, int64_t batch,
-                          int64_t n, int64_t d, int threads)
+static void k_masked_mean(const float *x, const int32_t *len, float *out, int64_t batch, int64_t n,
+                          int64_t d, int threads)
 {
     enum { CB = 64 };
 #pragma omp parallel for num_threads(threads) schedule(static) if (batch * n * d > 65536)
@@ -245,10 +261,12 @@ static void k_masked_mean(const float *x, const int32_t *len, float *out, int64_
         for (int64_t j0 = 0; j0 < d; j0 += CB) {
             int64_t w = ek_min(CB, d - j0);
             double acc[CB];
-            for (int64_t j = 0; j < w; j++) acc[j] = 0.0;
+            for (int64_t j = 0; j < w; j++)
+                acc[j] = 0.0;
             for (int64_t r = 0; r < rows; r++) {
                 const float *xr = x + (b * n + r) * d + j0;
-                for (int64_t j = 0; j < w; j++) acc[j] += (double)xr[j];
+                for (int64_t j = 0; j < w; j++)
+                    acc[j] += (double)xr[j];
             }
             for (int64_t j = 0; j < w; j++)
                 out[b * d + j0 + j] = rows > 0 ? (float)(acc[j] / (double)rows) : 0.0f;
@@ -266,9 +284,11 @@ static float row_sum(const float *x, int64_t d)
         s0 += vload(x + j);
         s1 += vload(x + j + VLEN);
     }
-    for (; j + VLEN <= d; j += VLEN) s0 += vload(x + j);
+    for (; j + VLEN <= d; j += VLEN)
+        s0 += vload(x + j);
     float s = vhsum(s0 + s1);
-    for (; j < d; j++) s += x[j];
+    for (; j < d; j++)
+        s += x[j];
     return s;
 }
 
@@ -286,22 +306,28 @@ static float row_sq_dev(const float *x, int64_t d, float mean)
         s0 = vfma(a, a, s0);
     }
     float s = vhsum(s0 + s1);
-    for (; j < d; j++) s += (x[j] - mean) * (x[j] - mean);
+    for (; j < d; j++)
+        s += (x[j] - mean) * (x[j] - mean);
     return s;
+}
+
+/* One row of k_layer_norm (also the fused FFN's, so that both give the same bits). */
+EK_INLINE void ln_row(const float *xr, const float *weight, const float *bias, float *o, int64_t d,
+                      float eps)
+{
+    float mean = row_sum(xr, d) / (float)d;
+    float var = row_sq_dev(xr, d, mean) / (float)d;
+    float inv = (float)(1.0 / sqrt((double)var + (double)eps));
+    for (int64_t j = 0; j < d; j++)
+        o[j] = (xr[j] - mean) * inv * weight[j] + bias[j];
 }
 
 static void k_layer_norm(const float *x, const float *weight, const float *bias, float *out,
                          int64_t rows, int64_t d, float eps, int threads)
 {
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * d > 32768)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d;
-        float *o = out + r * d;
-        float mean = row_sum(xr, d) / (float)d;
-        float var = row_sq_dev(xr, d, mean) / (float)d;
-        float inv = (float)(1.0 / sqrt((double)var + (double)eps));
-        for (int64_t j = 0; j < d; j++) o[j] = (xr[j] - mean) * inv * weight[j] + bias[j];
-    }
+    for (int64_t r = 0; r < rows; r++)
+        ln_row(x + r * d, weight, bias, out + r * d, d, eps);
 }
 
 /* exp(a + b) per lane for a = -z^2 rounded (a <= 0, exact) and a small b
@@ -357,7 +383,10 @@ EK_INLINE vf vphi2(vf x) /* 2 Phi(x) = 1 + erf(x / sqrt 2) */
     return vselect(x < vset1(0.0f), e, vset1(2.0f) - e);
 }
 
-EK_INLINE vf vgelu(vf x) { return vset1(0.5f) * x * vphi2(x); }
+EK_INLINE vf vgelu(vf x)
+{
+    return vset1(0.5f) * x * vphi2(x);
+}
 
 /* GELU'(x) dy = (Phi(x) + x phi(x)) dy, phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
 EK_INLINE vf vgelu_grad(vf x, vf dy)
@@ -366,21 +395,26 @@ EK_INLINE vf vgelu_grad(vf x, vf dy)
     return dy * vfma(x, pdf, vset1(0.5f) * vphi2(x));
 }
 
+/* GELU of x[i, end) (lane by lane: the bits do not depend on where a span starts). */
+static void gelu_span(const float *x, float *out, int64_t i, int64_t end)
+{
+    for (; i + VLEN <= end; i += VLEN)
+        vstore(out + i, vgelu(vload(x + i)));
+    if (i < end) {
+        float tmp[VLEN] = {0};
+        memcpy(tmp, x + i, (size_t)(end - i) * sizeof(float));
+        vstore(tmp, vgelu(vload(tmp)));
+        memcpy(out + i, tmp, (size_t)(end - i) * sizeof(float));
+    }
+}
+
 static void k_gelu(const float *x, float *out, int64_t n, int threads)
 {
     const int64_t chunk = 4096;
     int64_t nchunks = (n + chunk - 1) / chunk;
 #pragma omp parallel for num_threads(threads) schedule(static) if (nchunks > 1)
-    for (int64_t c = 0; c < nchunks; c++) {
-        int64_t i = c * chunk, end = ek_min(n, i + chunk);
-        for (; i + VLEN <= end; i += VLEN) vstore(out + i, vgelu(vload(x + i)));
-        if (i < end) {
-            float tmp[VLEN] = {0};
-            memcpy(tmp, x + i, (size_t)(end - i) * sizeof(float));
-            vstore(tmp, vgelu(vload(tmp)));
-            memcpy(out + i, tmp, (size_t)(end - i) * sizeof(float));
-        }
-    }
+    for (int64_t c = 0; c < nchunks; c++)
+        gelu_span(x, out, c * chunk, ek_min(n, c * chunk + chunk));
 }
 
 static void k_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, int threads)
@@ -390,7 +424,8 @@ static void k_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, i
 #pragma omp parallel for num_threads(threads) schedule(static) if (nchunks > 1)
     for (int64_t c = 0; c < nchunks; c++) {
         int64_t i = c * chunk, end = ek_min(n, i + chunk);
-        for (; i + VLEN <= end; i += VLEN) vstore(dx + i, vgelu_grad(vload(x + i), vload(dy + i)));
+        for (; i + VLEN <= end; i += VLEN)
+            vstore(dx + i, vgelu_grad(vload(x + i), vload(dy + i)));
         if (i < end) {
             float tx[VLEN] = {0}, tdy[VLEN] = {0};
             memcpy(tx, x + i, (size_t)(end - i) * sizeof(float));
@@ -426,29 +461,32 @@ static void k_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, i
 #define LIN_MC (LIN_MR * 16)
 #define LIN_NC_PANELS (512 / LIN_NR)
 
-EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k,
-                        const float *restrict bp, float *restrict out, int64_t ldo,
-                        int64_t ncols)
+EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k, const float *restrict bp,
+                        float *restrict out, int64_t ldo, int64_t ncols)
 {
     vf acc[LIN_MR][LIN_NRV];
     const float *bb = bp + k * LIN_NR;
 #pragma GCC unroll 16
     for (int r = 0; r < LIN_MR; r++)
 #pragma GCC unroll 8
-        for (int v = 0; v < LIN_NRV; v++) acc[r][v] = vload(bb + v * VLEN);
+        for (int v = 0; v < LIN_NRV; v++)
+            acc[r][v] = vload(bb + v * VLEN);
     const float *xr[LIN_MR];
 #pragma GCC unroll 16
-    for (int r = 0; r < LIN_MR; r++) xr[r] = x + (r < mr ? r : 0) * k;
+    for (int r = 0; r < LIN_MR; r++)
+        xr[r] = x + (r < mr ? r : 0) * k;
     for (int64_t p = 0; p < k; p++) {
         vf b[LIN_NRV];
 #pragma GCC unroll 8
-        for (int v = 0; v < LIN_NRV; v++) b[v] = vload(bp + p * LIN_NR + v * VLEN);
+        for (int v = 0; v < LIN_NRV; v++)
+            b[v] = vload(bp + p * LIN_NR + v * VLEN);
 #pragma GCC unroll 16
         for (int r = 0; r < LIN_MR; r++) {
             if (r < mr) {
                 vf a = vset1(xr[r][p]);
 #pragma GCC unroll 8
-                for (int v = 0; v < LIN_NRV; v++) acc[r][v] = vfma(a, b[v], acc[r][v]);
+                for (int v = 0; v < LIN_NRV; v++)
+                    acc[r][v] = vfma(a, b[v], acc[r][v]);
             }
         }
     }
@@ -457,14 +495,16 @@ EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k,
         for (int r = 0; r < LIN_MR; r++)
             if (r < mr)
 #pragma GCC unroll 8
-                for (int v = 0; v < LIN_NRV; v++) vstore(out + r * ldo + v * VLEN, acc[r][v]);
+                for (int v = 0; v < LIN_NRV; v++)
+                    vstore(out + r * ldo + v * VLEN, acc[r][v]);
     } else {
 #pragma GCC unroll 16
         for (int r = 0; r < LIN_MR; r++) {
             if (r < mr) {
                 float tmp[LIN_NR];
 #pragma GCC unroll 8
-                for (int v = 0; v < LIN_NRV; v++) vstore(tmp + v * VLEN, acc[r][v]);
+                for (int v = 0; v < LIN_NRV; v++)
+                    vstore(tmp + v * VLEN, acc[r][v]);
                 memcpy(out + r * ldo, tmp, (size_t)ncols * sizeof(float));
             }
         }
@@ -511,10 +551,12 @@ static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_
     int64_t j0 = p * LIN_NR, nc = ek_min(LIN_NR, n - j0);
     for (int64_t c = 0; c < nc; c++) {
         const float *wr = w + (j0 + c) * k;
-        for (int64_t q = 0; q < k; q++) dst[q * LIN_NR + c] = wr[q];
+        for (int64_t q = 0; q < k; q++)
+            dst[q * LIN_NR + c] = wr[q];
     }
     for (int64_t c = nc; c < LIN_NR; c++)
-        for (int64_t q = 0; q < k; q++) dst[q * LIN_NR + c] = 0.0f;
+        for (int64_t q = 0; q < k; q++)
+            dst[q * LIN_NR + c] = 0.0f;
     for (int64_t c = 0; c < LIN_NR; c++)
         dst[k * LIN_NR + c] = (c < nc && bias) ? bias[j0 + c] : 0.0f;
 }
@@ -522,15 +564,16 @@ static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_
 /* Without scratch memory: one dot product per output, same order as above
  * minus the fusing (W as [n, k], or transposed as [k, n]). Only used when
  * malloc fails. */
-static void lin_unpacked(const float *x, const float *w, const float *bias, float *out,
-                         int64_t m, int64_t n, int64_t k, int w_transposed, int threads)
+static void lin_unpacked(const float *x, const float *w, const float *bias, float *out, int64_t m,
+                         int64_t n, int64_t k, int w_transposed, int threads)
 {
     int64_t sj = w_transposed ? 1 : k, sp = w_transposed ? n : 1; /* W(j, p) = w[j sj + p sp] */
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             float s = bias ? bias[j] : 0.0f;
-            for (int64_t p = 0; p < k; p++) s += x[i * k + p] * w[j * sj + p * sp];
+            for (int64_t p = 0; p < k; p++)
+                s += x[i * k + p] * w[j * sj + p * sp];
             out[i * n + j] = s;
         }
 }
@@ -542,9 +585,11 @@ static void lin_pack_panel_t(const float *wt, float *dst, int64_t p, int64_t n, 
     int64_t j0 = p * LIN_NR, nc = ek_min(LIN_NR, n - j0);
     for (int64_t q = 0; q < k; q++) {
         memcpy(dst + q * LIN_NR, wt + q * n + j0, (size_t)nc * sizeof(float));
-        for (int64_t c = nc; c < LIN_NR; c++) dst[q * LIN_NR + c] = 0.0f;
+        for (int64_t c = nc; c < LIN_NR; c++)
+            dst[q * LIN_NR + c] = 0.0f;
     }
-    for (int64_t c = 0; c < LIN_NR; c++) dst[k * LIN_NR + c] = 0.0f;
+    for (int64_t c = 0; c < LIN_NR; c++)
+        dst[k * LIN_NR + c] = 0.0f;
 }
 
 /* out[M,N] = x[M,K] w[N,K]^T + bias (w_transposed: w is wt [K,N], no bias):
@@ -656,7 +701,8 @@ static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64
         }
         for (; c < dh; c++) {
             float s = oq[c];
-            for (int64_t j = 0; j < kb; j++) s += P[j * VLEN + qq] * v[(j0 + j) * vstride + c];
+            for (int64_t j = 0; j < kb; j++)
+                s += P[j * VLEN + qq] * v[(j0 + j) * vstride + c];
             oq[c] = s;
         }
     }
@@ -668,7 +714,8 @@ static void att_load_queries(const float *q, int64_t cnt, int64_t d, int64_t dh,
                              float *qt)
 {
     for (int64_t c = 0; c < dh; c++)
-        for (int l = 0; l < VLEN; l++) qt[c * VLEN + l] = l < cnt ? q[l * d + c] * scale : 0.0f;
+        for (int l = 0; l < VLEN; l++)
+            qt[c * VLEN + l] = l < cnt ? q[l * d + c] * scale : 0.0f;
 }
 
 /* S[j * VLEN + lane] = k row j . qt[:, lane] for the kb keys from k, four
@@ -695,7 +742,8 @@ static void att_scores(const float *qt, const float *k, int64_t kb, int64_t d, i
     for (; j < kb; j++) {
         const float *k0 = k + j * d;
         vf s0 = vset1(0.0f);
-        for (int64_t c = 0; c < dh; c++) s0 = vfma(vset1(k0[c]), vload(qt + c * VLEN), s0);
+        for (int64_t c = 0; c < dh; c++)
+            s0 = vfma(vset1(k0[c]), vload(qt + c * VLEN), s0);
         vstore(S + j * VLEN, s0);
     }
 }
@@ -711,7 +759,8 @@ typedef struct att_state {
 /* Starts a query block: zero output rows, empty state. */
 static void att_begin(float *o, int64_t i0, int64_t nqb, int64_t d, int64_t dh, att_state *st)
 {
-    for (int64_t qq = 0; qq < nqb; qq++) memset(o + (i0 + qq) * d, 0, (size_t)dh * sizeof(float));
+    for (int64_t qq = 0; qq < nqb; qq++)
+        memset(o + (i0 + qq) * d, 0, (size_t)dh * sizeof(float));
     vstore(st->m, vset1(-INFINITY));
     vstore(st->l, vset1(0.0f));
     st->started = 0;
@@ -728,7 +777,8 @@ static void att_keys(const float *qt, const float *k, const float *v, float *o, 
     float S[ATT_KB * VLEN];
     vf m = vload(st->m), l = vload(st->l);
     vi lane = {0};
-    for (int t = 0; t < VLEN; t++) lane[t] = t;
+    for (int t = 0; t < VLEN; t++)
+        lane[t] = t;
     for (int64_t j0 = j_from; j0 < j_to; j0 += ATT_KB) {
         int64_t kb = ek_min(ATT_KB, j_to - j0);
         att_scores(qt, k + (j0 - base) * d, kb, d, dh, S);
@@ -741,7 +791,8 @@ static void att_keys(const float *qt, const float *k, const float *v, float *o, 
             }
         }
         vf bmax = vload(S);
-        for (j = 1; j < kb; j++) bmax = vmax(bmax, vload(S + j * VLEN));
+        for (j = 1; j < kb; j++)
+            bmax = vmax(bmax, vload(S + j * VLEN));
         vf mnew = vmax(m, bmax);
         vf msafe = vselect(mnew == vset1(-INFINITY), vset1(0.0f), mnew);
         vf alpha = vexp(m - msafe);
@@ -758,7 +809,8 @@ static void att_keys(const float *qt, const float *k, const float *v, float *o, 
                 float a = alpha[qq];
                 if (a == 1.0f) continue;
                 float *oq = o + (i0 + qq) * d;
-                for (int64_t c = 0; c < dh; c++) oq[c] *= a;
+                for (int64_t c = 0; c < dh; c++)
+                    oq[c] *= a;
             }
         }
         st->started = 1;
@@ -776,7 +828,8 @@ static void att_end(float *o, int64_t i0, int64_t nqb, int64_t d, int64_t dh, co
         if (!(lq > 0.0f)) continue; /* no visible key: stays zero */
         float inv = 1.0f / lq;
         float *oq = o + (i0 + qq) * d;
-        for (int64_t c = 0; c < dh; c++) oq[c] *= inv;
+        for (int64_t c = 0; c < dh; c++)
+            oq[c] *= inv;
     }
 }
 
@@ -801,20 +854,24 @@ static void att_row_scalar(const float *qi, const float *k, const float *v, floa
     float m = -INFINITY, l = 0.0f;
     for (int64_t j = jstart; j < valid; j++) {
         float s = 0.0f;
-        for (int64_t c = 0; c < dh; c++) s += qi[c] * k[j * d + c];
+        for (int64_t c = 0; c < dh; c++)
+            s += qi[c] * k[j * d + c];
         s *= scale;
         if (s > m) {
             float a = expf(m - s);
-            for (int64_t c = 0; c < dh; c++) o[c] *= a;
+            for (int64_t c = 0; c < dh; c++)
+                o[c] *= a;
             l *= a;
             m = s;
         }
         float p = expf(s - m);
         l += p;
-        for (int64_t c = 0; c < dh; c++) o[c] += p * v[j * d + c];
+        for (int64_t c = 0; c < dh; c++)
+            o[c] += p * v[j * d + c];
     }
     if (l > 0.0f)
-        for (int64_t c = 0; c < dh; c++) o[c] /= l;
+        for (int64_t c = 0; c < dh; c++)
+            o[c] /= l;
 }
 
 static void k_attention(const float *q, const float *k, const float *v, const int32_t *key_len,
@@ -860,7 +917,8 @@ static void k_attention(const float *q, const float *k, const float *v, const in
 EK_INLINE vf vexp_tail(const float *x, int64_t n, float shift)
 {
     float tmp[VLEN];
-    for (int l = 0; l < VLEN; l++) tmp[l] = l < n ? x[l] - shift : -INFINITY;
+    for (int l = 0; l < VLEN; l++)
+        tmp[l] = l < n ? x[l] - shift : -INFINITY;
     return vexp(vload(tmp));
 }
 
@@ -876,10 +934,13 @@ static void probs_softmax(float *row, int64_t first, int64_t valid, int64_t nk)
     float *x = row + first;
     int64_t n = valid - first, j = 0;
     vf vm = vset1(-INFINITY);
-    for (; j + VLEN <= n; j += VLEN) vm = vmax(vm, vload(x + j));
+    for (; j + VLEN <= n; j += VLEN)
+        vm = vmax(vm, vload(x + j));
     float m = -INFINITY;
-    for (int l = 0; l < VLEN; l++) m = vm[l] > m ? vm[l] : m;
-    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    for (int l = 0; l < VLEN; l++)
+        m = vm[l] > m ? vm[l] : m;
+    for (; j < n; j++)
+        m = x[j] > m ? x[j] : m;
     vf sum = vset1(0.0f);
     for (j = 0; j + VLEN <= n; j += VLEN) {
         vf e = vexp(vload(x + j) - vset1(m));
@@ -894,8 +955,10 @@ static void probs_softmax(float *row, int64_t first, int64_t valid, int64_t nk)
         sum += e;
     }
     vf inv = vset1(1.0f / vhsum(sum));
-    for (j = 0; j + VLEN <= n; j += VLEN) vstore(x + j, vload(x + j) * inv);
-    for (; j < n; j++) x[j] *= inv[0];
+    for (j = 0; j + VLEN <= n; j += VLEN)
+        vstore(x + j, vload(x + j) * inv);
+    for (; j < n; j++)
+        x[j] *= inv[0];
 }
 
 static void k_attention_probs(const float *q, const float *k, const int32_t *key_len, float *p,
@@ -922,13 +985,15 @@ static void k_attention_probs(const float *q, const float *k, const int32_t *key
                 int64_t w = ek_min(ATT_KB, valid - j0);
                 att_scores(qt, kb + j0 * d, w, d, dh, S);
                 for (int64_t l = 0; l < cnt; l++)
-                    for (int64_t j = 0; j < w; j++) rows[l * nk + j0 + j] = S[j * VLEN + l];
+                    for (int64_t j = 0; j < w; j++)
+                        rows[l * nk + j0 + j] = S[j * VLEN + l];
             }
         } else {
             for (int64_t l = 0; l < cnt; l++)
                 for (int64_t j = jstart; j < valid; j++) {
                     float s = 0.0f;
-                    for (int64_t c = 0; c < dh; c++) s += qb[l * d + c] * scale * kb[j * d + c];
+                    for (int64_t c = 0; c < dh; c++)
+                        s += qb[l * d + c] * scale * kb[j * d + c];
                     rows[l * nk + j] = s;
                 }
         }
@@ -937,8 +1002,8 @@ static void k_attention_probs(const float *q, const float *k, const int32_t *key
     }
 }
 
-static void k_attention_mix(const float *p, const float *v, float *out, int64_t batch,
-                            int64_t nq, int64_t nk, int64_t d, int heads, int threads)
+static void k_attention_mix(const float *p, const float *v, float *out, int64_t batch, int64_t nq,
+                            int64_t nk, int64_t d, int heads, int threads)
 {
     int64_t dh = d / heads;
     double work = (double)batch * (double)nq * (double)nk * (double)d;
@@ -962,12 +1027,14 @@ static void k_attention_mix(const float *p, const float *v, float *out, int64_t 
             }
             for (; c + VLEN <= dh; c += VLEN) {
                 vf a0 = vset1(0.0f);
-                for (int64_t j = 0; j < nk; j++) a0 = vfma(vset1(pr[j]), vload(vb + j * d + c), a0);
+                for (int64_t j = 0; j < nk; j++)
+                    a0 = vfma(vset1(pr[j]), vload(vb + j * d + c), a0);
                 vstore(o + c, a0);
             }
             for (; c < dh; c++) {
                 float s = 0.0f;
-                for (int64_t j = 0; j < nk; j++) s += pr[j] * vb[j * d + c];
+                for (int64_t j = 0; j < nk; j++)
+                    s += pr[j] * vb[j * d + c];
                 o[c] = s;
             }
         }
@@ -1016,9 +1083,8 @@ static void pkm_sort_ids(int64_t *ids, int64_t t)
     }
 }
 
-static void pkm_one(const float *qj, const float *subkeys, const double *skT,
-                    const float *values, float *o, int64_t c, int64_t m, int64_t t, int64_t d,
-                    double *dv, int64_t *iv)
+static void pkm_one(const float *qj, const float *subkeys, const double *skT, const float *values,
+                    float *o, int64_t c, int64_t m, int64_t t, int64_t d, double *dv, int64_t *iv)
 {
     int64_t half = c / 2;
     double *va = dv, *vb = dv + t, *vp = dv + 2 * t, *sa = dv + 3 * t, *sb = dv + 4 * t;
@@ -1031,7 +1097,8 @@ static void pkm_one(const float *qj, const float *subkeys, const double *skT,
     if (skT) {
         for (; x + PKM_XB <= m; x += PKM_XB) {
             double a[PKM_XB], b[PKM_XB];
-            for (int r = 0; r < PKM_XB; r++) a[r] = b[r] = 0.0;
+            for (int r = 0; r < PKM_XB; r++)
+                a[r] = b[r] = 0.0;
             for (int64_t p = 0; p < half; p++) {
                 double qa = qj[p], qb = qj[half + p];
                 const double *ka = skT + p * m + x, *kb = skT + (half + p) * m + x;
@@ -1088,14 +1155,23 @@ static void pkm_one(const float *qj, const float *subkeys, const double *skT,
     for (int64_t xi = 0; xi < na; xi++)
         for (int64_t yi = 0; yi < nb; yi++)
             pkm_insert(vp, slot, &np, t, sa[xi] + sb[yi], A[xi] * m + B[yi]);
-    for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+    /* the kept rows of `values` (a table of m^2 rows, far larger than the
+     * caches) are fetched together while the weights are computed, instead
+     * of one cache miss after another in the sum below */
+    for (int64_t r = 0; r < np; r++)
+        for (int64_t j = 0; j < d; j += 16)
+            __builtin_prefetch(values + slot[r] * d + j);
+    for (int64_t j = 0; j < d; j++)
+        o[j] = 0.0f;
     if (np == 0) return;
     double max = vp[0], sum = 0;
-    for (int64_t r = 0; r < np; r++) sum += exp(vp[r] - max);
+    for (int64_t r = 0; r < np; r++)
+        sum += exp(vp[r] - max);
     for (int64_t r = 0; r < np; r++) {
         float wr = (float)(exp(vp[r] - max) / sum);
         const float *val = values + slot[r] * d;
-        for (int64_t j = 0; j < d; j++) o[j] += wr * val[j];
+        for (int64_t j = 0; j < d; j++)
+            o[j] += wr * val[j];
     }
 }
 
@@ -1116,7 +1192,8 @@ static void k_pkm(const float *query, const float *subkeys, const float *values,
     for (int64_t be = 0; be < batch * experts; be++) {
         float *o = out + be * d;
         if (t <= 0) {
-            for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+            for (int64_t j = 0; j < d; j++)
+                o[j] = 0.0f;
             continue;
         }
         double dstack[5 * PKM_TMAX];
@@ -1129,7 +1206,8 @@ static void k_pkm(const float *query, const float *subkeys, const float *values,
             if (!dv || !iv) {
                 free(dv);
                 free(iv);
-                for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+                for (int64_t j = 0; j < d; j++)
+                    o[j] = 0.0f;
                 continue;
             }
         }
@@ -1563,36 +1641,64 @@ static void k_score_topk(const float *user, const float *items, const int32_t *e
 /* ------------------------------------------------------------------ ffn */
 
 /*
- * z + fc2(GELU(fc1(LN(z)))) FFN_CHUNK rows at a time, through the kernels
- * above: every one of them computes a row (an element) by the same
- * operations whatever the number of rows it is given, so the result is
- * bitwise that of the five separate ops, while the [rows, f] activations
- * only ever exist for one chunk.
+ * z + fc2(GELU(fc1(LN(z)))), FFN_TILE rows at a time, each tile by one
+ * thread from LayerNorm to the residual add: its [FFN_TILE, f] activations
+ * (96 KiB at f = 256) stay in that core's L2 between the five steps, and the
+ * threads never wait for each other between them. W1 and W2 are packed once
+ * per call into the panels lin_block reads. Every step computes a row (an
+ * element) by the same operations as the separate kernels above (ln_row,
+ * lin_block's FMA chain from the bias over k in order, gelu_span lane by
+ * lane, one addition), whatever tile or thread it falls in: the result is
+ * bitwise that of layer_norm, linear, gelu, linear and add.
  */
-#define FFN_CHUNK 4096
+#define FFN_TILE (LIN_MR * 16)
+
+/* Packs W [n, k] and its bias into lin_block's panels (lin_run's layout). */
+static void lin_pack(const float *w, const float *bias, float *packed, int64_t n, int64_t k)
+{
+    int64_t panels = (n + LIN_NR - 1) / LIN_NR;
+    for (int64_t p = 0; p < panels; p++)
+        lin_pack_panel(w, bias, packed + p * (k + 1) * LIN_NR, p, n, k);
+}
 
 static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
                  const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
                  int64_t d, int64_t f, float eps, int threads)
 {
-    int64_t chunk = ek_min(rows, FFN_CHUNK);
-    if (chunk <= 0) return 0;
-    float *a = malloc((size_t)(chunk * d) * sizeof(float));
-    float *h = malloc((size_t)(chunk * f) * sizeof(float));
-    float *y = malloc((size_t)(chunk * d) * sizeof(float));
-    int rc = a && h && y ? 0 : -1;
-    for (int64_t r0 = 0; rc == 0 && r0 < rows; r0 += chunk) {
-        int64_t m = ek_min(chunk, rows - r0);
-        k_layer_norm(z + r0 * d, ln_w, ln_b, a, m, d, eps, threads);
-        k_linear(a, w1, b1, h, m, f, d, threads);
-        k_gelu(h, h, m * f, threads);
-        k_linear(h, w2, b2, y, m, d, f, threads);
-        k_add(z + r0 * d, y, out + r0 * d, m * d, m * d, threads);
+    if (rows <= 0) return 0;
+    int64_t panels1 = (f + LIN_NR - 1) / LIN_NR, panels2 = (d + LIN_NR - 1) / LIN_NR;
+    size_t packed1 = (size_t)(panels1 * (d + 1) * LIN_NR),
+           packed2 = (size_t)(panels2 * (f + 1) * LIN_NR);
+    int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
+    int nt = (int)ek_min(threads, tiles);
+    if (nt < 1) nt = 1;
+    size_t per_thread = (size_t)(FFN_TILE * (d + f + d)); /* a, h, y */
+    size_t total = packed1 + packed2 + (size_t)nt * per_thread;
+    float *scratch = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
+    if (!scratch) return -1;
+    float *p1 = scratch, *p2 = scratch + packed1;
+    lin_pack(w1, b1, p1, f, d);
+    lin_pack(w2, b2, p2, d, f);
+#pragma omp parallel num_threads(nt)
+    {
+        float *a = scratch + packed1 + packed2 + (size_t)omp_get_thread_num() * per_thread;
+        float *h = a + FFN_TILE * d, *y = h + FFN_TILE * f;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            int64_t r0 = t * FFN_TILE, m = ek_min(FFN_TILE, rows - r0);
+            const float *zt = z + r0 * d;
+            float *ot = out + r0 * d;
+            for (int64_t r = 0; r < m; r++)
+                ln_row(zt + r * d, ln_w, ln_b, a + r * d, d, eps);
+            lin_block(a, p1, h, 0, m, 0, panels1, f, d);
+            gelu_span(h, h, 0, m * f);
+            lin_block(h, p2, y, 0, m, 0, panels2, d, f);
+            for (int64_t i = 0; i < m * d; i++)
+                ot[i] = zt[i] + y[i];
+        }
     }
-    free(a);
-    free(h);
-    free(y);
-    return rc;
+    free(scratch);
+    return 0;
 }
 
 /* -------------------------------------------------------------- cross_entropy */
@@ -1604,8 +1710,8 @@ static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const flo
  * conformance suite's CROSS_ENTROPY bound (tolerance.c) is written for this.
  * The row's max, its log-sum-exp and the target's gradient stay in double.
  */
-static void k_cross_entropy(const float *scores, const int32_t *target, float *loss,
-                            float *dscores, int64_t batch, int64_t items, int threads)
+static void k_cross_entropy(const float *scores, const int32_t *target, float *loss, float *dscores,
+                            int64_t batch, int64_t items, int threads)
 {
     int64_t counted = 0; /* rows with a target: the mean is over them */
     for (int64_t b = 0; b < batch; b++)
@@ -1654,8 +1760,11 @@ static void k_cross_entropy(const float *scores, const int32_t *target, float *l
 /*
  * The two attentions of an ELASTIC layer with the position-wise work around
  * them, so that no [B, n, d] tensor but x and the output exists at long n.
- * Rows go in chunks of ATT_CHUNK (a multiple of ATT_KB and of VLEN): whole
- * users when n fits a chunk, else chunks of one user's positions. Every
+ * Dispatch goes by tiles of FFN_TILE rows, one thread each (as k_ffn).
+ * Aggregation goes a user at a time, one thread each, when n fits a chunk
+ * and there are users for every thread (agg_by_user); else by chunks of
+ * ATT_CHUNK rows (a multiple of ATT_KB and of VLEN), whole users when n fits
+ * a chunk, else chunks of one user's positions, each step over all threads. Every
  * kernel computes a row the same way whatever rows it is given, and the
  * online softmax takes its key blocks in the same order, so the results are
  * bitwise those of the separate ops.
@@ -1672,6 +1781,59 @@ static int64_t att_chunk_rows(int64_t batch, int64_t n, int64_t b, int64_t r0, i
     }
     *users = 1;
     return ek_min(ATT_CHUNK, n - r0);
+}
+
+/* k_aggregate when a user's n positions fit a chunk: a user at a time, each
+ * by one thread from LayerNorm to the end of its online softmax (no waits
+ * between the steps); the rows past a user's length are not computed, as
+ * no key reads them. The same rows, products and key blocks in the same
+ * order as the chunked path: the same bits. */
+static int agg_by_user(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                       const float *wk, const float *bk, const float *wv, const float *bv,
+                       const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
+                       int64_t d, int heads, float eps, int threads)
+{
+    int64_t dh = d / heads;
+    float scale = (float)(1.0 / sqrt((double)dh));
+    int64_t panels = (d + LIN_NR - 1) / LIN_NR;
+    size_t packed = (size_t)(panels * (d + 1) * LIN_NR);
+    int nt = (int)ek_max(1, ek_min(threads, batch));
+    size_t per_thread = (size_t)(3 * n * d); /* a, K, V */
+    size_t total = 2 * packed + (size_t)nt * per_thread;
+    float *scratch = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
+    if (!scratch) return -1;
+    float *pk = scratch, *pv = scratch + packed;
+    lin_pack(wk, bk, pk, d, d);
+    lin_pack(wv, bv, pv, d, d);
+#pragma omp parallel num_threads(nt)
+    {
+        float *a = scratch + 2 * packed + (size_t)omp_get_thread_num() * per_thread;
+        float *kc = a + n * d, *vc = kc + n * d;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[b], n)) : n;
+            const float *xb = x + b * n * d;
+            for (int64_t r = 0; r < valid; r++)
+                ln_row(xb + r * d, ln_w, ln_b, a + r * d, d, eps);
+            lin_block(a, pk, kc, 0, valid, 0, panels, d, d);
+            lin_block(a, pv, vc, 0, valid, 0, panels, d, d);
+            for (int h = 0; h < heads; h++)
+                for (int64_t i0 = 0; i0 < m; i0 += VLEN) {
+                    int64_t cnt = ek_min(VLEN, m - i0);
+                    float *ob = out + b * m * d + h * dh;
+                    float qt[ATT_DHMAX * VLEN];
+                    att_state st;
+                    att_load_queries(q + b * m * d + h * dh + i0 * d, cnt, d, dh, scale, qt);
+                    att_begin(ob, i0, cnt, d, dh, &st);
+                    if (valid > 0)
+                        att_keys(qt, kc + h * dh, vc + h * dh, ob, i0, cnt, 0, 0, valid, d, dh, 0,
+                                 &st);
+                    att_end(ob, i0, cnt, d, dh, &st);
+                }
+        }
+    }
+    free(scratch);
+    return 0;
 }
 
 static int k_aggregate(const float *q, const float *x, const float *ln_w, const float *ln_b,
@@ -1693,6 +1855,9 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
         free(kv);
         return a && kv ? 0 : -1;
     }
+    if (n <= ATT_CHUNK && batch >= threads) /* else the chunks' threads share a user's rows */
+        return agg_by_user(q, x, ln_w, ln_b, wk, bk, wv, bv, key_len, out, batch, m, n, d, heads,
+                           eps, threads);
     float scale = (float)(1.0 / sqrt((double)dh));
     int64_t cap = ek_min(batch * n, ATT_CHUNK); /* att_chunk_rows is at most this */
     float *a = malloc((size_t)(cap * d) * sizeof(float));
@@ -1742,34 +1907,74 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
     return rc;
 }
 
+/* The queries [s, e) of one user (rows of q and o, stride d) against its m
+ * keys, every head, as k_attention computes them: the same query blocks'
+ * lanes, the same keys in the same order. */
+static void att_rows(const float *q, const float *k, const float *v, float *o, int64_t cnt,
+                     int64_t m, int64_t d, int64_t dh, int heads, float scale)
+{
+    for (int h = 0; h < heads; h++)
+        for (int64_t i0 = 0; i0 < cnt; i0 += VLEN) {
+            int64_t c = ek_min(VLEN, cnt - i0);
+            if (dh <= ATT_DHMAX) {
+                att_block(q + h * dh, k + h * dh, v + h * dh, o + h * dh, i0, c, m, d, dh, 0,
+                          scale);
+            } else {
+                for (int64_t i = i0; i < i0 + c; i++)
+                    att_row_scalar(q + i * d + h * dh, k + h * dh, v + h * dh, o + i * d + h * dh,
+                                   0, m, d, dh, scale);
+            }
+        }
+}
+
+/* x + o(attention(q(LN(x)), k, v)) FFN_TILE rows at a time, each tile by one
+ * thread from LayerNorm to the residual add (as k_ffn): a tile's rows may
+ * belong to two users, each attending to its own m keys. */
 static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, const float *wq,
                       const float *bq, const float *k, const float *v, const float *wo,
                       const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
                       int heads, float eps, int threads)
 {
-    int64_t cap = ek_min(batch * n, ATT_CHUNK);
-    float *a = malloc((size_t)(cap * d) * sizeof(float));
-    float *qc = malloc((size_t)(cap * d) * sizeof(float));
-    int rc = a && qc ? 0 : -1;
-    for (int64_t b = 0, r0 = 0; rc == 0 && b < batch;) {
-        int64_t users, rows = att_chunk_rows(batch, n, b, r0, &users);
-        int64_t off = (b * n + r0) * d;
-        k_layer_norm(x + off, ln_w, ln_b, a, rows, d, eps, threads);
-        k_linear(a, wq, bq, qc, rows, d, d, threads);
-        k_attention(qc, k + b * m * d, v + b * m * d, NULL, a, users, rows / users, m, d, heads, 0,
-                    threads);
-        k_linear(a, wo, bo, qc, rows, d, d, threads);
-        k_add(x + off, qc, out + off, rows * d, rows * d, threads);
-        if (users > 1 || r0 + rows >= n) {
-            b += users;
-            r0 = 0;
-        } else {
-            r0 += rows;
+    int64_t rows = batch * n;
+    if (rows <= 0) return 0;
+    int64_t dh = d / heads;
+    float scale = (float)(1.0 / sqrt((double)dh));
+    int64_t panels = (d + LIN_NR - 1) / LIN_NR;
+    size_t packed = (size_t)(panels * (d + 1) * LIN_NR);
+    int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
+    int nt = (int)ek_max(1, ek_min(threads, tiles));
+    size_t per_thread = (size_t)(2 * FFN_TILE * d); /* a, qc */
+    size_t total = 2 * packed + (size_t)nt * per_thread;
+    float *scratch = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
+    if (!scratch) return -1;
+    float *pq = scratch, *po = scratch + packed;
+    lin_pack(wq, bq, pq, d, d);
+    lin_pack(wo, bo, po, d, d);
+#pragma omp parallel num_threads(nt)
+    {
+        float *a = scratch + 2 * packed + (size_t)omp_get_thread_num() * per_thread;
+        float *qc = a + FFN_TILE * d;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            int64_t r0 = t * FFN_TILE, mt = ek_min(FFN_TILE, rows - r0);
+            const float *xt = x + r0 * d;
+            float *ot = out + r0 * d;
+            for (int64_t r = 0; r < mt; r++)
+                ln_row(xt + r * d, ln_w, ln_b, a + r * d, d, eps);
+            lin_block(a, pq, qc, 0, mt, 0, panels, d, d);
+            for (int64_t s0 = r0; s0 < r0 + mt;) { /* a user's rows at a time */
+                int64_t u = s0 / n, e = ek_min(r0 + mt, (u + 1) * n);
+                att_rows(qc + (s0 - r0) * d, k + u * m * d, v + u * m * d, a + (s0 - r0) * d,
+                         e - s0, m, d, dh, heads, scale);
+                s0 = e;
+            }
+            lin_block(a, po, qc, 0, mt, 0, panels, d, d);
+            for (int64_t i = 0; i < mt * d; i++)
+                ot[i] = xt[i] + qc[i];
         }
     }
-    free(a);
-    free(qc);
-    return rc;
+    free(scratch);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ table */

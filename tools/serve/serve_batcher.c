@@ -9,8 +9,8 @@
  * collector wait on separate conditions: an arrival wakes one idle worker
  * when no batch is forming, and the collector only once the queue holds
  * enough users to fill its batch (otherwise it takes them when its delay
- * ends). The reaper sleeps until the earliest deadline in the queue and is
- * woken only by a work whose deadline comes before that.
+ * ends). The reaper sleeps until the earliest deadline in the queue (at most
+ * REAP_IDLE_S) and is woken only by a work whose deadline comes before that.
  */
 #include "serve_batcher.h"
 #include "serve_compute.h"
@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The longest the reaper sleeps while no work is queued. */
+#define REAP_IDLE_S 1.0
 
 typedef struct worker {
     serve_batcher *b;
@@ -40,7 +43,7 @@ struct serve_batcher {
     int queued_users; /* users of the works in the queue */
     int collecting;
     int forming_users; /* users in the collector's batch so far */
-    double reap_at;    /* the reaper sleeps until then; 0: until a work comes; -1: awake */
+    double reap_at;    /* the reaper sleeps until then; -1: awake */
     int stopping, quit;
     double drain_deadline;
     long long batches;
@@ -167,7 +170,7 @@ serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *w, double
             pthread_cond_signal(&b->idle_cond);
         else if (b->forming_users + b->queued_users >= b->cfg.max_batch)
             pthread_cond_signal(&b->collect_cond);
-        if (b->reap_at == 0 || (b->reap_at > 0 && deadline < b->reap_at))
+        if (b->reap_at > 0 && deadline < b->reap_at)
             pthread_cond_signal(&b->reap_cond);
         serve_metrics_queue_depth(b->cfg.metrics, b->depth);
     }
@@ -266,14 +269,15 @@ static void *reaper_main(void *arg)
             pthread_mutex_lock(&b->lock);
             continue;
         }
-        double earliest = 0;
+        /* With an empty queue it still sleeps for a bounded time (REAP_IDLE_S),
+         * so that an arrival whose deadline is later than that need not wake
+         * it: at the usual timeouts (seconds) a request costs no reaper
+         * wake-up at all, only one that waits in the queue does. */
+        double earliest = now + REAP_IDLE_S;
         for (serve_work *w = b->head; w; w = w->next)
-            if (!earliest || w->deadline < earliest) earliest = w->deadline;
+            if (w->deadline < earliest) earliest = w->deadline;
         b->reap_at = earliest; /* submit wakes it for an earlier deadline only */
-        if (earliest)
-            timed_wait(&b->reap_cond, &b->lock, earliest);
-        else
-            pthread_cond_wait(&b->reap_cond, &b->lock);
+        timed_wait(&b->reap_cond, &b->lock, earliest);
         b->reap_at = -1; /* awake: it looks at the whole queue before it sleeps again */
     }
     pthread_mutex_unlock(&b->lock);
