@@ -661,10 +661,75 @@ static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, 
 #define ATT_DHMAX 256
 
 /* out rows of the query block += P V for keys [j0, j0 + kb). */
+/* att_pv's columns [c, dh) of query qq's output row oq, VLEN and then one at a time. */
+static void att_pv_cols(const float *P, const float *v, int64_t j0, int64_t kb, int64_t vstride,
+                        float *oq, int64_t qq, int64_t c, int64_t dh)
+{
+    for (; c + VLEN <= dh; c += VLEN) {
+        vf a0 = vload(oq + c), b0 = vset1(0.0f);
+        int64_t j = 0;
+        for (; j + 1 < kb; j += 2) {
+            const float *v0 = v + (j0 + j) * vstride + c;
+            a0 = vfma(vset1(P[j * VLEN + qq]), vload(v0), a0);
+            b0 = vfma(vset1(P[(j + 1) * VLEN + qq]), vload(v0 + vstride), b0);
+        }
+        if (j < kb) a0 = vfma(vset1(P[j * VLEN + qq]), vload(v + (j0 + j) * vstride + c), a0);
+        vstore(oq + c, a0 + b0);
+    }
+    for (; c < dh; c++) {
+        float s = oq[c];
+        for (int64_t j = 0; j < kb; j++)
+            s += P[j * VLEN + qq] * v[(j0 + j) * vstride + c];
+        oq[c] = s;
+    }
+}
+
 static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64_t vstride,
                    float *o, int64_t ostride, int64_t nqb, int64_t dh)
 {
-    for (int64_t qq = 0; qq < nqb; qq++) {
+    int64_t qq = 0;
+    /* two queries at a time share the loads of V and double the chains;
+     * each query's sums are the single-query loop's, term for term */
+    for (; qq + 2 <= nqb && dh >= 2 * VLEN; qq += 2) {
+        float *oq = o + qq * ostride, *o2 = oq + ostride;
+        int64_t c = 0;
+        for (; c + 2 * VLEN <= dh; c += 2 * VLEN) {
+            vf a0 = vload(oq + c), a1 = vload(oq + c + VLEN);
+            vf e0 = vload(o2 + c), e1 = vload(o2 + c + VLEN);
+            vf b0 = vset1(0.0f), b1 = b0, f0 = b0, f1 = b0;
+            int64_t j = 0;
+            for (; j + 1 < kb; j += 2) {
+                const float *v0 = v + (j0 + j) * vstride + c, *v1 = v0 + vstride;
+                vf v00 = vload(v0), v01 = vload(v0 + VLEN), v10 = vload(v1), v11 = vload(v1 + VLEN);
+                vf p0 = vset1(P[j * VLEN + qq]), p1 = vset1(P[(j + 1) * VLEN + qq]);
+                vf r0 = vset1(P[j * VLEN + qq + 1]), r1 = vset1(P[(j + 1) * VLEN + qq + 1]);
+                a0 = vfma(p0, v00, a0);
+                a1 = vfma(p0, v01, a1);
+                b0 = vfma(p1, v10, b0);
+                b1 = vfma(p1, v11, b1);
+                e0 = vfma(r0, v00, e0);
+                e1 = vfma(r0, v01, e1);
+                f0 = vfma(r1, v10, f0);
+                f1 = vfma(r1, v11, f1);
+            }
+            if (j < kb) {
+                const float *v0 = v + (j0 + j) * vstride + c;
+                vf v00 = vload(v0), v01 = vload(v0 + VLEN);
+                vf p0 = vset1(P[j * VLEN + qq]), r0 = vset1(P[j * VLEN + qq + 1]);
+                a0 = vfma(p0, v00, a0);
+                a1 = vfma(p0, v01, a1);
+                e0 = vfma(r0, v00, e0);
+                e1 = vfma(r0, v01, e1);
+            }
+            vstore(oq + c, a0 + b0);
+            vstore(oq + c + VLEN, a1 + b1);
+            vstore(o2 + c, e0 + f0);
+            vstore(o2 + c + VLEN, e1 + f1);
+        }
+        for (int64_t q2 = qq; q2 < qq + 2; q2++) /* the narrower columns, one query at a time */
+            att_pv_cols(P, v, j0, kb, vstride, o + q2 * ostride, q2, c, dh);
+    }
+    for (; qq < nqb; qq++) {
         float *oq = o + qq * ostride;
         int64_t c = 0;
         for (; c + 2 * VLEN <= dh; c += 2 * VLEN) {
@@ -688,23 +753,7 @@ static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64
             vstore(oq + c, a0 + b0);
             vstore(oq + c + VLEN, a1 + b1);
         }
-        for (; c + VLEN <= dh; c += VLEN) {
-            vf a0 = vload(oq + c), b0 = vset1(0.0f);
-            int64_t j = 0;
-            for (; j + 1 < kb; j += 2) {
-                const float *v0 = v + (j0 + j) * vstride + c;
-                a0 = vfma(vset1(P[j * VLEN + qq]), vload(v0), a0);
-                b0 = vfma(vset1(P[(j + 1) * VLEN + qq]), vload(v0 + vstride), b0);
-            }
-            if (j < kb) a0 = vfma(vset1(P[j * VLEN + qq]), vload(v + (j0 + j) * vstride + c), a0);
-            vstore(oq + c, a0 + b0);
-        }
-        for (; c < dh; c++) {
-            float s = oq[c];
-            for (int64_t j = 0; j < kb; j++)
-                s += P[j * VLEN + qq] * v[(j0 + j) * vstride + c];
-            oq[c] = s;
-        }
+        att_pv_cols(P, v, j0, kb, vstride, oq, qq, c, dh);
     }
 }
 
@@ -718,12 +767,36 @@ static void att_load_queries(const float *q, int64_t cnt, int64_t d, int64_t dh,
             qt[c * VLEN + l] = l < cnt ? q[l * d + c] * scale : 0.0f;
 }
 
-/* S[j * VLEN + lane] = k row j . qt[:, lane] for the kb keys from k, four
+/* S[j * VLEN + lane] = k row j . qt[:, lane] for the kb keys from k, eight (then four, one)
  * keys at a time for independent FMA chains; qt is a transposed query block
  * (dh x VLEN). */
 static void att_scores(const float *qt, const float *k, int64_t kb, int64_t d, int64_t dh, float *S)
 {
     int64_t j = 0;
+    /* eight chains hide the FMA latency that four leave exposed */
+    for (; j + 8 <= kb; j += 8) {
+        const float *k0 = k + j * d;
+        vf s0 = vset1(0.0f), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        for (int64_t c = 0; c < dh; c++) {
+            vf qc = vload(qt + c * VLEN);
+            s0 = vfma(vset1(k0[c]), qc, s0);
+            s1 = vfma(vset1(k0[d + c]), qc, s1);
+            s2 = vfma(vset1(k0[2 * d + c]), qc, s2);
+            s3 = vfma(vset1(k0[3 * d + c]), qc, s3);
+            s4 = vfma(vset1(k0[4 * d + c]), qc, s4);
+            s5 = vfma(vset1(k0[5 * d + c]), qc, s5);
+            s6 = vfma(vset1(k0[6 * d + c]), qc, s6);
+            s7 = vfma(vset1(k0[7 * d + c]), qc, s7);
+        }
+        vstore(S + j * VLEN, s0);
+        vstore(S + (j + 1) * VLEN, s1);
+        vstore(S + (j + 2) * VLEN, s2);
+        vstore(S + (j + 3) * VLEN, s3);
+        vstore(S + (j + 4) * VLEN, s4);
+        vstore(S + (j + 5) * VLEN, s5);
+        vstore(S + (j + 6) * VLEN, s6);
+        vstore(S + (j + 7) * VLEN, s7);
+    }
     for (; j + 4 <= kb; j += 4) {
         const float *k0 = k + j * d;
         vf s0 = vset1(0.0f), s1 = s0, s2 = s0, s3 = s0;
