@@ -1,0 +1,109 @@
+/*
+ * test_gelu_accuracy.c - the forward GELU of every fast CPU kernel table
+ * (vgelu: a rational erf, cpu_kernels.c) against GELU in float64, over a
+ * sweep of the floats x in [-12, 12] (every 97th bit pattern natively, a
+ * sparser sweep under emulation), both signs: each result within the
+ * conformance bound of op GELU, 8 EPS (|y| + 0.5 |x|) (tolerance.c), with
+ * the margin the kernel's comment states (at most half of it); and the
+ * special values: 0, +-inf and NaN.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "test_util.h"
+
+enum { BATCH = 4096 };
+
+static double gelu64(double x)
+{
+    return 0.5 * x * erfc(-x / sqrt(2.0));
+}
+
+/* The worst error over the bound of a sweep; fails on a NaN where none belongs. */
+static double sweep(const elastic_cpu_kernels *k, uint32_t stride)
+{
+    const double eps = 0x1.0p-23; /* CONF_EPS */
+    float *x = malloc(sizeof(float) * BATCH), *y = malloc(sizeof(float) * BATCH);
+    assert_non_null(x);
+    assert_non_null(y);
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    int n = 0;
+    for (uint64_t bits = 0; bits <= 0x41400000u; bits += stride) { /* 0 .. 12 */
+        float ax;
+        uint32_t b32 = (uint32_t)bits;
+        memcpy(&ax, &b32, sizeof ax);
+        x[n++] = ax;
+        x[n++] = -ax;
+        if (n < BATCH && bits + stride <= 0x41400000u) continue;
+        k->gelu(x, y, n, 1);
+        for (int i = 0; i < n; i++) {
+            double want = gelu64((double)x[i]);
+            double bound = 8.0 * eps * (fabs(want) + 0.5 * fabs((double)x[i])) + 1e-30;
+            if (isnan(y[i])) fail_msg("%s: gelu(%.9g) is NaN", k->isa, (double)x[i]);
+            double r = fabs((double)y[i] - want) / bound;
+            if (r > worst) {
+                worst = r;
+                worst_x = x[i];
+            }
+        }
+        n = 0;
+    }
+    print_message("# %s: worst |gelu - gelu64| / bound %.3f at x = %.9g\n", k->isa, worst,
+                  (double)worst_x);
+    free(x);
+    free(y);
+    return worst;
+}
+
+static void test_gelu_within_bound(void **state)
+{
+    (void)state;
+    const elastic_cpu_kernels *tables[] = {elastic_cpu_kernels_for(ELASTIC_CPU_ISA_GENERIC),
+                                           elastic_cpu_kernels_for(ELASTIC_CPU_ISA_AVX2),
+                                           elastic_cpu_kernels_for(ELASTIC_CPU_ISA_AVX512),
+                                           elastic_cpu_kernels_for(ELASTIC_CPU_ISA_NEON)};
+    int ran = 0;
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        if (!tables[t]) continue;
+        ran++;
+        assert_true(sweep(tables[t], tu_quick() ? 9973u : 97u) <= 0.5);
+    }
+    assert_true(ran >= 1);
+}
+
+static void test_gelu_special_values(void **state)
+{
+    (void)state;
+    const elastic_cpu_kernels *tables[] = {elastic_cpu_kernels_for(ELASTIC_CPU_ISA_GENERIC),
+                                           elastic_cpu_kernels_for(ELASTIC_CPU_ISA_AVX2),
+                                           elastic_cpu_kernels_for(ELASTIC_CPU_ISA_AVX512),
+                                           elastic_cpu_kernels_for(ELASTIC_CPU_ISA_NEON)};
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        const elastic_cpu_kernels *k = tables[t];
+        if (!k) continue;
+        float x[5] = {0.0f, -0.0f, INFINITY, NAN, 100.0f}, y[5];
+        k->gelu(x, y, 5, 1);
+        assert_true(y[0] == 0.0f && y[1] == 0.0f);
+        assert_true(isinf(y[2]) && y[2] > 0);
+        assert_true(isnan(y[3])); /* a NaN is never turned into a number */
+        assert_true(y[4] == 100.0f);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gelu_within_bound),
+        cmocka_unit_test(test_gelu_special_values),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
