@@ -8,13 +8,19 @@
  *
  * Defaults: B=256 histories of length 200, d=64, L=2, k=16, I=3706. Prints
  * users per second, the GFLOP/s reached (flops counted from the plan), and
- * the sgemm GFLOP/s for [B*n, d] x [d, 4d] (the FFN's first GEMM).
+ * the sgemm GFLOP/s for [B*n, d] x [d, 4d] (the FFN's first GEMM); then each
+ * main GEMM shape of the model (FFN in and out, the d x d projections, the
+ * scores over the catalogue) through the CPU backend's `linear` kernel and
+ * through sgemm, with the same threads.
  */
 #include "cli_util.h"
+#include "cpu_kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <omp.h>
 #if defined(ELASTIC_HAVE_CBLAS)
 #include <cblas.h>
 #endif
@@ -42,31 +48,44 @@ static double median(double *t, int n)
     return t[n / 2];
 }
 
-#if defined(ELASTIC_HAVE_CBLAS)
-static double sgemm_gflops(int m, int n, int k, int reps)
+static float *filled(size_t count, unsigned mult)
 {
-    float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k),
-          *c = malloc(sizeof(float) * (size_t)m * n);
-    if (!a || !b || !c) return 0;
-    for (size_t i = 0; i < (size_t)m * k; i++)
-        a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
-    for (size_t i = 0; i < (size_t)n * k; i++)
-        b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    float *p = malloc(sizeof(float) * (count ? count : 1));
+    if (p)
+        for (size_t i = 0; i < count; i++)
+            p[i] = (float)((i * mult) % 1000) * 1e-3f - 0.5f;
+    return p;
+}
+
+/* GFLOP/s of C[m,n] = A[m,k] B[n,k]^T (+ bias): the kernel table's `linear`
+ * (k != NULL) or OpenBLAS sgemm; median of reps after two warm-ups; 0 when
+ * memory runs out. */
+static double gemm_gflops(const elastic_cpu_kernels *kt, int m, int n, int k, int threads, int reps)
+{
+    float *a = filled((size_t)m * k, 7919), *b = filled((size_t)n * k, 104729);
+    float *bias = filled((size_t)n, 31), *c = malloc(sizeof(float) * (size_t)m * n);
     double *t = malloc(sizeof(double) * (size_t)reps);
-    for (int r = -2; r < reps; r++) { /* two warm-up runs */
-        double t0 = cli_now();
-        /* C[m,n] = A[m,k] * B[n,k]^T: the library's Linear layout */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
-        if (r >= 0) t[r] = cli_now() - t0;
+    double g = 0;
+    if (a && b && bias && c && t) {
+        for (int r = -2; r < reps; r++) { /* two warm-up runs */
+            double t0 = cli_now();
+            if (kt) kt->linear(a, b, bias, c, m, n, k, threads);
+#if defined(ELASTIC_HAVE_CBLAS)
+            else /* the library's Linear layout */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k,
+                            0.0f, c, n);
+#endif
+            if (r >= 0) t[r] = cli_now() - t0;
+        }
+        g = 2.0 * m * n * k / median(t, reps) * 1e-9;
     }
-    double g = 2.0 * m * n * k / median(t, reps) * 1e-9;
     free(a);
     free(b);
+    free(bias);
     free(c);
     free(t);
     return g;
 }
-#endif
 
 int main(int argc, char **argv)
 {
@@ -158,15 +177,39 @@ int main(int argc, char **argv)
     printf("elastic GFLOP/s    %.1f\n", stats.flops / sec * 1e-9);
     printf("arena              %.2f MiB (%.2f MiB without liveness reuse)\n",
            (double)stats.arena_bytes / 1048576.0, (double)stats.naive_bytes / 1048576.0);
-#if defined(ELASTIC_HAVE_CBLAS)
-    if (threads > 0) openblas_set_num_threads(threads); /* the same threads as ours */
+    int nt = threads > 0 ? threads : omp_get_max_threads();
     int m = batch * (len < config.max_len ? len : (int)config.max_len);
-    double g = sgemm_gflops(m, 256, 64, reps);
+#if defined(ELASTIC_HAVE_CBLAS)
+    openblas_set_num_threads(nt); /* the same threads as ours */
+    double g = gemm_gflops(NULL, m, 256, 64, nt, reps);
     printf("openblas sgemm     %.1f GFLOP/s on [%d x 64] x [64 x 256]\n", g, m);
     printf("ratio              elastic / sgemm = %.2f\n", stats.flops / sec * 1e-9 / g);
 #else
     printf("openblas sgemm     not built (libopenblas-dev missing)\n");
 #endif
+    const elastic_cpu_kernels *kt = elastic_cpu_kernels_for((elastic_cpu_isa)isa);
+    if (kt) {
+        static const char *const what[] = {"FFN in (fc1)", "FFN out (fc2)", "projection (q/k/v/o)",
+                                           "scores (user x items)"};
+        int shapes[4][3] = {{m, 256, 64}, {m, 64, 256}, {m, 64, 64}, {batch, 3706, 64}};
+        printf("\nGEMM shapes, %d threads: C[M,N] = A[M,K] W[N,K]^T, GFLOP/s (median of %d)\n", nt,
+               reps);
+        printf("%-22s %8s %6s %6s %12s %12s %7s\n", "GEMM", "M", "N", "K", "linear", "sgemm",
+               "ratio");
+        for (int i = 0; i < 4; i++) {
+            double ours = gemm_gflops(kt, shapes[i][0], shapes[i][1], shapes[i][2], nt, reps);
+#if defined(ELASTIC_HAVE_CBLAS)
+            double blas = gemm_gflops(NULL, shapes[i][0], shapes[i][1], shapes[i][2], nt, reps);
+            printf("%-22s %8d %6d %6d %12.1f %12.1f %7.2f\n", what[i], shapes[i][0], shapes[i][1],
+                   shapes[i][2], ours, blas, blas > 0 ? ours / blas : 0.0);
+#else
+            printf("%-22s %8d %6d %6d %12.1f %12s %7s\n", what[i], shapes[i][0], shapes[i][1],
+                   shapes[i][2], ours, "-", "-");
+#endif
+        }
+    } else {
+        printf("\nGEMM shapes: the %s kernels are not built for this machine\n", isas[isa]);
+    }
     free(items);
     free(offsets);
     free(ids);
