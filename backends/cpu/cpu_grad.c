@@ -18,9 +18,10 @@ void elastic_cpu_dropout(const float *x, float *y, int64_t n, float p, uint64_t 
 {
     double scale = 1.0 / (1.0 - (double)p);
     uint32_t cut = elastic_dropout_threshold(p);
+    uint64_t key = elastic_rng_key(seed, 0);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t q = 0; q < (n + 3) / 4; q++) {
-        uint64_t h = elastic_rng_u64(seed, 0, (uint64_t)q);
+        uint64_t h = elastic_rng_at(key, (uint64_t)q); /* elastic_rng_u64(seed, 0, q) */
         for (int64_t i = 4 * q; i < 4 * q + 4 && i < n; i++, h >>= 16)
             y[i] = (uint32_t)(h & 0xffff) >= cut ? (float)(x[i] * scale) : 0.0f;
     }

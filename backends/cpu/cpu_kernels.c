@@ -861,6 +861,65 @@ static void att_scores(const float *qt, const float *k, int64_t kb, int64_t d, i
     }
 }
 
+/* att_scores for two query blocks (qt0, qt1) in one pass over the keys:
+ * six keys x two blocks of chains, so that each key element broadcast
+ * serves two vectors of queries (half the loads per FMA of att_scores).
+ * Every score is att_scores' FMA chain over c, bit for bit. */
+static void att_scores2(const float *qt0, const float *qt1, const float *k, int64_t kb, int64_t d,
+                        int64_t dh, float *S0, float *S1)
+{
+    int64_t j = 0;
+    for (; j + 6 <= kb; j += 6) {
+        const float *k0 = k + j * d;
+        vf a0 = vset1(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+        vf b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0;
+        for (int64_t c = 0; c < dh; c++) {
+            vf q0 = vload(qt0 + c * VLEN), q1 = vload(qt1 + c * VLEN), kk;
+            kk = vset1(k0[c]);
+            a0 = vfma(kk, q0, a0);
+            b0 = vfma(kk, q1, b0);
+            kk = vset1(k0[d + c]);
+            a1 = vfma(kk, q0, a1);
+            b1 = vfma(kk, q1, b1);
+            kk = vset1(k0[2 * d + c]);
+            a2 = vfma(kk, q0, a2);
+            b2 = vfma(kk, q1, b2);
+            kk = vset1(k0[3 * d + c]);
+            a3 = vfma(kk, q0, a3);
+            b3 = vfma(kk, q1, b3);
+            kk = vset1(k0[4 * d + c]);
+            a4 = vfma(kk, q0, a4);
+            b4 = vfma(kk, q1, b4);
+            kk = vset1(k0[5 * d + c]);
+            a5 = vfma(kk, q0, a5);
+            b5 = vfma(kk, q1, b5);
+        }
+        vstore(S0 + j * VLEN, a0);
+        vstore(S0 + (j + 1) * VLEN, a1);
+        vstore(S0 + (j + 2) * VLEN, a2);
+        vstore(S0 + (j + 3) * VLEN, a3);
+        vstore(S0 + (j + 4) * VLEN, a4);
+        vstore(S0 + (j + 5) * VLEN, a5);
+        vstore(S1 + j * VLEN, b0);
+        vstore(S1 + (j + 1) * VLEN, b1);
+        vstore(S1 + (j + 2) * VLEN, b2);
+        vstore(S1 + (j + 3) * VLEN, b3);
+        vstore(S1 + (j + 4) * VLEN, b4);
+        vstore(S1 + (j + 5) * VLEN, b5);
+    }
+    for (; j < kb; j++) {
+        const float *k0 = k + j * d;
+        vf a0 = vset1(0.0f), b0 = a0;
+        for (int64_t c = 0; c < dh; c++) {
+            vf kk = vset1(k0[c]);
+            a0 = vfma(kk, vload(qt0 + c * VLEN), a0);
+            b0 = vfma(kk, vload(qt1 + c * VLEN), b0);
+        }
+        vstore(S0 + j * VLEN, a0);
+        vstore(S1 + j * VLEN, b0);
+    }
+}
+
 /* The running state of a query block's online softmax: per lane the max
  * and the sum of the weights so far, and whether a key block was seen (the
  * partial output, kept in the output rows, is rescaled from the second on). */
@@ -879,6 +938,53 @@ static void att_begin(float *o, int64_t i0, int64_t nqb, int64_t d, int64_t dh, 
     st->started = 0;
 }
 
+/* One block of keys [j0, j0 + kb) of a query block (rows i0.. of o, nqb of
+ * them) whose scores are in S (k and v start at key `base`): the causal
+ * mask, the new running max m and sum l, the rescale of the partial output
+ * and out += P V. */
+static void att_update(float *S, const float *v, float *o, int64_t i0, int64_t nqb, int64_t j0,
+                       int64_t kb, int64_t base, int64_t d, int64_t dh, int causal, vf *mp, vf *lp,
+                       int *started)
+{
+    vf m = *mp;
+    int64_t j;
+    /* causal mask: query i0 + lane sees key j0 + j only if j0 + j >= i0 + lane */
+    if (causal && j0 < i0 + VLEN) {
+        vi lane = {0};
+        for (int t = 0; t < VLEN; t++)
+            lane[t] = t;
+        for (j = 0; j < kb && j0 + j < i0 + VLEN; j++) {
+            vi hidden = (vi){0} + (int32_t)(j0 + j - i0) < lane;
+            vstore(S + j * VLEN, vselect(hidden, vset1(-INFINITY), vload(S + j * VLEN)));
+        }
+    }
+    vf bmax = vload(S);
+    for (j = 1; j < kb; j++)
+        bmax = vmax(bmax, vload(S + j * VLEN));
+    vf mnew = vmax(m, bmax);
+    vf msafe = vselect(mnew == vset1(-INFINITY), vset1(0.0f), mnew);
+    vf alpha = vexp(m - msafe);
+    *mp = mnew;
+    vf lsum = vset1(0.0f);
+    for (j = 0; j < kb; j++) {
+        vf p = vexp(vload(S + j * VLEN) - msafe);
+        lsum += p;
+        vstore(S + j * VLEN, p);
+    }
+    *lp = vfma(*lp, alpha, lsum);
+    if (*started) {
+        for (int64_t qq = 0; qq < nqb; qq++) {
+            float a = alpha[qq];
+            if (a == 1.0f) continue;
+            float *oq = o + (i0 + qq) * d;
+            for (int64_t c = 0; c < dh; c++)
+                oq[c] *= a;
+        }
+    }
+    *started = 1;
+    att_pv(S, v, j0 - base, kb, d, o + i0 * d, d, nqb, dh);
+}
+
 /* Keys [j_from, j_to) of a query block (qt: its transposed, scaled queries),
  * in blocks of ATT_KB from j_from; k and v start at key `base`. Calls with
  * consecutive ranges whose starts are multiples of ATT_KB after the first
@@ -889,48 +995,38 @@ static void att_keys(const float *qt, const float *k, const float *v, float *o, 
 {
     float S[ATT_KB * VLEN];
     vf m = vload(st->m), l = vload(st->l);
-    vi lane = {0};
-    for (int t = 0; t < VLEN; t++)
-        lane[t] = t;
     for (int64_t j0 = j_from; j0 < j_to; j0 += ATT_KB) {
         int64_t kb = ek_min(ATT_KB, j_to - j0);
         att_scores(qt, k + (j0 - base) * d, kb, d, dh, S);
-        int64_t j;
-        /* causal mask: query i0 + lane sees key j0 + j only if j0 + j >= i0 + lane */
-        if (causal && j0 < i0 + VLEN) {
-            for (j = 0; j < kb && j0 + j < i0 + VLEN; j++) {
-                vi hidden = (vi){0} + (int32_t)(j0 + j - i0) < lane;
-                vstore(S + j * VLEN, vselect(hidden, vset1(-INFINITY), vload(S + j * VLEN)));
-            }
-        }
-        vf bmax = vload(S);
-        for (j = 1; j < kb; j++)
-            bmax = vmax(bmax, vload(S + j * VLEN));
-        vf mnew = vmax(m, bmax);
-        vf msafe = vselect(mnew == vset1(-INFINITY), vset1(0.0f), mnew);
-        vf alpha = vexp(m - msafe);
-        m = mnew;
-        vf lsum = vset1(0.0f);
-        for (j = 0; j < kb; j++) {
-            vf p = vexp(vload(S + j * VLEN) - msafe);
-            lsum += p;
-            vstore(S + j * VLEN, p);
-        }
-        l = vfma(l, alpha, lsum);
-        if (st->started) {
-            for (int64_t qq = 0; qq < nqb; qq++) {
-                float a = alpha[qq];
-                if (a == 1.0f) continue;
-                float *oq = o + (i0 + qq) * d;
-                for (int64_t c = 0; c < dh; c++)
-                    oq[c] *= a;
-            }
-        }
-        st->started = 1;
-        att_pv(S, v, j0 - base, kb, d, o + i0 * d, d, nqb, dh);
+        att_update(S, v, o, i0, nqb, j0, kb, base, d, dh, causal, &m, &l, &st->started);
     }
     vstore(st->m, m);
     vstore(st->l, l);
+}
+
+/* att_keys for two query blocks at once, rows i0.. and i0 + VLEN..: their
+ * scores in one pass over the keys (att_scores2), then each block's update.
+ * A score is the same FMA chain as att_keys computes, so without the causal
+ * mask the two blocks get exactly what att_keys gives each; with it, the
+ * second block also goes over keys [i0, i0 + VLEN), all hidden from it, so
+ * its key blocks are cut at other places than att_keys would cut them. */
+static void att_keys2(const float *qt0, const float *qt1, const float *k, const float *v, float *o,
+                      int64_t i0, int64_t nqb0, int64_t nqb1, int64_t base, int64_t j_from,
+                      int64_t j_to, int64_t d, int64_t dh, int causal, att_state *st0,
+                      att_state *st1)
+{
+    float S0[ATT_KB * VLEN], S1[ATT_KB * VLEN];
+    vf m0 = vload(st0->m), l0 = vload(st0->l), m1 = vload(st1->m), l1 = vload(st1->l);
+    for (int64_t j0 = j_from; j0 < j_to; j0 += ATT_KB) {
+        int64_t kb = ek_min(ATT_KB, j_to - j0);
+        att_scores2(qt0, qt1, k + (j0 - base) * d, kb, d, dh, S0, S1);
+        att_update(S0, v, o, i0, nqb0, j0, kb, base, d, dh, causal, &m0, &l0, &st0->started);
+        att_update(S1, v, o, i0 + VLEN, nqb1, j0, kb, base, d, dh, causal, &m1, &l1, &st1->started);
+    }
+    vstore(st0->m, m0);
+    vstore(st0->l, l0);
+    vstore(st1->m, m1);
+    vstore(st1->l, l1);
 }
 
 /* Ends a query block: the output rows divided by the weights' sum. */
@@ -957,6 +1053,23 @@ static void att_block(const float *q, const float *k, const float *v, float *o, 
     if (jstart >= valid) return;
     att_keys(qt, k, v, o, i0, nqb, 0, jstart, valid, d, dh, causal, &st);
     att_end(o, i0, nqb, d, dh, &st);
+}
+
+/* att_block for the query blocks at i0 (VLEN rows) and i0 + VLEN (nqb1 rows). */
+static void att_block2(const float *q, const float *k, const float *v, float *o, int64_t i0,
+                       int64_t nqb1, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
+{
+    float qt0[ATT_DHMAX * VLEN], qt1[ATT_DHMAX * VLEN];
+    att_state st0, st1;
+    att_load_queries(q + i0 * d, VLEN, d, dh, scale, qt0);
+    att_load_queries(q + (i0 + VLEN) * d, nqb1, d, dh, scale, qt1);
+    att_begin(o, i0, VLEN, d, dh, &st0);
+    att_begin(o, i0 + VLEN, nqb1, d, dh, &st1);
+    int64_t jstart = causal ? i0 : 0;
+    if (jstart >= valid) return;
+    att_keys2(qt0, qt1, k, v, o, i0, VLEN, nqb1, 0, jstart, valid, d, dh, causal, &st0, &st1);
+    att_end(o, i0, VLEN, d, dh, &st0);
+    att_end(o, i0 + VLEN, nqb1, d, dh, &st1);
 }
 
 /* One query, scalar online softmax: for heads wider than ATT_DHMAX. */
@@ -993,21 +1106,25 @@ static void k_attention(const float *q, const float *k, const float *v, const in
 {
     int64_t dh = d / heads;
     float scale = (float)(1.0 / sqrt((double)dh));
-    int64_t nqb = (nq + VLEN - 1) / VLEN;
-    int64_t items = batch * heads * nqb;
+    /* work item: a pair of query blocks (att_block2), or one at the end */
+    int64_t npb = (nq + 2 * VLEN - 1) / (2 * VLEN);
+    int64_t items = batch * heads * npb;
     double work = (double)batch * (double)nq * (double)nk * (double)d;
 #pragma omp parallel for num_threads(threads) schedule(static, 1) if (work > 1e5)
     for (int64_t it = 0; it < items; it++) {
-        int64_t b = it / (heads * nqb), rest = it % (heads * nqb);
-        int64_t h = rest / nqb, qb = rest % nqb;
+        int64_t b = it / (heads * npb), rest = it % (heads * npb);
+        int64_t h = rest / npb, pb = rest % npb;
         int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[b], nk)) : nk;
         const float *qb_ = q + b * nq * d + h * dh;
         const float *kb_ = k + b * nk * d + h * dh;
         const float *vb_ = v + b * nk * d + h * dh;
         float *ob = out + b * nq * d + h * dh;
-        int64_t i0 = qb * VLEN, cnt = ek_min(VLEN, nq - i0);
+        int64_t i0 = pb * 2 * VLEN, cnt = ek_min(2 * VLEN, nq - i0);
         if (dh <= ATT_DHMAX) {
-            att_block(qb_, kb_, vb_, ob, i0, cnt, valid, d, dh, causal, scale);
+            if (cnt > VLEN)
+                att_block2(qb_, kb_, vb_, ob, i0, cnt - VLEN, valid, d, dh, causal, scale);
+            else
+                att_block(qb_, kb_, vb_, ob, i0, cnt, valid, d, dh, causal, scale);
         } else {
             for (int64_t i = i0; i < i0 + cnt; i++)
                 att_row_scalar(qb_ + i * d, kb_, vb_, ob + i * d, causal ? i : 0, valid, d, dh,
@@ -1931,17 +2048,16 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
             lin_block(a, pk, kc, 0, valid, 0, panels, d, d);
             lin_block(a, pv, vc, 0, valid, 0, panels, d, d);
             for (int h = 0; h < heads; h++)
-                for (int64_t i0 = 0; i0 < m; i0 += VLEN) {
-                    int64_t cnt = ek_min(VLEN, m - i0);
+                for (int64_t i0 = 0; i0 < m; i0 += 2 * VLEN) { /* pairs of query blocks */
+                    int64_t cnt = ek_min(2 * VLEN, m - i0);
                     float *ob = out + b * m * d + h * dh;
-                    float qt[ATT_DHMAX * VLEN];
-                    att_state st;
-                    att_load_queries(q + b * m * d + h * dh + i0 * d, cnt, d, dh, scale, qt);
-                    att_begin(ob, i0, cnt, d, dh, &st);
-                    if (valid > 0)
-                        att_keys(qt, kc + h * dh, vc + h * dh, ob, i0, cnt, 0, 0, valid, d, dh, 0,
-                                 &st);
-                    att_end(ob, i0, cnt, d, dh, &st);
+                    const float *qb = q + b * m * d + h * dh;
+                    if (cnt > VLEN)
+                        att_block2(qb, kc + h * dh, vc + h * dh, ob, i0, cnt - VLEN, valid, d, dh,
+                                   0, scale);
+                    else
+                        att_block(qb, kc + h * dh, vc + h * dh, ob, i0, cnt, valid, d, dh, 0,
+                                  scale);
                 }
         }
     }
@@ -2027,9 +2143,12 @@ static void att_rows(const float *q, const float *k, const float *v, float *o, i
                      int64_t m, int64_t d, int64_t dh, int heads, float scale)
 {
     for (int h = 0; h < heads; h++)
-        for (int64_t i0 = 0; i0 < cnt; i0 += VLEN) {
-            int64_t c = ek_min(VLEN, cnt - i0);
-            if (dh <= ATT_DHMAX) {
+        for (int64_t i0 = 0; i0 < cnt; i0 += 2 * VLEN) { /* pairs of query blocks */
+            int64_t c = ek_min(2 * VLEN, cnt - i0);
+            if (dh <= ATT_DHMAX && c > VLEN) {
+                att_block2(q + h * dh, k + h * dh, v + h * dh, o + h * dh, i0, c - VLEN, m, d, dh,
+                           0, scale);
+            } else if (dh <= ATT_DHMAX) {
                 att_block(q + h * dh, k + h * dh, v + h * dh, o + h * dh, i0, c, m, d, dh, 0,
                           scale);
             } else {

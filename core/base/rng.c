@@ -3,17 +3,9 @@
 
 #include <math.h>
 
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
 uint64_t elastic_rng_u64(uint64_t seed, uint64_t stream, uint64_t i)
 {
-    return splitmix64(splitmix64(seed ^ splitmix64(stream)) + i);
+    return elastic_rng_at(elastic_rng_key(seed, stream), i);
 }
 
 double elastic_rng_uniform(uint64_t seed, uint64_t stream, uint64_t i)

@@ -11,6 +11,27 @@
 #include <stdint.h>
 
 uint64_t elastic_rng_u64(uint64_t seed, uint64_t stream, uint64_t i);
+
+/* The splitmix64 finaliser everything above is built from. */
+static inline uint64_t elastic_rng_mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* elastic_rng_u64 in two steps, for loops over i: the stream's key once,
+ * then elastic_rng_at(key, i) == elastic_rng_u64(seed, stream, i), one hash
+ * per value instead of three. */
+static inline uint64_t elastic_rng_key(uint64_t seed, uint64_t stream)
+{
+    return elastic_rng_mix(seed ^ elastic_rng_mix(stream));
+}
+static inline uint64_t elastic_rng_at(uint64_t key, uint64_t i)
+{
+    return elastic_rng_mix(key + i);
+}
 /* Uniform in (0, 1): never 0, so log() is safe. */
 double elastic_rng_uniform(uint64_t seed, uint64_t stream, uint64_t i);
 /* Standard normal (Box-Muller on two uniforms). */
