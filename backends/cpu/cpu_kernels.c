@@ -700,101 +700,77 @@ static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, 
 #define ATT_KB 64
 #define ATT_DHMAX 256
 
-/* out rows of the query block += P V for keys [j0, j0 + kb). */
-/* att_pv's columns [c, dh) of query qq's output row oq, VLEN and then one at a time. */
-static void att_pv_cols(const float *P, const float *v, int64_t j0, int64_t kb, int64_t vstride,
-                        float *oq, int64_t qq, int64_t c, int64_t dh)
+/* att_pv's register tile: PV_NQ queries x PV_NV vectors of columns (12
+ * accumulators, and the key's PV_NV values of V loaded once for all the
+ * tile's queries). */
+#if VLEN == 16
+#define PV_NQ 6
+#define PV_NV 2
+#else
+#define PV_NQ 3
+#define PV_NV 4
+#endif
+
+/* Query rows o[qq..qq + nq) (nq <= PV_NQ), columns [c, c + nv VLEN) (nv <=
+ * PV_NV): each element one FMA chain from its current value over the keys
+ * in order. */
+EK_INLINE void pv_tile(const float *P, const float *v, int64_t j0, int64_t kb, int64_t vstride,
+                       float *o, int64_t ostride, int64_t qq, const int nq, int64_t c, const int nv)
 {
-    for (; c + VLEN <= dh; c += VLEN) {
-        vf a0 = vload(oq + c), b0 = vset1(0.0f);
-        int64_t j = 0;
-        for (; j + 1 < kb; j += 2) {
-            const float *v0 = v + (j0 + j) * vstride + c;
-            a0 = vfma(vset1(P[j * VLEN + qq]), vload(v0), a0);
-            b0 = vfma(vset1(P[(j + 1) * VLEN + qq]), vload(v0 + vstride), b0);
+    vf acc[PV_NQ][PV_NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < PV_NQ; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < PV_NV; t++)
+            if (r < nq && t < nv) acc[r][t] = vload(o + (qq + r) * ostride + c + t * VLEN);
+    for (int64_t j = 0; j < kb; j++) {
+        const float *vr = v + (j0 + j) * vstride + c;
+        vf vv[PV_NV];
+#pragma GCC unroll 8
+        for (int t = 0; t < PV_NV; t++)
+            if (t < nv) vv[t] = vload(vr + t * VLEN);
+#pragma GCC unroll 8
+        for (int r = 0; r < PV_NQ; r++) {
+            if (r < nq) {
+                vf p = vset1(P[j * VLEN + qq + r]);
+#pragma GCC unroll 8
+                for (int t = 0; t < PV_NV; t++)
+                    if (t < nv) acc[r][t] = vfma(p, vv[t], acc[r][t]);
+            }
         }
-        if (j < kb) a0 = vfma(vset1(P[j * VLEN + qq]), vload(v + (j0 + j) * vstride + c), a0);
-        vstore(oq + c, a0 + b0);
     }
-    for (; c < dh; c++) {
-        float s = oq[c];
-        for (int64_t j = 0; j < kb; j++)
-            s += P[j * VLEN + qq] * v[(j0 + j) * vstride + c];
-        oq[c] = s;
-    }
+#pragma GCC unroll 8
+    for (int r = 0; r < PV_NQ; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < PV_NV; t++)
+            if (r < nq && t < nv) vstore(o + (qq + r) * ostride + c + t * VLEN, acc[r][t]);
 }
 
+/* out rows of the query block += P V for keys [j0, j0 + kb): for every
+ * (query, column) one FMA chain over the keys in order, whichever tile it
+ * falls in (pv_tile: PV_NQ queries share each key's loads of V). */
 static void att_pv(const float *P, const float *v, int64_t j0, int64_t kb, int64_t vstride,
                    float *o, int64_t ostride, int64_t nqb, int64_t dh)
 {
-    int64_t qq = 0;
-    /* two queries at a time share the loads of V and double the chains;
-     * each query's sums are the single-query loop's, term for term */
-    for (; qq + 2 <= nqb && dh >= 2 * VLEN; qq += 2) {
-        float *oq = o + qq * ostride, *o2 = oq + ostride;
-        int64_t c = 0;
-        for (; c + 2 * VLEN <= dh; c += 2 * VLEN) {
-            vf a0 = vload(oq + c), a1 = vload(oq + c + VLEN);
-            vf e0 = vload(o2 + c), e1 = vload(o2 + c + VLEN);
-            vf b0 = vset1(0.0f), b1 = b0, f0 = b0, f1 = b0;
-            int64_t j = 0;
-            for (; j + 1 < kb; j += 2) {
-                const float *v0 = v + (j0 + j) * vstride + c, *v1 = v0 + vstride;
-                vf v00 = vload(v0), v01 = vload(v0 + VLEN), v10 = vload(v1), v11 = vload(v1 + VLEN);
-                vf p0 = vset1(P[j * VLEN + qq]), p1 = vset1(P[(j + 1) * VLEN + qq]);
-                vf r0 = vset1(P[j * VLEN + qq + 1]), r1 = vset1(P[(j + 1) * VLEN + qq + 1]);
-                a0 = vfma(p0, v00, a0);
-                a1 = vfma(p0, v01, a1);
-                b0 = vfma(p1, v10, b0);
-                b1 = vfma(p1, v11, b1);
-                e0 = vfma(r0, v00, e0);
-                e1 = vfma(r0, v01, e1);
-                f0 = vfma(r1, v10, f0);
-                f1 = vfma(r1, v11, f1);
-            }
-            if (j < kb) {
-                const float *v0 = v + (j0 + j) * vstride + c;
-                vf v00 = vload(v0), v01 = vload(v0 + VLEN);
-                vf p0 = vset1(P[j * VLEN + qq]), r0 = vset1(P[j * VLEN + qq + 1]);
-                a0 = vfma(p0, v00, a0);
-                a1 = vfma(p0, v01, a1);
-                e0 = vfma(r0, v00, e0);
-                e1 = vfma(r0, v01, e1);
-            }
-            vstore(oq + c, a0 + b0);
-            vstore(oq + c + VLEN, a1 + b1);
-            vstore(o2 + c, e0 + f0);
-            vstore(o2 + c + VLEN, e1 + f1);
-        }
-        for (int64_t q2 = qq; q2 < qq + 2; q2++) /* the narrower columns, one query at a time */
-            att_pv_cols(P, v, j0, kb, vstride, o + q2 * ostride, q2, c, dh);
+    int64_t c = 0;
+    for (; c + PV_NV * VLEN <= dh; c += PV_NV * VLEN) {
+        int64_t qq = 0;
+        for (; qq + PV_NQ <= nqb; qq += PV_NQ)
+            pv_tile(P, v, j0, kb, vstride, o, ostride, qq, PV_NQ, c, PV_NV);
+        for (; qq < nqb; qq++)
+            pv_tile(P, v, j0, kb, vstride, o, ostride, qq, 1, c, PV_NV);
     }
-    for (; qq < nqb; qq++) {
-        float *oq = o + qq * ostride;
-        int64_t c = 0;
-        for (; c + 2 * VLEN <= dh; c += 2 * VLEN) {
-            vf a0 = vload(oq + c), a1 = vload(oq + c + VLEN);
-            vf b0 = vset1(0.0f), b1 = vset1(0.0f);
-            int64_t j = 0;
-            for (; j + 1 < kb; j += 2) {
-                const float *v0 = v + (j0 + j) * vstride + c, *v1 = v0 + vstride;
-                vf p0 = vset1(P[j * VLEN + qq]), p1 = vset1(P[(j + 1) * VLEN + qq]);
-                a0 = vfma(p0, vload(v0), a0);
-                a1 = vfma(p0, vload(v0 + VLEN), a1);
-                b0 = vfma(p1, vload(v1), b0);
-                b1 = vfma(p1, vload(v1 + VLEN), b1);
-            }
-            if (j < kb) {
-                const float *v0 = v + (j0 + j) * vstride + c;
-                vf p0 = vset1(P[j * VLEN + qq]);
-                a0 = vfma(p0, vload(v0), a0);
-                a1 = vfma(p0, vload(v0 + VLEN), a1);
-            }
-            vstore(oq + c, a0 + b0);
-            vstore(oq + c + VLEN, a1 + b1);
+    for (; c + VLEN <= dh; c += VLEN)
+        for (int64_t qq = 0; qq < nqb; qq++)
+            pv_tile(P, v, j0, kb, vstride, o, ostride, qq, 1, c, 1);
+    for (; c < dh; c++)
+        for (int64_t qq = 0; qq < nqb; qq++) {
+            float *oq = o + qq * ostride;
+            float sum = oq[c];
+            for (int64_t j = 0; j < kb; j++)
+                sum = fmaf(P[j * VLEN + qq], v[(j0 + j) * vstride + c], sum);
+            oq[c] = sum;
         }
-        att_pv_cols(P, v, j0, kb, vstride, oq, qq, c, dh);
-    }
 }
 
 /* qt[c * VLEN + l] = scale * q row l, column c, for the cnt (<= VLEN) rows
