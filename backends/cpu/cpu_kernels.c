@@ -618,18 +618,28 @@ static void lin_unpacked(const float *x, const float *w, const float *bias, floa
         }
 }
 
-/* lin_pack_panel for W given transposed, wt [k, n]: a row of NR columns per
- * q is contiguous there, so the panel is k short copies. */
-static void lin_pack_panel_t(const float *wt, float *dst, int64_t p, int64_t n, int64_t k)
+/* lin_pack_panel for W given transposed, wt [k, n], rows q of wt in [q0, q1)
+ * into every panel: wt is read once, in order (a panel at a time would
+ * stride over all k rows once per panel). Row k of each panel, the bias,
+ * is the caller's to zero. */
+static void lin_pack_rows_t(const float *wt, float *packed, int64_t q0, int64_t q1, int64_t n,
+                            int64_t k)
 {
-    int64_t j0 = p * LIN_NR, nc = ek_min(LIN_NR, n - j0);
-    for (int64_t q = 0; q < k; q++) {
-        memcpy(dst + q * LIN_NR, wt + q * n + j0, (size_t)nc * sizeof(float));
-        for (int64_t c = nc; c < LIN_NR; c++)
-            dst[q * LIN_NR + c] = 0.0f;
+    int64_t panels = (n + LIN_NR - 1) / LIN_NR, pstride = (k + 1) * LIN_NR;
+    for (int64_t q = q0; q < q1; q++) {
+        const float *src = wt + q * n;
+        for (int64_t p = 0; p < panels; p++) {
+            float *row = packed + p * pstride + q * LIN_NR;
+            int64_t j0 = p * LIN_NR, nc = ek_min(LIN_NR, n - j0);
+            if (nc == LIN_NR) {
+                for (int c = 0; c < LIN_NR; c++)
+                    row[c] = src[j0 + c];
+            } else {
+                for (int64_t c = 0; c < LIN_NR; c++)
+                    row[c] = c < nc ? src[j0 + c] : 0.0f;
+            }
+        }
     }
-    for (int64_t c = 0; c < LIN_NR; c++)
-        dst[k * LIN_NR + c] = 0.0f;
 }
 
 /* out[M,N] = x[M,K] w[N,K]^T + bias (w_transposed: w is wt [K,N], no bias):
@@ -653,13 +663,19 @@ static void lin_run(const float *x, const float *w, const float *bias, float *ou
     double flops = 2.0 * (double)m * (double)n * (double)k;
     int nt = threads;
     if (flops < 2e5 || tiles < 2) nt = 1;
+    if (w_transposed) /* no bias: the panels' bias rows are zero */
+        for (int64_t p = 0; p < panels; p++)
+            memset(packed + p * pstride + k * LIN_NR, 0, LIN_NR * sizeof(float));
 #pragma omp parallel num_threads(nt)
     {
+        if (w_transposed) {
+            int64_t qchunks = (k + 63) / 64;
 #pragma omp for schedule(static)
-        for (int64_t p = 0; p < panels; p++) {
-            if (w_transposed)
-                lin_pack_panel_t(w, packed + p * pstride, p, n, k);
-            else
+            for (int64_t qc = 0; qc < qchunks; qc++)
+                lin_pack_rows_t(w, packed, qc * 64, ek_min(k, qc * 64 + 64), n, k);
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t p = 0; p < panels; p++)
                 lin_pack_panel(w, bias, packed + p * pstride, p, n, k);
         }
 #pragma omp for schedule(static)
