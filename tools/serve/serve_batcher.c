@@ -269,10 +269,10 @@ static void *reaper_main(void *arg)
             pthread_mutex_lock(&b->lock);
             continue;
         }
-        /* With an empty queue it still sleeps for a bounded time (REAP_IDLE_S),
+        /* Even with an empty queue it sleeps for a bounded time (REAP_IDLE_S),
          * so that an arrival whose deadline is later than that need not wake
-         * it: at the usual timeouts (seconds) a request costs no reaper
-         * wake-up at all, only one that waits in the queue does. */
+         * it: at the usual timeouts (seconds) no request wakes it; it wakes
+         * by itself once a second, or at a queued work's deadline. */
         double earliest = now + REAP_IDLE_S;
         for (serve_work *w = b->head; w; w = w->next)
             if (w->deadline < earliest) earliest = w->deadline;
