@@ -120,17 +120,6 @@ EK_INLINE vf vmax(vf a, vf b)
 #endif
 }
 
-EK_INLINE vf vmin(vf a, vf b)
-{
-#if defined(__AVX512F__)
-    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
-#elif defined(__AVX2__)
-    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
-#else
-    return vselect(a < b, a, b);
-#endif
-}
-
 /* Whether any lane of v is > t (false for NaN lanes). */
 EK_INLINE int vany_gt(vf v, float t)
 {
@@ -394,38 +383,9 @@ EK_INLINE vf vphi2(vf x) /* 2 Phi(x) = 1 + erf(x / sqrt 2) */
     return vselect(x < vset1(0.0f), e, vset1(2.0f) - e);
 }
 
-/*
- * erf(z) for the forward GELU: the rational minimax fit z P(z^2) / Q(z^2)
- * on [-4, 4] of XLA and Eigen (z clamped there: erf(4) rounds to 1 in
- * float32), 11 FMAs and a division instead of vphi2's Chebyshev fit, exp
- * and division. Its absolute error, at most 6.3 u (u = 2^-24) over the
- * floats z in [-8.5, 8.5] (tests/test_gelu_accuracy.c sweeps them), keeps
- * GELU within 0.4 of conformance's bound, 8 EPS (|y| + 0.5 |x|); the
- * gradient keeps vphi2, whose bound is tighter. A NaN x stays NaN through
- * 0.5 x, whatever the clamp makes of it.
- */
-EK_INLINE vf verf_rational(vf z)
-{
-    vf x = vmin(vmax(z, vset1(-4.0f)), vset1(4.0f));
-    vf x2 = x * x;
-    vf p = vset1(-2.72614225801306e-10f);
-    p = vfma(x2, p, vset1(2.77068142495902e-08f));
-    p = vfma(x2, p, vset1(-2.10102402082508e-06f));
-    p = vfma(x2, p, vset1(-5.69250639462346e-05f));
-    p = vfma(x2, p, vset1(-7.34990630326855e-04f));
-    p = vfma(x2, p, vset1(-2.95459980854025e-03f));
-    p = vfma(x2, p, vset1(-1.60960333262415e-02f));
-    vf q = vset1(-1.45660718464996e-05f);
-    q = vfma(x2, q, vset1(-2.13374055278905e-04f));
-    q = vfma(x2, q, vset1(-1.68282697438203e-03f));
-    q = vfma(x2, q, vset1(-7.37332916720468e-03f));
-    q = vfma(x2, q, vset1(-1.42647390514189e-02f));
-    return x * p / q;
-}
-
 EK_INLINE vf vgelu(vf x)
 {
-    return vset1(0.5f) * x * (vset1(1.0f) + verf_rational(x * vset1(0.70710678118654752f)));
+    return vset1(0.5f) * x * vphi2(x);
 }
 
 /* GELU'(x) dy = (Phi(x) + x phi(x)) dy, phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
