@@ -416,9 +416,12 @@ CPU_OP(gelu_grad)
 CPU_OP(attention_grad)
 {
     CPU_ARGS;
-    return elastic_cpu_attention_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]),
-                                      opt(node, in, 4), ptr(&out[0]), ptr(&out[1]), ptr(&out[2]),
-                                      d->batch, d->nq, d->nk, d->width, p->heads, p->causal, th);
+    if (k->attention_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), opt(node, in, 4),
+                          ptr(&out[0]), ptr(&out[1]), ptr(&out[2]), d->batch, d->nq, d->nk,
+                          d->width, p->heads, p->causal, th))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "attention_grad '%s': out of memory (scratch)",
+                             node->name);
+    return ELASTIC_OK;
 }
 
 CPU_OP(pkm_grad)

@@ -40,8 +40,8 @@ typedef struct elastic_cpu_kernels {
                    int threads);
     /* out[i] = a[i] + b[i % nb] */
     void (*add)(const float *a, const float *b, float *out, int64_t n, int64_t nb, int threads);
-    void (*masked_mean)(const float *x, const int32_t *len, float *out, int64_t batch,
-                        int64_t n, int64_t d, int threads);
+    void (*masked_mean)(const float *x, const int32_t *len, float *out, int64_t batch, int64_t n,
+                        int64_t d, int threads);
     void (*layer_norm)(const float *x, const float *weight, const float *bias, float *out,
                        int64_t rows, int64_t d, float eps, int threads);
     /* out[M,N] = x[M,K] * w[N,K]^T + bias[N] (bias may be NULL) */
@@ -53,8 +53,8 @@ typedef struct elastic_cpu_kernels {
                       int causal, int threads);
     /* p [B, heads, nq, nk]: attention's softmax weights (0 where hidden) */
     void (*attention_probs)(const float *q, const float *k, const int32_t *key_len, float *p,
-                            int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
-                            int causal, int threads);
+                            int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads, int causal,
+                            int threads);
     /* out [B, nq, d]: per head, out[b, i, head] = sum_j p[b, head, i, j] v[b, j, head] */
     void (*attention_mix)(const float *p, const float *v, float *out, int64_t batch, int64_t nq,
                           int64_t nk, int64_t d, int heads, int threads);
@@ -97,14 +97,21 @@ typedef struct elastic_cpu_kernels {
     /* loss [B] and dscores [B, I] of the mean softmax cross-entropy over the
      * rows whose target (1..I) is not 0 (op CROSS_ENTROPY); the reference is
      * cpu_grad.c's, in double. */
-    void (*cross_entropy)(const float *scores, const int32_t *target, float *loss,
-                          float *dscores, int64_t batch, int64_t items, int threads);
+    void (*cross_entropy)(const float *scores, const int32_t *target, float *loss, float *dscores,
+                          int64_t batch, int64_t items, int threads);
     /* out[M,N] = x[M,K] wt[K,N] (W given transposed, no bias): in the fast
      * tables bitwise linear(x, W) for W = wt^T, without forming W. */
-    void (*linear_tn)(const float *x, const float *wt, float *out, int64_t m, int64_t n,
-                      int64_t k, int threads);
+    void (*linear_tn)(const float *x, const float *wt, float *out, int64_t m, int64_t n, int64_t k,
+                      int threads);
     /* dx = dy GELU'(x) (op GELU_GRAD); the reference is cpu_grad.c's, on libm */
     void (*gelu_grad)(const float *x, const float *dy, float *dx, int64_t n, int threads);
+    /* dq, dk, dv of attention (op ATTENTION_GRAD); the reference is cpu_grad.c's
+     * (float32, libm's expf); the fast tables take the same steps in the
+     * table's vectors, with vexp. Returns 0, or -1 when its scratch cannot be
+     * allocated. */
+    int (*attention_grad)(const float *q, const float *k, const float *v, const float *dy,
+                          const int32_t *key_len, float *dq, float *dk, float *dv, int64_t batch,
+                          int64_t nq, int64_t nk, int64_t d, int heads, int causal, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

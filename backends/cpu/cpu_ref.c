@@ -22,11 +22,11 @@ static void ref_gather(const float *table, int64_t d, const int32_t *idx, int64_
         memcpy(out + i * d, table + (int64_t)idx[i] * d, (size_t)d * sizeof(float));
 }
 
-static void ref_add(const float *a, const float *b, float *out, int64_t n, int64_t nb,
-                    int threads)
+static void ref_add(const float *a, const float *b, float *out, int64_t n, int64_t nb, int threads)
 {
     (void)threads;
-    for (int64_t i = 0; i < n; i++) out[i] = (float)((double)a[i] + (double)b[i % nb]);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (float)((double)a[i] + (double)b[i % nb]);
 }
 
 static void ref_masked_mean(const float *x, const int32_t *len, float *out, int64_t batch,
@@ -37,7 +37,8 @@ static void ref_masked_mean(const float *x, const int32_t *len, float *out, int6
         int64_t rows = len[b] < n ? len[b] : n;
         for (int64_t j = 0; j < d; j++) {
             double s = 0;
-            for (int64_t r = 0; r < rows; r++) s += x[(b * n + r) * d + j];
+            for (int64_t r = 0; r < rows; r++)
+                s += x[(b * n + r) * d + j];
             out[b * d + j] = rows > 0 ? (float)(s / (double)rows) : 0.0f;
         }
     }
@@ -50,9 +51,11 @@ static void ref_layer_norm(const float *x, const float *weight, const float *bia
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d;
         double mean = 0, var = 0;
-        for (int64_t j = 0; j < d; j++) mean += xr[j];
+        for (int64_t j = 0; j < d; j++)
+            mean += xr[j];
         mean /= (double)d;
-        for (int64_t j = 0; j < d; j++) var += (xr[j] - mean) * (xr[j] - mean);
+        for (int64_t j = 0; j < d; j++)
+            var += (xr[j] - mean) * (xr[j] - mean);
         var /= (double)d;
         double inv = 1.0 / sqrt(var + (double)eps);
         for (int64_t j = 0; j < d; j++)
@@ -67,7 +70,8 @@ static void ref_linear(const float *x, const float *w, const float *bias, float 
     for (int64_t i = 0; i < m; i++) {
         for (int64_t j = 0; j < n; j++) {
             double s = bias ? (double)bias[j] : 0.0;
-            for (int64_t p = 0; p < k; p++) s += (double)x[i * k + p] * (double)w[j * k + p];
+            for (int64_t p = 0; p < k; p++)
+                s += (double)x[i * k + p] * (double)w[j * k + p];
             out[i * n + j] = (float)s;
         }
     }
@@ -80,7 +84,8 @@ static void ref_linear_tn(const float *x, const float *wt, float *out, int64_t m
     for (int64_t i = 0; i < m; i++) {
         for (int64_t j = 0; j < n; j++) {
             double s = 0.0;
-            for (int64_t p = 0; p < k; p++) s += (double)x[i * k + p] * (double)wt[p * n + j];
+            for (int64_t p = 0; p < k; p++)
+                s += (double)x[i * k + p] * (double)wt[p * n + j];
             out[i * n + j] = (float)s;
         }
     }
@@ -121,10 +126,12 @@ static void ref_attention(const float *q, const float *k, const float *v, const 
                     if (logit) logit[j] = s;
                     if (s > max) max = s;
                 }
-                for (int64_t c = 0; c < dh; c++) o[c] = 0.0f;
+                for (int64_t c = 0; c < dh; c++)
+                    o[c] = 0.0f;
                 if (first >= valid || !logit) continue;
                 double sum = 0;
-                for (int64_t j = first; j < valid; j++) sum += exp(logit[j] - max);
+                for (int64_t j = first; j < valid; j++)
+                    sum += exp(logit[j] - max);
                 for (int64_t c = 0; c < dh; c++) {
                     double acc = 0;
                     for (int64_t j = first; j < valid; j++)
@@ -141,7 +148,8 @@ static void ref_attention(const float *q, const float *k, const float *v, const 
 static double ref_logit(const float *qi, const float *kj, int64_t dh, double scale)
 {
     double s = 0;
-    for (int64_t c = 0; c < dh; c++) s += (double)qi[c] * (double)kj[c];
+    for (int64_t c = 0; c < dh; c++)
+        s += (double)qi[c] * (double)kj[c];
     return s * scale;
 }
 
@@ -170,17 +178,18 @@ static void ref_attention_probs(const float *q, const float *k, const int32_t *k
                 for (int64_t j = first; j < valid; j++)
                     sum += exp(ref_logit(qi + h * dh, kh + j * d, dh, scale) - max);
                 for (int64_t j = 0; j < nk; j++)
-                    row[j] = j < first || j >= valid
-                                 ? 0.0f
-                                 : (float)(exp(ref_logit(qi + h * dh, kh + j * d, dh, scale) - max) /
-                                           sum);
+                    row[j] =
+                        j < first || j >= valid
+                            ? 0.0f
+                            : (float)(exp(ref_logit(qi + h * dh, kh + j * d, dh, scale) - max) /
+                                      sum);
             }
         }
     }
 }
 
-static void ref_attention_mix(const float *p, const float *v, float *out, int64_t batch,
-                              int64_t nq, int64_t nk, int64_t d, int heads, int threads)
+static void ref_attention_mix(const float *p, const float *v, float *out, int64_t batch, int64_t nq,
+                              int64_t nk, int64_t d, int heads, int threads)
 {
     int64_t dh = d / heads;
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
@@ -205,7 +214,8 @@ static void ref_top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
         int64_t best = -1;
         for (int64_t i = 0; i < n; i++) {
             int taken = 0;
-            for (int64_t q = 0; q < r; q++) taken |= sel[q] == i;
+            for (int64_t q = 0; q < r; q++)
+                taken |= sel[q] == i;
             if (taken) continue;
             if (best < 0 || s[i] > s[best]) best = i;
         }
@@ -224,7 +234,8 @@ static void ref_pkm(const float *query, const float *subkeys, const float *value
         double *sa = malloc((size_t)(2 * m + t * t) * sizeof(double));
         int64_t *sel = malloc((size_t)(3 * t + t * t) * sizeof(int64_t));
         float *o = out + be * d;
-        for (int64_t j = 0; j < d; j++) o[j] = 0.0f;
+        for (int64_t j = 0; j < d; j++)
+            o[j] = 0.0f;
         if (!sa || !sel) {
             free(sa);
             free(sel);
@@ -249,7 +260,8 @@ static void ref_pkm(const float *query, const float *subkeys, const float *value
         for (int64_t xi = 0; xi < m; xi++)
             for (int64_t yi = 0; yi < m; yi++) {
                 int inA = 0, inB = 0;
-                for (int64_t r = 0; r < t; r++) inA |= A[r] == xi, inB |= B[r] == yi;
+                for (int64_t r = 0; r < t; r++)
+                    inA |= A[r] == xi, inB |= B[r] == yi;
                 if (!inA || !inB) continue;
                 pair[np] = sa[xi] + sb[yi];
                 slot[np] = xi * m + yi;
@@ -257,7 +269,8 @@ static void ref_pkm(const float *query, const float *subkeys, const float *value
             }
         ref_top_indices(pair, np, t, best);
         double max = pair[best[0]], sum = 0;
-        for (int64_t r = 0; r < t; r++) sum += exp(pair[best[r]] - max);
+        for (int64_t r = 0; r < t; r++)
+            sum += exp(pair[best[r]] - max);
         for (int64_t j = 0; j < d; j++) {
             double acc = 0;
             for (int64_t r = 0; r < t; r++)
@@ -518,6 +531,18 @@ static int ref_dispatch(const float *x, const float *ln_w, const float *ln_b, co
     return failed ? -1 : 0;
 }
 
+/* The table's form of cpu_grad.c's attention backward (0, or -1 out of memory). */
+static int ref_attention_grad(const float *q, const float *k, const float *v, const float *dy,
+                              const int32_t *key_len, float *dq, float *dk, float *dv,
+                              int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
+                              int causal, int threads)
+{
+    return elastic_cpu_attention_grad(q, k, v, dy, key_len, dq, dk, dv, batch, nq, nk, d, heads,
+                                      causal, threads) == ELASTIC_OK
+               ? 0
+               : -1;
+}
+
 const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .isa = "reference",
     .gather = ref_gather,
@@ -538,4 +563,5 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .cross_entropy = elastic_cpu_cross_entropy,
     .linear_tn = ref_linear_tn,
     .gelu_grad = elastic_cpu_gelu_grad,
+    .attention_grad = ref_attention_grad,
 };

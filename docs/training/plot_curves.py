@@ -3,7 +3,9 @@
 HR@10 against the minutes of CPU time each run had used (and, beside it,
 against wall-clock minutes), one line per run, read from the `epoch` lines
 that `elastic train` prints; also prints a table of each run's epochs,
-targets/s, best validation HR@10 and final test metrics.
+targets/s, best validation HR@10 and final test metrics. The runs: the four
+of RUNS that LOG_DIR holds, then every other NAME.log there (label: NAME and
+the arguments of its "== args:" line).
 
   python3 docs/training/plot_curves.py LOG_DIR OUT.png [TITLE XLABEL_CPU XLABEL_WALL YLABEL]
 
@@ -45,6 +47,16 @@ def read(path):
     return epochs, test
 
 
+def extra_label(path):
+    """NAME: the arguments after model=... of the log's "== args:" line."""
+    name = os.path.basename(path)[:-4]
+    with open(path) as f:
+        for line in f:
+            if line.startswith("== args:"):
+                return f"{name}: {line[len('== args:'):].strip()}"
+    return name
+
+
 def main():
     if len(sys.argv) not in (3, 7):
         print([ln for ln in __doc__.splitlines() if "plot_curves.py LOG_DIR" in ln][0].strip())
@@ -59,12 +71,20 @@ def main():
     print("| run | epochs | CPU min | wall min | targets/s (mean) | best valid HR@10 | "
           "test HR@10 | test NDCG@10 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    runs = []
     for name, label, color, style in RUNS:
         path = os.path.join(logs, f"{name}.log")
         if not os.path.exists(path):  # the copies kept in docs/training
             path = os.path.join(logs, f"objectives_{name}.log")
-        if not os.path.exists(path):
-            continue
+        if os.path.exists(path):
+            runs.append((path, label, color, style))
+    known = {os.path.basename(r[0]) for r in runs}
+    extra = sorted(f for f in os.listdir(logs) if f.endswith(".log") and f not in known
+                   and not f.startswith("objectives_"))
+    for i, f in enumerate(extra):
+        runs.append((os.path.join(logs, f), extra_label(os.path.join(logs, f)),
+                     f"C{(i + 4) % 10}", "-"))
+    for path, label, color, style in runs:
         epochs, test = read(path)
         if not epochs:
             continue
