@@ -53,7 +53,7 @@ def extra_label(path):
     with open(path) as f:
         for line in f:
             if line.startswith("== args:"):
-                return f"{name}: {line[len('== args:'):].strip()}"
+                return f"{name}: {line[len('== args:'):].strip()}"  # no ":" in NAME
     return name
 
 
@@ -85,14 +85,15 @@ def main():
         runs.append((os.path.join(logs, f), extra_label(os.path.join(logs, f)),
                      f"C{(i + 4) % 10}", "-"))
     for path, label, color, style in runs:
+        legend = label.split(":")[0]  # an extra run's arguments go to the table only
         epochs, test = read(path)
         if not epochs:
             continue
         xs_cpu = [0.0] + [e["cpu"] for e in epochs]
         xs_wall = [0.0] + [e["min"] for e in epochs]
         ys = [0.0] + [e["hr10"] for e in epochs]
-        ax_cpu.plot(xs_cpu, ys, style, color=color, marker="o", ms=3, label=label)
-        ax_wall.plot(xs_wall, ys, style, color=color, marker="o", ms=3, label=label)
+        ax_cpu.plot(xs_cpu, ys, style, color=color, marker="o", ms=3, label=legend)
+        ax_wall.plot(xs_wall, ys, style, color=color, marker="o", ms=3, label=legend)
         tg = sum(e["tg_s"] for e in epochs) / len(epochs)
         print(f"| {label} | {len(epochs)} | {epochs[-1]['cpu']:.2f} | {epochs[-1]['min']:.1f} | "
               f"{tg:.0f} | {max(e['hr10'] for e in epochs):.4f} | "

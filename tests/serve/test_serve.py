@@ -1304,44 +1304,6 @@ def test_access_log(env):
     assert any("batch=-" not in l for l in lines), lines[:3]
 
 
-def thread_nices(pid):
-    """The nice value of each thread of process pid (Linux /proc)."""
-    nices = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue  # a thread that ended meanwhile
-        nices[int(tid)] = int(stat.rsplit(")", 1)[1].split()[16])  # field 19: nice
-    return nices
-
-
-def test_worker_nice(env):
-    """--worker-nice N lowers the workers' priority (and their CPU threads'),
-    and only theirs: the HTTP threads keep nice 0; results are unchanged.
-    Out of range is a usage error."""
-    server = Server(env.model_a, "--worker-nice", "7", workers=2, threads="2")
-    try:
-        server.wait_log("batching: 2 workers x 2 threads (nice 7)")
-        req = {"history": [3, 1, 4, 1, 5], "top_k": 5}
-        st, _, body = post(server.port, "/v1/recommend", req)
-        assert st == 200, body
-        check_result(env.oracle_a, req, body["results"][0], "worker-nice")
-        nices = thread_nices(server.proc.pid)
-        # 2 workers, each with 1 more OpenMP thread after its first batch
-        assert sum(1 for v in nices.values() if v == 7) >= 2, nices
-        assert nices[server.proc.pid] == 0, nices  # the main thread
-        assert sum(1 for v in nices.values() if v == 0) >= 2, nices  # main + HTTP threads
-    finally:
-        rc = server.stop()
-    assert rc == 0, rc
-    for bad in ("-1", "20", "x"):
-        r = subprocess.run([ARGS.elastic, "serve", "--model", env.model_a, "--worker-nice", bad],
-                           env=child_env(), capture_output=True, text=True)
-        assert r.returncode == 2 and "--worker-nice" in r.stderr, (bad, r.stderr)
-
-
 def test_cli_errors(env):
     r = subprocess.run([ARGS.elastic, "serve"], env=child_env(), capture_output=True, text=True)
     assert r.returncode == 2 and "--model is required" in r.stderr, r.stderr
@@ -1362,8 +1324,7 @@ TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concur
          test_queue_full_and_deadline, test_reload_under_load, test_sigterm_under_load,
          test_header_deadline, test_json_off_http_threads, test_body_memory,
          test_threads_and_dual_stack, test_abort_and_stop_during_reload,
-         test_checksum_names_the_loaded_file, test_access_log, test_worker_nice,
-         test_cli_errors]
+         test_checksum_names_the_loaded_file, test_access_log, test_cli_errors]
 
 
 def preload_and_rerun():

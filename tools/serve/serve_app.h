@@ -37,7 +37,6 @@ typedef struct serve_options {
     size_t max_body_memory;    /* --max-body-memory: request bodies held at once */
     int json_threads;          /* --json-threads: parse bodies, render responses */
     int access_log;            /* --access-log */
-    int worker_nice;           /* --worker-nice: the workers' nice value */
     int debug_delay_ms;        /* --debug-delay-ms (testing) */
     int debug_parse_delay_ms;  /* --debug-parse-delay-ms (testing) */
     int debug_reload_delay_ms; /* --debug-reload-delay-ms (testing) */

@@ -12,19 +12,12 @@
  * ends). The reaper sleeps until the earliest deadline in the queue (at most
  * REAP_IDLE_S) and is woken only by a work whose deadline comes before that.
  */
-#define _GNU_SOURCE /* syscall(SYS_gettid): a thread's own nice value */
 #include "serve_batcher.h"
 #include "serve_compute.h"
-#include "serve_log.h"
 #include "serve_model.h"
 
 #include <errno.h>
 #include <pthread.h>
-#if defined(__linux__)
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,7 +170,8 @@ serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *w, double
             pthread_cond_signal(&b->idle_cond);
         else if (b->forming_users + b->queued_users >= b->cfg.max_batch)
             pthread_cond_signal(&b->collect_cond);
-        if (b->reap_at > 0 && deadline < b->reap_at) pthread_cond_signal(&b->reap_cond);
+        if (b->reap_at > 0 && deadline < b->reap_at)
+            pthread_cond_signal(&b->reap_cond);
         serve_metrics_queue_depth(b->cfg.metrics, b->depth);
     }
     pthread_mutex_unlock(&b->lock);
@@ -209,23 +203,10 @@ static int collect(serve_batcher *b, serve_work **batch, int *users, serve_work 
     return n;
 }
 
-/* Lowers the calling thread's priority: on Linux nice is per thread, and the
- * threads it creates later (the session's OpenMP threads) inherit it. */
-static void lower_priority(int nice_value)
-{
-#if defined(__linux__)
-    if (nice_value > 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value) != 0)
-        serve_log("--worker-nice %d: setpriority failed: %s", nice_value, strerror(errno));
-#else
-    (void)nice_value;
-#endif
-}
-
 static void *worker_main(void *arg)
 {
     worker *self = arg;
     serve_batcher *b = self->b;
-    lower_priority(b->cfg.worker_nice);
     serve_scratch scratch;
     memset(&scratch, 0, sizeof scratch);
     int cap = b->cfg.max_batch > 0 ? b->cfg.max_batch : 1;

@@ -30,7 +30,6 @@ typedef struct serve_batcher_config {
     int max_delay_us;   /* the longest the oldest work waits for company */
     int max_queue;      /* requests waiting */
     int debug_delay_ms; /* testing: each batch sleeps this long before computing */
-    int worker_nice;    /* the workers' nice value (and their CPU threads'), 0: unchanged */
     serve_metrics *metrics;
 } serve_batcher_config;
 

@@ -44,9 +44,6 @@ const char cmd_serve_usage[] =
     "      --workers W          worker threads, each with its own session (default 2);\n"
     "                           --threads defaults to the CPUs this process may use\n"
     "                           (affinity, cgroup quota) divided among them\n"
-    "      --worker-nice N      the workers' nice value, 0-19 (default 0): above 0, the HTTP\n"
-    "                           threads preempt a computing worker at once, which shortens\n"
-    "                           the latency tail on a machine with few cores\n"
     "      --max-batch U        users per batch (default 64)\n"
     "      --max-delay-us D     longest wait for a batch to fill (default 2000)\n"
     "      --max-queue Q        requests waiting before 503 + Retry-After (default 1024)\n"
@@ -125,8 +122,7 @@ static int parse(int argc, char **argv, serve_options *o)
         O_ACCESS_LOG,
         O_DEBUG_DELAY,
         O_DEBUG_PARSE_DELAY,
-        O_DEBUG_RELOAD_DELAY,
-        O_WORKER_NICE
+        O_DEBUG_RELOAD_DELAY
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},
@@ -151,7 +147,6 @@ static int parse(int argc, char **argv, serve_options *o)
         {"max-body-memory", required_argument, 0, O_MAX_BODY_MEMORY},
         {"access-log", no_argument, 0, O_ACCESS_LOG},
         {"debug-delay-ms", required_argument, 0, O_DEBUG_DELAY},
-        {"worker-nice", required_argument, 0, O_WORKER_NICE},
         {"debug-parse-delay-ms", required_argument, 0, O_DEBUG_PARSE_DELAY},
         {"debug-reload-delay-ms", required_argument, 0, O_DEBUG_RELOAD_DELAY},
         {0, 0, 0, 0}};
@@ -179,7 +174,6 @@ static int parse(int argc, char **argv, serve_options *o)
         {O_MAX_CONNECTIONS, "--max-connections", 1, 1 << 20, &o->max_connections},
         {O_MAX_PER_IP, "--max-connections-per-ip", 0, 1 << 20, &o->max_per_ip},
         {O_DEBUG_DELAY, "--debug-delay-ms", 0, 60000, &o->debug_delay_ms},
-        {O_WORKER_NICE, "--worker-nice", 0, 19, &o->worker_nice},
         {O_DEBUG_PARSE_DELAY, "--debug-parse-delay-ms", 0, 60000, &o->debug_parse_delay_ms},
         {O_DEBUG_RELOAD_DELAY, "--debug-reload-delay-ms", 0, 600000, &o->debug_reload_delay_ms},
     };
@@ -512,8 +506,8 @@ int cmd_serve(int argc, char **argv)
     }
     serve_metrics_reload(&app.metrics, 1);
     report_model(&app, "loaded");
-    serve_batcher_config bc = {o.workers,        o.max_batch,   o.max_delay_us, o.max_queue,
-                               o.debug_delay_ms, o.worker_nice, &app.metrics};
+    serve_batcher_config bc = {o.workers,   o.max_batch,      o.max_delay_us,
+                               o.max_queue, o.debug_delay_ms, &app.metrics};
     if (serve_batcher_start(&app.batcher, &bc, err, sizeof err)) {
         cli_error("%s", err);
         shut_down(&app, &signals);
@@ -522,10 +516,9 @@ int cmd_serve(int argc, char **argv)
     char threads[32] = "the backend's threads";
     if (o.session.num_threads > 0)
         snprintf(threads, sizeof threads, "%d threads", o.session.num_threads);
-    serve_log("batching: %d workers x %s (nice %d), up to %d users per batch, %d us delay, "
+    serve_log("batching: %d workers x %s, up to %d users per batch, %d us delay, "
               "queue %d requests, timeout %d ms",
-              o.workers, threads, o.worker_nice, o.max_batch, o.max_delay_us, o.max_queue,
-              o.timeout_ms);
+              o.workers, threads, o.max_batch, o.max_delay_us, o.max_queue, o.timeout_ms);
     if (serve_app_set_ready(&app) == 0) serve_log("ready");
 
     control_loop(&app);
