@@ -23,6 +23,7 @@
  * KiB per thread; pkm with t > 64 mallocs its O(t) lists).
  */
 #include "cpu_kernels.h"
+#include "cpu_attention_grad.h"
 
 #include <omp.h>
 #include <math.h>
@@ -2163,104 +2164,32 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
 
 /* ------------------------------------------------------- attention_grad */
 
-/*
- * The reference's attention backward (cpu_grad.c: per user and head, per
- * query, the weights p_j recomputed, dp_j = dy . v_j, ds_j = p_j (dp_j -
- * dy . out) scale, then dq, dk and dv), in the table's vectors: the head
- * loops vectorise at this ISA's width with FMA, and exp(s - max) goes
- * through vexp a vector of keys at a time instead of libm's expf per key.
- * Each (user, head) is one thread's, so the result does not depend on the
- * thread count.
- */
+/* exp(p - max) a vector of keys at a time through vexp (the tail padded with
+ * -inf, whose exp is 0), summed in lanes: the fast tables' step of the shared
+ * attention backward (cpu_attention_grad.h), whose other loops vectorise at
+ * this file's ISA width. */
+static float exp_row_vec(float *p, int64_t first, int64_t valid, float max)
+{
+    vf vsum = vset1(0.0f), vmaxv = vset1(max);
+    for (int64_t j = first; j < valid; j += VLEN) {
+        float tmp[VLEN];
+        int64_t cnt = ek_min(VLEN, valid - j);
+        for (int l = 0; l < VLEN; l++)
+            tmp[l] = l < cnt ? p[j + l] : -INFINITY;
+        vf e = vexp(vload(tmp) - vmaxv);
+        vsum += e;
+        vstore(tmp, e);
+        memcpy(p + j, tmp, (size_t)cnt * sizeof(float));
+    }
+    return vhsum(vsum);
+}
+
 static int k_attention_grad(const float *q, const float *k, const float *v, const float *dy,
                             const int32_t *key_len, float *dq, float *dk, float *dv, int64_t batch,
                             int64_t nq, int64_t nk, int64_t d, int heads, int causal, int threads)
 {
-    int64_t dh = d / heads;
-    float scale = (float)(1.0 / sqrt((double)dh));
-    int failed = 0;
-    memset(dk, 0, (size_t)(batch * nk * d) * sizeof(float));
-    memset(dv, 0, (size_t)(batch * nk * d) * sizeof(float));
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-    {
-        float *p = malloc((size_t)(nk + VLEN + 2 * dh) * sizeof(float));
-        float *acc_q = p ? p + nk + VLEN : NULL, *out = p ? acc_q + dh : NULL;
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < batch * heads; bh++) {
-            if (!p) {
-                failed = 1;
-                continue;
-            }
-            int64_t b = bh / heads, h = bh % heads;
-            int64_t valid = key_len ? ek_min((int64_t)key_len[b], nk) : nk;
-            const float *kb = k + b * nk * d + h * dh, *vb = v + b * nk * d + h * dh;
-            float *dkb = dk + b * nk * d + h * dh, *dvb = dv + b * nk * d + h * dh;
-            for (int64_t i = 0; i < nq; i++) {
-                const float *qi = q + (b * nq + i) * d + h * dh;
-                const float *gi = dy + (b * nq + i) * d + h * dh;
-                float *dqi = dq + (b * nq + i) * d + h * dh;
-                int64_t first = causal ? i : 0;
-                memset(dqi, 0, (size_t)dh * sizeof(float));
-                if (first >= valid) continue;
-                float max = -INFINITY;
-                for (int64_t j = first; j < valid; j++) {
-                    const float *kj = kb + j * d;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int64_t c = 0; c < dh; c++)
-                        s += qi[c] * kj[c];
-                    p[j] = s * scale;
-                    max = p[j] > max ? p[j] : max;
-                }
-                /* p_j = exp(s_j - max), a vector of keys at a time (the tail
-                 * padded with -inf, whose exp is 0) */
-                vf vsum = vset1(0.0f), vmaxv = vset1(max);
-                for (int64_t j = first; j < valid; j += VLEN) {
-                    float tmp[VLEN];
-                    int64_t cnt = ek_min(VLEN, valid - j);
-                    for (int l = 0; l < VLEN; l++)
-                        tmp[l] = l < cnt ? p[j + l] : -INFINITY;
-                    vf e = vexp(vload(tmp) - vmaxv);
-                    vsum += e;
-                    vstore(tmp, e);
-                    memcpy(p + j, tmp, (size_t)cnt * sizeof(float));
-                }
-                float inv = 1.0f / vhsum(vsum);
-                for (int64_t c = 0; c < dh; c++)
-                    out[c] = acc_q[c] = 0.0f;
-                for (int64_t j = first; j < valid; j++) {
-                    p[j] *= inv;
-                    const float *vj = vb + j * d;
-                    float pj = p[j];
-#pragma omp simd
-                    for (int64_t c = 0; c < dh; c++)
-                        out[c] += pj * vj[c];
-                }
-                float gdot = 0.0f; /* sum_j p_j dp_j = dy . out */
-#pragma omp simd reduction(+ : gdot)
-                for (int64_t c = 0; c < dh; c++)
-                    gdot += gi[c] * out[c];
-                for (int64_t j = first; j < valid; j++) {
-                    const float *kj = kb + j * d, *vj = vb + j * d;
-                    float *dkj = dkb + j * d, *dvj = dvb + j * d;
-                    float dp = 0.0f;
-#pragma omp simd reduction(+ : dp)
-                    for (int64_t c = 0; c < dh; c++)
-                        dp += gi[c] * vj[c];
-                    float ds = p[j] * (dp - gdot) * scale, pj = p[j];
-#pragma omp simd
-                    for (int64_t c = 0; c < dh; c++) {
-                        dvj[c] += pj * gi[c];
-                        dkj[c] += ds * qi[c];
-                        acc_q[c] += ds * kj[c];
-                    }
-                }
-                memcpy(dqi, acc_q, (size_t)dh * sizeof(float));
-            }
-        }
-        free(p);
-    }
-    return failed ? -1 : 0;
+    return attention_grad_run(q, k, v, dy, key_len, dq, dk, dv, batch, nq, nk, d, heads, causal,
+                              threads, exp_row_vec);
 }
 
 /* ------------------------------------------------------------------ table */
