@@ -1844,27 +1844,57 @@ static void lin_pack(const float *w, const float *bias, float *packed, int64_t n
         lin_pack_panel(w, bias, packed + p * (k + 1) * LIN_NR, p, n, k);
 }
 
+/* The scratch of a fused op run by nt threads, in one allocation: W1 [n1, k1]
+ * and W2 [n2, k2] packed into lin_block's panels (with their biases), then
+ * per_thread floats for each thread (pair_scratch_mine). */
+typedef struct pair_scratch {
+    float *mem; /* free() it */
+    const float *w1, *w2;
+    int64_t panels1, panels2;
+    float *work;
+    size_t per_thread;
+} pair_scratch;
+
+/* Returns 0, or -1 when out of memory (nothing to free then). */
+static int pair_scratch_init(pair_scratch *s, const float *w1, const float *b1, int64_t n1,
+                             int64_t k1, const float *w2, const float *b2, int64_t n2, int64_t k2,
+                             size_t per_thread, int nt)
+{
+    s->panels1 = (n1 + LIN_NR - 1) / LIN_NR;
+    s->panels2 = (n2 + LIN_NR - 1) / LIN_NR;
+    size_t p1 = (size_t)(s->panels1 * (k1 + 1) * LIN_NR),
+           p2 = (size_t)(s->panels2 * (k2 + 1) * LIN_NR);
+    size_t total = p1 + p2 + (size_t)nt * per_thread;
+    s->mem = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
+    if (!s->mem) return -1;
+    lin_pack(w1, b1, s->mem, n1, k1);
+    lin_pack(w2, b2, s->mem + p1, n2, k2);
+    s->w1 = s->mem;
+    s->w2 = s->mem + p1;
+    s->work = s->mem + p1 + p2;
+    s->per_thread = per_thread;
+    return 0;
+}
+
+/* The calling thread's per_thread floats (inside the op's parallel region). */
+static float *pair_scratch_mine(const pair_scratch *s)
+{
+    return s->work + (size_t)omp_get_thread_num() * s->per_thread;
+}
+
 static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
                  const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
                  int64_t d, int64_t f, float eps, int threads)
 {
     if (rows <= 0) return 0;
-    int64_t panels1 = (f + LIN_NR - 1) / LIN_NR, panels2 = (d + LIN_NR - 1) / LIN_NR;
-    size_t packed1 = (size_t)(panels1 * (d + 1) * LIN_NR),
-           packed2 = (size_t)(panels2 * (f + 1) * LIN_NR);
     int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
-    int nt = (int)ek_min(threads, tiles);
-    if (nt < 1) nt = 1;
-    size_t per_thread = (size_t)(FFN_TILE * (d + f + d)); /* a, h, y */
-    size_t total = packed1 + packed2 + (size_t)nt * per_thread;
-    float *scratch = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
-    if (!scratch) return -1;
-    float *p1 = scratch, *p2 = scratch + packed1;
-    lin_pack(w1, b1, p1, f, d);
-    lin_pack(w2, b2, p2, d, f);
+    int nt = (int)ek_max(1, ek_min(threads, tiles));
+    pair_scratch sc; /* a, h, y per thread */
+    if (pair_scratch_init(&sc, w1, b1, f, d, w2, b2, d, f, (size_t)(FFN_TILE * (d + f + d)), nt))
+        return -1;
 #pragma omp parallel num_threads(nt)
     {
-        float *a = scratch + packed1 + packed2 + (size_t)omp_get_thread_num() * per_thread;
+        float *a = pair_scratch_mine(&sc);
         float *h = a + FFN_TILE * d, *y = h + FFN_TILE * f;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tiles; t++) {
@@ -1873,14 +1903,14 @@ static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const flo
             float *ot = out + r0 * d;
             for (int64_t r = 0; r < m; r++)
                 ln_row(zt + r * d, ln_w, ln_b, a + r * d, d, eps);
-            lin_block(a, p1, h, 0, m, 0, panels1, f, d);
+            lin_block(a, sc.w1, h, 0, m, 0, sc.panels1, f, d);
             gelu_span(h, h, 0, m * f);
-            lin_block(h, p2, y, 0, m, 0, panels2, d, f);
+            lin_block(h, sc.w2, y, 0, m, 0, sc.panels2, d, f);
             for (int64_t i = 0; i < m * d; i++)
                 ot[i] = zt[i] + y[i];
         }
     }
-    free(scratch);
+    free(sc.mem);
     return 0;
 }
 
@@ -1978,19 +2008,12 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
 {
     int64_t dh = d / heads;
     float scale = (float)(1.0 / sqrt((double)dh));
-    int64_t panels = (d + LIN_NR - 1) / LIN_NR;
-    size_t packed = (size_t)(panels * (d + 1) * LIN_NR);
     int nt = (int)ek_max(1, ek_min(threads, batch));
-    size_t per_thread = (size_t)(3 * n * d); /* a, K, V */
-    size_t total = 2 * packed + (size_t)nt * per_thread;
-    float *scratch = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
-    if (!scratch) return -1;
-    float *pk = scratch, *pv = scratch + packed;
-    lin_pack(wk, bk, pk, d, d);
-    lin_pack(wv, bv, pv, d, d);
+    pair_scratch sc; /* a, K, V per thread */
+    if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d, (size_t)(3 * n * d), nt)) return -1;
 #pragma omp parallel num_threads(nt)
     {
-        float *a = scratch + 2 * packed + (size_t)omp_get_thread_num() * per_thread;
+        float *a = pair_scratch_mine(&sc);
         float *kc = a + n * d, *vc = kc + n * d;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
@@ -1998,8 +2021,8 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
             const float *xb = x + b * n * d;
             for (int64_t r = 0; r < valid; r++)
                 ln_row(xb + r * d, ln_w, ln_b, a + r * d, d, eps);
-            lin_block(a, pk, kc, 0, valid, 0, panels, d, d);
-            lin_block(a, pv, vc, 0, valid, 0, panels, d, d);
+            lin_block(a, sc.w1, kc, 0, valid, 0, sc.panels1, d, d);
+            lin_block(a, sc.w2, vc, 0, valid, 0, sc.panels2, d, d);
             for (int h = 0; h < heads; h++)
                 for (int64_t i0 = 0; i0 < m; i0 += 2 * VLEN) { /* pairs of query blocks */
                     int64_t cnt = ek_min(2 * VLEN, m - i0);
@@ -2014,7 +2037,7 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
                 }
         }
     }
-    free(scratch);
+    free(sc.mem);
     return 0;
 }
 
@@ -2124,20 +2147,14 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
     if (rows <= 0) return 0;
     int64_t dh = d / heads;
     float scale = (float)(1.0 / sqrt((double)dh));
-    int64_t panels = (d + LIN_NR - 1) / LIN_NR;
-    size_t packed = (size_t)(panels * (d + 1) * LIN_NR);
     int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
     int nt = (int)ek_max(1, ek_min(threads, tiles));
-    size_t per_thread = (size_t)(2 * FFN_TILE * d); /* a, qc */
-    size_t total = 2 * packed + (size_t)nt * per_thread;
-    float *scratch = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
-    if (!scratch) return -1;
-    float *pq = scratch, *po = scratch + packed;
-    lin_pack(wq, bq, pq, d, d);
-    lin_pack(wo, bo, po, d, d);
+    pair_scratch sc; /* a, qc per thread */
+    if (pair_scratch_init(&sc, wq, bq, d, d, wo, bo, d, d, (size_t)(2 * FFN_TILE * d), nt))
+        return -1;
 #pragma omp parallel num_threads(nt)
     {
-        float *a = scratch + 2 * packed + (size_t)omp_get_thread_num() * per_thread;
+        float *a = pair_scratch_mine(&sc);
         float *qc = a + FFN_TILE * d;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tiles; t++) {
@@ -2146,19 +2163,19 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
             float *ot = out + r0 * d;
             for (int64_t r = 0; r < mt; r++)
                 ln_row(xt + r * d, ln_w, ln_b, a + r * d, d, eps);
-            lin_block(a, pq, qc, 0, mt, 0, panels, d, d);
+            lin_block(a, sc.w1, qc, 0, mt, 0, sc.panels1, d, d);
             for (int64_t s0 = r0; s0 < r0 + mt;) { /* a user's rows at a time */
                 int64_t u = s0 / n, e = ek_min(r0 + mt, (u + 1) * n);
                 att_rows(qc + (s0 - r0) * d, k + u * m * d, v + u * m * d, a + (s0 - r0) * d,
                          e - s0, m, d, dh, heads, scale);
                 s0 = e;
             }
-            lin_block(a, po, qc, 0, mt, 0, panels, d, d);
+            lin_block(a, sc.w2, qc, 0, mt, 0, sc.panels2, d, d);
             for (int64_t i = 0; i < mt * d; i++)
                 ot[i] = xt[i] + qc[i];
         }
     }
-    free(scratch);
+    free(sc.mem);
     return 0;
 }
 
