@@ -1053,6 +1053,23 @@ static void att_row_scalar(const float *qi, const float *k, const float *v, floa
             o[c] /= l;
 }
 
+/* Queries [i0, i0 + cnt) of one user and head, cnt <= 2 VLEN: a pair of
+ * query blocks (att_block2), one block, or, for heads wider than
+ * ATT_DHMAX, a row at a time (att_row_scalar): the work item of
+ * k_attention, agg_by_user and the fused dispatch. */
+static void att_item(const float *q, const float *k, const float *v, float *o, int64_t i0,
+                     int64_t cnt, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
+{
+    if (dh > ATT_DHMAX) {
+        for (int64_t i = i0; i < i0 + cnt; i++)
+            att_row_scalar(q + i * d, k, v, o + i * d, causal ? i : 0, valid, d, dh, scale);
+    } else if (cnt > VLEN) {
+        att_block2(q, k, v, o, i0, cnt - VLEN, valid, d, dh, causal, scale);
+    } else {
+        att_block(q, k, v, o, i0, cnt, valid, d, dh, causal, scale);
+    }
+}
+
 static void k_attention(const float *q, const float *k, const float *v, const int32_t *key_len,
                         float *out, int64_t batch, int64_t nq, int64_t nk, int64_t d, int heads,
                         int causal, int threads)
@@ -1072,17 +1089,8 @@ static void k_attention(const float *q, const float *k, const float *v, const in
         const float *kb_ = k + b * nk * d + h * dh;
         const float *vb_ = v + b * nk * d + h * dh;
         float *ob = out + b * nq * d + h * dh;
-        int64_t i0 = pb * 2 * VLEN, cnt = ek_min(2 * VLEN, nq - i0);
-        if (dh <= ATT_DHMAX) {
-            if (cnt > VLEN)
-                att_block2(qb_, kb_, vb_, ob, i0, cnt - VLEN, valid, d, dh, causal, scale);
-            else
-                att_block(qb_, kb_, vb_, ob, i0, cnt, valid, d, dh, causal, scale);
-        } else {
-            for (int64_t i = i0; i < i0 + cnt; i++)
-                att_row_scalar(qb_ + i * d, kb_, vb_, ob + i * d, causal ? i : 0, valid, d, dh,
-                               scale);
-        }
+        int64_t i0 = pb * 2 * VLEN;
+        att_item(qb_, kb_, vb_, ob, i0, ek_min(2 * VLEN, nq - i0), valid, d, dh, causal, scale);
     }
 }
 
@@ -2024,17 +2032,10 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
             lin_block(a, sc.w1, kc, 0, valid, 0, sc.panels1, d, d);
             lin_block(a, sc.w2, vc, 0, valid, 0, sc.panels2, d, d);
             for (int h = 0; h < heads; h++)
-                for (int64_t i0 = 0; i0 < m; i0 += 2 * VLEN) { /* pairs of query blocks */
-                    int64_t cnt = ek_min(2 * VLEN, m - i0);
-                    float *ob = out + b * m * d + h * dh;
-                    const float *qb = q + b * m * d + h * dh;
-                    if (cnt > VLEN)
-                        att_block2(qb, kc + h * dh, vc + h * dh, ob, i0, cnt - VLEN, valid, d, dh,
-                                   0, scale);
-                    else
-                        att_block(qb, kc + h * dh, vc + h * dh, ob, i0, cnt, valid, d, dh, 0,
-                                  scale);
-                }
+                for (int64_t i0 = 0; i0 < m; i0 += 2 * VLEN)
+                    att_item(q + b * m * d + h * dh, kc + h * dh, vc + h * dh,
+                             out + b * m * d + h * dh, i0, ek_min(2 * VLEN, m - i0), valid, d, dh,
+                             0, scale);
         }
     }
     free(sc.mem);
@@ -2119,20 +2120,9 @@ static void att_rows(const float *q, const float *k, const float *v, float *o, i
                      int64_t m, int64_t d, int64_t dh, int heads, float scale)
 {
     for (int h = 0; h < heads; h++)
-        for (int64_t i0 = 0; i0 < cnt; i0 += 2 * VLEN) { /* pairs of query blocks */
-            int64_t c = ek_min(2 * VLEN, cnt - i0);
-            if (dh <= ATT_DHMAX && c > VLEN) {
-                att_block2(q + h * dh, k + h * dh, v + h * dh, o + h * dh, i0, c - VLEN, m, d, dh,
-                           0, scale);
-            } else if (dh <= ATT_DHMAX) {
-                att_block(q + h * dh, k + h * dh, v + h * dh, o + h * dh, i0, c, m, d, dh, 0,
-                          scale);
-            } else {
-                for (int64_t i = i0; i < i0 + c; i++)
-                    att_row_scalar(q + i * d + h * dh, k + h * dh, v + h * dh, o + i * d + h * dh,
-                                   0, m, d, dh, scale);
-            }
-        }
+        for (int64_t i0 = 0; i0 < cnt; i0 += 2 * VLEN)
+            att_item(q + h * dh, k + h * dh, v + h * dh, o + h * dh, i0, ek_min(2 * VLEN, cnt - i0),
+                     m, d, dh, 0, scale);
 }
 
 /* x + o(attention(q(LN(x)), k, v)) FFN_TILE rows at a time, each tile by one
