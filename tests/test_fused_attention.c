@@ -116,6 +116,7 @@ static void test_kernels_equal_unfused(void **state)
             check_aggregate(tables[t], 2, 16, 4200, 16, 2, 1, th, s + 2); /* padded, 2 chunks */
             check_aggregate(tables[t], 150, 16, 60, 16, 2, 1, th, s + 3); /* users per chunk */
             check_aggregate(tables[t], 3, 5, 37, 12, 3, 1, th, s + 4);    /* odd sizes */
+            check_aggregate(tables[t], 3, 5, 1000, 12, 3, 1, th, s + 11); /* odd, chunked users */
             check_aggregate(tables[t], 2, 3, 9, 520, 2, 1, th, s + 5);    /* head width 260 */
             check_dispatch(tables[t], 1, 1, 16, 64, 2, th, s + 6);
             check_dispatch(tables[t], 1, 9000, 16, 16, 2, th, s + 7);

@@ -1056,7 +1056,7 @@ static void att_row_scalar(const float *qi, const float *k, const float *v, floa
 /* Queries [i0, i0 + cnt) of one user and head, cnt <= 2 VLEN: a pair of
  * query blocks (att_block2), one block, or, for heads wider than
  * ATT_DHMAX, a row at a time (att_row_scalar): the work item of
- * k_attention, agg_by_user and the fused dispatch. */
+ * k_attention and the fused dispatch. */
 static void att_item(const float *q, const float *k, const float *v, float *o, int64_t i0,
                      int64_t cnt, int64_t valid, int64_t d, int64_t dh, int causal, float scale)
 {
@@ -1982,10 +1982,10 @@ static void k_cross_entropy(const float *scores, const int32_t *target, float *l
  * The two attentions of an ELASTIC layer with the position-wise work around
  * them, so that no [B, n, d] tensor but x and the output exists at long n.
  * Dispatch goes by tiles of FFN_TILE rows, one thread each (as k_ffn).
- * Aggregation goes a user at a time, one thread each, when n fits a chunk
- * and there are users for every thread (agg_by_user); else by chunks of
- * ATT_CHUNK rows (a multiple of ATT_KB and of VLEN), whole users when n fits
- * a chunk, else chunks of one user's positions, each step over all threads. Every
+ * Aggregation goes a user at a time, one thread each, when there are users
+ * for every thread (agg_by_user); else by chunks of ATT_CHUNK rows (a
+ * multiple of ATT_KB and of VLEN), whole users when n fits a chunk, else
+ * chunks of one user's positions, each step over all threads. Every
  * kernel computes a row the same way whatever rows it is given, and the
  * online softmax takes its key blocks in the same order, so the results are
  * bitwise those of the separate ops.
@@ -2004,38 +2004,80 @@ static int64_t att_chunk_rows(int64_t batch, int64_t n, int64_t b, int64_t r0, i
     return ek_min(ATT_CHUNK, n - r0);
 }
 
-/* k_aggregate when a user's n positions fit a chunk: a user at a time, each
- * by one thread from LayerNorm to the end of its online softmax (no waits
- * between the steps); the rows past a user's length are not computed, as
- * no key reads them. The same rows, products and key blocks in the same
- * order as the chunked path: the same bits. */
+/* k_aggregate with a user per thread, from LayerNorm to the end of its
+ * online softmax with no waits between the steps: the user's valid rows go
+ * by in chunks of AGG_ROWS (K and V of a chunk stay in L2), FFN_TILE rows
+ * at a time through LayerNorm and the two projections, then every query
+ * block takes the chunk's keys with its state kept across chunks. The rows
+ * past a user's length are not computed, as no key reads them. A chunk
+ * starts at a multiple of ATT_KB, so its key blocks are those of one pass
+ * over all keys (att_keys), and a row's LayerNorm and projections do not
+ * depend on its tile: the same bits as the separate ops, for any n. */
+#define AGG_ROWS (ATT_KB * 12)
+_Static_assert(AGG_ROWS % ATT_KB == 0, "chunks of whole key blocks");
+
 static int agg_by_user(const float *q, const float *x, const float *ln_w, const float *ln_b,
                        const float *wk, const float *bk, const float *wv, const float *bv,
                        const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
                        int64_t d, int heads, float eps, int threads)
 {
-    int64_t dh = d / heads;
+    int64_t dh = d / heads, nqb = (m + VLEN - 1) / VLEN, per_user = heads * nqb;
+    int64_t rows_max = ek_min(n, AGG_ROWS);
     float scale = (float)(1.0 / sqrt((double)dh));
     int nt = (int)ek_max(1, ek_min(threads, batch));
-    pair_scratch sc; /* a, K, V per thread */
-    if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d, (size_t)(3 * n * d), nt)) return -1;
+    /* per thread: a tile of LN rows, a chunk of K and of V, the query
+     * blocks' states (floats and an int: a whole number of floats) */
+    size_t st_floats = (size_t)per_user * (sizeof(att_state) / sizeof(float));
+    _Static_assert(sizeof(att_state) % sizeof(float) == 0, "states in float scratch");
+    pair_scratch sc;
+    if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d,
+                          (size_t)((FFN_TILE + 2 * rows_max) * d) + st_floats, nt))
+        return -1;
 #pragma omp parallel num_threads(nt)
     {
         float *a = pair_scratch_mine(&sc);
-        float *kc = a + n * d, *vc = kc + n * d;
+        float *kc = a + FFN_TILE * d, *vc = kc + rows_max * d;
+        att_state *st = (att_state *)(vc + rows_max * d);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[b], n)) : n;
-            const float *xb = x + b * n * d;
-            for (int64_t r = 0; r < valid; r++)
-                ln_row(xb + r * d, ln_w, ln_b, a + r * d, d, eps);
-            lin_block(a, sc.w1, kc, 0, valid, 0, sc.panels1, d, d);
-            lin_block(a, sc.w2, vc, 0, valid, 0, sc.panels2, d, d);
-            for (int h = 0; h < heads; h++)
-                for (int64_t i0 = 0; i0 < m; i0 += 2 * VLEN)
-                    att_item(q + b * m * d + h * dh, kc + h * dh, vc + h * dh,
-                             out + b * m * d + h * dh, i0, ek_min(2 * VLEN, m - i0), valid, d, dh,
-                             0, scale);
+            const float *xb = x + b * n * d, *qb = q + b * m * d;
+            float *ob = out + b * m * d;
+            for (int64_t it = 0; it < per_user; it++) {
+                int64_t h = it / nqb, i0 = (it % nqb) * VLEN;
+                att_begin(ob + h * dh, i0, ek_min(VLEN, m - i0), d, dh, &st[it]);
+            }
+            for (int64_t r0 = 0; r0 < valid; r0 += AGG_ROWS) {
+                int64_t rows = ek_min(AGG_ROWS, valid - r0);
+                for (int64_t t0 = 0; t0 < rows; t0 += FFN_TILE) {
+                    int64_t tr = ek_min(FFN_TILE, rows - t0);
+                    for (int64_t r = 0; r < tr; r++)
+                        ln_row(xb + (r0 + t0 + r) * d, ln_w, ln_b, a + r * d, d, eps);
+                    lin_block(a, sc.w1, kc + t0 * d, 0, tr, 0, sc.panels1, d, d);
+                    lin_block(a, sc.w2, vc + t0 * d, 0, tr, 0, sc.panels2, d, d);
+                }
+                for (int64_t h = 0; h < heads; h++) {
+                    for (int64_t i0 = 0; i0 < m; i0 += 2 * VLEN) {
+                        int64_t cnt = ek_min(2 * VLEN, m - i0), it = h * nqb + i0 / VLEN;
+                        float qt0[ATT_DHMAX * VLEN], qt1[ATT_DHMAX * VLEN];
+                        const float *qh = qb + h * dh;
+                        float *oh = ob + h * dh;
+                        att_load_queries(qh + i0 * d, ek_min(VLEN, cnt), d, dh, scale, qt0);
+                        if (cnt > VLEN) {
+                            att_load_queries(qh + (i0 + VLEN) * d, cnt - VLEN, d, dh, scale, qt1);
+                            att_keys2(qt0, qt1, kc + h * dh, vc + h * dh, oh, i0, VLEN, cnt - VLEN,
+                                      r0, r0, r0 + rows, d, dh, 0, &st[it], &st[it + 1]);
+                        } else {
+                            att_keys(qt0, kc + h * dh, vc + h * dh, oh, i0, cnt, r0, r0, r0 + rows,
+                                     d, dh, 0, &st[it]);
+                        }
+                    }
+                }
+            }
+            for (int64_t it = 0; it < per_user; it++) {
+                int64_t h = it / nqb, i0 = (it % nqb) * VLEN;
+                att_end(ob + h * dh, i0, ek_min(VLEN, m - i0), d, dh, &st[it]);
+            }
         }
     }
     free(sc.mem);
@@ -2061,7 +2103,7 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
         free(kv);
         return a && kv ? 0 : -1;
     }
-    if (n <= ATT_CHUNK && batch >= threads) /* else the chunks' threads share a user's rows */
+    if (batch >= threads) /* else the chunks' threads share a user's rows */
         return agg_by_user(q, x, ln_w, ln_b, wk, bk, wv, bv, key_len, out, batch, m, n, d, heads,
                            eps, threads);
     float scale = (float)(1.0 / sqrt((double)dh));
