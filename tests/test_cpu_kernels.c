@@ -360,6 +360,42 @@ static void test_gelu(void **state)
     }
 }
 
+/* ------------------------------------------------------------------ dropout */
+
+/* Dropout's mask and scale are exact: bitwise the reference's, at every size
+ * around the fast tables' blocks of 16 and both thread counts. */
+static void test_dropout(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed();
+    const elastic_cpu_kernels *tabs[4];
+    int nt = fast_tables(tabs);
+    static const int64_t sizes[] = {1, 3, 15, 16, 17, 4097, 100003};
+    static const float probs[] = {0.0f, 0.1f, 0.5f, 0.9999f};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        float *x = fmalloc((size_t)n), *want = fmalloc((size_t)n), *got = out_alloc((size_t)n);
+        tu_fill_uniform(x, (size_t)n, seed, stream_id("dropout", (int)s, 0), -3, 3);
+        for (size_t q = 0; q < sizeof probs / sizeof probs[0]; q++) {
+            ref()->dropout(x, want, n, probs[q], seed + q, 1);
+            for (int t = 0; t < nt; t++)
+                for (int th = 1; th <= 2; th++) {
+                    poison(got, (size_t)n * sizeof(float));
+                    tabs[t]->dropout(x, got, n, probs[q], seed + q, th);
+                    if (memcmp(got, want, (size_t)n * sizeof(float))) {
+                        printf("# dropout [%s] n %lld p %g threads %d: not the reference's bits\n",
+                               tabs[t]->isa, (long long)n, (double)probs[q], th);
+                        fail();
+                    }
+                    canary_ok("dropout", tabs[t]->isa, got, (size_t)n * sizeof(float));
+                }
+        }
+        free(x);
+        free(want);
+        free(got);
+    }
+}
+
 /* ------------------------------------------------------------------ attention */
 
 typedef struct att_case {
@@ -617,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_linear_threads_deterministic),
         cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pkm),
         cmocka_unit_test(test_topk),

@@ -352,7 +352,7 @@ CPU_OP(copy)
 CPU_OP(dropout)
 {
     CPU_ARGS;
-    elastic_cpu_dropout(ptr(&in[0]), ptr(&out[0]), d->numel, p->dropout, p->seed, th);
+    k->dropout(ptr(&in[0]), ptr(&out[0]), d->numel, p->dropout, p->seed, th);
     return ELASTIC_OK;
 }
 

@@ -23,7 +23,8 @@
  * KiB per thread; pkm with t > 64 mallocs its O(t) lists).
  */
 #include "cpu_kernels.h"
-#include "cpu_attention_grad.h"
+
+#include "base/rng.h"
 
 #include <omp.h>
 #include <math.h>
@@ -2213,32 +2214,183 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
 
 /* ------------------------------------------------------- attention_grad */
 
-/* exp(p - max) a vector of keys at a time through vexp (the tail padded with
- * -inf, whose exp is 0), summed in lanes: the fast tables' step of the shared
- * attention backward (cpu_attention_grad.h), whose other loops vectorise at
- * this file's ISA width. */
-static float exp_row_vec(float *p, int64_t first, int64_t valid, float max)
+/*
+ * The attention backward of spec section 5 (the reference's, cpu_grad.c,
+ * in another order): per user and head, K and V are transposed once into
+ * [dh, nk] rows, so that a query's scores s_j = q . k_j and dp_j = dy . v_j
+ * are vectors over the keys, four key vectors at a time; then the softmax
+ * weights p (vexp), gdot = sum_j p_j dp_j (= dy . out), ds_j = p_j (dp_j -
+ * gdot) scale, and dq = sum_j ds_j k_j, dk_j += ds_j q, dv_j += p_j dy over
+ * the head width. Float32; each (user, head) is one thread's: no races, and
+ * the result does not depend on the thread count.
+ */
+#define AG_KV 4 /* key vectors per pass of the score loop */
+
+/* s[j] = scale q . kt[., j], g[j] = dy . vt[., j] for the key vectors
+ * [j0, j1) (multiples of VLEN; kt and vt rows of stride ld). */
+static void ag_scores(const float *qi, const float *gi, const float *kt, const float *vt,
+                      int64_t ld, int64_t j0, int64_t j1, int64_t dh, float scale, float *s,
+                      float *g)
 {
-    vf vsum = vset1(0.0f), vmaxv = vset1(max);
-    for (int64_t j = first; j < valid; j += VLEN) {
-        float tmp[VLEN];
-        int64_t cnt = ek_min(VLEN, valid - j);
-        for (int l = 0; l < VLEN; l++)
-            tmp[l] = l < cnt ? p[j + l] : -INFINITY;
-        vf e = vexp(vload(tmp) - vmaxv);
-        vsum += e;
-        vstore(tmp, e);
-        memcpy(p + j, tmp, (size_t)cnt * sizeof(float));
+    int64_t j = j0;
+    for (; j + AG_KV * VLEN <= j1; j += AG_KV * VLEN) {
+        vf as[AG_KV], ag[AG_KV];
+        for (int u = 0; u < AG_KV; u++)
+            as[u] = ag[u] = vset1(0.0f);
+        for (int64_t c = 0; c < dh; c++) {
+            vf qc = vset1(qi[c]), gc = vset1(gi[c]);
+            const float *kr = kt + c * ld + j, *vr = vt + c * ld + j;
+            for (int u = 0; u < AG_KV; u++) {
+                as[u] = vfma(qc, vload(kr + u * VLEN), as[u]);
+                ag[u] = vfma(gc, vload(vr + u * VLEN), ag[u]);
+            }
+        }
+        for (int u = 0; u < AG_KV; u++) {
+            vstore(s + j + u * VLEN, as[u] * vset1(scale));
+            vstore(g + j + u * VLEN, ag[u]);
+        }
     }
-    return vhsum(vsum);
+    for (; j < j1; j += VLEN) {
+        vf as = vset1(0.0f), ag = as;
+        for (int64_t c = 0; c < dh; c++) {
+            as = vfma(vset1(qi[c]), vload(kt + c * ld + j), as);
+            ag = vfma(vset1(gi[c]), vload(vt + c * ld + j), ag);
+        }
+        vstore(s + j, as * vset1(scale));
+        vstore(g + j, ag);
+    }
 }
 
 static int k_attention_grad(const float *q, const float *k, const float *v, const float *dy,
                             const int32_t *key_len, float *dq, float *dk, float *dv, int64_t batch,
                             int64_t nq, int64_t nk, int64_t d, int heads, int causal, int threads)
 {
-    return attention_grad_run(q, k, v, dy, key_len, dq, dk, dv, batch, nq, nk, d, heads, causal,
-                              threads, exp_row_vec);
+    int64_t dh = d / heads, ld = (nk + VLEN - 1) / VLEN * VLEN;
+    float scale = (float)(1.0 / sqrt((double)dh));
+    int failed = 0;
+    memset(dk, 0, (size_t)(batch * nk * d) * sizeof(float));
+    memset(dv, 0, (size_t)(batch * nk * d) * sizeof(float));
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        /* kt, vt [dh, ld]; p, g [ld]; the query's dq [dh] */
+        float *kt = malloc((size_t)(2 * dh * ld + 2 * ld + dh) * sizeof(float));
+        float *vt = kt ? kt + dh * ld : NULL, *p = kt ? vt + dh * ld : NULL;
+        float *g = kt ? p + ld : NULL, *acc = kt ? g + ld : NULL;
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < batch * heads; bh++) {
+            if (!kt) {
+                failed = 1;
+                continue;
+            }
+            int64_t b = bh / heads, h = bh % heads;
+            int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[b], nk)) : nk;
+            int64_t vend = (valid + VLEN - 1) / VLEN * VLEN;
+            const float *kb = k + b * nk * d + h * dh, *vb = v + b * nk * d + h * dh;
+            float *dkb = dk + b * nk * d + h * dh, *dvb = dv + b * nk * d + h * dh;
+            for (int64_t c = 0; c < dh; c++) {
+                for (int64_t j = 0; j < valid; j++) {
+                    kt[c * ld + j] = kb[j * d + c];
+                    vt[c * ld + j] = vb[j * d + c];
+                }
+                for (int64_t j = valid; j < vend; j++)
+                    kt[c * ld + j] = vt[c * ld + j] = 0.0f;
+            }
+            for (int64_t i = 0; i < nq; i++) {
+                const float *qi = q + (b * nq + i) * d + h * dh;
+                const float *gi = dy + (b * nq + i) * d + h * dh;
+                float *dqi = dq + (b * nq + i) * d + h * dh;
+                int64_t first = causal ? i : 0, jv = first / VLEN * VLEN;
+                memset(dqi, 0, (size_t)dh * sizeof(float));
+                if (first >= valid) continue;
+                ag_scores(qi, gi, kt, vt, ld, jv, vend, dh, scale, p, g);
+                for (int64_t j = jv; j < first; j++)
+                    p[j] = -INFINITY; /* hidden keys of the first vector */
+                for (int64_t j = valid; j < vend; j++)
+                    p[j] = -INFINITY; /* and past the user's length */
+                vf mx = vset1(-INFINITY);
+                for (int64_t j = jv; j < vend; j += VLEN)
+                    mx = vmax(mx, vload(p + j));
+                float m = mx[0];
+                for (int l = 1; l < VLEN; l++)
+                    m = mx[l] > m ? mx[l] : m;
+                vf sum = vset1(0.0f);
+                for (int64_t j = jv; j < vend; j += VLEN) {
+                    vf e = vexp(vload(p + j) - vset1(m)); /* exp(-inf) = 0 */
+                    sum += e;
+                    vstore(p + j, e);
+                }
+                vf inv = vset1(1.0f / vhsum(sum)), gd = vset1(0.0f);
+                for (int64_t j = jv; j < vend; j += VLEN) {
+                    vf pj = vload(p + j) * inv;
+                    vstore(p + j, pj);
+                    gd = vfma(pj, vload(g + j), gd);
+                }
+                vf gdot = vset1(vhsum(gd));
+                for (int64_t j = jv; j < vend; j += VLEN) /* g becomes ds */
+                    vstore(g + j, vload(p + j) * (vload(g + j) - gdot) * vset1(scale));
+                for (int64_t c = 0; c < dh; c++)
+                    acc[c] = 0.0f;
+                for (int64_t j = first; j < valid; j++) {
+                    const float *kj = kb + j * d;
+                    float *dkj = dkb + j * d, *dvj = dvb + j * d;
+                    float ds = g[j], pj = p[j];
+#pragma omp simd
+                    for (int64_t c = 0; c < dh; c++) {
+                        dvj[c] += pj * gi[c];
+                        dkj[c] += ds * qi[c];
+                        acc[c] += ds * kj[c];
+                    }
+                }
+                memcpy(dqi, acc, (size_t)dh * sizeof(float));
+            }
+        }
+        free(kt);
+    }
+    return failed ? -1 : 0;
+}
+
+/* ----------------------------------------------------------------- dropout */
+
+/*
+ * Element i keeps x_i / (1 - p) (scaled in double, as the reference) when
+ * the 16-bit field i % 4 of the hash of group i / 4 is >= the threshold:
+ * the reference's mask (cpu_grad.c), in blocks of four groups: their
+ * hashes (splitmix64, elastic_rng_mix) in 64-bit vector lanes, then each
+ * group's four elements (mask lanes of 0 or -1, the scale in double lanes).
+ */
+typedef uint64_t u64x4 __attribute__((vector_size(32)));
+typedef int64_t i64x4 __attribute__((vector_size(32)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef double f64x4 __attribute__((vector_size(32)));
+
+static void k_dropout(const float *x, float *y, int64_t n, float p, uint64_t seed, int threads)
+{
+    double scale = 1.0 / (1.0 - (double)p);
+    uint32_t cut = elastic_dropout_threshold(p);
+    uint64_t key = elastic_rng_key(seed, 0);
+    int64_t blocks = n / 16;
+#pragma omp parallel for num_threads(threads) schedule(static) if (blocks > 256)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        /* elastic_rng_at(key, q) for the block's groups q, in vector lanes */
+        u64x4 h = (u64x4){0, 1, 2, 3} + (key + (uint64_t)(4 * blk) + 0x9e3779b97f4a7c15ULL);
+        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+        h ^= h >> 31;
+        for (int g = 0; g < 4; g++) { /* group g: elements 4 g .. 4 g + 3 */
+            u64x4 field = ((u64x4){0, 0, 0, 0} + h[g]) >> (u64x4){0, 16, 32, 48};
+            i64x4 keep = (i64x4)(field & 0xffff) >= (int64_t)cut;
+            f32x4 xv;
+            memcpy(&xv, x + 16 * blk + 4 * g, sizeof xv);
+            f32x4 yv = __builtin_convertvector(__builtin_convertvector(xv, f64x4) * scale, f32x4);
+            yv = (f32x4)((i32x4)yv & __builtin_convertvector(keep, i32x4));
+            memcpy(y + 16 * blk + 4 * g, &yv, sizeof yv);
+        }
+    }
+    for (int64_t i = 16 * blocks; i < n; i++) {
+        uint64_t h = elastic_rng_at(key, (uint64_t)(i / 4));
+        y[i] = (uint32_t)(h >> (16 * (i % 4)) & 0xffff) >= cut ? (float)(x[i] * scale) : 0.0f;
+    }
 }
 
 /* ------------------------------------------------------------------ table */
@@ -2265,4 +2417,5 @@ const elastic_cpu_kernels EK_TABLE = {
     .linear_tn = k_linear_tn,
     .gelu_grad = k_gelu_grad,
     .attention_grad = k_attention_grad,
+    .dropout = k_dropout,
 };

@@ -106,12 +106,17 @@ typedef struct elastic_cpu_kernels {
     /* dx = dy GELU'(x) (op GELU_GRAD); the reference is cpu_grad.c's, on libm */
     void (*gelu_grad)(const float *x, const float *dy, float *dx, int64_t n, int threads);
     /* dq, dk, dv of attention (op ATTENTION_GRAD); the reference is cpu_grad.c's
-     * (float32, libm's expf); the fast tables take the same steps in the
-     * table's vectors, with vexp. Returns 0, or -1 when its scratch cannot be
-     * allocated. */
+     * (float32, libm's expf, a query's keys one at a time); the fast tables
+     * compute a query's scores and dy . v over vectors of keys (K and V
+     * transposed per user and head), with vexp. Returns 0, or -1 when its
+     * scratch cannot be allocated. */
     int (*attention_grad)(const float *q, const float *k, const float *v, const float *dy,
                           const int32_t *key_len, float *dq, float *dk, float *dv, int64_t batch,
                           int64_t nq, int64_t nk, int64_t d, int heads, int causal, int threads);
+    /* y = x / (1 - p) or 0 by the counter-based mask of (seed, element)
+     * (op DROPOUT): bitwise cpu_grad.c's elastic_cpu_dropout, its hashes
+     * computed a vector at a time. */
+    void (*dropout)(const float *x, float *y, int64_t n, float p, uint64_t seed, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

@@ -564,4 +564,5 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .linear_tn = ref_linear_tn,
     .gelu_grad = elastic_cpu_gelu_grad,
     .attention_grad = ref_attention_grad,
+    .dropout = elastic_cpu_dropout,
 };
