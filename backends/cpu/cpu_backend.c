@@ -395,7 +395,7 @@ CPU_OP(masked_mean_grad)
 CPU_OP(layer_norm_grad)
 {
     CPU_ARGS;
-    return elastic_cpu_layer_norm_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
+    return elastic_cpu_layer_norm_grad(k, ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]),
                                        ptr(&out[1]), ptr(&out[2]), d->rows, d->cols, p->eps, th);
 }
 

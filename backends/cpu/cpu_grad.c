@@ -122,12 +122,10 @@ void elastic_cpu_masked_mean_grad(const float *dy, const int32_t *len, float *dx
     }
 }
 
-elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, const float *dy,
-                                           float *dx, float *dweight, float *dbias, int64_t rows,
-                                           int64_t d, float eps, int threads)
+void elastic_cpu_layer_norm_grad_rows(const float *x, const float *weight, const float *dy,
+                                      float *dx, double *stat, int64_t rows, int64_t d, float eps,
+                                      int threads)
 {
-    double *stat = malloc((size_t)(2 * rows) * sizeof(double)); /* mean, 1/std per row */
-    if (!stat) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (layer_norm_grad)");
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * d, *gr = dy + r * d;
@@ -154,6 +152,16 @@ elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, 
             dx[r * d + j] = (float)(inv * (g - mg - xh * mgx));
         }
     }
+}
+
+elastic_status elastic_cpu_layer_norm_grad(const elastic_cpu_kernels *k, const float *x,
+                                           const float *weight, const float *dy, float *dx,
+                                           float *dweight, float *dbias, int64_t rows, int64_t d,
+                                           float eps, int threads)
+{
+    double *stat = malloc((size_t)(2 * rows) * sizeof(double)); /* mean, 1/std per row */
+    if (!stat) return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (layer_norm_grad)");
+    k->layer_norm_grad_rows(x, weight, dy, dx, stat, rows, d, eps, threads);
     /* dweight = sum of dy * xhat, dbias = sum of dy, in row chunks (see sum_rows) */
     int64_t chunks = (rows + CHUNK - 1) / CHUNK;
     double *part = calloc((size_t)(chunks * 2 * d), sizeof *part);

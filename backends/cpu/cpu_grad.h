@@ -41,9 +41,19 @@ void elastic_cpu_sum_rows(const float *x, int64_t rows, int64_t cols, float *out
 void elastic_cpu_masked_mean_grad(const float *dy, const int32_t *len, float *dx, int64_t batch,
                                   int64_t n, int64_t d, int threads);
 
-elastic_status elastic_cpu_layer_norm_grad(const float *x, const float *weight, const float *dy,
-                                           float *dx, float *dweight, float *dbias, int64_t rows,
-                                           int64_t d, float eps, int threads);
+/* dx of LayerNorm per row, and each row's mean and 1/std in stat [rows, 2]
+ * (the reference table's layer_norm_grad_rows: double sums in order). */
+void elastic_cpu_layer_norm_grad_rows(const float *x, const float *weight, const float *dy,
+                                      float *dx, double *stat, int64_t rows, int64_t d, float eps,
+                                      int threads);
+
+/* dx, dweight, dbias of LayerNorm: the rows by the table's
+ * layer_norm_grad_rows, the parameter sums in row chunks (thread-count
+ * independent). */
+elastic_status elastic_cpu_layer_norm_grad(const elastic_cpu_kernels *k, const float *x,
+                                           const float *weight, const float *dy, float *dx,
+                                           float *dweight, float *dbias, int64_t rows, int64_t d,
+                                           float eps, int threads);
 
 /* x [M, K], W [N, K], dy [M, N] -> dx [M, K], dW [N, K], dbias [N]; the two
  * products run on the table's fast linear kernel over transposed copies. */

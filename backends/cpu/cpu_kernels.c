@@ -2349,6 +2349,46 @@ static int k_attention_grad(const float *q, const float *k, const float *v, cons
     return failed ? -1 : 0;
 }
 
+/* ------------------------------------------------------- layer_norm_grad */
+
+/* cpu_grad.c's elastic_cpu_layer_norm_grad_rows with its double sums over a
+ * row taken in vector lanes (a different order: within a float rounding of
+ * the reference's dx). */
+static void k_layer_norm_grad_rows(const float *x, const float *weight, const float *dy, float *dx,
+                                   double *stat, int64_t rows, int64_t d, float eps, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * d, *gr = dy + r * d;
+        double mean = 0, var = 0;
+#pragma omp simd reduction(+ : mean)
+        for (int64_t j = 0; j < d; j++)
+            mean += xr[j];
+        mean /= (double)d;
+#pragma omp simd reduction(+ : var)
+        for (int64_t j = 0; j < d; j++)
+            var += (xr[j] - mean) * (xr[j] - mean);
+        double inv = 1.0 / sqrt(var / (double)d + (double)eps);
+        stat[2 * r] = mean;
+        stat[2 * r + 1] = inv;
+        /* dx = inv * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight */
+        double mg = 0, mgx = 0;
+#pragma omp simd reduction(+ : mg, mgx)
+        for (int64_t j = 0; j < d; j++) {
+            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
+            mg += g;
+            mgx += g * xh;
+        }
+        mg /= (double)d;
+        mgx /= (double)d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) {
+            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
+            dx[r * d + j] = (float)(inv * (g - mg - xh * mgx));
+        }
+    }
+}
+
 /* ----------------------------------------------------------------- dropout */
 
 /*
@@ -2418,4 +2458,5 @@ const elastic_cpu_kernels EK_TABLE = {
     .gelu_grad = k_gelu_grad,
     .attention_grad = k_attention_grad,
     .dropout = k_dropout,
+    .layer_norm_grad_rows = k_layer_norm_grad_rows,
 };

@@ -117,6 +117,11 @@ typedef struct elastic_cpu_kernels {
      * (op DROPOUT): bitwise cpu_grad.c's elastic_cpu_dropout, its hashes
      * computed a vector at a time. */
     void (*dropout)(const float *x, float *y, int64_t n, float p, uint64_t seed, int threads);
+    /* LayerNorm's dx per row and the rows' mean and 1/std in stat [rows, 2],
+     * for elastic_cpu_layer_norm_grad (op LAYER_NORM_GRAD): the reference
+     * sums in double in order, the fast tables in double vector lanes. */
+    void (*layer_norm_grad_rows)(const float *x, const float *weight, const float *dy, float *dx,
+                                 double *stat, int64_t rows, int64_t d, float eps, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

@@ -565,4 +565,5 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .gelu_grad = elastic_cpu_gelu_grad,
     .attention_grad = ref_attention_grad,
     .dropout = elastic_cpu_dropout,
+    .layer_norm_grad_rows = elastic_cpu_layer_norm_grad_rows,
 };
