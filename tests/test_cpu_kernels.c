@@ -360,6 +360,67 @@ static void test_gelu(void **state)
     }
 }
 
+/* The per-row product-key backward (pkm_grad_rows) selects with the
+ * forward's code in the fast tables: the same slots in the same order, the
+ * same weights, dscores and dquery, bit for bit, ties included. */
+static void test_pkm_grad_rows(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed();
+    const elastic_cpu_kernels *tabs[4];
+    int nt = fast_tables(tabs);
+    /* rows, c, m, t, d, tied (all sub-keys equal) */
+    static const int64_t cases[][6] = {
+        {12, 8, 16, 4, 10, 0}, {32, 64, 128, 8, 64, 0}, {1, 2, 3, 3, 1, 0},  {6, 6, 100, 70, 7, 0},
+        {2, 2, 1, 1, 5, 0},    {6, 8, 16, 4, 9, 1},     {5, 8, 40, 40, 3, 0}};
+    for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
+        int64_t R = cases[s][0], c = cases[s][1], m = cases[s][2], t = cases[s][3];
+        int64_t d = cases[s][4];
+        float *query = fmalloc((size_t)(R * c)), *sub = fmalloc((size_t)(2 * m * (c / 2)));
+        float *values = fmalloc((size_t)(m * m * d)), *dy = fmalloc((size_t)(R * d));
+        float *dq[2] = {fmalloc((size_t)(R * c)), fmalloc((size_t)(R * c))};
+        int64_t *kept[2] = {malloc((size_t)(R * t * 3) * sizeof(int64_t)),
+                            malloc((size_t)(R * t * 3) * sizeof(int64_t))};
+        double *kw[2] = {malloc((size_t)(R * t * 2) * sizeof(double)),
+                         malloc((size_t)(R * t * 2) * sizeof(double))};
+        assert_true(kept[0] && kept[1] && kw[0] && kw[1]);
+        tu_fill_uniform(query, (size_t)(R * c), seed, stream_id("pkm_grad", (int)s, 0), -1, 1);
+        tu_fill_uniform(sub, (size_t)(2 * m * (c / 2)), seed, stream_id("pkm_grad", (int)s, 1), -1,
+                        1);
+        tu_fill_uniform(values, (size_t)(m * m * d), seed, stream_id("pkm_grad", (int)s, 2), -1, 1);
+        tu_fill_uniform(dy, (size_t)(R * d), seed, stream_id("pkm_grad", (int)s, 3), -1, 1);
+        if (cases[s][5])
+            for (int64_t r = 1; r < 2 * m; r++)
+                memcpy(sub + r * (c / 2), sub, (size_t)(c / 2) * sizeof(float));
+        assert_int_equal(
+            ref()->pkm_grad_rows(query, sub, values, dy, dq[0], kept[0], kw[0], R, c, m, t, d, 1),
+            0);
+        for (int tb = 0; tb < nt; tb++)
+            for (int th = 1; th <= 2; th++) {
+                memset(kept[1], 0xff, (size_t)(R * t * 3) * sizeof(int64_t));
+                assert_int_equal(tabs[tb]->pkm_grad_rows(query, sub, values, dy, dq[1], kept[1],
+                                                         kw[1], R, c, m, t, d, th),
+                                 0);
+                if (memcmp(dq[0], dq[1], (size_t)(R * c) * sizeof(float)) ||
+                    memcmp(kept[0], kept[1], (size_t)(R * t * 3) * sizeof(int64_t)) ||
+                    memcmp(kw[0], kw[1], (size_t)(R * t * 2) * sizeof(double))) {
+                    printf("# pkm_grad_rows [%s] case %zu threads %d: not the reference's bits\n",
+                           tabs[tb]->isa, s, th);
+                    fail();
+                }
+            }
+        free(query);
+        free(sub);
+        free(values);
+        free(dy);
+        for (int i = 0; i < 2; i++) {
+            free(dq[i]);
+            free(kept[i]);
+            free(kw[i]);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ dropout */
 
 /* Dropout's mask and scale are exact: bitwise the reference's, at every size
@@ -654,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_linear_threads_deterministic),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_pkm_grad_rows),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pkm),
         cmocka_unit_test(test_topk),

@@ -687,11 +687,11 @@ static void pkm_run(const char *tag, conf_fd_pkm *c, const float *q, const float
         dsk[i] = 12345.0f;
     for (int64_t i = 0; i < nval; i++)
         dval[i] = 12345.0f;
-    assert_int_equal(elastic_cpu_pkm_grad(q, sk, val, r, dq, dsk, dval, c->batch, c->experts, c->c,
-                                          m, c->t, d, 1),
+    assert_int_equal(elastic_cpu_pkm_grad(&elastic_cpu_kernels_reference, q, sk, val, r, dq, dsk,
+                                          dval, c->batch, c->experts, c->c, m, c->t, d, 1),
                      ELASTIC_OK);
-    assert_int_equal(elastic_cpu_pkm_grad(q, sk, val, r, dq2, dsk2, dval2, c->batch, c->experts,
-                                          c->c, m, c->t, d, THREADS),
+    assert_int_equal(elastic_cpu_pkm_grad(&elastic_cpu_kernels_reference, q, sk, val, r, dq2, dsk2,
+                                          dval2, c->batch, c->experts, c->c, m, c->t, d, THREADS),
                      ELASTIC_OK);
     same_bits(dq, dq2, nq);
     same_bits(dsk, dsk2, nsk);

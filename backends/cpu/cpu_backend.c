@@ -427,7 +427,7 @@ CPU_OP(attention_grad)
 CPU_OP(pkm_grad)
 {
     CPU_ARGS;
-    return elastic_cpu_pkm_grad(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&out[0]),
+    return elastic_cpu_pkm_grad(k, ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&out[0]),
                                 ptr(&out[1]), ptr(&out[2]), d->batch, p->experts, d->pkm_c,
                                 d->pkm_m, p->mem_topk, d->width, th);
 }

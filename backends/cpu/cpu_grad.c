@@ -390,94 +390,105 @@ static void top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
     }
 }
 
-elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys, const float *values,
-                                    const float *dy, float *dquery, float *dsubkeys, float *dvalues,
-                                    int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t,
-                                    int64_t d, int threads)
+int elastic_cpu_pkm_grad_rows(const float *query, const float *subkeys, const float *values,
+                              const float *dy, float *dquery, int64_t *kept, double *kw,
+                              int64_t rows, int64_t c, int64_t m, int64_t t, int64_t d, int threads)
+{
+    int64_t half = c / 2;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        double *sa = malloc((size_t)(2 * m + t * t) * sizeof *sa);
+        int64_t *sel = malloc((size_t)(2 * t + t * t + t) * sizeof *sel);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (!sa || !sel) {
+                failed = 1;
+                continue;
+            }
+            const float *qa = query + r * c, *qb = qa + half;
+            double *sb = sa + m, *pair = sb + m;
+            int64_t *A = sel, *B = sel + t, *pslot = B + t, *best = pslot + t * t;
+            for (int64_t x = 0; x < m; x++) {
+                double s0 = 0, s1 = 0;
+                for (int64_t p = 0; p < half; p++) {
+                    s0 += (double)qa[p] * subkeys[x * half + p];
+                    s1 += (double)qb[p] * subkeys[(m + x) * half + p];
+                }
+                sa[x] = s0;
+                sb[x] = s1;
+            }
+            top_indices(sa, m, t, A);
+            top_indices(sb, m, t, B);
+            /* the t*t pairs in slot order, so ties go to the smaller slot */
+            int64_t np = 0;
+            for (int64_t xi = 0; xi < m && np < t * t; xi++) {
+                int inA = 0;
+                for (int64_t i = 0; i < t; i++)
+                    inA |= A[i] == xi;
+                if (!inA) continue;
+                for (int64_t yi = 0; yi < m; yi++) {
+                    int inB = 0;
+                    for (int64_t i = 0; i < t; i++)
+                        inB |= B[i] == yi;
+                    if (!inB) continue;
+                    pair[np] = sa[xi] + sb[yi];
+                    pslot[np++] = xi * m + yi;
+                }
+            }
+            top_indices(pair, np, t, best);
+            double max = pair[best[0]], sum = 0;
+            double *wt = kw + r * t * 2, *ds = wt + t;
+            for (int64_t i = 0; i < t; i++)
+                sum += (wt[i] = exp(pair[best[i]] - max));
+            /* dw_i = dy . values[slot_i]; dscore_i = w_i (dw_i - sum_j w_j dw_j) */
+            const float *g = dy + r * d;
+            double wdw = 0;
+            for (int64_t i = 0; i < t; i++) {
+                wt[i] /= sum;
+                const float *val = values + pslot[best[i]] * d;
+                double dw = 0;
+                for (int64_t j = 0; j < d; j++)
+                    dw += (double)g[j] * val[j];
+                ds[i] = dw;
+                wdw += wt[i] * dw;
+            }
+            float *dqa = dquery + r * c, *dqb = dqa + half;
+            for (int64_t p = 0; p < c; p++)
+                dqa[p] = 0.0f;
+            int64_t *kr = kept + r * t * 3;
+            for (int64_t i = 0; i < t; i++) {
+                ds[i] = wt[i] * (ds[i] - wdw);
+                int64_t s = pslot[best[i]], x = s / m, y = s % m;
+                kr[3 * i] = x;
+                kr[3 * i + 1] = y;
+                kr[3 * i + 2] = s;
+                for (int64_t p = 0; p < half; p++) {
+                    dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
+                    dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
+                }
+            }
+        }
+        free(sa);
+        free(sel);
+    }
+    return failed ? -1 : 0;
+}
+
+elastic_status elastic_cpu_pkm_grad(const elastic_cpu_kernels *k, const float *query,
+                                    const float *subkeys, const float *values, const float *dy,
+                                    float *dquery, float *dsubkeys, float *dvalues, int64_t batch,
+                                    int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                                    int threads)
 {
     int64_t half = c / 2, rows = batch * experts;
     /* Per (user, expert): the kept pairs' x, y and slot, weight and dscore. */
     int64_t *kept = malloc((size_t)(rows * t * 3) * sizeof *kept);
     double *kw = malloc((size_t)(rows * t * 2) * sizeof *kw);
     int failed = !kept || !kw;
-    if (!failed) {
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-        {
-            double *sa = malloc((size_t)(2 * m + t * t) * sizeof *sa);
-            int64_t *sel = malloc((size_t)(2 * t + t * t + t) * sizeof *sel);
-#pragma omp for schedule(static)
-            for (int64_t r = 0; r < rows; r++) {
-                if (!sa || !sel) {
-                    failed = 1;
-                    continue;
-                }
-                const float *qa = query + r * c, *qb = qa + half;
-                double *sb = sa + m, *pair = sb + m;
-                int64_t *A = sel, *B = sel + t, *pslot = B + t, *best = pslot + t * t;
-                for (int64_t x = 0; x < m; x++) {
-                    double s0 = 0, s1 = 0;
-                    for (int64_t p = 0; p < half; p++) {
-                        s0 += (double)qa[p] * subkeys[x * half + p];
-                        s1 += (double)qb[p] * subkeys[(m + x) * half + p];
-                    }
-                    sa[x] = s0;
-                    sb[x] = s1;
-                }
-                top_indices(sa, m, t, A);
-                top_indices(sb, m, t, B);
-                /* the t*t pairs in slot order, so ties go to the smaller slot */
-                int64_t np = 0;
-                for (int64_t xi = 0; xi < m && np < t * t; xi++) {
-                    int inA = 0;
-                    for (int64_t i = 0; i < t; i++)
-                        inA |= A[i] == xi;
-                    if (!inA) continue;
-                    for (int64_t yi = 0; yi < m; yi++) {
-                        int inB = 0;
-                        for (int64_t i = 0; i < t; i++)
-                            inB |= B[i] == yi;
-                        if (!inB) continue;
-                        pair[np] = sa[xi] + sb[yi];
-                        pslot[np++] = xi * m + yi;
-                    }
-                }
-                top_indices(pair, np, t, best);
-                double max = pair[best[0]], sum = 0;
-                double *wt = kw + r * t * 2, *ds = wt + t;
-                for (int64_t i = 0; i < t; i++)
-                    sum += (wt[i] = exp(pair[best[i]] - max));
-                /* dw_i = dy . values[slot_i]; dscore_i = w_i (dw_i - sum_j w_j dw_j) */
-                const float *g = dy + r * d;
-                double wdw = 0;
-                for (int64_t i = 0; i < t; i++) {
-                    wt[i] /= sum;
-                    const float *val = values + pslot[best[i]] * d;
-                    double dw = 0;
-                    for (int64_t j = 0; j < d; j++)
-                        dw += (double)g[j] * val[j];
-                    ds[i] = dw;
-                    wdw += wt[i] * dw;
-                }
-                float *dqa = dquery + r * c, *dqb = dqa + half;
-                for (int64_t p = 0; p < c; p++)
-                    dqa[p] = 0.0f;
-                int64_t *kr = kept + r * t * 3;
-                for (int64_t i = 0; i < t; i++) {
-                    ds[i] = wt[i] * (ds[i] - wdw);
-                    int64_t s = pslot[best[i]], x = s / m, y = s % m;
-                    kr[3 * i] = x;
-                    kr[3 * i + 1] = y;
-                    kr[3 * i + 2] = s;
-                    for (int64_t p = 0; p < half; p++) {
-                        dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
-                        dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
-                    }
-                }
-            }
-            free(sa);
-            free(sel);
-        }
-    }
+    if (!failed)
+        failed = k->pkm_grad_rows(query, subkeys, values, dy, dquery, kept, kw, rows, c, m, t, d,
+                                  threads);
     if (failed) {
         free(kept);
         free(kw);

@@ -70,13 +70,24 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
                                           int64_t nk, int64_t d, int heads, int causal,
                                           int threads);
 
-/* The backward of product-key retrieval: the selection is recomputed, and
- * gradients reach the selected values, and through the softmax weights the
- * selected sub-keys and the query. */
-elastic_status elastic_cpu_pkm_grad(const float *query, const float *subkeys, const float *values,
-                                    const float *dy, float *dquery, float *dsubkeys, float *dvalues,
-                                    int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t,
-                                    int64_t d, int threads);
+/* Per row (user, expert) of the product-key backward: the t kept slots
+ * (x, y, slot in kept [rows, t, 3]), their weights and dscores (kw [rows,
+ * 2, t]) and dquery [rows, c] (the reference table's pkm_grad_rows).
+ * Returns 0, or -1 when out of memory. */
+int elastic_cpu_pkm_grad_rows(const float *query, const float *subkeys, const float *values,
+                              const float *dy, float *dquery, int64_t *kept, double *kw,
+                              int64_t rows, int64_t c, int64_t m, int64_t t, int64_t d,
+                              int threads);
+
+/* The backward of product-key retrieval: the selection is recomputed (the
+ * table's pkm_grad_rows), and gradients reach the selected values, and
+ * through the softmax weights the selected sub-keys and the query (added in
+ * row order: thread-count independent). */
+elastic_status elastic_cpu_pkm_grad(const elastic_cpu_kernels *k, const float *query,
+                                    const float *subkeys, const float *values, const float *dy,
+                                    float *dquery, float *dsubkeys, float *dvalues, int64_t batch,
+                                    int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                                    int threads);
 
 /* out [src_numel] = 0, then out[offset + sum_i idx_i * strides[i]] += dv[idx]. */
 void elastic_cpu_view_grad(const float *dv, int ndim, const int64_t *shape, const int64_t *strides,

@@ -1275,8 +1275,11 @@ static void pkm_sort_ids(int64_t *ids, int64_t t)
     }
 }
 
-static void pkm_one(const float *qj, const float *subkeys, const double *skT, const float *values,
-                    float *o, int64_t c, int64_t m, int64_t t, int64_t d, double *dv, int64_t *iv)
+/* The t best slots of one query (spec step 2), best first (ties: the
+ * smaller slot), and their pair scores: slot = iv + 2 t, vp = dv + 2 t
+ * (scratch dv [5 t], iv [3 t]). Returns how many there are. */
+static int64_t pkm_select(const float *qj, const float *subkeys, const double *skT, int64_t c,
+                          int64_t m, int64_t t, double *dv, int64_t *iv)
 {
     int64_t half = c / 2;
     double *va = dv, *vb = dv + t, *vp = dv + 2 * t, *sa = dv + 3 * t, *sb = dv + 4 * t;
@@ -1347,6 +1350,15 @@ static void pkm_one(const float *qj, const float *subkeys, const double *skT, co
     for (int64_t xi = 0; xi < na; xi++)
         for (int64_t yi = 0; yi < nb; yi++)
             pkm_insert(vp, slot, &np, t, sa[xi] + sb[yi], A[xi] * m + B[yi]);
+    return np;
+}
+
+static void pkm_one(const float *qj, const float *subkeys, const double *skT, const float *values,
+                    float *o, int64_t c, int64_t m, int64_t t, int64_t d, double *dv, int64_t *iv)
+{
+    int64_t np = pkm_select(qj, subkeys, skT, c, m, t, dv, iv);
+    const double *vp = dv + 2 * t;
+    const int64_t *slot = iv + 2 * t;
     /* the kept rows of `values` (a table of m^2 rows, far larger than the
      * caches) are fetched together while the weights are computed, instead
      * of one cache miss after another in the sum below */
@@ -1367,19 +1379,25 @@ static void pkm_one(const float *qj, const float *subkeys, const double *skT, co
     }
 }
 
-static void k_pkm(const float *query, const float *subkeys, const float *values, float *out,
-                  int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
-                  int threads)
+/* The sub-keys [2, m, half] as double, transposed to [2][half][m], for
+ * pkm_select (optional: NULL, when out of memory, is slower). */
+static double *pkm_subkeys_t(const float *subkeys, int64_t half, int64_t m)
 {
-    if (t > m) t = m;
-    int64_t half = c / 2;
-    /* subkeys as double, transposed to [2][c/2][m] (optional: NULL is slower) */
     double *skT = malloc((size_t)(2 * half * m > 0 ? 2 * half * m : 1) * sizeof(double));
     if (skT)
         for (int64_t h = 0; h < 2; h++)
             for (int64_t x = 0; x < m; x++)
                 for (int64_t p = 0; p < half; p++)
                     skT[(h * half + p) * m + x] = (double)subkeys[(h * m + x) * half + p];
+    return skT;
+}
+
+static void k_pkm(const float *query, const float *subkeys, const float *values, float *out,
+                  int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                  int threads)
+{
+    if (t > m) t = m;
+    double *skT = pkm_subkeys_t(subkeys, c / 2, m);
 #pragma omp parallel for num_threads(threads) schedule(static) if (batch * experts > 4)
     for (int64_t be = 0; be < batch * experts; be++) {
         float *o = out + be * d;
@@ -2349,6 +2367,71 @@ static int k_attention_grad(const float *q, const float *k, const float *v, cons
     return failed ? -1 : 0;
 }
 
+/* ------------------------------------------------------------- pkm_grad */
+
+/* cpu_grad.c's elastic_cpu_pkm_grad_rows with the forward's selection
+ * (pkm_select: the same double scores, the same slots in the same order),
+ * then the same weights, dscores and dquery, operation for operation: the
+ * reference's bits. Returns 0, or -1 when out of memory. */
+static int k_pkm_grad_rows(const float *query, const float *subkeys, const float *values,
+                           const float *dy, float *dquery, int64_t *kept, double *kw, int64_t rows,
+                           int64_t c, int64_t m, int64_t t, int64_t d, int threads)
+{
+    int64_t half = c / 2;
+    double *skT = pkm_subkeys_t(subkeys, half, m);
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        double *dv = malloc((size_t)(5 * t) * sizeof(double));
+        int64_t *iv = malloc((size_t)(3 * t) * sizeof(int64_t));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            if (!dv || !iv) {
+                failed = 1;
+                continue;
+            }
+            const float *qa = query + r * c;
+            int64_t np = pkm_select(qa, subkeys, skT, c, m, t, dv, iv);
+            const double *vp = dv + 2 * t;
+            const int64_t *slot = iv + 2 * t;
+            double *wt = kw + r * t * 2, *ds = wt + t;
+            double max = vp[0], sum = 0;
+            for (int64_t i = 0; i < np; i++)
+                sum += (wt[i] = exp(vp[i] - max));
+            const float *g = dy + r * d;
+            double wdw = 0;
+            for (int64_t i = 0; i < np; i++) {
+                wt[i] /= sum;
+                const float *val = values + slot[i] * d;
+                double dw = 0;
+                for (int64_t j = 0; j < d; j++)
+                    dw += (double)g[j] * val[j];
+                ds[i] = dw;
+                wdw += wt[i] * dw;
+            }
+            float *dqa = dquery + r * c, *dqb = dqa + half;
+            for (int64_t p = 0; p < c; p++)
+                dqa[p] = 0.0f;
+            int64_t *kr = kept + r * t * 3;
+            for (int64_t i = 0; i < np; i++) {
+                ds[i] = wt[i] * (ds[i] - wdw);
+                int64_t sl = slot[i], x = sl / m, y = sl % m;
+                kr[3 * i] = x;
+                kr[3 * i + 1] = y;
+                kr[3 * i + 2] = sl;
+                for (int64_t p = 0; p < half; p++) {
+                    dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
+                    dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
+                }
+            }
+        }
+        free(dv);
+        free(iv);
+    }
+    free(skT);
+    return failed ? -1 : 0;
+}
+
 /* ------------------------------------------------------- layer_norm_grad */
 
 /* cpu_grad.c's elastic_cpu_layer_norm_grad_rows with its double sums over a
@@ -2459,4 +2542,5 @@ const elastic_cpu_kernels EK_TABLE = {
     .attention_grad = k_attention_grad,
     .dropout = k_dropout,
     .layer_norm_grad_rows = k_layer_norm_grad_rows,
+    .pkm_grad_rows = k_pkm_grad_rows,
 };

@@ -122,6 +122,13 @@ typedef struct elastic_cpu_kernels {
      * sums in double in order, the fast tables in double vector lanes. */
     void (*layer_norm_grad_rows)(const float *x, const float *weight, const float *dy, float *dx,
                                  double *stat, int64_t rows, int64_t d, float eps, int threads);
+    /* The per-row part of elastic_cpu_pkm_grad (op PKM_GRAD): kept slots,
+     * weights, dscores and dquery; the fast tables select with the forward's
+     * pkm code (vectors over sub-keys), bitwise the reference's. Returns 0,
+     * or -1 when out of memory. */
+    int (*pkm_grad_rows)(const float *query, const float *subkeys, const float *values,
+                         const float *dy, float *dquery, int64_t *kept, double *kw, int64_t rows,
+                         int64_t c, int64_t m, int64_t t, int64_t d, int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

@@ -566,4 +566,5 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .attention_grad = ref_attention_grad,
     .dropout = elastic_cpu_dropout,
     .layer_norm_grad_rows = elastic_cpu_layer_norm_grad_rows,
+    .pkm_grad_rows = elastic_cpu_pkm_grad_rows,
 };
