@@ -421,6 +421,47 @@ static void test_pkm_grad_rows(void **state)
     }
 }
 
+/* linear_at (x given transposed) is linear_tn on the transposed x, bit for
+ * bit, in every table (the reference's double sums included). */
+static void test_linear_at(void **state)
+{
+    (void)state;
+    uint64_t seed = tu_seed();
+    const elastic_cpu_kernels *tabs[5];
+    int nt = fast_tables(tabs);
+    tabs[nt++] = ref();
+    static const int64_t shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {64, 64, 512}, {97, 17, 300}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *xt = fmalloc((size_t)(K * M)), *x = fmalloc((size_t)(M * K));
+        float *wt = fmalloc((size_t)(K * N)), *want = fmalloc((size_t)(M * N));
+        float *got = out_alloc((size_t)(M * N));
+        tu_fill_uniform(xt, (size_t)(K * M), seed, stream_id("linear_at", (int)s, 0), -1, 1);
+        tu_fill_uniform(wt, (size_t)(K * N), seed, stream_id("linear_at", (int)s, 1), -1, 1);
+        for (int64_t p = 0; p < K; p++)
+            for (int64_t i = 0; i < M; i++)
+                x[i * K + p] = xt[p * M + i];
+        for (int t = 0; t < nt; t++) {
+            tabs[t]->linear_tn(x, wt, want, M, N, K, 1);
+            for (int th = 1; th <= 2; th++) {
+                poison(got, (size_t)(M * N) * sizeof(float));
+                tabs[t]->linear_at(xt, wt, got, M, N, K, th);
+                if (memcmp(got, want, (size_t)(M * N) * sizeof(float))) {
+                    printf("# linear_at [%s] %lldx%lldx%lld threads %d: not linear_tn's bits\n",
+                           tabs[t]->isa, (long long)M, (long long)N, (long long)K, th);
+                    fail();
+                }
+                canary_ok("linear_at", tabs[t]->isa, got, (size_t)(M * N) * sizeof(float));
+            }
+        }
+        free(xt);
+        free(x);
+        free(wt);
+        free(want);
+        free(got);
+    }
+}
+
 /* ------------------------------------------------------------------ dropout */
 
 /* Dropout's mask and scale are exact: bitwise the reference's, at every size
@@ -715,6 +756,7 @@ int main(void)
         cmocka_unit_test(test_linear_threads_deterministic),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_linear_at),
         cmocka_unit_test(test_pkm_grad_rows),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_pkm),

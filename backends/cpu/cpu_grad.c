@@ -213,11 +213,10 @@ elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float
                                        const float *dy, float *dx, float *dw, float *dbias,
                                        int64_t m, int64_t n, int64_t kk, int threads)
 {
-    /* dW = dy^T x runs over row chunks: each chunk's x slice is transposed
-     * (small: [kk, rows]) and multiplied by the chunk's dy as it lies
-     * (linear_tn), giving the chunk's dW^T; the partials are added in chunk
-     * order (thread-count independent) and transposed once. dx = dy W takes
-     * W as it lies too. */
+    /* dW = dy^T x runs over row chunks: each chunk's dW^T = x^T dy from x
+     * and dy as they lie (linear_at); the partials are added in chunk order
+     * (thread-count independent) and transposed once. dx = dy W takes W as
+     * it lies too. */
     enum { ROWS = 512 };
     int64_t chunks = (m + ROWS - 1) / ROWS;
     float *wt = malloc((size_t)(kk * n) * sizeof(float)); /* the summed dW^T */
@@ -225,23 +224,11 @@ elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float
     int failed = !wt || !part;
     if (!failed) {
         k->linear_tn(dy, w, dx, m, kk, n, threads); /* dx = dy W */
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-        {
-            float *xt = malloc((size_t)(ROWS * kk) * sizeof(float));
-#pragma omp for schedule(static)
-            for (int64_t c = 0; c < chunks; c++) {
-                if (!xt) {
-                    failed = 1;
-                    continue;
-                }
-                int64_t r0 = c * ROWS, rows = m - r0 < ROWS ? m - r0 : ROWS;
-                transpose(x + r0 * kk, xt, rows, kk, 1); /* [kk, rows] */
-                k->linear_tn(xt, dy + r0 * n, part + c * n * kk, kk, n, rows, 1);
-            }
-            free(xt);
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t c = 0; c < chunks; c++) {
+            int64_t r0 = c * ROWS, rows = m - r0 < ROWS ? m - r0 : ROWS;
+            k->linear_at(x + r0 * kk, dy + r0 * n, part + c * n * kk, kk, n, rows, 1);
         }
-    }
-    if (!failed) {
 #pragma omp parallel for num_threads(threads) schedule(static)
         for (int64_t i = 0; i < n * kk; i++) {
             float acc = 0.0f;

@@ -56,7 +56,8 @@ elastic_status elastic_cpu_layer_norm_grad(const elastic_cpu_kernels *k, const f
                                            float eps, int threads);
 
 /* x [M, K], W [N, K], dy [M, N] -> dx [M, K], dW [N, K], dbias [N]; the two
- * products run on the table's fast linear kernel over transposed copies. */
+ * products run on the table's linear_tn and linear_at, with x, W and dy as
+ * they lie. */
 elastic_status elastic_cpu_linear_grad(const elastic_cpu_kernels *k, const float *x, const float *w,
                                        const float *dy, float *dx, float *dw, float *dbias,
                                        int64_t m, int64_t n, int64_t kk, int threads);

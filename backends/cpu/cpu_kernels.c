@@ -463,8 +463,8 @@ static void k_gelu_grad(const float *x, const float *dy, float *dx, int64_t n, i
 #define LIN_MC (LIN_MR * 16)
 #define LIN_NC_PANELS (512 / LIN_NR)
 
-EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k, const float *restrict bp,
-                        float *restrict out, int64_t ldo, int64_t ncols)
+EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t rs, int64_t cs, int64_t k,
+                        const float *restrict bp, float *restrict out, int64_t ldo, int64_t ncols)
 {
     vf acc[LIN_MR][LIN_NRV];
     const float *bb = bp + k * LIN_NR;
@@ -476,7 +476,7 @@ EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k, const 
     const float *xr[LIN_MR];
 #pragma GCC unroll 16
     for (int r = 0; r < LIN_MR; r++)
-        xr[r] = x + (r < mr ? r : 0) * k;
+        xr[r] = x + (r < mr ? r : 0) * rs;
     for (int64_t p = 0; p < k; p++) {
         vf b[LIN_NRV];
 #pragma GCC unroll 8
@@ -485,7 +485,7 @@ EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k, const 
 #pragma GCC unroll 16
         for (int r = 0; r < LIN_MR; r++) {
             if (r < mr) {
-                vf a = vset1(xr[r][p]);
+                vf a = vset1(xr[r][p * cs]);
 #pragma GCC unroll 8
                 for (int v = 0; v < LIN_NRV; v++)
                     acc[r][v] = vfma(a, b[v], acc[r][v]);
@@ -514,9 +514,12 @@ EK_INLINE void lin_tile(const int mr, const float *restrict x, int64_t k, const 
 }
 
 /* Rows [i0, i1) of out, columns of panels [p0, p1): panels outer, so one
- * panel of W stays in L1 while the row tiles of x go by. */
-static void lin_block(const float *x, const float *packed, float *out, int64_t i0, int64_t i1,
-                      int64_t p0, int64_t p1, int64_t n, int64_t k)
+ * panel of W stays in L1 while the row tiles of x go by. Element (i, p)
+ * of x is x[i rs + p cs]: rs = k, cs = 1 for x as it lies (lin_block),
+ * rs = 1, cs = ld for x given transposed (lin_block_t). */
+EK_INLINE void lin_block_any(const float *x, int64_t rs, int64_t cs, const float *packed,
+                             float *out, int64_t i0, int64_t i1, int64_t p0, int64_t p1, int64_t n,
+                             int64_t k)
 {
     int64_t pstride = (k + 1) * LIN_NR;
     for (int64_t p = p0; p < p1; p++) {
@@ -524,27 +527,39 @@ static void lin_block(const float *x, const float *packed, float *out, int64_t i
         int64_t j0 = p * LIN_NR, ncols = ek_min(LIN_NR, n - j0);
         for (int64_t i = i0; i < i1; i += LIN_MR) {
             int64_t mr = ek_min(LIN_MR, i1 - i);
-            const float *xi = x + i * k;
+            const float *xi = x + i * rs;
             float *o = out + i * n + j0;
             switch (mr) {
 #if LIN_MR > 8
 #error "extend the remainder switch"
 #endif
 #if LIN_MR > 7
-            case 7: lin_tile(7, xi, k, bp, o, n, ncols); break;
+            case 7: lin_tile(7, xi, rs, cs, k, bp, o, n, ncols); break;
 #endif
 #if LIN_MR > 6
-            case 6: lin_tile(6, xi, k, bp, o, n, ncols); break;
+            case 6: lin_tile(6, xi, rs, cs, k, bp, o, n, ncols); break;
 #endif
-            case 5: lin_tile(5, xi, k, bp, o, n, ncols); break;
-            case 4: lin_tile(4, xi, k, bp, o, n, ncols); break;
-            case 3: lin_tile(3, xi, k, bp, o, n, ncols); break;
-            case 2: lin_tile(2, xi, k, bp, o, n, ncols); break;
-            case 1: lin_tile(1, xi, k, bp, o, n, ncols); break;
-            default: lin_tile(LIN_MR, xi, k, bp, o, n, ncols); break;
+            case 5: lin_tile(5, xi, rs, cs, k, bp, o, n, ncols); break;
+            case 4: lin_tile(4, xi, rs, cs, k, bp, o, n, ncols); break;
+            case 3: lin_tile(3, xi, rs, cs, k, bp, o, n, ncols); break;
+            case 2: lin_tile(2, xi, rs, cs, k, bp, o, n, ncols); break;
+            case 1: lin_tile(1, xi, rs, cs, k, bp, o, n, ncols); break;
+            default: lin_tile(LIN_MR, xi, rs, cs, k, bp, o, n, ncols); break;
             }
         }
     }
+}
+
+static void lin_block(const float *x, const float *packed, float *out, int64_t i0, int64_t i1,
+                      int64_t p0, int64_t p1, int64_t n, int64_t k)
+{
+    lin_block_any(x, k, 1, packed, out, i0, i1, p0, p1, n, k);
+}
+
+static void lin_block_t(const float *xt, int64_t ld, const float *packed, float *out, int64_t i0,
+                        int64_t i1, int64_t p0, int64_t p1, int64_t n, int64_t k)
+{
+    lin_block_any(xt, 1, ld, packed, out, i0, i1, p0, p1, n, k);
 }
 
 static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_t p, int64_t n,
@@ -564,18 +579,19 @@ static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_
 }
 
 /* Without scratch memory: one dot product per output, same order as above
- * minus the fusing (W as [n, k], or transposed as [k, n]). Only used when
- * malloc fails. */
-static void lin_unpacked(const float *x, const float *w, const float *bias, float *out, int64_t m,
-                         int64_t n, int64_t k, int w_transposed, int threads)
+ * minus the fusing (W as [n, k], or transposed as [k, n]; x as [m, k], or
+ * transposed as [k, x_ld] when x_ld > 0). Only used when malloc fails. */
+static void lin_unpacked(const float *x, int64_t x_ld, const float *w, const float *bias,
+                         float *out, int64_t m, int64_t n, int64_t k, int w_transposed, int threads)
 {
     int64_t sj = w_transposed ? 1 : k, sp = w_transposed ? n : 1; /* W(j, p) = w[j sj + p sp] */
+    int64_t xi = x_ld > 0 ? 1 : k, xp = x_ld > 0 ? x_ld : 1;      /* x(i, p) = x[i xi + p xp] */
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) {
             float s = bias ? bias[j] : 0.0f;
             for (int64_t p = 0; p < k; p++)
-                s += x[i * k + p] * w[j * sj + p * sp];
+                s += x[i * xi + p * xp] * w[j * sj + p * sp];
             out[i * n + j] = s;
         }
 }
@@ -604,10 +620,12 @@ static void lin_pack_rows_t(const float *wt, float *packed, int64_t q0, int64_t 
     }
 }
 
-/* out[M,N] = x[M,K] w[N,K]^T + bias (w_transposed: w is wt [K,N], no bias):
- * the packed panels are the same either way, so both give the same bits. */
-static void lin_run(const float *x, const float *w, const float *bias, float *out, int64_t m,
-                    int64_t n, int64_t k, int w_transposed, int threads)
+/* out[M,N] = x[M,K] w[N,K]^T + bias (w_transposed: w is wt [K,N], no bias;
+ * x_ld > 0: x is given transposed, [K, x_ld], its column i being row i of
+ * x): the packed panels are the same either way, and lin_tile reads the
+ * same x values in the same order, so all give the same bits. */
+static void lin_run(const float *x, int64_t x_ld, const float *w, const float *bias, float *out,
+                    int64_t m, int64_t n, int64_t k, int w_transposed, int threads)
 {
     if (m <= 0 || n <= 0) return;
     int64_t panels = (n + LIN_NR - 1) / LIN_NR;
@@ -616,7 +634,7 @@ static void lin_run(const float *x, const float *w, const float *bias, float *ou
     bytes = (bytes + 63) & ~(size_t)63;
     float *packed = aligned_alloc(64, bytes);
     if (!packed) {
-        lin_unpacked(x, w, bias, out, m, n, k, w_transposed, threads);
+        lin_unpacked(x, x_ld, w, bias, out, m, n, k, w_transposed, threads);
         return;
     }
     int64_t mtiles = (m + LIN_MC - 1) / LIN_MC;
@@ -645,7 +663,10 @@ static void lin_run(const float *x, const float *w, const float *bias, float *ou
             int64_t mt = t / ntiles, ntl = t % ntiles;
             int64_t i0 = mt * LIN_MC, i1 = ek_min(m, i0 + LIN_MC);
             int64_t p0 = ntl * LIN_NC_PANELS, p1 = ek_min(panels, p0 + LIN_NC_PANELS);
-            lin_block(x, packed, out, i0, i1, p0, p1, n, k);
+            if (x_ld > 0)
+                lin_block_t(x, x_ld, packed, out, i0, i1, p0, p1, n, k);
+            else
+                lin_block(x, packed, out, i0, i1, p0, p1, n, k);
         }
     }
     free(packed);
@@ -654,13 +675,19 @@ static void lin_run(const float *x, const float *w, const float *bias, float *ou
 static void k_linear(const float *x, const float *w, const float *bias, float *out, int64_t m,
                      int64_t n, int64_t k, int threads)
 {
-    lin_run(x, w, bias, out, m, n, k, 0, threads);
+    lin_run(x, 0, w, bias, out, m, n, k, 0, threads);
 }
 
 static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
                         int64_t k, int threads)
 {
-    lin_run(x, wt, NULL, out, m, n, k, 1, threads);
+    lin_run(x, 0, wt, NULL, out, m, n, k, 1, threads);
+}
+
+static void k_linear_at(const float *xt, const float *wt, float *out, int64_t m, int64_t n,
+                        int64_t k, int threads)
+{
+    lin_run(xt, m, wt, NULL, out, m, n, k, 1, threads);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -1757,7 +1784,7 @@ static void sk_candidates(const float *user, const float *items, const int32_t *
                             panel[q * LIN_NR + cc] = ok ? w[q] : 0.0f;
                         panel[d * LIN_NR + cc] = 0.0f;
                     }
-                    lin_tile(1, x, d, panel, tmp, LIN_NR, LIN_NR);
+                    lin_tile(1, x, d, 1, d, panel, tmp, LIN_NR, LIN_NR);
                 }
                 for (int64_t cc = 0; cc < m; cc++) {
                     int32_t id = c[c0 + cc];
@@ -2538,6 +2565,7 @@ const elastic_cpu_kernels EK_TABLE = {
     .dispatch = k_dispatch,
     .cross_entropy = k_cross_entropy,
     .linear_tn = k_linear_tn,
+    .linear_at = k_linear_at,
     .gelu_grad = k_gelu_grad,
     .attention_grad = k_attention_grad,
     .dropout = k_dropout,

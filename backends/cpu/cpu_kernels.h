@@ -103,6 +103,11 @@ typedef struct elastic_cpu_kernels {
      * tables bitwise linear(x, W) for W = wt^T, without forming W. */
     void (*linear_tn)(const float *x, const float *wt, float *out, int64_t m, int64_t n, int64_t k,
                       int threads);
+    /* out[M,N] = xt[K,M]^T wt[K,N] (both given K-major, no bias): dW^T of a
+     * linear layer from x and dy as they lie; in the fast tables bitwise
+     * linear_tn on the transposed xt, without forming it. */
+    void (*linear_at)(const float *xt, const float *wt, float *out, int64_t m, int64_t n, int64_t k,
+                      int threads);
     /* dx = dy GELU'(x) (op GELU_GRAD); the reference is cpu_grad.c's, on libm */
     void (*gelu_grad)(const float *x, const float *dy, float *dx, int64_t n, int threads);
     /* dq, dk, dv of attention (op ATTENTION_GRAD); the reference is cpu_grad.c's

@@ -91,6 +91,20 @@ static void ref_linear_tn(const float *x, const float *wt, float *out, int64_t m
     }
 }
 
+static void ref_linear_at(const float *xt, const float *wt, float *out, int64_t m, int64_t n,
+                          int64_t k, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t p = 0; p < k; p++)
+                s += (double)xt[p * m + i] * (double)wt[p * n + j];
+            out[i * n + j] = (float)s;
+        }
+    }
+}
+
 static void ref_gelu(const float *x, float *out, int64_t n, int threads)
 {
     (void)threads;
@@ -562,6 +576,7 @@ const elastic_cpu_kernels elastic_cpu_kernels_reference = {
     .dispatch = ref_dispatch,
     .cross_entropy = elastic_cpu_cross_entropy,
     .linear_tn = ref_linear_tn,
+    .linear_at = ref_linear_at,
     .gelu_grad = elastic_cpu_gelu_grad,
     .attention_grad = ref_attention_grad,
     .dropout = elastic_cpu_dropout,
