@@ -2154,47 +2154,64 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
                            eps, threads);
     float scale = (float)(1.0 / sqrt((double)dh));
     int64_t cap = ek_min(batch * n, ATT_CHUNK); /* att_chunk_rows is at most this */
-    float *a = malloc((size_t)(cap * d) * sizeof(float));
+    pair_scratch sc;                            /* packed wk, wv and a tile of LN rows per thread */
+    if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d, (size_t)(FFN_TILE * d), threads))
+        return -1;
     float *kc = malloc((size_t)(cap * d) * sizeof(float));
     float *vc = malloc((size_t)(cap * d) * sizeof(float));
     att_state *st = malloc((size_t)(batch * per_user) * sizeof *st);
-    int rc = a && kc && vc && st ? 0 : -1;
+    int rc = kc && vc && st ? 0 : -1;
     for (int64_t it = 0; rc == 0 && it < batch * per_user; it++) {
         int64_t b = it / per_user, h = (it % per_user) / nqb, i0 = (it % nqb) * VLEN;
         att_begin(out + b * m * d + h * dh, i0, ek_min(VLEN, m - i0), d, dh, &st[it]);
     }
-    for (int64_t b = 0, r0 = 0; rc == 0 && b < batch;) {
-        int64_t users, rows = att_chunk_rows(batch, n, b, r0, &users);
-        const float *xc = x + (b * n + r0) * d;
-        k_layer_norm(xc, ln_w, ln_b, a, rows, d, eps, threads);
-        k_linear(a, wk, bk, kc, rows, d, d, threads);
-        k_linear(a, wv, bv, vc, rows, d, d, threads);
-#pragma omp parallel for num_threads(threads) schedule(static, 1) if (rows * m * d > 100000)
-        for (int64_t w = 0; w < users * per_user; w++) {
-            int64_t u = b + w / per_user, h = (w % per_user) / nqb, i0 = (w % nqb) * VLEN;
-            int64_t cnt = ek_min(VLEN, m - i0);
-            int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[u], n)) : n;
-            int64_t from = users > 1 ? 0 : r0, to = ek_min(valid, users > 1 ? n : r0 + rows);
-            if (from >= to) continue;
-            float qt[ATT_DHMAX * VLEN];
-            att_load_queries(q + u * m * d + h * dh + i0 * d, cnt, d, dh, scale, qt);
-            /* the chunk's rows of user u start at its position `from` */
-            const float *kb = kc + (u - b) * n * d + h * dh, *vb = vc + (u - b) * n * d + h * dh;
-            att_keys(qt, kb, vb, out + u * m * d + h * dh, i0, cnt, from, from, to, d, dh, 0,
-                     &st[u * per_user + w % per_user]);
-        }
-        if (users > 1 || r0 + rows >= n) {
-            b += users;
-            r0 = 0;
-        } else {
-            r0 += rows;
+    /* one parallel region: every thread walks the same chunks; per chunk the
+     * LN rows and their K and V a tile at a time (LayerNorm, then the two
+     * projections, as the separate ops compute each row), then the query
+     * blocks' keys; two barriers per chunk */
+#pragma omp parallel num_threads(threads) if (rc == 0)
+    {
+        float *a = pair_scratch_mine(&sc);
+        for (int64_t b = 0, r0 = 0; rc == 0 && b < batch;) {
+            int64_t users, rows = att_chunk_rows(batch, n, b, r0, &users);
+            const float *xc = x + (b * n + r0) * d;
+            int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < tiles; t++) {
+                int64_t t0 = t * FFN_TILE, tr = ek_min(FFN_TILE, rows - t0);
+                for (int64_t r = 0; r < tr; r++)
+                    ln_row(xc + (t0 + r) * d, ln_w, ln_b, a + r * d, d, eps);
+                lin_block(a, sc.w1, kc + t0 * d, 0, tr, 0, sc.panels1, d, d);
+                lin_block(a, sc.w2, vc + t0 * d, 0, tr, 0, sc.panels2, d, d);
+            }
+#pragma omp for schedule(static, 1)
+            for (int64_t w = 0; w < users * per_user; w++) {
+                int64_t u = b + w / per_user, h = (w % per_user) / nqb, i0 = (w % nqb) * VLEN;
+                int64_t cnt = ek_min(VLEN, m - i0);
+                int64_t valid = key_len ? ek_max(0, ek_min((int64_t)key_len[u], n)) : n;
+                int64_t from = users > 1 ? 0 : r0, to = ek_min(valid, users > 1 ? n : r0 + rows);
+                if (from >= to) continue;
+                float qt[ATT_DHMAX * VLEN];
+                att_load_queries(q + u * m * d + h * dh + i0 * d, cnt, d, dh, scale, qt);
+                /* the chunk's rows of user u start at its position `from` */
+                const float *kb = kc + (u - b) * n * d + h * dh,
+                            *vb = vc + (u - b) * n * d + h * dh;
+                att_keys(qt, kb, vb, out + u * m * d + h * dh, i0, cnt, from, from, to, d, dh, 0,
+                         &st[u * per_user + w % per_user]);
+            }
+            if (users > 1 || r0 + rows >= n) {
+                b += users;
+                r0 = 0;
+            } else {
+                r0 += rows;
+            }
         }
     }
     for (int64_t it = 0; rc == 0 && it < batch * per_user; it++) {
         int64_t b = it / per_user, h = (it % per_user) / nqb, i0 = (it % nqb) * VLEN;
         att_end(out + b * m * d + h * dh, i0, ek_min(VLEN, m - i0), d, dh, &st[it]);
     }
-    free(a);
+    free(sc.mem);
     free(kc);
     free(vc);
     free(st);
