@@ -586,12 +586,12 @@ static void test_pkm(void **state)
         if (tied)
             for (int64_t r = 1; r < 2 * m; r++)
                 memcpy(sub + r * (c / 2), sub, (size_t)(c / 2) * sizeof(float));
-        ref()->pkm(query, sub, values, want, B, E, c, m, t, d, 1);
+        assert_int_equal(ref()->pkm(query, sub, values, want, B, E, c, m, t, d, 1), 0);
         conf_tol_pkm(query, sub, values, B, E, c, m, t, d, tol);
         for (int tb = 0; tb < nt; tb++)
             for (int th = 1; th <= 2; th++) {
                 poison(got, (size_t)(B * E * d) * sizeof(float));
-                tabs[tb]->pkm(query, sub, values, got, B, E, c, m, t, d, th);
+                assert_int_equal(tabs[tb]->pkm(query, sub, values, got, B, E, c, m, t, d, th), 0);
                 check_tol("pkm", tabs[tb]->isa, got, want, tol, (size_t)(B * E * d));
             }
         free(query);
@@ -737,7 +737,7 @@ static void test_hand_values(void **state)
         const float pq[2] = {1, -1}, psub[4] = {0.5f, 2.0f, 1.0f, -3.0f};
         const float pv[4 * 2] = {1, 1, 2, 2, 3, 3, 4, 4};
         float po[2];
-        kt->pkm(pq, psub, pv, po, 1, 1, 2, 2, 1, 2, 1);
+        assert_int_equal(kt->pkm(pq, psub, pv, po, 1, 1, 2, 2, 1, 2, 1), 0);
         /* best x = 1 (2.0), best y = 1 (3.0): slot 3, weight 1 */
         assert_true(po[0] == 4.0f && po[1] == 4.0f);
     }

@@ -286,8 +286,10 @@ CPU_OP(attention_mix)
 CPU_OP(pkm)
 {
     CPU_ARGS;
-    k->pkm(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]), d->batch, p->experts, d->pkm_c,
-           d->pkm_m, p->mem_topk, d->width, th);
+    if (k->pkm(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&out[0]), d->batch, p->experts, d->pkm_c,
+               d->pkm_m, p->mem_topk, d->width, th))
+        return elastic_error(ELASTIC_ERR_NO_MEMORY, "out of memory (pkm '%s', top %d)", node->name,
+                             p->mem_topk);
     return ELASTIC_OK;
 }
 

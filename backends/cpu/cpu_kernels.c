@@ -20,7 +20,8 @@
  * topk (a per-thread exclusion bitmap) and score_topk (a packed block of
  * items, a tile of scores and heaps per thread); all fall back to slower
  * allocation-free paths if malloc fails. Stack scratch is bounded (a few
- * KiB per thread; pkm with t > 64 mallocs its O(t) lists).
+ * KiB per thread; pkm with t > 64 mallocs its O(t) lists and fails, -1,
+ * without them).
  */
 #include "cpu_kernels.h"
 
@@ -1268,8 +1269,8 @@ static void k_attention_mix(const float *p, const float *v, float *out, int64_t 
  * selected slots are exactly the reference's; selections are streaming
  * insertions into a sorted list of t (strict > keeps the earlier, smaller
  * index on ties), candidates visited in index (slot) order. Scratch O(t):
- * on the stack up to PKM_TMAX, else malloc (zeros if that fails, as the
- * reference does).
+ * on the stack up to PKM_TMAX, else malloc (the op fails with -1 if that
+ * fails, as the reference does).
  */
 #define PKM_TMAX 64
 #define PKM_XB 16
@@ -1419,13 +1420,16 @@ static double *pkm_subkeys_t(const float *subkeys, int64_t half, int64_t m)
     return skT;
 }
 
-static void k_pkm(const float *query, const float *subkeys, const float *values, float *out,
-                  int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
-                  int threads)
+static int k_pkm(const float *query, const float *subkeys, const float *values, float *out,
+                 int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                 int threads)
 {
+    int failed = 0;
     if (t > m) t = m;
     double *skT = pkm_subkeys_t(subkeys, c / 2, m);
-#pragma omp parallel for num_threads(threads) schedule(static) if (batch * experts > 4)
+#pragma omp parallel for num_threads(threads) schedule(static) if (batch * experts > 4)            \
+    reduction(|                                                                                    \
+              : failed)
     for (int64_t be = 0; be < batch * experts; be++) {
         float *o = out + be * d;
         if (t <= 0) {
@@ -1443,8 +1447,7 @@ static void k_pkm(const float *query, const float *subkeys, const float *values,
             if (!dv || !iv) {
                 free(dv);
                 free(iv);
-                for (int64_t j = 0; j < d; j++)
-                    o[j] = 0.0f;
+                failed = 1;
                 continue;
             }
         }
@@ -1455,6 +1458,7 @@ static void k_pkm(const float *query, const float *subkeys, const float *values,
         }
     }
     free(skT);
+    return failed ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ topk */

@@ -58,10 +58,11 @@ typedef struct elastic_cpu_kernels {
     /* out [B, nq, d]: per head, out[b, i, head] = sum_j p[b, head, i, j] v[b, j, head] */
     void (*attention_mix)(const float *p, const float *v, float *out, int64_t batch, int64_t nq,
                           int64_t nk, int64_t d, int heads, int threads);
-    /* query [B, experts*c], subkeys [2, m, c/2], values [m*m, d] -> out [B, experts, d] */
-    void (*pkm)(const float *query, const float *subkeys, const float *values, float *out,
-                int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
-                int threads);
+    /* query [B, experts*c], subkeys [2, m, c/2], values [m*m, d] -> out [B, experts, d];
+     * returns 0, or -1 when the O(t) lists of t > 64 cannot be allocated */
+    int (*pkm)(const float *query, const float *subkeys, const float *values, float *out,
+               int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+               int threads);
     /* scores [B, I], exclude [B, E] or NULL -> ids [B, K], vals [B, K] */
     void (*topk)(const float *scores, const int32_t *exclude, int64_t n_exclude, int32_t *ids,
                  float *vals, int64_t batch, int64_t items, int64_t k, int threads);

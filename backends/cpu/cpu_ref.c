@@ -237,12 +237,13 @@ static void ref_top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
     }
 }
 
-static void ref_pkm(const float *query, const float *subkeys, const float *values, float *out,
-                    int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
-                    int threads)
+static int ref_pkm(const float *query, const float *subkeys, const float *values, float *out,
+                   int64_t batch, int64_t experts, int64_t c, int64_t m, int64_t t, int64_t d,
+                   int threads)
 {
     int64_t half = c / 2;
-#pragma omp parallel for num_threads(threads) schedule(static)
+    int failed = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
     for (int64_t be = 0; be < batch * experts; be++) {
         const float *qj = query + be * c;
         double *sa = malloc((size_t)(2 * m + t * t) * sizeof(double));
@@ -253,6 +254,7 @@ static void ref_pkm(const float *query, const float *subkeys, const float *value
         if (!sa || !sel) {
             free(sa);
             free(sel);
+            failed = 1;
             continue;
         }
         double *sb = sa + m, *pair = sb + m;
@@ -294,6 +296,7 @@ static void ref_pkm(const float *query, const float *subkeys, const float *value
         free(sa);
         free(sel);
     }
+    return failed ? -1 : 0;
 }
 
 /* a ranks before b: larger value, NaN last, ties by the smaller index. */

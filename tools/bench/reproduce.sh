@@ -3,7 +3,7 @@
 # order they were taken, then the figures and tables. Writes, all in
 # docs/benchmarks/: bench_*.json|txt, peers*.json|txt, bench_load.txt (the
 # load average around each step), the PNGs and bench_tables.md. About 35
-# minutes on 2 cores. Run from the repository root after building
+# minutes on 2 cores (SECONDS_PER=20: fewer). Run from the repository root after building
 # (cmake -S . -B build && cmake --build build -j) and installing
 # tools/bench/requirements.txt.
 #   bash tools/bench/reproduce.sh [STEP ...]   steps: cpu cpu_passive peers
@@ -17,6 +17,7 @@ cd "$(dirname "$0")/../.."
 E=build/elastic
 D=docs/benchmarks
 THREADS=${THREADS:-2}
+SECONDS_PER=${SECONDS_PER:-60} # elastic bench's --max-seconds per configuration
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(cpu cpu_passive peers peers_passive opencl plot)
 mkdir -p "$D"
@@ -25,11 +26,11 @@ for step in "${steps[@]}"; do
     load "before $step"
     case $step in
     cpu)
-        $E bench --backends cpu --threads "$THREADS" --max-seconds 60 --seed 1 --json \
+        $E bench --backends cpu --threads "$THREADS" --max-seconds "$SECONDS_PER" --seed 1 --json \
             > "$D/bench_cpu.json" 2> "$D/bench_cpu.txt" ;;
     cpu_passive)
-        OMP_WAIT_POLICY=passive $E bench --backends cpu --threads "$THREADS" --max-seconds 60 \
-            --seed 1 --json > "$D/bench_cpu_passive.json" 2> "$D/bench_cpu_passive.txt" ;;
+        OMP_WAIT_POLICY=passive $E bench --backends cpu --threads "$THREADS" \
+            --max-seconds "$SECONDS_PER" --seed 1 --json > "$D/bench_cpu_passive.json" 2> "$D/bench_cpu_passive.txt" ;;
     peers)
         python3 tools/bench/peers.py --lib build/libelastic.so --elastic $E \
             --threads "$THREADS" --max-seconds 20 --seed 1 --json \
@@ -44,8 +45,8 @@ for step in "${steps[@]}"; do
             > "$D/train_peers.json" 2> "$D/train_peers.txt" ;;
     opencl)
         # PoCL allocates at most 4 GiB per buffer: sasrec-std's weights must fit in one
-        $E bench --backends opencl --threads "$THREADS" --max-seconds 60 --max-memory 3584 \
-            --seed 1 --json > "$D/bench_opencl.json" 2> "$D/bench_opencl.txt" ;;
+        $E bench --backends opencl --threads "$THREADS" --max-seconds "$SECONDS_PER" \
+            --max-memory 3584 --seed 1 --json > "$D/bench_opencl.json" 2> "$D/bench_opencl.txt" ;;
     python_overhead)
         # Python Session.recommend against the same call from C (docs/benchmarks/python.md)
         python3 tools/bench/python_overhead.py --lib build/libelastic.so \
