@@ -94,13 +94,21 @@ def peers_label(peers):
         else "default thread waiting (spin)"
 
 
+def peers_port(peers):
+    """Which PyTorch port the peers ran (peers.py --port; runs before the
+    option existed used the exact port)."""
+    return {"fast": "the strong port libelastic.torch_fast",
+            "exact": "the exact port libelastic.torch"}.get(peers["info"].get("port", "exact"))
+
+
 def plot_peers(all_peers, path):
     n_cols = max(len(p["results"]) for p in all_peers)
     fig, axes = plt.subplots(len(all_peers), n_cols, figsize=(4.5 * n_cols, 4 * len(all_peers)),
                              squeeze=False)
     for i, peers in enumerate(all_peers):
         plot_peers_row(peers, axes[i])
-    fig.suptitle(f"ELASTIC forward on the CPU, {all_peers[0]['info']['threads']} threads; "
+    fig.suptitle(f"forward to the user vectors on the CPU, {all_peers[0]['info']['threads']} "
+                 f"threads, peers: {peers_port(all_peers[0])}; "
                  "bar label: libelastic / contender throughput", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -181,18 +189,21 @@ def markdown(bench, all_peers):
                     cells.append(f"{100 * (1 - mem):.1f}% less" if mem <= 1 else f"{mem:.2f}x more")
             out.append(f"| {n} | {e['batch'] if e else ''} | " + " | ".join(cells) + " |")
     for peers in all_peers:
-        out += [f"\n#### peers (CPU, {peers_label(peers)})\n",
-                "| B | n | contender | ms/batch (median) | users/s | libelastic / contender "
-                "| max rel. error vs libelastic |", "| ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+        out += [f"\n#### peers (CPU, {peers_label(peers)}; {peers_port(peers)})\n",
+                "| model | B | n | contender | ms/batch (median) | users/s | libelastic / contender "
+                "| max rel. error vs libelastic |",
+                "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
         for row in peers["results"]:
+            model = row.get("model", "elastic")
             for name, p in row["peers"].items():
                 if p["state"] != "ran":
-                    out.append(f"| {row['batch']} | {row['n']} | {name} | failed: {p['error']} | | | |")
+                    out.append(f"| {model} | {row['batch']} | {row['n']} | {name} | "
+                               f"failed: {p['error']} | | | |")
                     continue
                 ratio = f"{p['ratio_libelastic_over_peer']:.2f}" if "ratio_libelastic_over_peer" in p else "1"
                 err = f"{p['max_rel_err']:.1e}" if "max_rel_err" in p else "-"
-                out.append(f"| {row['batch']} | {row['n']} | {name} | {p['median_s'] * 1e3:.1f} | "
-                           f"{p['users_per_s']:.0f} | {ratio} | {err} |")
+                out.append(f"| {model} | {row['batch']} | {row['n']} | {name} | "
+                           f"{p['median_s'] * 1e3:.1f} | {p['users_per_s']:.0f} | {ratio} | {err} |")
     return "\n".join(out)
 
 
