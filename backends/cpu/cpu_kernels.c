@@ -2544,9 +2544,9 @@ static void k_dropout(const float *x, float *y, int64_t n, float p, uint64_t see
 #pragma omp parallel for num_threads(threads) schedule(static) if (blocks > 256)
     for (int64_t blk = 0; blk < blocks; blk++) {
         /* elastic_rng_at(key, q) for the block's groups q, in vector lanes */
-        u64x4 h = (u64x4){0, 1, 2, 3} + (key + (uint64_t)(4 * blk) + 0x9e3779b97f4a7c15ULL);
-        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+        u64x4 h = (u64x4){0, 1, 2, 3} + (uint64_t)(key + (uint64_t)(4 * blk) + 0x9e3779b97f4a7c15u);
+        h = (h ^ (h >> 30)) * (uint64_t)0xbf58476d1ce4e5b9u;
+        h = (h ^ (h >> 27)) * (uint64_t)0x94d049bb133111ebu;
         h ^= h >> 31;
         for (int g = 0; g < 4; g++) { /* group g: elements 4 g .. 4 g + 3 */
             u64x4 field = ((u64x4){0, 0, 0, 0} + h[g]) >> (u64x4){0, 16, 32, 48};
