@@ -8,6 +8,9 @@
  */
 #include "cpu_grad.h"
 
+#define LN_GRAD_SUMS(...) /* the reference: sums in element order */
+#include "cpu_ln_grad_rows.h"
+
 #include "base/rng.h"
 
 #include <math.h>
@@ -126,32 +129,7 @@ void elastic_cpu_layer_norm_grad_rows(const float *x, const float *weight, const
                                       float *dx, double *stat, int64_t rows, int64_t d, float eps,
                                       int threads)
 {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d, *gr = dy + r * d;
-        double mean = 0, var = 0;
-        for (int64_t j = 0; j < d; j++)
-            mean += xr[j];
-        mean /= (double)d;
-        for (int64_t j = 0; j < d; j++)
-            var += (xr[j] - mean) * (xr[j] - mean);
-        double inv = 1.0 / sqrt(var / (double)d + (double)eps);
-        stat[2 * r] = mean;
-        stat[2 * r + 1] = inv;
-        /* dx = inv * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight */
-        double mg = 0, mgx = 0;
-        for (int64_t j = 0; j < d; j++) {
-            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
-            mg += g;
-            mgx += g * xh;
-        }
-        mg /= (double)d;
-        mgx /= (double)d;
-        for (int64_t j = 0; j < d; j++) {
-            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
-            dx[r * d + j] = (float)(inv * (g - mg - xh * mgx));
-        }
-    }
+    ln_grad_rows(x, weight, dy, dx, stat, rows, d, eps, threads);
 }
 
 elastic_status elastic_cpu_layer_norm_grad(const elastic_cpu_kernels *k, const float *x,
@@ -377,6 +355,41 @@ static void top_indices(const double *s, int64_t n, int64_t t, int64_t *sel)
     }
 }
 
+void elastic_cpu_pkm_grad_row(const double *score, const int64_t *slot, int64_t n, const float *g,
+                              const float *subkeys, const float *values, float *dq, int64_t *kr,
+                              double *wt, double *ds, int64_t c, int64_t m, int64_t d)
+{
+    int64_t half = c / 2;
+    double max = score[0], sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (wt[i] = exp(score[i] - max));
+    /* dw_i = dy . values[slot_i]; dscore_i = w_i (dw_i - sum_j w_j dw_j) */
+    double wdw = 0;
+    for (int64_t i = 0; i < n; i++) {
+        wt[i] /= sum;
+        const float *val = values + slot[i] * d;
+        double dw = 0;
+        for (int64_t j = 0; j < d; j++)
+            dw += (double)g[j] * val[j];
+        ds[i] = dw;
+        wdw += wt[i] * dw;
+    }
+    float *dqa = dq, *dqb = dq + half;
+    for (int64_t p = 0; p < c; p++)
+        dqa[p] = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        ds[i] = wt[i] * (ds[i] - wdw);
+        int64_t s = slot[i], x = s / m, y = s % m;
+        kr[3 * i] = x;
+        kr[3 * i + 1] = y;
+        kr[3 * i + 2] = s;
+        for (int64_t p = 0; p < half; p++) {
+            dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
+            dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
+        }
+    }
+}
+
 int elastic_cpu_pkm_grad_rows(const float *query, const float *subkeys, const float *values,
                               const float *dy, float *dquery, int64_t *kept, double *kw,
                               int64_t rows, int64_t c, int64_t m, int64_t t, int64_t d, int threads)
@@ -424,37 +437,12 @@ int elastic_cpu_pkm_grad_rows(const float *query, const float *subkeys, const fl
                 }
             }
             top_indices(pair, np, t, best);
-            double max = pair[best[0]], sum = 0;
-            double *wt = kw + r * t * 2, *ds = wt + t;
-            for (int64_t i = 0; i < t; i++)
-                sum += (wt[i] = exp(pair[best[i]] - max));
-            /* dw_i = dy . values[slot_i]; dscore_i = w_i (dw_i - sum_j w_j dw_j) */
-            const float *g = dy + r * d;
-            double wdw = 0;
-            for (int64_t i = 0; i < t; i++) {
-                wt[i] /= sum;
-                const float *val = values + pslot[best[i]] * d;
-                double dw = 0;
-                for (int64_t j = 0; j < d; j++)
-                    dw += (double)g[j] * val[j];
-                ds[i] = dw;
-                wdw += wt[i] * dw;
+            for (int64_t i = 0; i < t; i++) { /* best first, over sa and A (done with) */
+                sa[i] = pair[best[i]];
+                A[i] = pslot[best[i]];
             }
-            float *dqa = dquery + r * c, *dqb = dqa + half;
-            for (int64_t p = 0; p < c; p++)
-                dqa[p] = 0.0f;
-            int64_t *kr = kept + r * t * 3;
-            for (int64_t i = 0; i < t; i++) {
-                ds[i] = wt[i] * (ds[i] - wdw);
-                int64_t s = pslot[best[i]], x = s / m, y = s % m;
-                kr[3 * i] = x;
-                kr[3 * i + 1] = y;
-                kr[3 * i + 2] = s;
-                for (int64_t p = 0; p < half; p++) {
-                    dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
-                    dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
-                }
-            }
+            elastic_cpu_pkm_grad_row(sa, A, t, dy + r * d, subkeys, values, dquery + r * c,
+                                     kept + r * t * 3, kw + r * t * 2, kw + r * t * 2 + t, c, m, d);
         }
         free(sa);
         free(sel);

@@ -71,6 +71,14 @@ elastic_status elastic_cpu_attention_grad(const float *q, const float *k, const 
                                           int64_t nk, int64_t d, int heads, int causal,
                                           int threads);
 
+/* One row of the product-key backward once its n slots are chosen (slot[i]
+ * with pair score score[i], best first): the softmax weights wt [n] and
+ * dscores ds [n], the kept (x, y, slot) triples kr [n, 3] and dq [c].
+ * Shared by the reference's and the fast tables' pkm_grad_rows. */
+void elastic_cpu_pkm_grad_row(const double *score, const int64_t *slot, int64_t n, const float *g,
+                              const float *subkeys, const float *values, float *dq, int64_t *kr,
+                              double *wt, double *ds, int64_t c, int64_t m, int64_t d);
+
 /* Per row (user, expert) of the product-key backward: the t kept slots
  * (x, y, slot in kept [rows, t, 3]), their weights and dscores (kw [rows,
  * 2, t]) and dquery [rows, c] (the reference table's pkm_grad_rows).

@@ -23,6 +23,7 @@
  * KiB per thread; pkm with t > 64 mallocs its O(t) lists and fails, -1,
  * without them).
  */
+#include "cpu_grad.h"
 #include "cpu_kernels.h"
 
 #include "base/rng.h"
@@ -2419,14 +2420,13 @@ static int k_attention_grad(const float *q, const float *k, const float *v, cons
 
 /* cpu_grad.c's elastic_cpu_pkm_grad_rows with the forward's selection
  * (pkm_select: the same double scores, the same slots in the same order),
- * then the same weights, dscores and dquery, operation for operation: the
- * reference's bits. Returns 0, or -1 when out of memory. */
+ * then the same elastic_cpu_pkm_grad_row: the reference's bits. Returns 0,
+ * or -1 when out of memory. */
 static int k_pkm_grad_rows(const float *query, const float *subkeys, const float *values,
                            const float *dy, float *dquery, int64_t *kept, double *kw, int64_t rows,
                            int64_t c, int64_t m, int64_t t, int64_t d, int threads)
 {
-    int64_t half = c / 2;
-    double *skT = pkm_subkeys_t(subkeys, half, m);
+    double *skT = pkm_subkeys_t(subkeys, c / 2, m);
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
@@ -2438,40 +2438,10 @@ static int k_pkm_grad_rows(const float *query, const float *subkeys, const float
                 failed = 1;
                 continue;
             }
-            const float *qa = query + r * c;
-            int64_t np = pkm_select(qa, subkeys, skT, c, m, t, dv, iv);
-            const double *vp = dv + 2 * t;
-            const int64_t *slot = iv + 2 * t;
-            double *wt = kw + r * t * 2, *ds = wt + t;
-            double max = vp[0], sum = 0;
-            for (int64_t i = 0; i < np; i++)
-                sum += (wt[i] = exp(vp[i] - max));
-            const float *g = dy + r * d;
-            double wdw = 0;
-            for (int64_t i = 0; i < np; i++) {
-                wt[i] /= sum;
-                const float *val = values + slot[i] * d;
-                double dw = 0;
-                for (int64_t j = 0; j < d; j++)
-                    dw += (double)g[j] * val[j];
-                ds[i] = dw;
-                wdw += wt[i] * dw;
-            }
-            float *dqa = dquery + r * c, *dqb = dqa + half;
-            for (int64_t p = 0; p < c; p++)
-                dqa[p] = 0.0f;
-            int64_t *kr = kept + r * t * 3;
-            for (int64_t i = 0; i < np; i++) {
-                ds[i] = wt[i] * (ds[i] - wdw);
-                int64_t sl = slot[i], x = sl / m, y = sl % m;
-                kr[3 * i] = x;
-                kr[3 * i + 1] = y;
-                kr[3 * i + 2] = sl;
-                for (int64_t p = 0; p < half; p++) {
-                    dqa[p] += (float)(ds[i] * subkeys[x * half + p]);
-                    dqb[p] += (float)(ds[i] * subkeys[(m + y) * half + p]);
-                }
-            }
+            int64_t np = pkm_select(query + r * c, subkeys, skT, c, m, t, dv, iv);
+            elastic_cpu_pkm_grad_row(dv + 2 * t, iv + 2 * t, np, dy + r * d, subkeys, values,
+                                     dquery + r * c, kept + r * t * 3, kw + r * t * 2,
+                                     kw + r * t * 2 + t, c, m, d);
         }
         free(dv);
         free(iv);
@@ -2482,42 +2452,16 @@ static int k_pkm_grad_rows(const float *query, const float *subkeys, const float
 
 /* ------------------------------------------------------- layer_norm_grad */
 
-/* cpu_grad.c's elastic_cpu_layer_norm_grad_rows with its double sums over a
- * row taken in vector lanes (a different order: within a float rounding of
- * the reference's dx). */
+/* cpu_ln_grad_rows.h's body with a row's double sums in vector lanes (a
+ * different order from the reference's: within a float rounding of its dx). */
+#define EK_PRAGMA(x) _Pragma(#x)
+#define LN_GRAD_SUMS(...) EK_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#include "cpu_ln_grad_rows.h"
+
 static void k_layer_norm_grad_rows(const float *x, const float *weight, const float *dy, float *dx,
                                    double *stat, int64_t rows, int64_t d, float eps, int threads)
 {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * d, *gr = dy + r * d;
-        double mean = 0, var = 0;
-#pragma omp simd reduction(+ : mean)
-        for (int64_t j = 0; j < d; j++)
-            mean += xr[j];
-        mean /= (double)d;
-#pragma omp simd reduction(+ : var)
-        for (int64_t j = 0; j < d; j++)
-            var += (xr[j] - mean) * (xr[j] - mean);
-        double inv = 1.0 / sqrt(var / (double)d + (double)eps);
-        stat[2 * r] = mean;
-        stat[2 * r + 1] = inv;
-        /* dx = inv * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight */
-        double mg = 0, mgx = 0;
-#pragma omp simd reduction(+ : mg, mgx)
-        for (int64_t j = 0; j < d; j++) {
-            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
-            mg += g;
-            mgx += g * xh;
-        }
-        mg /= (double)d;
-        mgx /= (double)d;
-#pragma omp simd
-        for (int64_t j = 0; j < d; j++) {
-            double g = (double)gr[j] * weight[j], xh = (xr[j] - mean) * inv;
-            dx[r * d + j] = (float)(inv * (g - mg - xh * mgx));
-        }
-    }
+    ln_grad_rows(x, weight, dy, dx, stat, rows, d, eps, threads);
 }
 
 /* ----------------------------------------------------------------- dropout */

@@ -77,32 +77,32 @@ static void ref_linear(const float *x, const float *w, const float *bias, float 
     }
 }
 
-static void ref_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
-                          int64_t k, int threads)
+/* out[M,N] = x wt[K,N] in double sums, x(i, p) = x[i xi + p xp]: x as it
+ * lies ([M, K]: xi = K, xp = 1) or given transposed ([K, M]: xi = 1, xp = M). */
+static void ref_linear_wt(const float *x, int64_t xi, int64_t xp, const float *wt, float *out,
+                          int64_t m, int64_t n, int64_t k, int threads)
 {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < m; i++) {
         for (int64_t j = 0; j < n; j++) {
             double s = 0.0;
             for (int64_t p = 0; p < k; p++)
-                s += (double)x[i * k + p] * (double)wt[p * n + j];
+                s += (double)x[i * xi + p * xp] * (double)wt[p * n + j];
             out[i * n + j] = (float)s;
         }
     }
 }
 
+static void ref_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
+                          int64_t k, int threads)
+{
+    ref_linear_wt(x, k, 1, wt, out, m, n, k, threads);
+}
+
 static void ref_linear_at(const float *xt, const float *wt, float *out, int64_t m, int64_t n,
                           int64_t k, int threads)
 {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t i = 0; i < m; i++) {
-        for (int64_t j = 0; j < n; j++) {
-            double s = 0.0;
-            for (int64_t p = 0; p < k; p++)
-                s += (double)xt[p * m + i] * (double)wt[p * n + j];
-            out[i * n + j] = (float)s;
-        }
-    }
+    ref_linear_wt(xt, 1, m, wt, out, m, n, k, threads);
 }
 
 static void ref_gelu(const float *x, float *out, int64_t n, int threads)
