@@ -140,11 +140,12 @@ static void disarm(void)
 
 /* ------------------------------------------------------------ fixtures */
 
-static elastic_model *model;       /* shared, read-only */
-static elastic_dataset *dataset;   /* shared, read-only */
+static elastic_model *model;      /* shared, read-only */
+static elastic_model *wide_model; /* its config with a product-key top t > 64 (heap lists) */
+static elastic_dataset *dataset;  /* shared, read-only */
 static char model_path[256], pairs_path[256], ml_path[256], csv_path[256], out_path[256];
-static int bad; /* failed checks */
-static int own_message; /* the path checked its own error message */
+static int bad;             /* failed checks */
+static int own_message;     /* the path checked its own error message */
 static char saved_msg[512]; /* the message of a failed call, kept across a retry */
 static int saved;
 
@@ -154,14 +155,14 @@ static void save_message(void)
     saved = 1;
 }
 
-#define CHECK(cond, ...)                                                                       \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            bad++;                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            bad++;                                                                                 \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 static elastic_session_options session_options(void)
@@ -262,12 +263,13 @@ static elastic_status p_session_init(result *out)
     return st;
 }
 
-static elastic_status with_session(elastic_status (*call)(elastic_session *, result *),
-                                   result *out)
+static elastic_status with_session_on(const elastic_model *m,
+                                      elastic_status (*call)(elastic_session *, result *),
+                                      result *out)
 {
     elastic_session_options o = session_options();
     elastic_session *s = NULL;
-    elastic_status st = elastic_session_init(&s, model, &o);
+    elastic_status st = elastic_session_init(&s, m, &o);
     if (st != ELASTIC_OK) {
         CHECK(0, "session init failed without injection: %s", elastic_last_error());
         return ELASTIC_OK;
@@ -283,6 +285,11 @@ static elastic_status with_session(elastic_status (*call)(elastic_session *, res
     }
     elastic_session_free(s);
     return st;
+}
+
+static elastic_status with_session(elastic_status (*call)(elastic_session *, result *), result *out)
+{
+    return with_session_on(model, call, out);
 }
 
 static elastic_status c_plan(elastic_session *s, result *out)
@@ -317,7 +324,7 @@ static elastic_status c_scores(elastic_session *s, result *out)
 static elastic_status c_user_vectors(elastic_session *s, result *out)
 {
     float v[HIST_USERS * 64];
-    int64_t d = elastic_model_config(model)->hidden;
+    int64_t d = elastic_model_config(elastic_session_model(s))->hidden;
     elastic_status st = elastic_session_user_vectors(s, hist_items, hist_offsets, HIST_USERS, v);
     if (st == ELASTIC_OK) result_put_floats(out, v, (size_t)(HIST_USERS * d));
     return st;
@@ -345,6 +352,12 @@ static elastic_status p_scores(result *out)
 static elastic_status p_user_vectors(result *out)
 {
     return with_session(c_user_vectors, out);
+}
+/* pkm's O(t) lists come from the heap when t > 64: a failure is an error
+ * (it once gave zero rows instead) */
+static elastic_status p_user_vectors_wide(result *out)
+{
+    return with_session_on(wide_model, c_user_vectors, out);
 }
 static elastic_status p_evaluate(result *out)
 {
@@ -399,9 +412,8 @@ static elastic_status p_trainer_init(result *out)
     return st;
 }
 
-static elastic_status with_trainer(elastic_status (*call)(elastic_trainer *, elastic_model *,
-                                                          result *),
-                                   result *out)
+static elastic_status
+with_trainer(elastic_status (*call)(elastic_trainer *, elastic_model *, result *), result *out)
 {
     elastic_model *m = model_copy();
     if (!m) return ELASTIC_OK;
@@ -554,8 +566,8 @@ static elastic_status p_item_map(result *out)
     if (elastic_model_load(&m, model_path) != ELASTIC_OK) return ELASTIC_OK;
     char *json = NULL;
     elastic_status st = elastic_dataset_item_map_json(dataset, &json);
-    if (st == ELASTIC_OK && elastic_dataset_num_items(dataset) ==
-                                elastic_model_config(m)->num_items)
+    if (st == ELASTIC_OK &&
+        elastic_dataset_num_items(dataset) == elastic_model_config(m)->num_items)
         st = elastic_model_set_metadata(m, "item_ids", json);
     free(json);
     elastic_item_map *map = NULL;
@@ -743,6 +755,7 @@ static const path paths[] = {
     {"recommend", p_recommend},
     {"scores", p_scores},
     {"user vectors", p_user_vectors},
+    {"user vectors, pkm t = 65", p_user_vectors_wide},
     {"trainer init", p_trainer_init},
     {"trainer step", p_step},
     {"trainer gradient", p_gradient},
@@ -798,13 +811,13 @@ static void run_path(const path *p, long *points_total, long *sites_total)
         if (st != ELASTIC_OK) {
             errors++;
             if (st == ELASTIC_ERR_NO_MEMORY) no_memory++;
-            CHECK(own_message || (saved ? saved_msg : elastic_last_error())[0] != '\0', "%s: allocation %ld failed: status %s, no message",
-                  p->name, k, elastic_status_name(st));
+            CHECK(own_message || (saved ? saved_msg : elastic_last_error())[0] != '\0',
+                  "%s: allocation %ld failed: status %s, no message", p->name, k,
+                  elastic_status_name(st));
         } else {
             absorbed++;
             CHECK(result_same(&r, &clean),
-                  "%s: allocation %ld failed, the call succeeded with another result", p->name,
-                  k);
+                  "%s: allocation %ld failed, the call succeeded with another result", p->name, k);
         }
     }
 #if defined(HAVE_LSAN)
@@ -861,6 +874,13 @@ int main(void)
         fprintf(stderr, "set-up: %s\n", elastic_last_error());
         return 1;
     }
+    c.mem_subkeys = 72;
+    c.mem_topk = 65;
+    if (elastic_config_validate(&c) != ELASTIC_OK ||
+        elastic_model_init_random(&wide_model, &c, 2) != ELASTIC_OK) {
+        fprintf(stderr, "set-up: %s\n", elastic_last_error());
+        return 1;
+    }
     /* A log of 20 items (so its item map fits the model), 6 users. */
     char text[4096] = "", line[64];
     for (int u = 1; u <= 6; u++)
@@ -911,6 +931,7 @@ int main(void)
     elastic_item_map_free(item_map);
     elastic_model_free(map_model);
 #endif
+    elastic_model_free(wide_model);
     elastic_model_free(model);
     remove(model_path);
     remove(out_path);
