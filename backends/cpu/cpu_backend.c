@@ -6,6 +6,7 @@
 #include "runtime/backend.h"
 #include "cpu_grad.h"
 #include "cpu_kernels.h"
+#include "cpu_pack_cache.h"
 #include "base/error.h"
 #include "runtime/backend_options.h"
 
@@ -24,6 +25,7 @@ typedef struct cpu_backend {
     elastic_backend base;
     const elastic_cpu_kernels *k;
     int threads;
+    cpu_pack_cache packs; /* weights packed once, while they are constant */
     char description[96];
 } cpu_backend;
 
@@ -46,8 +48,18 @@ static elastic_status cpu_init(elastic_backend **out, const elastic_session_opti
     if (o->num_threads < 0)
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "cpu backend: num_threads %d < 0",
                              o->num_threads);
-    static const char *const keys[] = {"isa", NULL};
+    static const char *const keys[] = {"isa", "pack_mb", NULL};
     ELASTIC_TRY(elastic_backend_options_check(o->backend_options, "cpu", keys));
+    char pack_mb[24] = "256";
+    int found_pack;
+    ELASTIC_TRY(elastic_backend_option(o->backend_options, "cpu", "pack_mb", pack_mb,
+                                       sizeof pack_mb, &found_pack));
+    char *end = NULL;
+    long long mb = strtoll(pack_mb, &end, 10);
+    if (end == pack_mb || *end || mb < 0 || mb > (1LL << 30))
+        return elastic_error(ELASTIC_ERR_INVALID_ARG,
+                             "cpu backend: cpu.pack_mb '%s' is not a number of MiB in 0..2^30",
+                             pack_mb);
     char isa[16] = "best";
     int found;
     ELASTIC_TRY(elastic_backend_option(o->backend_options, "cpu", "isa", isa, sizeof isa, &found));
@@ -75,14 +87,23 @@ static elastic_status cpu_init(elastic_backend **out, const elastic_session_opti
     be->base.alignment = 64;
     be->k = k;
     be->threads = o->num_threads > 0 ? o->num_threads : omp_get_max_threads();
+    cpu_pack_cache_init(&be->packs, k, (size_t)mb << 20);
     snprintf(be->description, sizeof be->description, "cpu (%s, %d threads)", k->isa, be->threads);
     *out = &be->base;
     return ELASTIC_OK;
 }
 
-static void cpu_free(elastic_backend *be)
+static void cpu_free(elastic_backend *base)
 {
-    free(be);
+    if (!base) return;
+    cpu_pack_cache_free(&((cpu_backend *)base)->packs);
+    free(base);
+}
+
+static void cpu_set_constant_weights(elastic_backend *base, const elastic_buffer *weights)
+{
+    cpu_pack_cache *c = &((cpu_backend *)base)->packs;
+    cpu_pack_cache_set(c, weights ? weights->data : NULL, weights ? weights->size : 0);
 }
 
 static const char *cpu_describe(const elastic_backend *be)
@@ -245,10 +266,20 @@ CPU_OP(layer_norm)
     return ELASTIC_OK;
 }
 
+/* W [n, k] and its bias packed once (cpu_pack_cache.h), or NULL. */
+static const float *packed(cpu_backend *be, const void *w, const void *bias, int64_t n, int64_t k)
+{
+    return cpu_pack_cache_get(&be->packs, w, bias, n, k);
+}
+
 CPU_OP(linear)
 {
     CPU_ARGS;
-    k->linear(ptr(&in[0]), ptr(&in[1]), opt(node, in, 2), ptr(&out[0]), d->m, d->n, d->k, th);
+    const float *wp = packed(be, ptr(&in[1]), opt(node, in, 2), d->n, d->k);
+    if (wp)
+        k->linear_packed(ptr(&in[0]), wp, ptr(&out[0]), d->m, d->n, d->k, th);
+    else
+        k->linear(ptr(&in[0]), ptr(&in[1]), opt(node, in, 2), ptr(&out[0]), d->m, d->n, d->k, th);
     return ELASTIC_OK;
 }
 
@@ -304,17 +335,27 @@ CPU_OP(topk)
 CPU_OP(score_topk)
 {
     CPU_ARGS;
-    k->score_topk(ptr(&in[0]), ptr(&in[1]), d->aux ? opt(node, in, 2) : NULL, d->aux,
-                  d->steps ? opt(node, in, 3) : NULL, d->steps, ptr(&out[0]), ptr(&out[1]),
-                  d->batch, d->items, d->width, p->top_k, th);
+    const float *ip = d->steps ? NULL : packed(be, ptr(&in[1]), NULL, d->items, d->width);
+    if (ip)
+        k->score_topk_packed(ptr(&in[0]), ptr(&in[1]), ip, d->aux ? opt(node, in, 2) : NULL, d->aux,
+                             NULL, 0, ptr(&out[0]), ptr(&out[1]), d->batch, d->items, d->width,
+                             p->top_k, th);
+    else
+        k->score_topk(ptr(&in[0]), ptr(&in[1]), d->aux ? opt(node, in, 2) : NULL, d->aux,
+                      d->steps ? opt(node, in, 3) : NULL, d->steps, ptr(&out[0]), ptr(&out[1]),
+                      d->batch, d->items, d->width, p->top_k, th);
     return ELASTIC_OK;
 }
 
 CPU_OP(ffn)
 {
     CPU_ARGS;
-    if (k->ffn(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
-               ptr(&in[6]), ptr(&out[0]), d->m, d->k, d->n, p->eps, th))
+    const float *w1p = packed(be, ptr(&in[3]), ptr(&in[4]), d->n, d->k);
+    const float *w2p = w1p ? packed(be, ptr(&in[5]), ptr(&in[6]), d->k, d->n) : NULL;
+    if (w2p ? k->ffn_packed(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), w1p, w2p, ptr(&out[0]), d->m,
+                            d->k, d->n, p->eps, th)
+            : k->ffn(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
+                     ptr(&in[6]), ptr(&out[0]), d->m, d->k, d->n, p->eps, th))
         return elastic_error(ELASTIC_ERR_NO_MEMORY, "ffn '%s': out of memory (scratch)",
                              node->name);
     return ELASTIC_OK;
@@ -323,9 +364,14 @@ CPU_OP(ffn)
 CPU_OP(aggregate)
 {
     CPU_ARGS;
-    if (k->aggregate(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
-                     ptr(&in[6]), ptr(&in[7]), opt(node, in, 8), ptr(&out[0]), d->batch, d->nq,
-                     d->nk, d->width, p->heads, p->eps, th))
+    const float *wkp = packed(be, ptr(&in[4]), ptr(&in[5]), d->width, d->width);
+    const float *wvp = wkp ? packed(be, ptr(&in[6]), ptr(&in[7]), d->width, d->width) : NULL;
+    if (wvp ? k->aggregate_packed(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), wkp, wvp,
+                                  opt(node, in, 8), ptr(&out[0]), d->batch, d->nq, d->nk, d->width,
+                                  p->heads, p->eps, th)
+            : k->aggregate(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]),
+                           ptr(&in[5]), ptr(&in[6]), ptr(&in[7]), opt(node, in, 8), ptr(&out[0]),
+                           d->batch, d->nq, d->nk, d->width, p->heads, p->eps, th))
         return elastic_error(ELASTIC_ERR_NO_MEMORY, "aggregate '%s': out of memory (scratch)",
                              node->name);
     return ELASTIC_OK;
@@ -334,9 +380,14 @@ CPU_OP(aggregate)
 CPU_OP(dispatch)
 {
     CPU_ARGS;
-    if (k->dispatch(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]), ptr(&in[5]),
-                    ptr(&in[6]), ptr(&in[7]), ptr(&in[8]), ptr(&out[0]), d->batch, d->nq, d->nk,
-                    d->width, p->heads, p->eps, th))
+    const float *wqp = packed(be, ptr(&in[3]), ptr(&in[4]), d->width, d->width);
+    const float *wop = wqp ? packed(be, ptr(&in[7]), ptr(&in[8]), d->width, d->width) : NULL;
+    if (wop ? k->dispatch_packed(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), wqp, ptr(&in[5]),
+                                 ptr(&in[6]), wop, ptr(&out[0]), d->batch, d->nq, d->nk, d->width,
+                                 p->heads, p->eps, th)
+            : k->dispatch(ptr(&in[0]), ptr(&in[1]), ptr(&in[2]), ptr(&in[3]), ptr(&in[4]),
+                          ptr(&in[5]), ptr(&in[6]), ptr(&in[7]), ptr(&in[8]), ptr(&out[0]),
+                          d->batch, d->nq, d->nk, d->width, p->heads, p->eps, th))
         return elastic_error(ELASTIC_ERR_NO_MEMORY, "dispatch '%s': out of memory (scratch)",
                              node->name);
     return ELASTIC_OK;
@@ -472,4 +523,5 @@ const elastic_backend_iface elastic_cpu_backend_iface = {
     .upload = cpu_upload,
     .download = cpu_download,
     .synchronize = cpu_synchronize,
+    .set_constant_weights = cpu_set_constant_weights,
 };

@@ -622,6 +622,31 @@ static void lin_pack_rows_t(const float *wt, float *packed, int64_t q0, int64_t 
     }
 }
 
+/* Threads for out [m, n] over k, and its (MC rows) x (NC panels) tiles. */
+static int lin_threads(int64_t m, int64_t n, int64_t k, int threads, int64_t *tiles,
+                       int64_t *ntiles)
+{
+    int64_t panels = (n + LIN_NR - 1) / LIN_NR;
+    *ntiles = (panels + LIN_NC_PANELS - 1) / LIN_NC_PANELS;
+    *tiles = ((m + LIN_MC - 1) / LIN_MC) * *ntiles;
+    double flops = 2.0 * (double)m * (double)n * (double)k;
+    return flops < 2e5 || *tiles < 2 ? 1 : threads;
+}
+
+/* Tile t of out from the packed panels (x as lin_run takes it). */
+EK_INLINE void lin_tile_job(int64_t t, int64_t ntiles, const float *x, int64_t x_ld,
+                            const float *packed, float *out, int64_t m, int64_t n, int64_t k)
+{
+    int64_t panels = (n + LIN_NR - 1) / LIN_NR;
+    int64_t mt = t / ntiles, ntl = t % ntiles;
+    int64_t i0 = mt * LIN_MC, i1 = ek_min(m, i0 + LIN_MC);
+    int64_t p0 = ntl * LIN_NC_PANELS, p1 = ek_min(panels, p0 + LIN_NC_PANELS);
+    if (x_ld > 0)
+        lin_block_t(x, x_ld, packed, out, i0, i1, p0, p1, n, k);
+    else
+        lin_block(x, packed, out, i0, i1, p0, p1, n, k);
+}
+
 /* out[M,N] = x[M,K] w[N,K]^T + bias (w_transposed: w is wt [K,N], no bias;
  * x_ld > 0: x is given transposed, [K, x_ld], its column i being row i of
  * x): the packed panels are the same either way, and lin_tile reads the
@@ -639,12 +664,8 @@ static void lin_run(const float *x, int64_t x_ld, const float *w, const float *b
         lin_unpacked(x, x_ld, w, bias, out, m, n, k, w_transposed, threads);
         return;
     }
-    int64_t mtiles = (m + LIN_MC - 1) / LIN_MC;
-    int64_t ntiles = (panels + LIN_NC_PANELS - 1) / LIN_NC_PANELS;
-    int64_t tiles = mtiles * ntiles;
-    double flops = 2.0 * (double)m * (double)n * (double)k;
-    int nt = threads;
-    if (flops < 2e5 || tiles < 2) nt = 1;
+    int64_t tiles, ntiles;
+    int nt = lin_threads(m, n, k, threads, &tiles, &ntiles);
     if (w_transposed) /* no bias: the panels' bias rows are zero */
         for (int64_t p = 0; p < panels; p++)
             memset(packed + p * pstride + k * LIN_NR, 0, LIN_NR * sizeof(float));
@@ -661,23 +682,34 @@ static void lin_run(const float *x, int64_t x_ld, const float *w, const float *b
                 lin_pack_panel(w, bias, packed + p * pstride, p, n, k);
         }
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
-            int64_t mt = t / ntiles, ntl = t % ntiles;
-            int64_t i0 = mt * LIN_MC, i1 = ek_min(m, i0 + LIN_MC);
-            int64_t p0 = ntl * LIN_NC_PANELS, p1 = ek_min(panels, p0 + LIN_NC_PANELS);
-            if (x_ld > 0)
-                lin_block_t(x, x_ld, packed, out, i0, i1, p0, p1, n, k);
-            else
-                lin_block(x, packed, out, i0, i1, p0, p1, n, k);
-        }
+        for (int64_t t = 0; t < tiles; t++)
+            lin_tile_job(t, ntiles, x, x_ld, packed, out, m, n, k);
     }
     free(packed);
+}
+
+/* lin_run with W already packed (k_pack): the tiles alone. */
+static void lin_run_packed(const float *x, const float *packed, float *out, int64_t m, int64_t n,
+                           int64_t k, int threads)
+{
+    if (m <= 0 || n <= 0) return;
+    int64_t tiles, ntiles;
+    int nt = lin_threads(m, n, k, threads, &tiles, &ntiles);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tiles; t++)
+        lin_tile_job(t, ntiles, x, 0, packed, out, m, n, k);
 }
 
 static void k_linear(const float *x, const float *w, const float *bias, float *out, int64_t m,
                      int64_t n, int64_t k, int threads)
 {
     lin_run(x, 0, w, bias, out, m, n, k, 0, threads);
+}
+
+static void k_linear_packed(const float *x, const float *wp, float *out, int64_t m, int64_t n,
+                            int64_t k, int threads)
+{
+    lin_run_packed(x, wp, out, m, n, k, threads);
 }
 
 static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
@@ -1721,17 +1753,21 @@ static sk_rules sk_user_rules(const int32_t *ex, int64_t ne, int sorted, int ded
     return r;
 }
 
-/* Items [blk0, blk1) of SK_NB for every user, into heaps hid/hv/hcnt. */
-static void sk_range(const float *user, const float *items, const int32_t *ex, int64_t ne,
-                     int sorted, int32_t *hid, float *hv, int64_t *hcnt, int64_t batch,
+/* Items [blk0, blk1) of SK_NB for every user, into heaps hid/hv/hcnt. The
+ * items are packed a block at a time, unless items_p holds them all packed
+ * (lin_pack of [n_items, d], no bias: block blk's panels are those from
+ * blk * LIN_NC_PANELS, the same floats). */
+static void sk_range(const float *user, const float *items, const float *items_p, const int32_t *ex,
+                     int64_t ne, int sorted, int32_t *hid, float *hv, int64_t *hcnt, int64_t batch,
                      int64_t n_items, int64_t d, int64_t k, int64_t blk0, int64_t blk1)
 {
     int64_t pstride = (d + 1) * LIN_NR;
     size_t pbytes = ((size_t)(LIN_NC_PANELS * pstride) * sizeof(float) + 63) & ~(size_t)63;
     size_t sbytes = ((size_t)(LIN_MC * SK_NB) * sizeof(float) + 63) & ~(size_t)63;
-    float *packed = aligned_alloc(64, pbytes), *S = aligned_alloc(64, sbytes);
+    float *own = items_p ? NULL : aligned_alloc(64, pbytes), *S = aligned_alloc(64, sbytes);
     for (int64_t blk = blk0; blk < blk1; blk++) {
         int64_t j0 = blk * SK_NB, nb = ek_min(SK_NB, n_items - j0);
+        const float *packed = items_p ? items_p + blk * LIN_NC_PANELS * pstride : own;
         if (!packed || !S) { /* no scratch: one score at a time */
             for (int64_t b = 0; b < batch; b++) {
                 sk_rules r = sk_user_rules(ex, ne, sorted, 0, b);
@@ -1743,8 +1779,8 @@ static void sk_range(const float *user, const float *items, const int32_t *ex, i
             continue;
         }
         int64_t np = (nb + LIN_NR - 1) / LIN_NR;
-        for (int64_t p = 0; p < np; p++)
-            lin_pack_panel(items + j0 * d, NULL, packed + p * pstride, p, nb, d);
+        for (int64_t p = 0; !items_p && p < np; p++)
+            lin_pack_panel(items + j0 * d, NULL, own + p * pstride, p, nb, d);
         for (int64_t i0 = 0; i0 < batch; i0 += LIN_MC) {
             int64_t rows = ek_min(LIN_MC, batch - i0);
             lin_block(user + i0 * d, packed, S, 0, rows, 0, np, nb, d);
@@ -1755,7 +1791,7 @@ static void sk_range(const float *user, const float *items, const int32_t *ex, i
             }
         }
     }
-    free(packed);
+    free(own);
     free(S);
 }
 
@@ -1804,10 +1840,11 @@ static void sk_candidates(const float *user, const float *items, const int32_t *
     }
 }
 
-static void k_score_topk(const float *user, const float *items, const int32_t *exclude,
-                         int64_t n_exclude, const int32_t *cand, int64_t n_cand, int32_t *ids,
-                         float *vals, int64_t batch, int64_t n_items, int64_t d, int64_t k,
-                         int threads)
+/* k_score_topk, with the items packed already when items_p is given. */
+static void score_topk_run(const float *user, const float *items, const float *items_p,
+                           const int32_t *exclude, int64_t n_exclude, const int32_t *cand,
+                           int64_t n_cand, int32_t *ids, float *vals, int64_t batch,
+                           int64_t n_items, int64_t d, int64_t k, int threads)
 {
     if (k <= 0 || batch <= 0) return;
     if (!exclude) n_exclude = 0;
@@ -1859,8 +1896,8 @@ static void k_score_topk(const float *user, const float *items, const int32_t *e
         int64_t blk0 = nblocks * t / nt, blk1 = nblocks * (t + 1) / nt;
         int32_t *ti = t ? hid + (size_t)(t - 1) * (size_t)(batch * k) : ids;
         float *tv = t ? hv + (size_t)(t - 1) * (size_t)(batch * k) : vals;
-        sk_range(user, items, ex, n_exclude, sorted, ti, tv, hcnt + (size_t)t * (size_t)batch,
-                 batch, n_items, d, k, blk0, blk1);
+        sk_range(user, items, items_p, ex, n_exclude, sorted, ti, tv,
+                 hcnt + (size_t)t * (size_t)batch, batch, n_items, d, k, blk0, blk1);
     }
     /* merge into thread 0's heaps (exclusions are applied already) */
     sk_rules none = {NULL, 0, 0, 0};
@@ -1878,6 +1915,24 @@ static void k_score_topk(const float *user, const float *items, const int32_t *e
     free(hv);
     free(hcnt);
     free(exs);
+}
+
+static void k_score_topk(const float *user, const float *items, const int32_t *exclude,
+                         int64_t n_exclude, const int32_t *cand, int64_t n_cand, int32_t *ids,
+                         float *vals, int64_t batch, int64_t n_items, int64_t d, int64_t k,
+                         int threads)
+{
+    score_topk_run(user, items, NULL, exclude, n_exclude, cand, n_cand, ids, vals, batch, n_items,
+                   d, k, threads);
+}
+
+static void k_score_topk_packed(const float *user, const float *items, const float *items_p,
+                                const int32_t *exclude, int64_t n_exclude, const int32_t *cand,
+                                int64_t n_cand, int32_t *ids, float *vals, int64_t batch,
+                                int64_t n_items, int64_t d, int64_t k, int threads)
+{
+    score_topk_run(user, items, items_p, exclude, n_exclude, cand, n_cand, ids, vals, batch,
+                   n_items, d, k, threads);
 }
 
 /* ------------------------------------------------------------------ ffn */
@@ -1903,9 +1958,17 @@ static void lin_pack(const float *w, const float *bias, float *packed, int64_t n
         lin_pack_panel(w, bias, packed + p * (k + 1) * LIN_NR, p, n, k);
 }
 
+/* Floats of W [n, k] and its bias packed by lin_pack. */
+static size_t lin_packed_floats(int64_t n, int64_t k)
+{
+    return (size_t)(((n + LIN_NR - 1) / LIN_NR) * (k + 1) * LIN_NR);
+}
+
 /* The scratch of a fused op run by nt threads, in one allocation: W1 [n1, k1]
  * and W2 [n2, k2] packed into lin_block's panels (with their biases), then
- * per_thread floats for each thread (pair_scratch_mine). */
+ * per_thread floats for each thread (pair_scratch_mine). With pre1 and pre2
+ * (both packed by lin_pack already, kept by the caller) only the threads'
+ * floats are allocated. */
 typedef struct pair_scratch {
     float *mem; /* free() it */
     const float *w1, *w2;
@@ -1917,19 +1980,24 @@ typedef struct pair_scratch {
 /* Returns 0, or -1 when out of memory (nothing to free then). */
 static int pair_scratch_init(pair_scratch *s, const float *w1, const float *b1, int64_t n1,
                              int64_t k1, const float *w2, const float *b2, int64_t n2, int64_t k2,
-                             size_t per_thread, int nt)
+                             size_t per_thread, int nt, const float *pre1, const float *pre2)
 {
     s->panels1 = (n1 + LIN_NR - 1) / LIN_NR;
     s->panels2 = (n2 + LIN_NR - 1) / LIN_NR;
-    size_t p1 = (size_t)(s->panels1 * (k1 + 1) * LIN_NR),
-           p2 = (size_t)(s->panels2 * (k2 + 1) * LIN_NR);
+    int packed = pre1 && pre2;
+    size_t p1 = packed ? 0 : lin_packed_floats(n1, k1), p2 = packed ? 0 : lin_packed_floats(n2, k2);
     size_t total = p1 + p2 + (size_t)nt * per_thread;
     s->mem = aligned_alloc(64, ((total * sizeof(float)) + 63) & ~(size_t)63);
     if (!s->mem) return -1;
-    lin_pack(w1, b1, s->mem, n1, k1);
-    lin_pack(w2, b2, s->mem + p1, n2, k2);
-    s->w1 = s->mem;
-    s->w2 = s->mem + p1;
+    if (packed) {
+        s->w1 = pre1;
+        s->w2 = pre2;
+    } else {
+        lin_pack(w1, b1, s->mem, n1, k1);
+        lin_pack(w2, b2, s->mem + p1, n2, k2);
+        s->w1 = s->mem;
+        s->w2 = s->mem + p1;
+    }
     s->work = s->mem + p1 + p2;
     s->per_thread = per_thread;
     return 0;
@@ -1941,15 +2009,18 @@ static float *pair_scratch_mine(const pair_scratch *s)
     return s->work + (size_t)omp_get_thread_num() * s->per_thread;
 }
 
-static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
-                 const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
-                 int64_t d, int64_t f, float eps, int threads)
+/* k_ffn, with W1 and W2 packed already when w1p and w2p are given. */
+static int ffn_run(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                   const float *b1, const float *w2, const float *b2, const float *w1p,
+                   const float *w2p, float *out, int64_t rows, int64_t d, int64_t f, float eps,
+                   int threads)
 {
     if (rows <= 0) return 0;
     int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
     int nt = (int)ek_max(1, ek_min(threads, tiles));
     pair_scratch sc; /* a, h, y per thread */
-    if (pair_scratch_init(&sc, w1, b1, f, d, w2, b2, d, f, (size_t)(FFN_TILE * (d + f + d)), nt))
+    if (pair_scratch_init(&sc, w1, b1, f, d, w2, b2, d, f, (size_t)(FFN_TILE * (d + f + d)), nt,
+                          w1p, w2p))
         return -1;
 #pragma omp parallel num_threads(nt)
     {
@@ -1971,6 +2042,20 @@ static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const flo
     }
     free(sc.mem);
     return 0;
+}
+
+static int k_ffn(const float *z, const float *ln_w, const float *ln_b, const float *w1,
+                 const float *b1, const float *w2, const float *b2, float *out, int64_t rows,
+                 int64_t d, int64_t f, float eps, int threads)
+{
+    return ffn_run(z, ln_w, ln_b, w1, b1, w2, b2, NULL, NULL, out, rows, d, f, eps, threads);
+}
+
+static int k_ffn_packed(const float *z, const float *ln_w, const float *ln_b, const float *w1p,
+                        const float *w2p, float *out, int64_t rows, int64_t d, int64_t f, float eps,
+                        int threads)
+{
+    return ffn_run(z, ln_w, ln_b, NULL, NULL, NULL, NULL, w1p, w2p, out, rows, d, f, eps, threads);
 }
 
 /* -------------------------------------------------------------- cross_entropy */
@@ -2069,8 +2154,9 @@ _Static_assert(AGG_ROWS % ATT_KB == 0, "chunks of whole key blocks");
 
 static int agg_by_user(const float *q, const float *x, const float *ln_w, const float *ln_b,
                        const float *wk, const float *bk, const float *wv, const float *bv,
-                       const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
-                       int64_t d, int heads, float eps, int threads)
+                       const float *wkp, const float *wvp, const int32_t *key_len, float *out,
+                       int64_t batch, int64_t m, int64_t n, int64_t d, int heads, float eps,
+                       int threads)
 {
     int64_t dh = d / heads, nqb = (m + VLEN - 1) / VLEN, per_user = heads * nqb;
     int64_t rows_max = ek_min(n, AGG_ROWS);
@@ -2082,7 +2168,7 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
     _Static_assert(sizeof(att_state) % sizeof(float) == 0, "states in float scratch");
     pair_scratch sc;
     if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d,
-                          (size_t)((FFN_TILE + 2 * rows_max) * d) + st_floats, nt))
+                          (size_t)((FFN_TILE + 2 * rows_max) * d) + st_floats, nt, wkp, wvp))
         return -1;
 #pragma omp parallel num_threads(nt)
     {
@@ -2135,10 +2221,12 @@ static int agg_by_user(const float *q, const float *x, const float *ln_w, const 
     return 0;
 }
 
-static int k_aggregate(const float *q, const float *x, const float *ln_w, const float *ln_b,
-                       const float *wk, const float *bk, const float *wv, const float *bv,
-                       const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
-                       int64_t d, int heads, float eps, int threads)
+/* k_aggregate, with WK and WV packed already when wkp and wvp are given. */
+static int aggregate_run(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                         const float *wk, const float *bk, const float *wv, const float *bv,
+                         const float *wkp, const float *wvp, const int32_t *key_len, float *out,
+                         int64_t batch, int64_t m, int64_t n, int64_t d, int heads, float eps,
+                         int threads)
 {
     int64_t dh = d / heads, nqb = (m + VLEN - 1) / VLEN, per_user = heads * nqb;
     if (dh > ATT_DHMAX) { /* the scalar path's heads: whole tensors, as the separate ops */
@@ -2146,8 +2234,13 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
         float *kv = malloc((size_t)(2 * batch * n * d) * sizeof(float));
         if (a && kv) {
             k_layer_norm(x, ln_w, ln_b, a, batch * n, d, eps, threads);
-            k_linear(a, wk, bk, kv, batch * n, d, d, threads);
-            k_linear(a, wv, bv, kv + batch * n * d, batch * n, d, d, threads);
+            if (wkp && wvp) {
+                lin_run_packed(a, wkp, kv, batch * n, d, d, threads);
+                lin_run_packed(a, wvp, kv + batch * n * d, batch * n, d, d, threads);
+            } else {
+                k_linear(a, wk, bk, kv, batch * n, d, d, threads);
+                k_linear(a, wv, bv, kv + batch * n * d, batch * n, d, d, threads);
+            }
             k_attention(q, kv, kv + batch * n * d, key_len, out, batch, m, n, d, heads, 0, threads);
         }
         free(a);
@@ -2155,12 +2248,13 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
         return a && kv ? 0 : -1;
     }
     if (batch >= threads) /* else the chunks' threads share a user's rows */
-        return agg_by_user(q, x, ln_w, ln_b, wk, bk, wv, bv, key_len, out, batch, m, n, d, heads,
-                           eps, threads);
+        return agg_by_user(q, x, ln_w, ln_b, wk, bk, wv, bv, wkp, wvp, key_len, out, batch, m, n, d,
+                           heads, eps, threads);
     float scale = (float)(1.0 / sqrt((double)dh));
     int64_t cap = ek_min(batch * n, ATT_CHUNK); /* att_chunk_rows is at most this */
     pair_scratch sc;                            /* packed wk, wv and a tile of LN rows per thread */
-    if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d, (size_t)(FFN_TILE * d), threads))
+    if (pair_scratch_init(&sc, wk, bk, d, d, wv, bv, d, d, (size_t)(FFN_TILE * d), threads, wkp,
+                          wvp))
         return -1;
     float *kc = malloc((size_t)(cap * d) * sizeof(float));
     float *vc = malloc((size_t)(cap * d) * sizeof(float));
@@ -2223,6 +2317,24 @@ static int k_aggregate(const float *q, const float *x, const float *ln_w, const 
     return rc;
 }
 
+static int k_aggregate(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                       const float *wk, const float *bk, const float *wv, const float *bv,
+                       const int32_t *key_len, float *out, int64_t batch, int64_t m, int64_t n,
+                       int64_t d, int heads, float eps, int threads)
+{
+    return aggregate_run(q, x, ln_w, ln_b, wk, bk, wv, bv, NULL, NULL, key_len, out, batch, m, n, d,
+                         heads, eps, threads);
+}
+
+static int k_aggregate_packed(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                              const float *wkp, const float *wvp, const int32_t *key_len,
+                              float *out, int64_t batch, int64_t m, int64_t n, int64_t d, int heads,
+                              float eps, int threads)
+{
+    return aggregate_run(q, x, ln_w, ln_b, NULL, NULL, NULL, NULL, wkp, wvp, key_len, out, batch, m,
+                         n, d, heads, eps, threads);
+}
+
 /* The queries [s, e) of one user (rows of q and o, stride d) against its m
  * keys, every head, as k_attention computes them: the same query blocks'
  * lanes, the same keys in the same order. */
@@ -2238,10 +2350,11 @@ static void att_rows(const float *q, const float *k, const float *v, float *o, i
 /* x + o(attention(q(LN(x)), k, v)) FFN_TILE rows at a time, each tile by one
  * thread from LayerNorm to the residual add (as k_ffn): a tile's rows may
  * belong to two users, each attending to its own m keys. */
-static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, const float *wq,
-                      const float *bq, const float *k, const float *v, const float *wo,
-                      const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
-                      int heads, float eps, int threads)
+static int dispatch_run(const float *x, const float *ln_w, const float *ln_b, const float *wq,
+                        const float *bq, const float *k, const float *v, const float *wo,
+                        const float *bo, const float *wqp, const float *wop, float *out,
+                        int64_t batch, int64_t n, int64_t m, int64_t d, int heads, float eps,
+                        int threads)
 {
     int64_t rows = batch * n;
     if (rows <= 0) return 0;
@@ -2250,7 +2363,8 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
     int64_t tiles = (rows + FFN_TILE - 1) / FFN_TILE;
     int nt = (int)ek_max(1, ek_min(threads, tiles));
     pair_scratch sc; /* a, qc per thread */
-    if (pair_scratch_init(&sc, wq, bq, d, d, wo, bo, d, d, (size_t)(2 * FFN_TILE * d), nt))
+    if (pair_scratch_init(&sc, wq, bq, d, d, wo, bo, d, d, (size_t)(2 * FFN_TILE * d), nt, wqp,
+                          wop))
         return -1;
 #pragma omp parallel num_threads(nt)
     {
@@ -2277,6 +2391,24 @@ static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, cons
     }
     free(sc.mem);
     return 0;
+}
+
+static int k_dispatch(const float *x, const float *ln_w, const float *ln_b, const float *wq,
+                      const float *bq, const float *k, const float *v, const float *wo,
+                      const float *bo, float *out, int64_t batch, int64_t n, int64_t m, int64_t d,
+                      int heads, float eps, int threads)
+{
+    return dispatch_run(x, ln_w, ln_b, wq, bq, k, v, wo, bo, NULL, NULL, out, batch, n, m, d, heads,
+                        eps, threads);
+}
+
+static int k_dispatch_packed(const float *x, const float *ln_w, const float *ln_b, const float *wqp,
+                             const float *k, const float *v, const float *wop, float *out,
+                             int64_t batch, int64_t n, int64_t m, int64_t d, int heads, float eps,
+                             int threads)
+{
+    return dispatch_run(x, ln_w, ln_b, NULL, NULL, k, v, NULL, NULL, wqp, wop, out, batch, n, m, d,
+                        heads, eps, threads);
 }
 
 /* ------------------------------------------------------- attention_grad */
@@ -2536,4 +2668,11 @@ const elastic_cpu_kernels EK_TABLE = {
     .dropout = k_dropout,
     .layer_norm_grad_rows = k_layer_norm_grad_rows,
     .pkm_grad_rows = k_pkm_grad_rows,
+    .packed_floats = lin_packed_floats,
+    .pack = lin_pack,
+    .linear_packed = k_linear_packed,
+    .score_topk_packed = k_score_topk_packed,
+    .ffn_packed = k_ffn_packed,
+    .aggregate_packed = k_aggregate_packed,
+    .dispatch_packed = k_dispatch_packed,
 };

@@ -31,6 +31,7 @@
 #ifndef ELASTIC_CPU_KERNELS_H
 #define ELASTIC_CPU_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct elastic_cpu_kernels {
@@ -135,6 +136,34 @@ typedef struct elastic_cpu_kernels {
     int (*pkm_grad_rows)(const float *query, const float *subkeys, const float *values,
                          const float *dy, float *dquery, int64_t *kept, double *kw, int64_t rows,
                          int64_t c, int64_t m, int64_t t, int64_t d, int threads);
+
+    /* Weights packed once, for inference (NULL in the reference table, which
+     * packs nothing): pack() writes W [n, k] and its bias (NULL: zeros) into
+     * packed_floats(n, k) floats, 64-byte aligned, in the layout the entries
+     * below read. Each is the entry of the same name above with its weights
+     * given packed (linear: w and bias; score_topk: items, with no bias;
+     * ffn: W1 with b1 and W2 with b2; aggregate: wk with bk and wv with bv;
+     * dispatch: wq with bq and wo with bo), and gives the same bits, without
+     * packing them on every call. */
+    size_t (*packed_floats)(int64_t n, int64_t k);
+    void (*pack)(const float *w, const float *bias, float *packed, int64_t n, int64_t k);
+    void (*linear_packed)(const float *x, const float *wp, float *out, int64_t m, int64_t n,
+                          int64_t k, int threads);
+    void (*score_topk_packed)(const float *user, const float *items, const float *items_p,
+                              const int32_t *exclude, int64_t n_exclude, const int32_t *cand,
+                              int64_t n_cand, int32_t *ids, float *vals, int64_t batch,
+                              int64_t n_items, int64_t d, int64_t k, int threads);
+    int (*ffn_packed)(const float *z, const float *ln_w, const float *ln_b, const float *w1p,
+                      const float *w2p, float *out, int64_t rows, int64_t d, int64_t f, float eps,
+                      int threads);
+    int (*aggregate_packed)(const float *q, const float *x, const float *ln_w, const float *ln_b,
+                            const float *wkp, const float *wvp, const int32_t *key_len, float *out,
+                            int64_t batch, int64_t m, int64_t n, int64_t d, int heads, float eps,
+                            int threads);
+    int (*dispatch_packed)(const float *x, const float *ln_w, const float *ln_b, const float *wqp,
+                           const float *k, const float *v, const float *wop, float *out,
+                           int64_t batch, int64_t n, int64_t m, int64_t d, int heads, float eps,
+                           int threads);
 } elastic_cpu_kernels;
 
 extern const elastic_cpu_kernels elastic_cpu_kernels_reference;

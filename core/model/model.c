@@ -222,6 +222,7 @@ elastic_status elastic_model_set_tensor(elastic_model *model, const char *name, 
     memcpy(model->data + p->offset, data, (size_t)n * sizeof(float));
     if (!strcmp(name, "item_emb")) /* row 0 is padding and stays zero */
         memset(model->data + p->offset, 0, (size_t)model->config.hidden * sizeof(float));
+    model->version++;
     return ELASTIC_OK;
 }
 

@@ -32,6 +32,10 @@ struct elastic_model {
     int64_t data_numel;
     elastic_meta *meta; /* extra metadata beyond the config keys */
     int n_meta;
+    /* Counts the changes of data after the model was made (set_tensor, a
+     * training step): a session that sees a new value reads the weights
+     * again (elastic_executor_refresh_weights). */
+    uint64_t version;
     uint32_t magic; /* ELASTIC_MODEL_MAGIC while live; cleared by elastic_model_free */
 };
 
@@ -59,8 +63,8 @@ float *elastic_model_param_data(const elastic_model *model, const char *name);
 /* The config as (key, value) strings for a file's __metadata__: calls
  * emit(key, value, ctx) for every key of spec section 1 and format_version. */
 elastic_status elastic_config_to_strings(const elastic_config *config,
-                                         elastic_status (*emit)(const char *key,
-                                                                const char *value, void *ctx),
+                                         elastic_status (*emit)(const char *key, const char *value,
+                                                                void *ctx),
                                          void *ctx);
 /* True for metadata keys that are part of the config (or format_version). */
 int elastic_config_is_key(const char *key);

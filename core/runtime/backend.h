@@ -64,6 +64,13 @@ typedef struct elastic_backend_iface {
                                size_t offset, void *dst, size_t size);
 
     elastic_status (*synchronize)(elastic_backend *backend);
+
+    /* Optional. weights: the buffer of the parameter block, whose contents
+     * stay as they are until the next call; the backend may keep copies
+     * derived from them (the CPU: weights packed for its GEMM). NULL: they
+     * may change; derived copies are dropped. Inference sessions set it,
+     * trainers do not. */
+    void (*set_constant_weights)(elastic_backend *backend, const elastic_buffer *weights);
 } elastic_backend_iface;
 
 /* Every backend object starts with this header. */

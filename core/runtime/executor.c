@@ -180,12 +180,27 @@ elastic_status elastic_executor_run(elastic_executor *e, const elastic_graph *g,
     return ELASTIC_OK;
 }
 
+void elastic_executor_set_constant_weights(elastic_executor *e, int constant)
+{
+    e->weights_constant = constant;
+    for (int b = 0; b < e->n_backends; b++) {
+        elastic_backend *be = e->backends[b];
+        if (be->iface->set_constant_weights)
+            be->iface->set_constant_weights(be, constant ? e->weights[b] : NULL);
+    }
+}
+
 elastic_status elastic_executor_refresh_weights(elastic_executor *e)
 {
-    for (int b = 0; b < e->n_backends; b++) {
-        if (e->weights_wrapped[b]) continue;
+    int constant = e->weights_constant;
+    if (constant) elastic_executor_set_constant_weights(e, 0); /* drops derived copies */
+    elastic_status st = ELASTIC_OK;
+    for (int b = 0; b < e->n_backends && st == ELASTIC_OK; b++) {
         elastic_backend *be = e->backends[b];
-        ELASTIC_TRY(be->iface->upload(be, e->weights[b], 0, e->weights_host, e->weights_bytes));
+        if (!e->weights_wrapped[b])
+            st = be->iface->upload(be, e->weights[b], 0, e->weights_host, e->weights_bytes);
     }
-    return ELASTIC_OK;
+    if (constant && st == ELASTIC_OK) elastic_executor_set_constant_weights(e, 1);
+    e->weights_constant = constant; /* after a failure: set again by the next refresh */
+    return st;
 }

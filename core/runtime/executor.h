@@ -19,6 +19,7 @@ typedef struct elastic_executor {
     float *weights_host; /* the parameter block weight tensors point into */
     size_t weights_bytes;
     int weights_wrapped[ELASTIC_PLAN_MAX_BACKENDS]; /* backend reads the host block itself */
+    int weights_constant; /* elastic_executor_set_constant_weights(e, 1) */
     char backend_name[16];
     char description[192];
 } elastic_executor;
@@ -40,7 +41,12 @@ elastic_status elastic_executor_run(elastic_executor *e, const elastic_graph *g,
                                     const elastic_plan *plan);
 
 /* After the host parameter block changed: copies it again to every backend
- * that keeps its own copy. */
+ * that keeps its own copy, and drops what backends derived from it. */
 elastic_status elastic_executor_refresh_weights(elastic_executor *e);
+
+/* Tells the backends whether the parameter block stays unchanged between
+ * refreshes (inference: 1), so that they may keep copies derived from it
+ * (backend.h, set_constant_weights). */
+void elastic_executor_set_constant_weights(elastic_executor *e, int constant);
 
 #endif

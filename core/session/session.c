@@ -27,12 +27,13 @@ struct elastic_session {
 
     elastic_plan_cache plans; /* by batch shape */
 
-    int fused_topk;   /* the backend has SCORE_TOPK: top-K without [B, I] scores */
-    int fused_ffn;    /* the backend has FFN: no [B, n, 4d] activations */
+    int fused_topk;      /* the backend has SCORE_TOPK: top-K without [B, I] scores */
+    int fused_ffn;       /* the backend has FFN: no [B, n, 4d] activations */
     int fused_attention; /* ... AGGREGATE and DISPATCH: no [B, n, d] beyond X */
-    int32_t *host_in; /* staging for items, lengths, exclusions, candidates */
+    int32_t *host_in;    /* staging for items, lengths, exclusions, candidates */
     size_t host_in_cap;
     elastic_run_stats stats;
+    uint64_t weights_version; /* the model's version the backends hold */
 };
 
 void elastic_session_options_default(elastic_session_options *o)
@@ -80,6 +81,10 @@ elastic_status elastic_session_init(elastic_session **out, const elastic_model *
         return st;
     }
     s->options = o;
+    /* The parameter block does not change under a session, except through
+     * the model's calls, which bump its version (run() refreshes then). */
+    elastic_executor_set_constant_weights(&s->exec, 1);
+    s->weights_version = model->version;
     s->options.backend = s->exec.backend_name;
     elastic_node probe;
     memset(&probe, 0, sizeof probe);
@@ -196,6 +201,10 @@ static elastic_status run(elastic_session *s, const int32_t *items, const int64_
     if (!s || !out || (output == ELASTIC_BUILD_OUTPUT_TOPK && !out2))
         return elastic_error(ELASTIC_ERR_INVALID_ARG, "NULL session or output");
     if (!SESSION_LIVE(s)) return elastic_error(ELASTIC_ERR_INVALID_ARG, "the session was freed");
+    if (s->model->version != s->weights_version) { /* set_tensor or a training step since */
+        ELASTIC_TRY(elastic_executor_refresh_weights(&s->exec));
+        s->weights_version = s->model->version;
+    }
     int64_t longest = 0;
     const elastic_config *c = &s->model->config;
     ELASTIC_TRY(elastic_batch_check(c->num_items, items, offsets, batch, &longest));

@@ -47,7 +47,7 @@ typedef struct grad_slot {
 typedef struct train_graph {
     elastic_build_io io;
     int targets, loss;
-    int positions; /* I32 [T]: flat b*n + r of each scored position, or -1 (prefix) */
+    int positions;           /* I32 [T]: flat b*n + r of each scored position, or -1 (prefix) */
     int classes, class_bias; /* sampled softmax: I32 [C] rows of item_emb, F32 [C]; or -1 */
     int n_slots;
     grad_slot slots[]; /* one per weight tensor at most */
@@ -571,6 +571,7 @@ static void adam_update(elastic_trainer *tr)
         v[i] = (float)(o->beta2 * v[i] + (1.0 - o->beta2) * (double)g[i] * g[i]);
         p[i] -= (float)(step * m[i] / (sqrt((double)v[i]) / sbc2 + o->adam_eps));
     }
+    tr->model->version++; /* sessions on this model read the new weights */
 }
 
 elastic_status elastic_trainer_step(elastic_trainer *tr, const int32_t *items,

@@ -149,6 +149,7 @@ serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *w, double
 {
     pthread_mutex_lock(&b->lock);
     serve_submit_result r = SERVE_SUBMIT_OK;
+    pthread_cond_t *wake = NULL, *wake_reaper = NULL;
     if (b->stopping)
         r = SERVE_SUBMIT_STOPPED;
     else if (b->depth >= b->cfg.max_queue)
@@ -167,14 +168,19 @@ serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *w, double
         b->queued_users += w->users;
         if (on_accept) on_accept(ctx);
         if (!b->collecting)
-            pthread_cond_signal(&b->idle_cond);
+            wake = &b->idle_cond;
         else if (b->forming_users + b->queued_users >= b->cfg.max_batch)
-            pthread_cond_signal(&b->collect_cond);
-        if (b->reap_at > 0 && deadline < b->reap_at)
-            pthread_cond_signal(&b->reap_cond);
+            wake = &b->collect_cond;
+        if (b->reap_at > 0 && deadline < b->reap_at) wake_reaper = &b->reap_cond;
         serve_metrics_queue_depth(b->cfg.metrics, b->depth);
     }
     pthread_mutex_unlock(&b->lock);
+    /* Signalled after the unlock: a thread woken while the lock is held
+     * would sleep again on the mutex and need a second wake-up (two futex
+     * wakes, each an inter-processor interrupt on a virtual machine). The
+     * state it acts on was changed under the lock, so no wake-up is lost. */
+    if (wake) pthread_cond_signal(wake);
+    if (wake_reaper) pthread_cond_signal(wake_reaper);
     return r;
 }
 
@@ -227,8 +233,9 @@ static void *worker_main(void *arg)
         int n = collect(b, batch, &users, &expired);
         b->collecting = 0;
         long long id = n ? ++b->batches : 0;
-        if (b->head) pthread_cond_signal(&b->idle_cond); /* the next collector */
+        int next_collector = b->head != NULL;
         pthread_mutex_unlock(&b->lock);
+        if (next_collector) pthread_cond_signal(&b->idle_cond); /* after the unlock: see submit */
         finish_list(expired);
         if (n) {
             if (b->cfg.debug_delay_ms > 0) {

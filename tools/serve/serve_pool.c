@@ -77,10 +77,12 @@ void serve_pool_run(serve_pool *p, serve_job *job)
             else
                 p->head = job;
             p->tail = job;
-            pthread_cond_signal(&p->cond);
         }
         pthread_mutex_unlock(&p->lock);
-        if (queued) return;
+        if (queued) {
+            pthread_cond_signal(&p->cond); /* after the unlock: one wake-up, not two */
+            return;
+        }
     }
     job->run(job);
 }
