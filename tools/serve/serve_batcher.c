@@ -9,7 +9,12 @@
  * collector wait on separate conditions: an arrival wakes one idle worker
  * when no batch is forming, and the collector only once the queue holds
  * enough users to fill its batch (otherwise it takes them when its delay
- * ends). The reaper sleeps until the earliest deadline in the queue (at most
+ * ends). Idle workers wait each on its own condition, on a stack: the one
+ * woken is the last to have gone idle, whose session (packed weights,
+ * activations) is still in the caches; under light load one worker serves
+ * every request instead of the workers taking turns cold (measured: a
+ * one-user batch took 1.34 ms alternating between two workers, 1.13 ms on
+ * one). The reaper sleeps until the earliest deadline in the queue (at most
  * REAP_IDLE_S) and is woken only by a work whose deadline comes before that.
  */
 #include "serve_batcher.h"
@@ -30,12 +35,13 @@ typedef struct worker {
     serve_batcher *b;
     int index; /* its session in every generation */
     pthread_t thread;
+    pthread_cond_t wake; /* this worker, idle: work to collect, or stopping */
+    int idle;            /* on the idle stack */
 } worker;
 
 struct serve_batcher {
     serve_batcher_config cfg;
     pthread_mutex_t lock;
-    pthread_cond_t idle_cond;    /* idle workers: work to collect, or stopping */
     pthread_cond_t collect_cond; /* the collector: its batch can be filled, or stopping */
     pthread_cond_t reap_cond;    /* the reaper: an earlier deadline, or stopping */
     serve_work *head, *tail;
@@ -49,6 +55,8 @@ struct serve_batcher {
     long long batches;
     worker *workers;
     int n_workers;
+    int *idle_stack; /* indices of idle workers, the last to go idle on top */
+    int n_idle;
     pthread_t reaper;
     int reaper_started;
 };
@@ -77,6 +85,49 @@ static void timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double until
 {
     struct timespec ts = abs_time(until);
     pthread_cond_timedwait(cond, lock, &ts);
+}
+
+/* ---------------------------------------------------------------- idle */
+
+/* The caller (a worker, holding the lock) goes idle until woken. */
+static void idle_wait(serve_batcher *b, worker *w)
+{
+    if (!w->idle) {
+        w->idle = 1;
+        b->idle_stack[b->n_idle++] = w->index;
+    }
+    pthread_cond_wait(&w->wake, &b->lock);
+}
+
+/* Takes w off the idle stack (woken by a spurious wake-up, or leaving). */
+static void leave_idle(serve_batcher *b, worker *w)
+{
+    if (!w->idle) return;
+    w->idle = 0;
+    for (int i = 0; i < b->n_idle; i++)
+        if (b->idle_stack[i] == w->index) {
+            memmove(b->idle_stack + i, b->idle_stack + i + 1,
+                    sizeof *b->idle_stack * (size_t)(b->n_idle - i - 1));
+            b->n_idle--;
+            break;
+        }
+}
+
+/* The condition of the idle worker to wake (the top of the stack), taken
+ * off the stack; NULL when none is idle. Signalled after the unlock. */
+static pthread_cond_t *pop_idle(serve_batcher *b)
+{
+    if (b->n_idle == 0) return NULL;
+    worker *w = &b->workers[b->idle_stack[--b->n_idle]];
+    w->idle = 0;
+    return &w->wake;
+}
+
+/* Wakes every idle worker (stopping); the caller holds the lock. */
+static void wake_all_idle(serve_batcher *b)
+{
+    while (b->n_idle > 0)
+        pthread_cond_signal(pop_idle(b));
 }
 
 /* ---------------------------------------------------------------- queue */
@@ -168,7 +219,7 @@ serve_submit_result serve_batcher_submit(serve_batcher *b, serve_work *w, double
         b->queued_users += w->users;
         if (on_accept) on_accept(ctx);
         if (!b->collecting)
-            wake = &b->idle_cond;
+            wake = pop_idle(b);
         else if (b->forming_users + b->queued_users >= b->cfg.max_batch)
             wake = &b->collect_cond;
         if (b->reap_at > 0 && deadline < b->reap_at) wake_reaper = &b->reap_cond;
@@ -220,22 +271,24 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&b->lock);
     while (batch) {
         if (b->stopping && (!b->head || serve_now() >= b->drain_deadline)) {
-            pthread_cond_broadcast(&b->idle_cond); /* the others see it too */
+            leave_idle(b, self);
+            wake_all_idle(b); /* the others see it too */
             break;
         }
         if (b->collecting || !b->head) {
-            pthread_cond_wait(&b->idle_cond, &b->lock);
+            idle_wait(b, self);
             continue;
         }
+        leave_idle(b, self); /* a spurious wake-up that found work */
         serve_work *expired = NULL;
         int users = 0;
         b->collecting = 1;
         int n = collect(b, batch, &users, &expired);
         b->collecting = 0;
         long long id = n ? ++b->batches : 0;
-        int next_collector = b->head != NULL;
+        pthread_cond_t *next_collector = b->head ? pop_idle(b) : NULL;
         pthread_mutex_unlock(&b->lock);
-        if (next_collector) pthread_cond_signal(&b->idle_cond); /* after the unlock: see submit */
+        if (next_collector) pthread_cond_signal(next_collector); /* after the unlock: see submit */
         finish_list(expired);
         if (n) {
             if (b->cfg.debug_delay_ms > 0) {
@@ -296,7 +349,9 @@ int serve_batcher_start(serve_batcher **out, const serve_batcher_config *cfg, ch
 {
     *out = NULL;
     serve_batcher *b = calloc(1, sizeof *b);
-    if (!b || !(b->workers = calloc((size_t)cfg->workers, sizeof *b->workers))) {
+    if (!b || !(b->workers = calloc((size_t)cfg->workers, sizeof *b->workers)) ||
+        !(b->idle_stack = calloc((size_t)cfg->workers, sizeof *b->idle_stack))) {
+        if (b) free(b->workers);
         free(b);
         snprintf(err, err_size, "out of memory (batcher)");
         return -1;
@@ -306,14 +361,16 @@ int serve_batcher_start(serve_batcher **out, const serve_batcher_config *cfg, ch
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->idle_cond, &attr);
+    for (int i = 0; i < cfg->workers; i++) /* before any thread: stop signals them all */
+        pthread_cond_init(&b->workers[i].wake, &attr);
     pthread_cond_init(&b->collect_cond, &attr);
     pthread_cond_init(&b->reap_cond, &attr);
     b->reap_at = -1; /* until the reaper first looks at the queue */
     pthread_condattr_destroy(&attr);
     int rc = 0;
     for (int i = 0; i < cfg->workers && !rc; i++) {
-        b->workers[i] = (worker){b, i, 0};
+        b->workers[i].b = b;
+        b->workers[i].index = i;
         rc = pthread_create(&b->workers[i].thread, NULL, worker_main, &b->workers[i]);
         if (!rc) b->n_workers++;
     }
@@ -336,7 +393,7 @@ void serve_batcher_stop(serve_batcher *b, double drain_deadline)
     pthread_mutex_lock(&b->lock);
     b->stopping = 1;
     b->drain_deadline = drain_deadline;
-    pthread_cond_broadcast(&b->idle_cond);
+    wake_all_idle(b);
     pthread_cond_broadcast(&b->collect_cond);
     pthread_mutex_unlock(&b->lock);
     for (int i = 0; i < b->n_workers; i++)
@@ -363,10 +420,12 @@ void serve_batcher_stop(serve_batcher *b, double drain_deadline)
 void serve_batcher_free(serve_batcher *b)
 {
     if (!b) return;
-    pthread_cond_destroy(&b->idle_cond);
+    for (int i = 0; i < b->cfg.workers; i++)
+        pthread_cond_destroy(&b->workers[i].wake);
     pthread_cond_destroy(&b->collect_cond);
     pthread_cond_destroy(&b->reap_cond);
     pthread_mutex_destroy(&b->lock);
     free(b->workers);
+    free(b->idle_stack);
     free(b);
 }
