@@ -19,6 +19,7 @@
  */
 #include "serve_batcher.h"
 #include "serve_compute.h"
+#include "serve_log.h"
 #include "serve_model.h"
 
 #include <errno.h>
@@ -264,6 +265,7 @@ static void *worker_main(void *arg)
 {
     worker *self = arg;
     serve_batcher *b = self->b;
+    serve_thread_name("serve-worker", self->index);
     serve_scratch scratch;
     memset(&scratch, 0, sizeof scratch);
     int cap = b->cfg.max_batch > 0 ? b->cfg.max_batch : 1;
@@ -317,6 +319,7 @@ static void *worker_main(void *arg)
 static void *reaper_main(void *arg)
 {
     serve_batcher *b = arg;
+    serve_thread_name("serve-reaper", -1);
     pthread_mutex_lock(&b->lock);
     while (!b->quit) {
         serve_work *expired = NULL;

@@ -262,6 +262,7 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
 static void *sweeper_main(void *arg)
 {
     serve_http *h = arg;
+    serve_thread_name("serve-sweeper", -1);
     const serve_options *o = h->app->options;
     long long period = h->read_us / 8;
     if (period < 10000) period = 10000;

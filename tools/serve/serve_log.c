@@ -1,9 +1,12 @@
 /*
  * serve_log.c - the server's log lines (see serve_log.h): formatted into one
- * buffer and written with one call, so lines of different threads never mix.
+ * buffer and written with one call, so lines of different threads never mix;
+ * and the names of its threads.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "serve_log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,4 +29,18 @@ void serve_log(const char *fmt, ...)
     n += (size_t)got < sizeof line - n - 1 ? (size_t)got : sizeof line - n - 2;
     line[n++] = '\n';
     fwrite(line, 1, n, stderr); /* stderr is unbuffered: one write per line */
+}
+
+void serve_thread_name(const char *name, int index)
+{
+#if defined(__linux__)
+    char text[16]; /* the kernel keeps 15 characters */
+    if (index >= 0)
+        snprintf(text, sizeof text, "%s%d", name, index);
+    else
+        snprintf(text, sizeof text, "%s", name);
+    pthread_setname_np(pthread_self(), text);
+#else
+    (void)name, (void)index;
+#endif
 }

@@ -14,4 +14,9 @@
 
 void serve_log(const char *fmt, ...) SERVE_PRINTF(1, 2);
 
+/* Names the calling thread name + index (index < 0: name alone), as top -H,
+ * perf and debuggers show it: "serve-worker0", "serve-reaper", ... (Linux
+ * only; elsewhere nothing). */
+void serve_thread_name(const char *name, int index);
+
 #endif

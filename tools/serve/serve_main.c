@@ -252,6 +252,7 @@ static void *signal_main(void *arg)
 {
     signal_thread *st = arg;
     serve_app *app = st->app;
+    serve_thread_name("serve-signals", -1);
     for (;;) {
         int sig = 0;
         if (sigwait(&control_signals, &sig)) continue;

@@ -3,6 +3,7 @@
  * threads that wait on a condition variable.
  */
 #include "serve_pool.h"
+#include "serve_log.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ struct serve_pool {
 static void *pool_main(void *arg)
 {
     serve_pool *p = arg;
+    serve_thread_name("serve-json", -1);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         serve_job *job = p->head;
