@@ -3,9 +3,12 @@
 
 #include "elastic.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 uint64_t tu_seed(void)
 {
@@ -47,13 +50,15 @@ float tu_uniform(uint64_t seed, uint64_t stream, uint64_t i, float lo, float hi)
 
 void tu_fill_uniform(float *x, size_t n, uint64_t seed, uint64_t stream, float lo, float hi)
 {
-    for (size_t i = 0; i < n; i++) x[i] = tu_uniform(seed, stream, i, lo, hi);
+    for (size_t i = 0; i < n; i++)
+        x[i] = tu_uniform(seed, stream, i, lo, hi);
 }
 
 void tu_fill_int(int32_t *x, size_t n, uint64_t seed, uint64_t stream, int32_t lo, int32_t hi)
 {
     uint64_t span = (uint64_t)((int64_t)hi - lo + 1);
-    for (size_t i = 0; i < n; i++) x[i] = lo + (int32_t)(tu_hash(seed, stream, i) % span);
+    for (size_t i = 0; i < n; i++)
+        x[i] = lo + (int32_t)(tu_hash(seed, stream, i) % span);
 }
 
 double tu_max_violation(const float *got, const float *ref, size_t n, double atol, double rtol,
@@ -89,12 +94,12 @@ double tu_rel_l2(const float *got, const float *ref, size_t n)
 
 /* Training helpers: failures abort the test program (they are set-up, not
  * the behaviour under test). */
-#define TU_CHECK(a, b)                                                                        \
-    do {                                                                                      \
-        if ((a) != (b)) {                                                                     \
-            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, elastic_last_error());         \
-            abort();                                                                          \
-        }                                                                                     \
+#define TU_CHECK(a, b)                                                                             \
+    do {                                                                                           \
+        if ((a) != (b)) {                                                                          \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, elastic_last_error());              \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 elastic_model *tu_small_model(const char *kind, uint64_t seed)
@@ -145,3 +150,10 @@ void tu_make_batch(tu_batch *b, uint64_t seed, int64_t step)
     }
 }
 
+int tu_remove_empty_dir(const char *dir)
+{
+    if (rmdir(dir) == 0) return 0;
+    fprintf(stderr, "cannot remove %s (%s): did a test leave a file in it?\n", dir,
+            strerror(errno));
+    return 1;
+}

@@ -23,6 +23,10 @@ float tu_uniform(uint64_t seed, uint64_t stream, uint64_t i, float lo, float hi)
 void tu_fill_uniform(float *x, size_t n, uint64_t seed, uint64_t stream, float lo, float hi);
 void tu_fill_int(int32_t *x, size_t n, uint64_t seed, uint64_t stream, int32_t lo, int32_t hi);
 
+/* Removes a test's temporary directory; 0, or 1 (and a message naming it)
+ * when that fails, e.g. because a test left a file in it. */
+int tu_remove_empty_dir(const char *dir);
+
 /* Largest |a-b| / (atol + rtol*|b|) over n elements; <= 1 means within
  * tolerance. NaN in either gives INFINITY. *worst is the index of the max. */
 double tu_max_violation(const float *got, const float *ref, size_t n, double atol, double rtol,
