@@ -1204,6 +1204,47 @@ def test_threads_and_dual_stack(env):
     assert rc == 0, rc
 
 
+def thread_cpus(pid):
+    """{thread name: its Cpus_allowed_list} for the threads of a process."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                cpus = [l.split(":", 1)[1].strip() for l in f if l.startswith("Cpus_allowed_list")]
+        except OSError:
+            continue
+        out[name] = cpus[0] if cpus else "?"
+    return out
+
+
+def test_pin_workers(env):
+    """--pin-workers: each worker on its own CPU of the affinity mask (two
+    CPUs: two different ones), as its log line says; the HTTP threads keep
+    the whole mask; results unchanged."""
+    mask = sorted(os.sched_getaffinity(0))
+    server = Server(env.model_a, "--pin-workers", workers=2, threads="1")
+    try:
+        said = [server.wait_log(f"worker {i} pinned to CPU ").rsplit(" ", 1)[1] for i in (0, 1)]
+        want = [str(mask[0]), str(mask[1 % len(mask)])]
+        assert said == want, (said, want)
+        cpus = thread_cpus(server.proc.pid)
+        assert cpus.get("serve-worker0") == want[0], cpus
+        assert cpus.get("serve-worker1") == want[1], cpus
+        if len(mask) > 1:  # the other threads keep the whole mask
+            assert cpus.get("serve-reaper") not in (None, *want), cpus
+        rng = random.Random(5)
+        for i in range(6):
+            req = random_request(rng, 300, users=rng.randint(1, 8))
+            st, _, body = post(server.port, "/v1/recommend", req)
+            assert st == 200, body
+            check_response(env.oracle_a, req, body, f"pinned request {i}")
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
+
+
 def test_abort_and_stop_during_reload(env):
     """A client that hangs up while its request is computed is logged and
     counted as aborted, not 200. SIGTERM during a reload whose step cannot
@@ -1323,7 +1364,7 @@ TESTS = [test_probes, test_recommend_exact, test_user_vectors_exact, test_concur
          test_item_maps, test_http_errors, test_idle_client, test_malformed_corpus,
          test_queue_full_and_deadline, test_reload_under_load, test_sigterm_under_load,
          test_header_deadline, test_json_off_http_threads, test_body_memory,
-         test_threads_and_dual_stack, test_abort_and_stop_during_reload,
+         test_threads_and_dual_stack, test_pin_workers, test_abort_and_stop_during_reload,
          test_checksum_names_the_loaded_file, test_access_log, test_cli_errors]
 
 

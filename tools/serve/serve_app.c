@@ -131,6 +131,42 @@ static int cgroup_cpus(void)
     return best;
 }
 
+int serve_pin_thread(int first, int count, char *cpus, size_t size)
+{
+#if defined(__linux__)
+    cpu_set_t mine, pin;
+    if (sched_getaffinity(0, sizeof mine, &mine)) {
+        snprintf(cpus, size, "cannot read the affinity mask: %s", strerror(errno));
+        return -1;
+    }
+    int ids[CPU_SETSIZE], n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &mine)) ids[n++] = c;
+    if (n == 0 || count < 1) {
+        snprintf(cpus, size, "no CPU in the affinity mask");
+        return -1;
+    }
+    CPU_ZERO(&pin);
+    size_t used = 0;
+    cpus[0] = '\0';
+    for (int i = 0; i < count && i < n; i++) {
+        int c = ids[(first + i) % n];
+        CPU_SET(c, &pin);
+        int w = snprintf(cpus + used, size > used ? size - used : 0, "%s%d", i ? "," : "", c);
+        if (w > 0) used += (size_t)w;
+    }
+    if (sched_setaffinity(0, sizeof pin, &pin)) { /* 0: the calling thread */
+        snprintf(cpus, size, "cannot set the affinity: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+#else
+    (void)first, (void)count;
+    snprintf(cpus, size, "pinning threads is implemented on Linux only");
+    return -1;
+#endif
+}
+
 int serve_available_cpus(serve_cpus *info)
 {
     serve_cpus c;

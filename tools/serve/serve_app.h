@@ -37,6 +37,7 @@ typedef struct serve_options {
     size_t max_body_memory;    /* --max-body-memory: request bodies held at once */
     int json_threads;          /* --json-threads: parse bodies, render responses */
     int access_log;            /* --access-log */
+    int pin_workers;           /* --pin-workers */
     int debug_delay_ms;        /* --debug-delay-ms (testing) */
     int debug_parse_delay_ms;  /* --debug-parse-delay-ms (testing) */
     int debug_reload_delay_ms; /* --debug-reload-delay-ms (testing) */
@@ -104,6 +105,12 @@ typedef struct serve_cpus {
     int online, affinity, quota;
 } serve_cpus;
 int serve_available_cpus(serve_cpus *info);
+
+/* Pins the calling thread to `count` CPUs of its affinity mask, from the
+ * first-th (counted in the mask's order, wrapping around past its end), and
+ * writes them as a list into cpus ("1", "2,3"). Returns 0, or -1 with the
+ * reason in cpus (the thread then keeps its mask). Linux only. */
+int serve_pin_thread(int first, int count, char *cpus, size_t size);
 
 /* The CPUs a cgroup v2 cpu.max line allows ("150000 100000" is 2), 0 for
  * "max ..." (no limit) or text that does not parse. */

@@ -266,6 +266,7 @@ static void *worker_main(void *arg)
     worker *self = arg;
     serve_batcher *b = self->b;
     serve_thread_name("serve-worker", self->index);
+    if (b->cfg.on_worker_start) b->cfg.on_worker_start(self->index, b->cfg.on_worker_start_ctx);
     serve_scratch scratch;
     memset(&scratch, 0, sizeof scratch);
     int cap = b->cfg.max_batch > 0 ? b->cfg.max_batch : 1;

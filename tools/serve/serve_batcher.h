@@ -31,6 +31,10 @@ typedef struct serve_batcher_config {
     int max_queue;      /* requests waiting */
     int debug_delay_ms; /* testing: each batch sleeps this long before computing */
     serve_metrics *metrics;
+    /* Optional: called by worker `index` on its own thread before it takes
+     * work (serve_main: --pin-workers). */
+    void (*on_worker_start)(int index, void *ctx);
+    void *on_worker_start_ctx;
 } serve_batcher_config;
 
 int serve_batcher_start(serve_batcher **out, const serve_batcher_config *config, char *err,

@@ -66,6 +66,9 @@ const char cmd_serve_usage[] =
     "      --max-connections N  open connections (default 1024)\n"
     "      --max-connections-per-ip N  open connections from one address (default 0: no\n"
     "                           limit; behind a proxy every client has the proxy's address)\n"
+    "      --pin-workers        pin each worker (and its --threads CPU threads) to its own\n"
+    "                           CPUs of the affinity mask: fewer migrations and warmer\n"
+    "                           caches on a machine the server has to itself\n"
     "      --access-log         one log line per request\n"
     "      --debug-delay-ms MS  testing: every batch waits MS before computing\n"
     "      --debug-parse-delay-ms MS   testing: every request body waits MS before parsing\n"
@@ -120,6 +123,7 @@ static int parse(int argc, char **argv, serve_options *o)
         O_MAX_PER_IP,
         O_MAX_BODY_MEMORY,
         O_ACCESS_LOG,
+        O_PIN_WORKERS,
         O_DEBUG_DELAY,
         O_DEBUG_PARSE_DELAY,
         O_DEBUG_RELOAD_DELAY
@@ -146,6 +150,7 @@ static int parse(int argc, char **argv, serve_options *o)
         {"max-connections-per-ip", required_argument, 0, O_MAX_PER_IP},
         {"max-body-memory", required_argument, 0, O_MAX_BODY_MEMORY},
         {"access-log", no_argument, 0, O_ACCESS_LOG},
+        {"pin-workers", no_argument, 0, O_PIN_WORKERS},
         {"debug-delay-ms", required_argument, 0, O_DEBUG_DELAY},
         {"debug-parse-delay-ms", required_argument, 0, O_DEBUG_PARSE_DELAY},
         {"debug-reload-delay-ms", required_argument, 0, O_DEBUG_RELOAD_DELAY},
@@ -203,6 +208,7 @@ static int parse(int argc, char **argv, serve_options *o)
             body_memory_set = 1;
             break;
         case O_ACCESS_LOG: o->access_log = 1; break;
+        case O_PIN_WORKERS: o->pin_workers = 1; break;
         default: return cli_stop(c);
         }
     }
@@ -231,6 +237,20 @@ static void default_threads(serve_options *o)
     serve_log("CPUs: %d usable (online %d, affinity %d, cgroup quota %s): --threads %d per "
               "worker",
               cpus, c.online, c.affinity, quota, o->session.num_threads);
+}
+
+/* --pin-workers: worker i (on its own thread) takes CPUs [i T, (i + 1) T) of
+ * its affinity mask, T its --threads; its OpenMP threads, made later by that
+ * thread, inherit them. */
+static void pin_worker(int index, void *ctx)
+{
+    const serve_options *o = ctx;
+    int t = o->session.num_threads > 0 ? o->session.num_threads : 1;
+    char cpus[256];
+    if (serve_pin_thread(index * t, t, cpus, sizeof cpus))
+        serve_log("worker %d not pinned: %s", index, cpus);
+    else
+        serve_log("worker %d pinned to CPU %s", index, cpus);
 }
 
 /* ---------------------------------------------------------------- control */
@@ -507,8 +527,14 @@ int cmd_serve(int argc, char **argv)
     }
     serve_metrics_reload(&app.metrics, 1);
     report_model(&app, "loaded");
-    serve_batcher_config bc = {o.workers,   o.max_batch,      o.max_delay_us,
-                               o.max_queue, o.debug_delay_ms, &app.metrics};
+    serve_batcher_config bc = {o.workers,
+                               o.max_batch,
+                               o.max_delay_us,
+                               o.max_queue,
+                               o.debug_delay_ms,
+                               &app.metrics,
+                               o.pin_workers ? pin_worker : NULL,
+                               &o};
     if (serve_batcher_start(&app.batcher, &bc, err, sizeof err)) {
         cli_error("%s", err);
         shut_down(&app, &signals);
