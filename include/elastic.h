@@ -118,7 +118,10 @@ ELASTIC_API const char *elastic_model_tensor_name(const elastic_model *model, in
 ELASTIC_API elastic_status elastic_model_tensor(const elastic_model *model, const char *name,
                                                 const float **data, int64_t shape[4],
                                                 int *ndim);
-/* Overwrites a parameter (for converters and trainers); n = element count. */
+/* Overwrites a parameter (for converters and trainers); n = element count.
+ * Sessions on the model compute with the new values from their next call
+ * (each notices the change and reads the weights again, on every backend);
+ * not while another thread runs a session on the model. */
 ELASTIC_API elastic_status elastic_model_set_tensor(elastic_model *model, const char *name,
                                                     const float *data, int64_t n);
 
