@@ -8,7 +8,9 @@
  *     users than threads, heads wider than the vector path) and 1 and 2
  *     threads;
  *   - session level: a session that packs (the default) and one that may not
- *     (cpu.pack_mb=0) recommend the same ids and scores, bitwise;
+ *     (cpu.pack_mb=0) recommend the same ids and scores, bitwise, and the
+ *     first does compute from its packs (white box: weights changed behind
+ *     the model's back reach only the second);
  *   - a model changed under a live session (elastic_model_set_tensor, a
  *     training step) is what the session computes next: bitwise a fresh
  *     session's result, not the packs of the old weights;
@@ -240,6 +242,43 @@ static void test_session_packed_equals_unpacked(void **state)
     elastic_model_free(m);
 }
 
+/* White box: the packs are made and used. Every fc1 weight is changed in
+ * place behind the model's back (no set_tensor, so no version bump: the API
+ * forbids this). A session that packs keeps computing with the packs of the
+ * old weights; one with cpu.pack_mb=0 reads the new ones. If sessions
+ * silently stopped packing, the first answer would change too. */
+static void test_sessions_use_their_packs(void **state)
+{
+    (void)state;
+    elastic_model *m = tu_small_model("elastic", tu_seed());
+    elastic_session *packed = session(m, NULL), *plain = session(m, "cpu.pack_mb=0");
+    answer p0, p1, q0, q1;
+    ask(packed, &p0);
+    ask(plain, &q0);
+    int changed = 0;
+    for (int i = 0; i < elastic_model_tensor_count(m); i++) {
+        const char *name = elastic_model_tensor_name(m, i);
+        size_t len = strlen(name);
+        if (len < 10 || strcmp(name + len - 10, "fc1.weight")) continue;
+        const float *data;
+        int64_t shape[4];
+        int ndim;
+        assert_int_equal(elastic_model_tensor(m, name, &data, shape, &ndim), ELASTIC_OK);
+        float *w = (float *)(uintptr_t)data; /* behind the model's back */
+        for (int64_t j = 0; j < shape[0] * shape[1]; j++)
+            w[j] = -2.0f * w[j];
+        changed++;
+    }
+    assert_true(changed > 0);
+    ask(packed, &p1);
+    ask(plain, &q1);
+    same_answer(&p1, &p0);
+    assert_true(memcmp(q1.vectors, q0.vectors, sizeof q0.vectors) != 0);
+    elastic_session_free(packed);
+    elastic_session_free(plain);
+    elastic_model_free(m);
+}
+
 /* Every parameter times 0.75: the next answer of a live session must be a
  * fresh session's, and differ from before. */
 static void test_set_tensor_reaches_live_session(void **state)
@@ -326,6 +365,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_packed_equal_unpacked),
         cmocka_unit_test(test_session_packed_equals_unpacked),
+        cmocka_unit_test(test_sessions_use_their_packs),
         cmocka_unit_test(test_set_tensor_reaches_live_session),
         cmocka_unit_test(test_training_step_reaches_live_session),
         cmocka_unit_test(test_bad_pack_mb),

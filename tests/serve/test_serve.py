@@ -1243,6 +1243,16 @@ def test_pin_workers(env):
     finally:
         rc = server.stop()
     assert rc == 0, rc
+    # a backend named other than cpu, without --threads: its thread count is
+    # its own, so nothing is pinned, and the log says why
+    server = Server(env.model_a, "--pin-workers", "--backend", "auto", workers=2, threads=None)
+    try:
+        server.wait_log("worker 1 not pinned: give --threads")
+        assert "serve-worker1" in thread_cpus(server.proc.pid)
+        assert thread_cpus(server.proc.pid)["serve-worker1"] not in (str(c) for c in mask[1:])
+    finally:
+        rc = server.stop()
+    assert rc == 0, rc
 
 
 def test_abort_and_stop_during_reload(env):

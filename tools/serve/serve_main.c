@@ -245,9 +245,12 @@ static void default_threads(serve_options *o)
 static void pin_worker(int index, void *ctx)
 {
     const serve_options *o = ctx;
-    int t = o->session.num_threads > 0 ? o->session.num_threads : 1;
+    int t = o->session.num_threads;
     char cpus[256];
-    if (serve_pin_thread(index * t, t, cpus, sizeof cpus))
+    if (t <= 0) /* a backend other than cpu, without --threads: its count is its own */
+        serve_log("worker %d not pinned: give --threads, the CPU threads of a worker, to pin",
+                  index);
+    else if (serve_pin_thread(index * t, t, cpus, sizeof cpus))
         serve_log("worker %d not pinned: %s", index, cpus);
     else
         serve_log("worker %d pinned to CPU %s", index, cpus);
