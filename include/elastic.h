@@ -181,6 +181,8 @@ typedef struct elastic_session_options {
      *   cpu.isa           best (default), generic, avx2, avx512 (x86-64), neon
      *                     (aarch64), or reference
      *                     (the scalar float64 oracle of the conformance suite)
+     *   cpu.pack_mb       MiB of weights an inference session keeps packed
+     *                     for its GEMM (default 256; 0: none), per session
      *   opencl.device     the first device whose name contains this text
      *   opencl.cache_dir  where compiled OpenCL programs are cached */
     const char *backend_options;

@@ -13,11 +13,11 @@
  * op by op) run on the session's backend, and gradient ops a backend lacks run
  * on the CPU only when fallback is allowed; Adam updates the weights on the
  * host (sessions on the same model compute with the updated weights from
- * their next call, as after elastic_model_set_tensor). elastic_trainer_epoch runs one epoch over a dataset (elastic_data.h);
- * elastic_trainer_step and elastic_trainer_gradient work on batches the
- * caller builds. Runs are reproducible from the seed, whatever the thread
- * count, and a checkpoint (the model file plus elastic_trainer_save_state)
- * resumes bit for bit.
+ * their next call, as after elastic_model_set_tensor). elastic_trainer_epoch
+ * runs one epoch over a dataset (elastic_data.h); elastic_trainer_step and
+ * elastic_trainer_gradient work on batches the caller builds. Runs are
+ * reproducible from the seed, whatever the thread count, and a checkpoint
+ * (the model file plus elastic_trainer_save_state) resumes bit for bit.
  *
  * Usage (error checks shortened; every call returns an elastic_status):
  *

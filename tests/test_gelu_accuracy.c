@@ -82,22 +82,11 @@ static double sweep(const elastic_cpu_kernels *k, uint32_t stride, double *rel_u
     return worst;
 }
 
-/* The fast kernel tables this machine runs (those built and supported); returns their count. */
-static int fast_tables(const elastic_cpu_kernels *out[4])
-{
-    const elastic_cpu_isa isas[4] = {ELASTIC_CPU_ISA_GENERIC, ELASTIC_CPU_ISA_AVX2,
-                                     ELASTIC_CPU_ISA_AVX512, ELASTIC_CPU_ISA_NEON};
-    int n = 0;
-    for (int i = 0; i < 4; i++)
-        if ((out[n] = elastic_cpu_kernels_for(isas[i]))) n++;
-    return n;
-}
-
 static void test_gelu_within_bound(void **state)
 {
     (void)state;
     const elastic_cpu_kernels *tables[4];
-    int n = fast_tables(tables);
+    int n = tu_fast_tables(tables);
     for (int t = 0; t < n; t++) {
         double rel_u = 0;
         assert_true(sweep(tables[t], tu_quick() ? 9973u : 97u, &rel_u) <= 0.5);
@@ -110,7 +99,7 @@ static void test_gelu_special_values(void **state)
 {
     (void)state;
     const elastic_cpu_kernels *tables[4];
-    int n = fast_tables(tables);
+    int n = tu_fast_tables(tables);
     for (int t = 0; t < n; t++) {
         const elastic_cpu_kernels *k = tables[t];
         float x[5] = {0.0f, -0.0f, INFINITY, NAN, 100.0f}, y[5];

@@ -1,6 +1,7 @@
 /* test_util.c - see test_util.h. */
 #include "test_util.h"
 
+#include "cpu_kernels.h"
 #include "elastic.h"
 
 #include <errno.h>
@@ -148,6 +149,16 @@ void tu_make_batch(tu_batch *b, uint64_t seed, int64_t step)
         int32_t last = b->items[b->offsets[u + 1] - 1];
         b->targets[u] = last % 40 + 1; /* the planted rule: next id after the last */
     }
+}
+
+int tu_fast_tables(const elastic_cpu_kernels *out[4])
+{
+    const elastic_cpu_isa isas[4] = {ELASTIC_CPU_ISA_GENERIC, ELASTIC_CPU_ISA_AVX2,
+                                     ELASTIC_CPU_ISA_AVX512, ELASTIC_CPU_ISA_NEON};
+    int n = 0;
+    for (int i = 0; i < 4; i++)
+        if ((out[n] = elastic_cpu_kernels_for(isas[i]))) n++;
+    return n;
 }
 
 int tu_remove_empty_dir(const char *dir)

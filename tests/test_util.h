@@ -23,6 +23,11 @@ float tu_uniform(uint64_t seed, uint64_t stream, uint64_t i, float lo, float hi)
 void tu_fill_uniform(float *x, size_t n, uint64_t seed, uint64_t stream, float lo, float hi);
 void tu_fill_int(int32_t *x, size_t n, uint64_t seed, uint64_t stream, int32_t lo, int32_t hi);
 
+/* The fast CPU kernel tables this machine runs (generic, avx2, avx512, neon:
+ * those built and supported) into out[]; returns their count. */
+struct elastic_cpu_kernels;
+int tu_fast_tables(const struct elastic_cpu_kernels *out[4]);
+
 /* Removes a test's temporary directory; 0, or 1 (and a message naming it)
  * when that fails, e.g. because a test left a file in it. */
 int tu_remove_empty_dir(const char *dir);

@@ -564,6 +564,12 @@ static void lin_block_t(const float *xt, int64_t ld, const float *packed, float 
     lin_block_any(xt, 1, ld, packed, out, i0, i1, p0, p1, n, k);
 }
 
+/* Floats of W [n, k] and its bias packed into panels (lin_pack_panel). */
+static size_t lin_packed_floats(int64_t n, int64_t k)
+{
+    return (size_t)(((n + LIN_NR - 1) / LIN_NR) * (k + 1) * LIN_NR);
+}
+
 static void lin_pack_panel(const float *w, const float *bias, float *dst, int64_t p, int64_t n,
                            int64_t k)
 {
@@ -657,8 +663,7 @@ static void lin_run(const float *x, int64_t x_ld, const float *w, const float *b
     if (m <= 0 || n <= 0) return;
     int64_t panels = (n + LIN_NR - 1) / LIN_NR;
     int64_t pstride = (k + 1) * LIN_NR;
-    size_t bytes = (size_t)(panels * pstride) * sizeof(float);
-    bytes = (bytes + 63) & ~(size_t)63;
+    size_t bytes = (lin_packed_floats(n, k) * sizeof(float) + 63) & ~(size_t)63;
     float *packed = aligned_alloc(64, bytes);
     if (!packed) {
         lin_unpacked(x, x_ld, w, bias, out, m, n, k, w_transposed, threads);
@@ -704,12 +709,6 @@ static void k_linear(const float *x, const float *w, const float *bias, float *o
                      int64_t n, int64_t k, int threads)
 {
     lin_run(x, 0, w, bias, out, m, n, k, 0, threads);
-}
-
-static void k_linear_packed(const float *x, const float *wp, float *out, int64_t m, int64_t n,
-                            int64_t k, int threads)
-{
-    lin_run_packed(x, wp, out, m, n, k, threads);
 }
 
 static void k_linear_tn(const float *x, const float *wt, float *out, int64_t m, int64_t n,
@@ -1958,12 +1957,6 @@ static void lin_pack(const float *w, const float *bias, float *packed, int64_t n
         lin_pack_panel(w, bias, packed + p * (k + 1) * LIN_NR, p, n, k);
 }
 
-/* Floats of W [n, k] and its bias packed by lin_pack. */
-static size_t lin_packed_floats(int64_t n, int64_t k)
-{
-    return (size_t)(((n + LIN_NR - 1) / LIN_NR) * (k + 1) * LIN_NR);
-}
-
 /* The scratch of a fused op run by nt threads, in one allocation: W1 [n1, k1]
  * and W2 [n2, k2] packed into lin_block's panels (with their biases), then
  * per_thread floats for each thread (pair_scratch_mine). With pre1 and pre2
@@ -2670,7 +2663,7 @@ const elastic_cpu_kernels EK_TABLE = {
     .pkm_grad_rows = k_pkm_grad_rows,
     .packed_floats = lin_packed_floats,
     .pack = lin_pack,
-    .linear_packed = k_linear_packed,
+    .linear_packed = lin_run_packed,
     .score_topk_packed = k_score_topk_packed,
     .ffn_packed = k_ffn_packed,
     .aggregate_packed = k_aggregate_packed,
